@@ -1,0 +1,102 @@
+"""Default run: a small encoder pretrained with InfoNCE on built-in `moving_shapes`, CPU minutes.
+
+Every tool and script relies on these field names (DESIGN.md, config skeleton). Other configs
+start from this one and change what they need.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Input: see sora_jax/data. Frames are uint8 [B, V, T, H, W, 3] on the host.
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "moving_shapes"  # moving_shapes | moving_digits | tfrecord:PATH | tfds:NAME/CONFIG
+  c.data.data_dir = ""  # "" = ~/.cache/sora_jax/datasets (or $SORA_JAX_DATA_DIR)
+  c.data.num_frames = 8
+  c.data.frame_size = 32
+  c.data.stride = 1
+  c.data.num_views = 2
+  c.data.view_gap = "uniform"  # uniform | decreasing (CVRL)
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.crop_scale = (0.5, 1.0)
+  c.data.augment.flip_prob = 0.5
+  c.data.augment.color_jitter_prob = 0.8
+  c.data.augment.color_jitter_strength = 0.5
+  c.data.augment.per_frame_jitter = False
+  c.data.augment.grayscale_prob = 0.2
+  c.data.augment.blur_prob = 0.0
+  c.data.augment.solarize_prob = 0.0
+  c.data.shuffle_buffer = 1024
+  c.data.num_parallel_calls = -1  # -1 = tf.data.AUTOTUNE
+  c.data.prefetch = 2
+
+  # Encoder: see sora_jax/models.
+  c.model = ml_collections.ConfigDict()
+  c.model.frame_encoder = "seed_cnn"  # seed_cnn | resnet
+  c.model.width = 0.5  # channel multiplier of the frame encoder (1.0 = 64/128/256)
+  c.model.resnet_depth = 18
+  c.model.norm = "none"  # none | group | batch (batch makes batch statistics mutable)
+  c.model.temporal = "lstm"  # lstm | gru | transformer | none
+  c.model.hidden_size = 128
+  c.model.num_layers = 1
+  c.model.bidirectional = False
+  c.model.num_heads = 4
+  c.model.causal = False
+  c.model.remat = False
+  c.model.scan_layers = False
+  c.model.pooling = "last"  # last | mean | cls
+  c.model.head_hidden = 256
+  c.model.head_layers = 2
+  c.model.embed_dim = 64
+  c.model.num_classes = 0  # > 0 adds a linear classifier head
+  c.model.input_mean = (0.5, 0.5, 0.5)  # after scaling uint8 to [0, 1]
+  c.model.input_std = (0.25, 0.25, 0.25)
+  c.model.dtype = "float32"  # compute dtype; parameters stay float32
+
+  # Objective: see sora_jax/objectives.
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = "infonce"  # infonce | predictive | supervised | infonce+predictive
+  c.objective.temperature = 0.1
+  c.objective.learn_temperature = False
+  c.objective.infonce_weight = 1.0
+  c.objective.predictive_weight = 1.0
+  c.objective.supervised_weight = 1.0
+  c.objective.predict_steps = 2  # DPC: future steps predicted from the past
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32  # global
+  c.train.num_steps = 600
+  c.train.grad_accum_steps = 1
+  c.train.checkpoint_every = 200
+  c.train.keep_checkpoints = 3
+  c.train.log_every = 20
+  c.train.quick_eval_every = 200  # kNN accuracy on a small labelled split; 0 = off
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # adamw | sgd | lars
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 50
+  c.optimizer.schedule = "cosine"  # cosine | constant
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.momentum = 0.9
+  c.optimizer.clip_norm = 1.0  # 0 = no clipping
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1 = all devices not used by other axes
+  c.mesh.fsdp = 1
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64
+  c.eval.num_clips = 1
+  c.eval.num_crops = 1
+  c.eval.knn_k = 20
+  c.eval.knn_temperature = 0.07
+  c.eval.retrieval_ks = (1, 5, 10, 20)
+  c.eval.mean_center = False
+  c.eval.baselines = ("random",)  # random | supervised
+  return c
