@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.head_layers = 2
   c.model.embed_dim = 64
   c.model.num_classes = 0  # > 0 adds a linear classifier head
+  c.model.predict_steps = 0  # > 0 adds the DPC predictor: from sequence[t], predict steps t+1..t+K
   c.model.input_mean = (0.5, 0.5, 0.5)  # after scaling uint8 to [0, 1]
   c.model.input_std = (0.25, 0.25, 0.25)
   c.model.dtype = "float32"  # compute dtype; parameters stay float32
@@ -66,7 +67,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.objective.infonce_weight = 1.0
   c.objective.predictive_weight = 1.0
   c.objective.supervised_weight = 1.0
-  c.objective.predict_steps = 2  # DPC: future steps predicted from the past
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32  # global
