@@ -1,0 +1,125 @@
+"""Per-frame 2D encoders: images [N, H, W, C] -> vectors [N, D].
+
+The video encoder folds time into the batch axis, so these never see T. NHWC is XLA's native
+layout on CPU and GPU; no transposes are needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def scaled(channels: int, width: float) -> int:
+  """Channel count after the width multiplier, at least 1."""
+  return max(1, int(round(channels * width)))
+
+
+def _groups(channels: int) -> int:
+  """Largest group count <= 32 that divides `channels` (GroupNorm needs an exact split)."""
+  for g in range(min(32, channels), 0, -1):
+    if channels % g == 0:
+      return g
+  return 1
+
+
+class Norm(nn.Module):
+  """'none' | 'group' | 'batch'. Batch statistics live in the mutable 'batch_stats' collection."""
+  kind: str = "none"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.kind == "none":
+      return x
+    if self.kind == "group":
+      return nn.GroupNorm(num_groups=_groups(x.shape[-1]), dtype=self.dtype)(x)
+    if self.kind == "batch":
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+    raise ValueError(f"unknown norm {self.kind!r}")
+
+
+class SeedCNN(nn.Module):
+  """The reference design's frame net: 3x [3x3 conv -> ReLU -> 2x2 max-pool], global average pool.
+
+  [N, H, W, C] -> [N, 256 * width]. Channels 64/128/256 at width 1.0.
+  """
+  width: float = 1.0
+  channels: Sequence[int] = (64, 128, 256)
+  norm: str = "none"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    for i, c in enumerate(self.channels):
+      x = nn.Conv(scaled(c, self.width), (3, 3), padding="SAME", use_bias=self.norm == "none",
+                  dtype=self.dtype, name=f"conv{i}")(x)
+      x = Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)
+      x = nn.relu(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    return jnp.mean(x, axis=(1, 2))
+
+
+class BasicBlock(nn.Module):
+  """ResNet basic block: two 3x3 convs with a (projected) shortcut. [N, H, W, Cin] -> [N, H/s, W/s, C]."""
+  channels: int
+  strides: int = 1
+  norm: str = "none"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bias = self.norm == "none"
+    y = nn.Conv(self.channels, (3, 3), (self.strides, self.strides), padding="SAME", use_bias=bias,
+                dtype=self.dtype)(x)
+    y = nn.relu(Norm(self.norm, self.dtype)(y, train))
+    y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=bias, dtype=self.dtype)(y)
+    y = Norm(self.norm, self.dtype)(y, train)
+    if x.shape[-1] != self.channels or self.strides != 1:
+      x = nn.Conv(self.channels, (1, 1), (self.strides, self.strides), use_bias=bias, dtype=self.dtype,
+                  name="shortcut")(x)
+      x = Norm(self.norm, self.dtype, name="shortcut_norm")(x, train)
+    return nn.relu(x + y)
+
+
+class ResNet2D(nn.Module):
+  """ResNet-18/34 layout with a width multiplier. [N, H, W, C] -> [N, 512 * width].
+
+  stem 'small' (3x3 stride 1, for 32-64 px frames) or 'imagenet' (7x7 stride 2 + 3x3 max-pool).
+  """
+  depth: int = 18
+  width: float = 1.0
+  norm: str = "none"
+  stem: str = "small"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[self.depth]
+    bias = self.norm == "none"
+    c0 = scaled(64, self.width)
+    if self.stem == "imagenet":
+      x = nn.Conv(c0, (7, 7), (2, 2), padding="SAME", use_bias=bias, dtype=self.dtype, name="stem")(x)
+      x = nn.relu(Norm(self.norm, self.dtype, name="stem_norm")(x, train))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    else:
+      x = nn.Conv(c0, (3, 3), padding="SAME", use_bias=bias, dtype=self.dtype, name="stem")(x)
+      x = nn.relu(Norm(self.norm, self.dtype, name="stem_norm")(x, train))
+    for stage, n in enumerate(blocks):
+      c = scaled(64 * 2 ** stage, self.width)
+      for b in range(n):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = BasicBlock(c, strides, self.norm, self.dtype, name=f"stage{stage}_block{b}")(x, train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+def make_frame_encoder(m, dtype) -> nn.Module:
+  """Frame encoder named by `config.model.frame_encoder`."""
+  if m.frame_encoder == "seed_cnn":
+    return SeedCNN(width=m.width, norm=m.norm, dtype=dtype, name="frame_encoder")
+  if m.frame_encoder == "resnet":
+    return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.get("resnet_stem", "small"),
+                    dtype=dtype, name="frame_encoder")
+  raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

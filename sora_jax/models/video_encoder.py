@@ -1,0 +1,93 @@
+"""VideoEncoder: frame encoder on every frame -> temporal model -> heads, built from `config.model`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sora_jax.errors import DataError
+from sora_jax.models.frame_encoders import make_frame_encoder
+from sora_jax.models.heads import Classifier, Predictor, ProjectionHead, l2_normalize
+from sora_jax.models.temporal import make_temporal
+
+
+def check_video(video) -> None:
+  """Raises DataError unless video is [B, T, H, W, 3]."""
+  shape = tuple(getattr(video, "shape", ()))
+  if len(shape) != 5 or shape[-1] != 3:
+    raise DataError(f"video has shape {shape}; the model expects frames [B, T, H, W, 3] "
+                    "(batch, time, height, width, RGB); add the missing axis or drop the extra one")
+
+
+def normalize_frames(video, mean, std, dtype):
+  """uint8 [0, 255] (or float in [0, 1]) -> (x - mean) / std in `dtype`, on the device."""
+  x = video.astype(jnp.float32)
+  if jnp.issubdtype(video.dtype, jnp.integer):
+    x = x / 255.0
+  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return x.astype(dtype)
+
+
+class VideoEncoder(nn.Module):
+  """video [B, T, H, W, 3] (uint8 or float in [0, 1]) -> dict of outputs (see `__call__`).
+
+  Parameters are float32; `config.model.dtype` is the compute dtype. The parameter tree does
+  not depend on B or T.
+  """
+  model_config: ml_collections.ConfigDict
+  unroll: int = 1  # scan unroll of the recurrent layers (speed only; same parameters)
+
+  @nn.compact
+  def __call__(self, video, train: bool = False) -> dict[str, jax.Array]:
+    """Returns frames [B,T,D], sequence [B,T,D'], pooled [B,D'], embedding [B,E] (unit norm),
+    logits [B,C] when num_classes > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0.
+    """
+    m = self.model_config
+    check_video(video)
+    dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
+    b, t, h, w, c = video.shape
+    x = normalize_frames(video, m.input_mean, m.input_std, dtype)
+    feats = make_frame_encoder(m, dtype)(x.reshape(b * t, h, w, c), train)  # time folded into batch
+    frames = feats.reshape(b, t, feats.shape[-1])
+    sequence, pooled = make_temporal(m, dtype, self.unroll)(frames)
+    chex.assert_shape(sequence, (b, t, None))
+    chex.assert_rank(pooled, 2)
+    proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, dtype, name="projection")(pooled)
+    out = {
+        "frames": frames.astype(jnp.float32),
+        "sequence": sequence.astype(jnp.float32),
+        "pooled": pooled.astype(jnp.float32),
+        "embedding": l2_normalize(proj),
+    }
+    if m.num_classes > 0:
+      out["logits"] = Classifier(m.num_classes, dtype, name="classifier")(pooled)
+    if m.predict_steps > 0:
+      out["targets"], out["predictions"] = Predictor(m.predict_steps, m.head_hidden, m.embed_dim, dtype,
+                                                     name="predictor")(frames, sequence)
+    chex.assert_shape(out["embedding"], (b, m.embed_dim))
+    return out
+
+
+def build_encoder(config, unroll: int = 1) -> VideoEncoder:
+  """VideoEncoder from the WHOLE config (reads config.model, validated first)."""
+  from sora_jax.models.config import validate
+  validate(config)
+  return VideoEncoder(model_config=ml_collections.FrozenConfigDict(config.model), unroll=unroll)
+
+
+def default_batch_shape(config, batch_size: int = 1) -> tuple[int, ...]:
+  return (batch_size, config.data.num_frames, config.data.frame_size, config.data.frame_size, 3)
+
+
+def init_variables(config, rng, batch_shape=None) -> dict[str, Any]:
+  """Variables ({'params'} and, with norm='batch', {'batch_stats'}) from a dummy uint8 clip."""
+  model = build_encoder(config)
+  shape = tuple(batch_shape) if batch_shape is not None else default_batch_shape(config)
+  dummy = jnp.zeros(shape, jnp.uint8)
+  variables = jax.jit(lambda r, v: model.init(r, v, train=False))(rng, dummy)
+  return dict(variables)
