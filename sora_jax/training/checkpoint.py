@@ -1,0 +1,138 @@
+"""Orbax checkpoints under `<workdir>/checkpoints`: the train state, the data position and the config.
+
+Each checkpoint step holds three items: `state` (TrainState, restored onto whatever mesh the
+current run has: written on N devices, restored on M), `data` (every process's
+`TrainInput.get_state()`), `config` (the resolved config). Saves are asynchronous (the arrays
+are copied off the devices before `save` returns, the files are written in the background) and
+atomic (orbax writes to a temporary directory and renames it when complete, so a run killed in
+the middle of a save leaves the previous checkpoints intact).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from sora_jax.errors import CheckpointError
+
+ITEMS = ("state", "data", "config")
+
+
+def checkpoint_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir).absolute() / "checkpoints"
+
+
+def make_manager(workdir, *, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+              "config": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
+
+
+def config_to_json(config) -> dict:
+  return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def config_from_json(d: dict) -> ml_collections.ConfigDict:
+  """Inverse of config_to_json; lists become tuples again (configs use tuples)."""
+  def fix(x):
+    if isinstance(x, dict):
+      return {k: fix(v) for k, v in x.items()}
+    if isinstance(x, list):
+      return tuple(fix(v) for v in x)
+    return x
+  return ml_collections.ConfigDict(fix(d))
+
+
+def _allgather_json(obj) -> list:
+  """Every process's JSON-able `obj`, in process order (one entry on a single process)."""
+  if jax.process_count() == 1:
+    return [obj]
+  from jax.experimental import multihost_utils
+  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  n = int(np.max(multihost_utils.process_allgather(np.array([raw.size]))))
+  padded = np.zeros(n, np.uint8)
+  padded[: raw.size] = raw
+  everyone = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in np.asarray(everyone).reshape(-1, n)]
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config, *, force: bool = False) -> bool:
+  """Starts an asynchronous save of `state` at `step` (all processes call it)."""
+  data = {"process_count": jax.process_count(), "processes": _allgather_json(data_state)}
+  return manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data),
+      config=ocp.args.JsonSave(config_to_json(config))), force=force)
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
+  """Restores (state, data position of this process or None, step) onto `abstract_state`'s shardings.
+
+  The data position is returned only when the process count is the one that wrote it (else the
+  input restarts from a fresh, seeded stream and the caller says so).
+  """
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f"no checkpoint in {manager.directory}")
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise CheckpointError(f"checkpoint {manager.directory}/{step} does not fit this model/config "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); use a fresh --workdir") from e
+  data = out["data"] or {}
+  data_state = None
+  if data.get("process_count") == jax.process_count():
+    data_state = data["processes"][jax.process_index()]
+  return out["state"], data_state, step
+
+
+def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
+  """The resolved config saved with a checkpoint (or the workdir's config.json)."""
+  manager = make_manager(workdir, async_save=False)
+  step = manager.latest_step() if step is None else step
+  if step is not None:
+    return config_from_json(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise CheckpointError(f"no checkpoint and no config.json in workdir {str(workdir)!r}; train first "
+                          f"(python train.py --workdir {workdir})")
+  return config_from_json(json.loads(path.read_text()))
+
+
+def load_for_inference(workdir, step: int | None = None):
+  """-> (config, variables, step): the encoder's variables of the latest (or given) checkpoint.
+
+  `variables` is `{'params': ..., **other collections}` on the first local device, usable as
+  `sora_jax.models.build_encoder(config).apply(variables, video)`, whatever mesh wrote it.
+  Raises CheckpointError naming the workdir when there is no checkpoint.
+  """
+  if not checkpoint_dir(workdir).is_dir():
+    raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first "
+                          f"(python train.py --config configs/default.py --workdir {workdir})")
+  manager = make_manager(workdir, async_save=False)
+  steps = manager.all_steps()
+  if not steps:
+    raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first")
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise CheckpointError(f"workdir {str(workdir)!r} has no checkpoint at step {step}; it has {sorted(steps)}")
+  meta = manager.item_metadata(step)["state"]
+  if meta is None:
+    raise CheckpointError(f"checkpoint {step} in {str(workdir)!r} has no readable state")
+  # The whole state (with the optimizer moments) onto one local device: the saved tree's shapes
+  # and dtypes, so no model or optimizer has to be rebuilt and any writing mesh works.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(meta))
+  out = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
+  state = out["state"]
+  variables = {"params": state["params"]["encoder"], **dict(state["model_state"])}
+  return config_from_json(out["config"]), variables, int(step)

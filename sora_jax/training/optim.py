@@ -1,0 +1,43 @@
+"""Optimizers from `config.optimizer`: adamw | sgd (momentum) | lars, warmup + cosine, clipping.
+
+Weight decay (and LARS trust ratios) apply only to arrays of rank >= 2, i.e. not to biases,
+norm scales or the learned temperature. Gradient accumulation is done by the train step (micro
+batches inside one step), so one optimizer update = one step = one global batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warmup from 0 to optimizer.learning_rate, then cosine to 0 at train.num_steps (or constant)."""
+  opt, total = config.optimizer, config.train.num_steps
+  warmup = min(opt.warmup_steps, total)
+  if opt.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, warmup_steps=warmup,
+                                              decay_steps=max(total, warmup + 1), end_value=0.0)
+  return optax.join_schedules([optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
+                               optax.constant_schedule(opt.learning_rate)], [warmup])
+
+
+def decay_mask(params):
+  """True for arrays that get weight decay: matrices and kernels, not biases, scales or scalars."""
+  return jax.tree_util.tree_map(lambda p: getattr(p, "ndim", 0) >= 2, params)
+
+
+def build_optimizer(config) -> optax.GradientTransformation:
+  opt = config.optimizer
+  lr = learning_rate_schedule(config)
+  if opt.name == "adamw":
+    tx = optax.adamw(lr, weight_decay=opt.weight_decay, mask=decay_mask)
+  elif opt.name == "sgd":
+    tx = optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+                     optax.sgd(lr, momentum=opt.momentum or None))
+  else:  # lars
+    tx = optax.lars(lr, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
+                    trust_ratio_mask=decay_mask, momentum=opt.momentum)
+  if opt.clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
+  return tx

@@ -1,0 +1,39 @@
+"""The train state: everything a step reads and writes, one pytree (checkpointed as is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from sora_jax import objectives
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step int32 []; params {'encoder': model params, 'objective': e.g. log_temperature};
+  model_state: the model's other variable collections (e.g. batch_stats), usually {};
+  opt_state: optax state of params; rng: uint32 [2] root key (per-step keys by fold_in(step))."""
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: Any
+  rng: jax.Array
+
+  def inference_variables(self) -> dict:
+    """The encoder's variables: `build_encoder(config).apply(variables, video)`."""
+    return {"params": self.params["encoder"], **self.model_state}
+
+
+def init_state(config, tx: optax.GradientTransformation) -> TrainState:
+  """Pure: the initial state from config.seed (wrap in jit / eval_shape)."""
+  from sora_jax.models import init_variables
+  root = jax.random.PRNGKey(config.seed)
+  init_key, train_key = jax.random.split(root)
+  variables = dict(init_variables(config, init_key))
+  params = {"encoder": variables.pop("params"), "objective": objectives.init_params(config)}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                    opt_state=tx.init(params), rng=train_key)
