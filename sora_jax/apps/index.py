@@ -1,0 +1,231 @@
+"""The on-disk embedding index: an append-only directory that search streams from.
+
+Layout of an index directory:
+  index.json        metadata: dim, dtype, count, shards, checkpoint step, config hash, workdir
+  emb-00000.npy     embeddings float32|float16 [n_shard, E], L2-normalised rows (one per append)
+  items.jsonl       one JSON object per row, in row order: id, path, label, label_name, caption
+
+Appends write a new shard, then the item lines, then `index.json` (atomically, last), so a crash
+mid-append leaves the previous index intact: rows past `count` in items.jsonl are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from sora_jax.errors import DataError
+
+INDEX_VERSION = 1
+_META = "index.json"
+_ITEMS = "items.jsonl"
+_DTYPES = ("float32", "float16")
+
+
+def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  os.replace(tmp, path)
+
+
+class Index:
+  """Embeddings plus per-row records; `search` runs exact (JAX) or approximate (faiss) k-NN.
+
+  Rows are L2-normalised, so inner product = cosine similarity.
+  """
+
+  def __init__(self, directory, meta: dict, items: list[dict]):
+    self.directory = pathlib.Path(directory)
+    self.meta = meta
+    self.items = items
+    self._shards: list[np.ndarray] | None = None
+    self._lookup: dict | None = None
+
+  # ---- creation and loading -------------------------------------------------------------------
+
+  @classmethod
+  def create(cls, directory, *, dim: int, dtype: str = "float32", step: int | None = None,
+             config_hash: str | None = None, workdir: str | None = None,
+             label_names: Sequence[str] | None = None, extra: dict | None = None) -> "Index":
+    """Makes an empty index directory (fails if one already exists there)."""
+    directory = pathlib.Path(directory)
+    if dtype not in _DTYPES:
+      raise DataError(f"index dtype {dtype!r} is not supported; choose one of {', '.join(_DTYPES)}")
+    if (directory / _META).exists():
+      raise DataError(f"an index already exists at {str(directory)!r}; use Index.load or another --out")
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"version": INDEX_VERSION, "dim": int(dim), "dtype": dtype, "count": 0, "shards": [],
+            "step": step, "config_hash": config_hash, "workdir": workdir,
+            "label_names": list(label_names) if label_names else None, "extra": extra or {}}
+    (directory / _ITEMS).write_text("")
+    _write_json_atomic(directory / _META, meta)
+    return cls(directory, meta, [])
+
+  @classmethod
+  def load(cls, directory) -> "Index":
+    """Opens an index directory written by `create`/`append` (embeddings are memory-mapped)."""
+    directory = pathlib.Path(directory)
+    meta_path = directory / _META
+    if not meta_path.is_file():
+      raise DataError(f"no index at {str(directory)!r} (missing {_META}); build one with `sora-jax embed --out`")
+    try:
+      meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+      raise DataError(f"index metadata {str(meta_path)!r} is corrupt ({e}); rebuild the index") from e
+    if meta.get("version") != INDEX_VERSION:
+      raise DataError(f"index {str(directory)!r} has version {meta.get('version')!r}; this code reads {INDEX_VERSION}")
+    items = []
+    with open(directory / _ITEMS) as f:
+      for line in f:
+        if len(items) == meta["count"]:
+          break  # lines of an append that did not finish
+        items.append(json.loads(line))
+    if len(items) != meta["count"]:
+      raise DataError(f"index {str(directory)!r} lists {meta['count']} rows but {_ITEMS} has {len(items)}; rebuild it")
+    return cls(directory, meta, items)
+
+  @classmethod
+  def open_or_create(cls, directory, **kwargs) -> "Index":
+    if (pathlib.Path(directory) / _META).exists():
+      return cls.load(directory)
+    return cls.create(directory, **kwargs)
+
+  # ---- writing ----------------------------------------------------------------------------------
+
+  def append(self, embeddings: np.ndarray, records: Sequence[dict]) -> None:
+    """Adds rows: embeddings [n, E] (normalised here) and one record dict per row.
+
+    A record has `path` (str or None) and optionally `id` (int; default: the row number),
+    `label` (int, -1 unknown), `label_name`, `caption`.
+    """
+    embeddings = np.asarray(embeddings, np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+      raise DataError(f"embeddings of shape {embeddings.shape} do not fit index dim {self.dim}")
+    if len(records) != len(embeddings):
+      raise DataError(f"{len(embeddings)} embeddings but {len(records)} records")
+    if not len(embeddings):
+      return
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    embeddings = embeddings / np.maximum(norms, 1e-12)
+    start = self.count
+    items = []
+    for i, r in enumerate(records):
+      item = {"id": int(r.get("id", start + i)), "path": r.get("path"), "label": int(r.get("label", -1))}
+      for key in ("label_name", "caption"):
+        if r.get(key) is not None:
+          item[key] = r[key]
+      items.append(item)
+    name = f"emb-{len(self.meta['shards']):05d}.npy"
+    np.save(self.directory / name, embeddings.astype(self.meta["dtype"]))
+    with open(self.directory / _ITEMS, "rb+") as f:
+      # Drop lines of an earlier unfinished append before adding ours.
+      for _ in range(start):
+        f.readline()
+      f.truncate(f.tell())
+      f.seek(0, os.SEEK_END)
+      f.write("".join(json.dumps(item) + "\n" for item in items).encode("utf-8"))
+    meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [{"file": name, "count": len(items)}])
+    _write_json_atomic(self.directory / _META, meta)
+    self.meta = meta
+    self.items.extend(items)
+    self._shards = None
+    self._lookup = None
+
+  # ---- reading ----------------------------------------------------------------------------------
+
+  @property
+  def dim(self) -> int:
+    return int(self.meta["dim"])
+
+  @property
+  def count(self) -> int:
+    return int(self.meta["count"])
+
+  def __len__(self) -> int:
+    return self.count
+
+  @property
+  def step(self):
+    return self.meta.get("step")
+
+  @property
+  def config_hash(self):
+    return self.meta.get("config_hash")
+
+  @property
+  def paths(self) -> list:
+    return [it.get("path") for it in self.items]
+
+  @property
+  def ids(self) -> np.ndarray:
+    return np.asarray([it["id"] for it in self.items], np.int64)
+
+  @property
+  def labels(self) -> np.ndarray:
+    return np.asarray([it.get("label", -1) for it in self.items], np.int64)
+
+  def shards(self) -> list[np.ndarray]:
+    """The embedding shards, memory-mapped (read lazily from disk when a block is used)."""
+    if self._shards is None:
+      self._shards = [np.load(self.directory / s["file"], mmap_mode="r") for s in self.meta["shards"]]
+    return self._shards
+
+  def embeddings(self) -> np.ndarray:
+    """All embeddings in memory, float32 [N, E] (small indexes; search streams instead)."""
+    if not self.count:
+      return np.zeros((0, self.dim), np.float32)
+    return np.concatenate([np.asarray(s, np.float32) for s in self.shards()])
+
+  def row_of(self, key) -> int | None:
+    """Row number of an item given its id (int or digit string) or its path; None if absent."""
+    if self._lookup is None:
+      lookup = {}
+      for row, it in enumerate(self.items):
+        lookup.setdefault(("id", it["id"]), row)
+        if it.get("path"):
+          lookup.setdefault(("path", it["path"]), row)
+          lookup.setdefault(("path", os.path.abspath(it["path"])), row)
+      self._lookup = lookup
+    if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.lstrip("-").isdigit()):
+      row = self._lookup.get(("id", int(key)))
+      if row is not None:
+        return row
+    if isinstance(key, (str, os.PathLike)):
+      key = str(key)
+      return self._lookup.get(("path", key), self._lookup.get(("path", os.path.abspath(key))))
+    return None
+
+  def has_path(self, path) -> bool:
+    return self.row_of(os.path.abspath(str(path))) is not None if path is not None else False
+
+  # ---- search -------------------------------------------------------------------------------
+
+  def search(self, queries: np.ndarray, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
+             mesh=None, nprobe: int = 8) -> list[list[dict]]:
+    """Nearest rows of each query [Q, E] (or [E]) by cosine: per query, k dicts rank/score/row + item."""
+    from sora_jax.apps import search as search_lib
+    q = np.asarray(queries, np.float32)
+    if q.ndim == 1:
+      q = q[None]
+    if q.ndim != 2 or q.shape[1] != self.dim:
+      raise DataError(f"queries of shape {q.shape} do not fit index dim {self.dim}")
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    if approximate:
+      ivf = search_lib.IVFIndex.load_or_build(self, nprobe=nprobe)
+      scores, rows = ivf.search(q, k)
+    else:
+      scores, rows = search_lib.exact_search(q, self.shards(), k, block_size=block_size, mesh=mesh)
+    results = []
+    for qs, qr in zip(scores, rows):
+      hits = []
+      for rank, (s, r) in enumerate(zip(qs, qr), 1):
+        if r < 0:
+          continue
+        hits.append(dict(self.items[int(r)], rank=rank, score=float(s), row=int(r)))
+      results.append(hits)
+    return results
+

@@ -1,0 +1,247 @@
+"""Exact k-NN by inner product in JAX, streamed in blocks and sharded over devices; faiss IVF.
+
+Exact search walks the index in blocks of `block_size` rows read from host memory or disk
+(memory-mapped shards), so only a few blocks live on the devices at once, whatever the index
+size. Each block's rows are sharded over every device of a mesh; each device scores its rows
+against all queries, keeps its local top-k, the per-device top-k are all-gathered (k rows each,
+not the scores) and merged into a running top-k. One compiled step serves every block.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import queue
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from sora_jax.errors import DataError
+
+
+def default_mesh():
+  """A 1-D mesh over all local devices (the rows of each block are split over them)."""
+  import jax
+  return jax.sharding.Mesh(np.asarray(jax.local_devices()), ("index",))
+
+
+def _blocks(shards: Sequence[np.ndarray], block_size: int) -> Iterator[tuple[int, np.ndarray]]:
+  """Yields (first row, rows [<=block_size, E]) over the concatenation of shards, in order."""
+  pieces, have, offset = [], 0, 0
+  for shard in shards:
+    start = 0
+    while start < len(shard):
+      take = min(block_size - have, len(shard) - start)
+      pieces.append(shard[start:start + take])
+      have += take
+      start += take
+      if have == block_size:
+        yield offset, np.concatenate(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
+        offset += have
+        pieces, have = [], 0
+  if have:
+    yield offset, np.concatenate(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
+
+
+def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+  """Reads the next blocks from disk in a thread while the devices work on the current one."""
+  q: queue.Queue = queue.Queue(maxsize=depth)
+  done = object()
+
+  def worker():
+    try:
+      for item in iterator:
+        q.put(item)
+      q.put(done)
+    except BaseException as e:  # surfaced in the consumer
+      q.put(e)
+
+  threading.Thread(target=worker, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+@functools.lru_cache(maxsize=16)
+def _make_step(mesh, k: int, block_rows: int):
+  """jit step (best_s [Q,k], best_r [Q,k], q [Q,E], block [B,E], iota [B], offset, n_valid) -> best."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import PartitionSpec as P
+
+  axes = tuple(mesh.axis_names)
+  local_k = min(k, block_rows // mesh.size)
+
+  def local_topk(q, block, iota, offset, n_valid):
+    # q [Q, E] replicated; block [B/ndev, E] and iota [B/ndev] are this device's rows.
+    s = jnp.matmul(q, block.astype(jnp.float32).T, precision=jax.lax.Precision.HIGHEST)
+    s = jnp.where((iota < n_valid)[None, :], s, -jnp.inf)
+    ts, ti = jax.lax.top_k(s, local_k)
+    tr = iota[ti] + offset
+    ts = jax.lax.all_gather(ts, axes, axis=1, tiled=True)  # [Q, ndev * local_k]
+    tr = jax.lax.all_gather(tr, axes, axis=1, tiled=True)
+    return ts, tr
+
+  sharded = jax.shard_map(local_topk, mesh=mesh, in_specs=(P(), P(axes, None), P(axes), P(), P()),
+                          out_specs=(P(), P()), check_vma=False)
+
+  def step(best_s, best_r, q, block, iota, offset, n_valid):
+    ts, tr = sharded(q, block, iota, offset, n_valid)
+    s = jnp.concatenate([best_s, ts], axis=1)
+    r = jnp.concatenate([best_r, tr], axis=1)
+    best_s, i = jax.lax.top_k(s, k)
+    return best_s, jnp.take_along_axis(r, i, axis=1)
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def exact_search(queries: np.ndarray, index, k: int, *, block_size: int = 65536, query_batch: int = 1024,
+                 mesh=None) -> tuple[np.ndarray, np.ndarray]:
+  """Top-k rows of `index` by inner product with each query.
+
+  queries: float [Q, E]; index: array [N, E] or a list of such shards (float32/float16, memory-mapped
+  is fine: only one block at a time is read). Returns scores float32 [Q, k'] (descending) and rows
+  int64 [Q, k'] with k' = min(k, N). Device memory is O(block_size * E + query_batch * block_size / ndev).
+  """
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  shards = [index] if isinstance(index, np.ndarray) else list(index)
+  queries = np.asarray(queries, np.float32)
+  if queries.ndim != 2:
+    raise DataError(f"queries must be [Q, E], got shape {queries.shape}")
+  if k < 1:
+    raise DataError(f"k={k} must be >= 1")
+  total = sum(len(s) for s in shards)
+  for s in shards:
+    if s.ndim != 2 or s.shape[1] != queries.shape[1]:
+      raise DataError(f"index shard of shape {s.shape} does not match query dim {queries.shape[1]}")
+  k = min(k, total)
+  nq = len(queries)
+  if k == 0 or nq == 0:
+    return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
+
+  mesh = mesh or default_mesh()
+  ndev = mesh.size
+  axes = tuple(mesh.axis_names)
+  # One block shape for the whole index (one compile): a multiple of the device count.
+  block_rows = min(block_size, total)
+  block_rows = -(-block_rows // ndev) * ndev
+  row_sharding = NamedSharding(mesh, P(axes, None))
+  replicated = NamedSharding(mesh, P())
+  iota = jax.device_put(np.arange(block_rows, dtype=np.int32), NamedSharding(mesh, P(axes)))
+  step = _make_step(mesh, k, block_rows)
+
+  chunks = [(i, min(i + query_batch, nq)) for i in range(0, nq, query_batch)]
+  q_dev = [jax.device_put(queries[a:b], replicated) for a, b in chunks]
+  best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), replicated),
+           jax.device_put(np.full((b - a, k), -1, np.int32), replicated)) for a, b in chunks]
+
+  def padded_blocks():
+    for offset, block in _blocks(shards, block_rows):
+      n = len(block)
+      if n < block_rows:
+        block = np.concatenate([block, np.zeros((block_rows - n, block.shape[1]), block.dtype)])
+      yield offset, n, block
+
+  for offset, n, block in _prefetch(padded_blocks()):
+    block_dev = jax.device_put(block, row_sharding)
+    for c, qd in enumerate(q_dev):
+      best[c] = step(best[c][0], best[c][1], qd, block_dev, iota, np.int32(offset), np.int32(n))
+  scores = np.concatenate([np.asarray(s) for s, _ in best])
+  rows = np.concatenate([np.asarray(r) for _, r in best]).astype(np.int64)
+  return scores, rows
+
+
+def brute_force(queries: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """The numpy reference: full score matrix, argsort. scores [Q, k], rows [Q, k]."""
+  s = np.asarray(queries, np.float64) @ np.asarray(embeddings, np.float64).T
+  k = min(k, s.shape[1])
+  rows = np.argsort(-s, axis=1, kind="stable")[:, :k]
+  return np.take_along_axis(s, rows, axis=1).astype(np.float32), rows.astype(np.int64)
+
+
+def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
+  """Fraction of the exact top-k rows that the approximate top-k also returns (mean over queries)."""
+  hits = [len(set(a[a >= 0].tolist()) & set(e.tolist())) / max(len(e), 1) for a, e in zip(approx_rows, exact_rows)]
+  return float(np.mean(hits)) if hits else 0.0
+
+
+def _faiss():
+  try:
+    import faiss
+  except ImportError as e:
+    raise DataError("approximate search needs faiss-cpu; install it with `pip install 'sora-jax[faiss]'`") from e
+  return faiss
+
+
+class IVFIndex:
+  """Approximate inner-product search: faiss IndexIVFFlat (k-means cells, `nprobe` cells probed)."""
+
+  FILE = "ivf.faiss"
+
+  def __init__(self, index, nprobe: int = 8):
+    self.index = index
+    self.nprobe = nprobe
+    self.index.nprobe = nprobe
+
+  @classmethod
+  def build(cls, index, *, nlist: int | None = None, nprobe: int = 8, train_size: int = 100_000,
+            seed: int = 0) -> "IVFIndex":
+    """Trains the cells on a sample and adds every row. index: [N, E] or a list of shards."""
+    faiss = _faiss()
+    shards = [index] if isinstance(index, np.ndarray) else list(index)
+    total = sum(len(s) for s in shards)
+    if total == 0:
+      raise DataError("cannot build an IVF index over an empty index")
+    dim = shards[0].shape[1]
+    nlist = nlist or int(max(1, min(4 * np.sqrt(total), total // 39)))
+    rng = np.random.default_rng(seed)
+    sample_rows = np.sort(rng.choice(total, size=min(train_size, total), replace=False))
+    sample = _gather_rows(shards, sample_rows)
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    ivf.train(sample)
+    for _, block in _blocks(shards, 65536):
+      ivf.add(np.ascontiguousarray(block, np.float32))
+    return cls(ivf, nprobe)
+
+  def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores, rows = self.index.search(np.ascontiguousarray(queries, np.float32), k)
+    return scores, rows.astype(np.int64)
+
+  def save(self, path) -> None:
+    _faiss().write_index(self.index, str(path))
+
+  @classmethod
+  def load(cls, path, nprobe: int = 8) -> "IVFIndex":
+    return cls(_faiss().read_index(str(path)), nprobe)
+
+  @classmethod
+  def load_or_build(cls, index, *, nprobe: int = 8, **build_kwargs) -> "IVFIndex":
+    """The IVF index cached in an `Index` directory, rebuilt when rows were appended since."""
+    path = pathlib.Path(index.directory) / cls.FILE
+    if path.is_file():
+      ivf = cls.load(path, nprobe)
+      if ivf.index.ntotal == index.count:
+        return ivf
+    ivf = cls.build(index.shards(), nprobe=nprobe, **build_kwargs)
+    ivf.save(path)
+    return ivf
+
+
+def _gather_rows(shards: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
+  """Rows (sorted global row numbers) from a list of shards, as float32 [len(rows), E]."""
+  out, start = [], 0
+  for shard in shards:
+    sel = rows[(rows >= start) & (rows < start + len(shard))] - start
+    if len(sel):
+      out.append(np.asarray(shard[sel], np.float32))
+    start += len(shard)
+  return np.ascontiguousarray(np.concatenate(out))

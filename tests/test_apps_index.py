@@ -1,0 +1,75 @@
+"""The on-disk index (append, reload, lookup, crash safety) and the offline HTML page."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from sora_jax.apps import html
+from sora_jax.apps.index import Index
+from sora_jax.errors import DataError
+
+
+def _records(paths, label=1):
+  return [{"path": p, "label": label} for p in paths]
+
+
+def test_append_reload_and_search_finds_itself(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((30, 8)).astype(np.float32)
+  idx = Index.create(tmp_path / "ix", dim=8, step=7, config_hash="abc")
+  idx.append(x[:20], _records([f"/v/{i}.mp4" for i in range(20)]))
+  idx.append(x[20:], _records([f"/v/{i}.mp4" for i in range(20, 30)], label=2))
+  idx = Index.load(tmp_path / "ix")
+  assert idx.count == 30 and idx.step == 7 and idx.config_hash == "abc"
+  np.testing.assert_array_equal(idx.ids, np.arange(30))
+  np.testing.assert_array_equal(idx.labels, [1] * 20 + [2] * 10)
+  np.testing.assert_allclose(np.linalg.norm(idx.embeddings(), axis=1), 1.0, atol=1e-6)
+  assert idx.row_of("/v/25.mp4") == 25 and idx.row_of("12") == 12 and idx.row_of("/v/none.mp4") is None
+  hits = idx.search(x[[3, 27]], k=4)
+  assert [h[0]["row"] for h in hits] == [3, 27]
+  assert hits[1][0]["path"] == "/v/27.mp4" and hits[1][0]["score"] == pytest.approx(1.0, abs=1e-5)
+  assert [h["rank"] for h in hits[0]] == [1, 2, 3, 4]
+
+
+def test_unfinished_append_is_ignored_and_overwritten(tmp_path):
+  x = np.eye(4, dtype=np.float32)
+  idx = Index.create(tmp_path, dim=4, dtype="float16")
+  idx.append(x[:2], _records(["a", "b"]))
+  with open(tmp_path / "items.jsonl", "a") as f:  # a crash after writing items, before index.json
+    f.write(json.dumps({"id": 99, "path": "zombie"}) + "\n")
+  idx = Index.load(tmp_path)
+  assert idx.paths == ["a", "b"]
+  idx.append(x[2:], _records(["c", "d"]))
+  idx = Index.load(tmp_path)
+  assert idx.paths == ["a", "b", "c", "d"] and idx.embeddings().dtype == np.float32
+  assert idx.shards()[0].dtype == np.float16
+
+
+def test_index_errors(tmp_path):
+  with pytest.raises(DataError, match="no index"):
+    Index.load(tmp_path / "missing")
+  idx = Index.create(tmp_path / "ix", dim=4)
+  with pytest.raises(DataError, match="already exists"):
+    Index.create(tmp_path / "ix", dim=4)
+  with pytest.raises(DataError, match="do not fit index dim 4"):
+    idx.append(np.zeros((2, 5)), _records(["a", "b"]))
+  (tmp_path / "ix" / "index.json").write_text("{not json")
+  with pytest.raises(DataError, match="corrupt"):
+    Index.load(tmp_path / "ix")
+
+
+def test_html_page_is_self_contained(tmp_path):
+  from PIL import Image
+  import io
+  frames = np.zeros((8, 16, 24, 3), np.uint8)
+  frames[:, :, :12, 0] = 255
+  out = html.write_html(tmp_path / "r.html", {"path": "q<1>.mp4", "frames": frames},
+                        [{"rank": 1, "score": 0.9, "path": "a.mp4", "label": 3, "frames": frames},
+                         {"rank": 2, "score": 0.5, "path": "gone.mp4", "label": -1, "frames": None}])
+  page = out.read_text()
+  assert "q&lt;1&gt;.mp4" in page and "(no preview)" in page and "http" not in page
+  b64 = page.split("data:image/png;base64,")[1].split('"')[0]
+  img = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+  assert img.shape[0] == 64 and img[10, 5, 0] == 255 and img[10, 5, 1] == 0  # red left half of frame 0
