@@ -1,0 +1,154 @@
+"""Exact search in JAX beside faiss IndexFlatIP, and faiss IVF's recall@10 and speed-up.
+
+Same random L2-normalised 256-d embeddings and queries for every method, in one process:
+  - throughput: `--queries` queries in one call, queries/s = queries / median time;
+  - latency: one query per call, median over `--repeats` calls;
+  - IVF (IndexIVFFlat, nlist = 4 sqrt(N), for each --nprobe): recall@10 against exact search,
+    speed-up over IndexFlatIP at the same batch (uniform random vectors have no cluster
+    structure: the worst case for IVF recall, so the sweep shows the trade-off);
+  - peak memory: process peak RSS (getrusage) after each size, tracemalloc peak of host
+    allocations during the JAX search (the streamed blocks), and the index's size.
+Prints a table, then one JSON line.
+
+  .venv/bin/python bench/search.py                    # 100k and 1M rows
+  .venv/bin/python bench/search.py --sizes 20000 --repeats 2   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def _median_time(fn, repeats):
+  fn()  # warm-up (compile, page in)
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def _rss_gib():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _unit_rows(rng, n, d, chunk=131072):
+  out = np.empty((n, d), np.float32)
+  for i in range(0, n, chunk):
+    x = rng.standard_normal((min(chunk, n - i), d), dtype=np.float32)
+    out[i:i + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+  return out
+
+
+def bench_size(n, args, rng):
+  import faiss
+  import jax
+  from sora_jax.apps import search
+
+  d, k = args.dim, args.k
+  x = _unit_rows(rng, n, d)
+  q = _unit_rows(rng, args.queries, d)
+  row = {"n": n, "dim": d, "index_gib": x.nbytes / 2**30}
+
+  mesh = search.default_mesh()
+  jax_batch = lambda: search.exact_search(q, x, k, block_size=args.block_size, mesh=mesh)
+  jax_one = lambda: search.exact_search(q[:1], x, k, block_size=args.block_size, mesh=mesh)
+  tracemalloc.start()
+  exact_s, exact_r = jax_batch()
+  row["jax_tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+  tracemalloc.stop()
+  t = _median_time(jax_batch, args.repeats)
+  row["jax_qps"] = args.queries / t
+  row["jax_latency_ms"] = 1e3 * _median_time(jax_one, args.repeats)
+
+  flat = faiss.IndexFlatIP(d)
+  flat.add(x)
+  f_s, f_r = flat.search(q, k)
+  row["agree_with_faiss_top10"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(f_r, exact_r)]))
+  t = _median_time(lambda: flat.search(q, k), args.repeats)
+  row["faiss_flat_qps"] = args.queries / t
+  row["faiss_flat_latency_ms"] = 1e3 * _median_time(lambda: flat.search(q[:1], k), args.repeats)
+  row["jax_over_faiss_qps"] = row["jax_qps"] / row["faiss_flat_qps"]
+  del flat
+
+  nlist = int(min(4 * np.sqrt(n), args.ivf_train // 39))
+  t0 = time.perf_counter()
+  ivf = search.IVFIndex.build(x, nlist=nlist, train_size=args.ivf_train)
+  row["ivf_build_s"] = time.perf_counter() - t0
+  row["ivf_nlist"], row["ivf"] = nlist, []
+  for nprobe in args.nprobe:
+    ivf.index.nprobe = nprobe
+    _, a_r = ivf.search(q, k)
+    qps = args.queries / _median_time(lambda: ivf.search(q, k), args.repeats)
+    row["ivf"].append({"nprobe": nprobe, "recall_at_10": search.recall_at_k(a_r, exact_r), "qps": qps,
+                       "speedup_over_flat": qps / row["faiss_flat_qps"], "speedup_over_jax": qps / row["jax_qps"]})
+  row["peak_rss_gib"] = _rss_gib()
+  del ivf, x
+  return row
+
+
+def _rounded(x):
+  if isinstance(x, float):
+    return round(x, 4)
+  if isinstance(x, dict):
+    return {k: _rounded(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_rounded(v) for v in x]
+  return x
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+  p.add_argument("--dim", type=int, default=256)
+  p.add_argument("--queries", type=int, default=256, help="queries per throughput call")
+  p.add_argument("--k", type=int, default=10)
+  p.add_argument("--block-size", type=int, default=65536)
+  p.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
+  p.add_argument("--ivf-train", type=int, default=100_000)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args(argv)
+
+  import faiss
+  import jax
+  rng = np.random.default_rng(args.seed)
+  rows = [bench_size(n, args, rng) for n in args.sizes]
+
+  env = {"devices": f"{jax.device_count()}x{jax.devices()[0].platform}", "cpus": os.cpu_count(),
+         "machine": platform.machine(), "jax": jax.__version__, "faiss": faiss.__version__,
+         "faiss_threads": faiss.omp_get_max_threads()}
+  print(f"exact top-{args.k} over random {args.dim}-d unit vectors, {args.queries} queries/call; {env}")
+  head = ("N", "jax q/s", "faiss q/s", "jax/faiss", "jax 1q ms", "faiss 1q ms", "peak RSS GiB")
+  print(" | ".join(f"{h:>12}" for h in head))
+  for r in rows:
+    vals = (r["n"], f"{r['jax_qps']:.0f}", f"{r['faiss_flat_qps']:.0f}", f"{r['jax_over_faiss_qps']:.2f}",
+            f"{r['jax_latency_ms']:.1f}", f"{r['faiss_flat_latency_ms']:.1f}", f"{r['peak_rss_gib']:.2f}")
+    print(" | ".join(f"{v:>12}" for v in vals))
+  print("faiss IndexIVFFlat (approximate) against exact search on the same data:")
+  head = ("N", "nlist", "nprobe", "IVF q/s", "vs flat", "vs jax", "recall@10")
+  print(" | ".join(f"{h:>12}" for h in head))
+  for r in rows:
+    for v in r["ivf"]:
+      vals = (r["n"], r["ivf_nlist"], v["nprobe"], f"{v['qps']:.0f}", f"{v['speedup_over_flat']:.1f}x",
+              f"{v['speedup_over_jax']:.1f}x", f"{v['recall_at_10']:.3f}")
+      print(" | ".join(f"{x:>12}" for x in vals))
+  print(json.dumps({"bench": "search", "env": env, "args": vars(args),
+                    "results": _rounded(rows)}))
+
+
+if __name__ == "__main__":
+  main()
