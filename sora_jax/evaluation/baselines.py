@@ -1,0 +1,73 @@
+"""The baselines evaluated next to a run: random weights and a supervised-trained encoder.
+
+- random: the run's architecture initialised from config.seed, never trained;
+- supervised: the same architecture with a classifier head, trained with cross-entropy on the
+  run's data by `sora_jax.training.train` from configs/supervised.py into
+  `<workdir>/baselines/supervised` (reused when it already holds the final checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pathlib
+
+from sora_jax.evaluation import suite
+
+log = logging.getLogger("sora_jax.eval")
+
+SUPERVISED_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "supervised.py"
+
+
+def random_variables(config):
+  import jax
+  from sora_jax.models import init_variables
+  return init_variables(config, jax.random.PRNGKey(config.seed))
+
+
+def supervised_config(config, info: dict):
+  """configs/supervised.py's objective/optimiser/schedule, with the run's data, architecture and seed."""
+  from sora_jax.config import load_config
+  if SUPERVISED_CONFIG.is_file():
+    sup = load_config(SUPERVISED_CONFIG)
+  else:  # the run's config with the supervised objective
+    sup = copy.deepcopy(config)
+    sup.objective.name = "supervised"
+    sup.data.num_views = 1
+  num_views = sup.data.num_views
+  with sup.ignore_type():
+    sup.data = copy.deepcopy(config.data)
+    sup.data.num_views = num_views
+    sup.model = copy.deepcopy(config.model)
+    sup.mesh = copy.deepcopy(config.mesh)
+    sup.eval = copy.deepcopy(config.eval)
+  sup.seed = config.seed
+  sup.model.num_classes = int(info["num_classes"])
+  sup.model.predict_steps = 0
+  steps = int(suite.eval_option(config, "supervised_steps", 0))
+  if steps:
+    sup.train.num_steps = steps
+    sup.train.checkpoint_every = steps
+    sup.optimizer.warmup_steps = min(sup.optimizer.warmup_steps, max(steps // 10, 1))
+  sup.train.quick_eval_every = 0
+  return sup
+
+
+def supervised_variables(config, workdir, info: dict):
+  """Trains (or reuses) the supervised baseline; -> (its config, variables, step)."""
+  from sora_jax.config import validate
+  from sora_jax.training import checkpoint
+  try:
+    from sora_jax.training import train
+  except ImportError:
+    from sora_jax.training.loop import train
+  sup = validate(supervised_config(config, info))
+  sup_dir = pathlib.Path(workdir) / "baselines" / "supervised"
+  done = None
+  if checkpoint.checkpoint_dir(sup_dir).is_dir():
+    done = checkpoint.make_manager(sup_dir, async_save=False).latest_step()
+  if done != sup.train.num_steps:
+    log.info("training the supervised baseline (%d steps) into %s", sup.train.num_steps, sup_dir)
+    train(sup, sup_dir)
+  sup_config, variables, step = checkpoint.load_for_inference(sup_dir)
+  return sup_config, variables, step

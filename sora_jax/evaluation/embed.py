@@ -1,0 +1,195 @@
+"""Embeddings of a whole split from an encoder's variables, streamed to disk in .npz shards.
+
+Each example's clips (num_clips x num_crops views from `pipeline.eval_batches`) are embedded,
+L2-normalised one by one and averaged: one vector per video. The batch axis is sharded over all
+devices (a 1-D 'data' mesh, parameters replicated), and results go to disk every `chunk`
+examples, so that a split larger than memory can be embedded. Stored per example: `pooled`
+`[D']` (the temporal model's output), `embedding` `[E]` (the projection head's), `label`,
+`motion_label`, `video_id`; `logits` `[C]` when the model has a classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+
+from sora_jax.errors import DataError
+
+FIELDS = ("pooled", "embedding", "logits")
+
+
+def data_mesh(devices=None):
+  """A 1-D ('data',) mesh over all (or the given) devices."""
+  import jax
+  from jax.sharding import Mesh
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), ("data",))
+
+
+def make_embed_fn(config, mesh=None):
+  """-> f(variables, video uint8 [B, C, T, H, W, 3]) -> {field: [B, D]} averaged over the C clips.
+
+  Jitted once per batch shape; B must be a multiple of the mesh size (`embed_batches` pads).
+  """
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from sora_jax.models import build_encoder
+
+  model = build_encoder(config)
+  mesh = mesh or data_mesh()
+
+  def fn(variables, video):
+    b, c = video.shape[:2]
+    out = model.apply(variables, video.reshape((b * c,) + video.shape[2:]), train=False)
+    res = {}
+    for name in FIELDS:
+      if name in out:
+        x = out[name].astype(jnp.float32)
+        if name == "logits":
+          x = jax.nn.log_softmax(x)  # clips vote with log-probabilities
+        else:
+          x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+        res[name] = x.reshape(b, c, -1).mean(axis=1)
+    return res
+
+  return jax.jit(fn, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))),
+                 out_shardings=NamedSharding(mesh, P("data")))
+
+
+def shuffle_frames(video: np.ndarray, seed: int) -> np.ndarray:
+  """Permutes the time axis of each clip independently: `[B, C, T, H, W, 3]`, seeded."""
+  rng = np.random.default_rng(seed)
+  perm = np.argsort(rng.random(video.shape[:3]), axis=2)
+  return np.take_along_axis(video, perm[..., None, None, None], axis=2)
+
+
+def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
+  if len(x) == n:
+    return x
+  return np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], x.dtype)])
+
+
+def embed_batches(config, variables, batches, *, mesh=None, shuffle_seed: int | None = None, embed_fn=None):
+  """Yields host dicts {pooled, embedding[, logits], label, motion_label, video_id} of the real (unmasked) rows."""
+  import jax
+  mesh = mesh or data_mesh()
+  embed_fn = embed_fn or make_embed_fn(config, mesh)
+  variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  n_dev = mesh.size
+  for i, batch in enumerate(batches):
+    video = np.asarray(batch["video"])
+    if video.ndim == 5:  # one clip per example
+      video = video[:, None]
+    mask = np.asarray(batch.get("mask", np.ones(len(video), bool)), bool)
+    if not mask.any():
+      continue
+    if shuffle_seed is not None:
+      video = shuffle_frames(video, shuffle_seed * 1_000_003 + i)
+    b = len(video)
+    padded = -(-b // n_dev) * n_dev
+    out = jax.device_get(embed_fn(variables, _pad_to(video, padded)))
+    row = {k: np.asarray(v)[:b][mask] for k, v in out.items()}
+    for key in ("label", "motion_label", "video_id"):
+      default = np.full(b, -1, np.int64)
+      row[key] = np.asarray(batch.get(key, default))[mask]
+    yield row
+
+
+class ShardWriter:
+  """Appends rows and writes `shard-00000.npz`, ... every `chunk` examples, then `meta.json`."""
+
+  def __init__(self, out_dir, chunk: int = 4096):
+    self.dir = pathlib.Path(out_dir)
+    if self.dir.exists():
+      shutil.rmtree(self.dir)
+    self.dir.mkdir(parents=True)
+    self.chunk, self.buffer, self.shards, self.count = chunk, [], 0, 0
+
+  def add(self, rows: dict) -> None:
+    self.buffer.append(rows)
+    if sum(len(r["video_id"]) for r in self.buffer) >= self.chunk:
+      self._flush()
+
+  def _flush(self) -> None:
+    if not self.buffer:
+      return
+    merged = {k: np.concatenate([r[k] for r in self.buffer]) for k in self.buffer[0]}
+    np.savez(self.dir / f"shard-{self.shards:05d}.npz", **merged)
+    self.shards += 1
+    self.count += len(merged["video_id"])
+    self.buffer = []
+
+  def close(self, meta: dict) -> dict:
+    self._flush()
+    meta = dict(meta, count=self.count, shards=self.shards, complete=True)
+    (self.dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    return meta
+
+
+def read_meta(out_dir) -> dict | None:
+  path = pathlib.Path(out_dir) / "meta.json"
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load(out_dir, fields=None) -> dict[str, np.ndarray]:
+  """Concatenates the shards written by `extract` ({field: [N, ...]})."""
+  out_dir = pathlib.Path(out_dir)
+  meta = read_meta(out_dir)
+  if not meta or not meta.get("complete"):
+    raise DataError(f"no complete embeddings in {str(out_dir)!r}; run the extraction again")
+  parts = [np.load(p) for p in sorted(out_dir.glob("shard-*.npz"))]
+  if not parts:
+    raise DataError(f"split {meta.get('split')!r} gave no examples ({out_dir}); check the dataset and split name")
+  keys = fields or parts[0].files
+  return {k: np.concatenate([p[k] for p in parts]) for k in keys if k in parts[0].files}
+
+
+def extract(config, variables, split: str, out_dir, *, fingerprint: dict | None = None, shuffle_seed=None,
+            max_examples: int = 0, chunk: int = 4096, progress: bool = True, mesh=None, embed_fn=None) -> dict:
+  """Embeds every example of `split` into out_dir (reused when `fingerprint` matches); returns the arrays.
+
+  Raises DataError when the split has no examples.
+  """
+  from sora_jax.data import pipeline
+  meta = {"split": split, "fingerprint": fingerprint, "shuffle_seed": shuffle_seed, "max_examples": max_examples,
+          "num_clips": config.eval.num_clips, "num_crops": config.eval.num_crops}
+  old = read_meta(out_dir)
+  if fingerprint is not None and old and old.get("complete") and all(old.get(k) == v for k, v in meta.items()):
+    return load(out_dir)
+  batches = pipeline.eval_batches(config, split, batch_size=config.eval.batch_size, num_clips=config.eval.num_clips,
+                                  num_crops=config.eval.num_crops)
+  writer = ShardWriter(out_dir, chunk)
+  bar = _bar(progress, split, max_examples or _split_size(config, split))
+  done = 0
+  for rows in embed_batches(config, variables, batches, mesh=mesh, shuffle_seed=shuffle_seed, embed_fn=embed_fn):
+    if max_examples:
+      rows = {k: v[: max_examples - done] for k, v in rows.items()}
+    writer.add(rows)
+    done += len(rows["video_id"])
+    bar.update(len(rows["video_id"]))
+    if max_examples and done >= max_examples:
+      break
+  bar.close()
+  writer.close(meta)
+  if done == 0:
+    raise DataError(f"split {split!r} of dataset {config.data.name!r} has no examples; "
+                    "check config.data.name/data_dir and the split name")
+  return load(out_dir)
+
+
+def _split_size(config, split):
+  try:
+    from sora_jax.data import pipeline
+    return pipeline.dataset_info(config)["splits"].get(split)
+  except Exception:  # noqa: BLE001 - the bar just has no total
+    return None
+
+
+def _bar(enabled: bool, split: str, total):
+  import sys
+  from tqdm import tqdm
+  return tqdm(total=total, desc=f"embed {split}", unit="clip", disable=not enabled, leave=False,
+              file=sys.stderr, dynamic_ncols=True)

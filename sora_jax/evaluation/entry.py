@@ -1,0 +1,202 @@
+"""`python eval.py --workdir W`: every protocol on the run's checkpoint and its baselines, one table.
+
+Writes under W/eval: embeddings/ (npz shards per model and split, reused while the checkpoint is
+the same), report.json, report.md and PNG plots; prints the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import numpy as np
+
+from sora_jax.evaluation import embed, report, suite, temporal
+
+log = logging.getLogger("sora_jax.eval")
+
+TITLES = {"ssl": "self-supervised", "random": "random init", "supervised": "supervised"}
+
+
+def _splits(config, info: dict):
+  """(train, validation or None, test) split names."""
+  names = info.get("splits", {})
+  val = next((v for v in ("validation", "val", "valid") if v in names and v != config.data.eval_split), None)
+  return config.data.train_split, val, config.data.eval_split
+
+
+def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool, progress: bool):
+  """-> (train, val, test) embedded splits (validation carved from train when the data has none)."""
+  train_split, val_split, test_split = _splits(config, info)
+  max_n = int(suite.eval_option(config, "max_examples", 0))
+  seed = config.seed + 1 if shuffled else None
+  suffix = "-shuffled" if shuffled else ""
+  get = lambda split, cap: embed.extract(config, variables, split, pathlib.Path(out_dir) / f"{split}{suffix}",
+                                         fingerprint=fingerprint, shuffle_seed=seed, max_examples=cap,
+                                         progress=progress)
+  train = get(train_split, max_n)
+  test = get(test_split, 0)
+  if val_split:
+    val = get(val_split, 0)
+  else:
+    train, val = suite.split_validation(train, float(suite.eval_option(config, "val_fraction", 0.2)), config.seed)
+  return train, val, test
+
+
+def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=True) -> tuple[dict, tuple]:
+  """Figures of one model: appearance, motion, shuffled, drops. Returns (figures, ordered splits)."""
+  ordered = embed_model(config, variables, out_dir, info, fingerprint, shuffled=False, progress=progress)
+  figs = {}
+  app = suite.figures(config, *ordered, label_key="label", num_classes=int(info["num_classes"]))
+  if app:
+    figs["appearance"] = app
+  shuffled = None
+  if int(info.get("num_motion_classes") or 0) > 1 or app:
+    shuffled = embed_model(config, variables, out_dir, info, fingerprint, shuffled=True, progress=progress)
+  figs.update(temporal.temporal_figures(config, info, ordered, shuffled))
+  figs["shuffle_drop"] = temporal.drops(figs)
+  return figs, ordered
+
+
+def main(workdir, *, step: int | None = None, progress: bool = True, baselines=None) -> int:
+  """Evaluates the latest (or given) checkpoint of `workdir`; writes W/eval; prints the table. Returns 0."""
+  import jax
+  from sora_jax.config import validate
+  from sora_jax.data import pipeline
+  from sora_jax.evaluation import baselines as bl, finetune as ft
+  from sora_jax.training.checkpoint import load_for_inference
+
+  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  workdir = pathlib.Path(workdir)
+  config, variables, ckpt_step = load_for_inference(workdir, step)
+  validate(config)
+  info = pipeline.dataset_info(config)
+  out = workdir / "eval"
+  emb_dir = out / "embeddings"
+  wanted = tuple(config.eval.baselines if baselines is None else baselines)
+  if isinstance(wanted, str):
+    wanted = tuple(b for b in wanted.split(",") if b)
+
+  models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step})}
+  if "random" in wanted:
+    models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed})
+  if "supervised" in wanted:
+    sup_config, sup_vars, sup_step = bl.supervised_variables(config, workdir, info)
+    eval_config = _with_model(config, sup_config)
+    models["supervised"] = (eval_config, sup_vars, {"model": "supervised", "step": sup_step})
+
+  results, ssl_splits = {}, None
+  for name, (cfg, var, fp) in models.items():
+    log.info("evaluating %s", TITLES[name])
+    figs, splits = evaluate_model(cfg, var, emb_dir / name, info, fp, progress=progress)
+    figs["title"] = TITLES[name] + (f" (step {fp['step']})" if "step" in fp else "")
+    results[name] = figs
+    if name == "ssl":
+      ssl_splits = splits
+
+  epochs = int(suite.eval_option(config, "finetune_epochs", 0))
+  if epochs and info.get("num_classes", 0) > 1:
+    log.info("fine-tuning the self-supervised encoder for %d epochs", epochs)
+    results["ssl"]["finetune"] = ft.finetune(config, variables, info, epochs=epochs, progress=progress,
+                                             learning_rate=float(suite.eval_option(config, "finetune_learning_rate", 1e-3)))
+
+  rep = {
+      "workdir": str(workdir), "checkpoint_step": ckpt_step, "config": config.to_dict(),
+      "dataset": {"name": config.data.name, **{k: info.get(k) for k in
+                                               ("num_classes", "class_names", "num_motion_classes", "motion_names", "splits")}},
+      "chance": {"appearance": suite.chance(ssl_splits[2], "label"), "motion": suite.chance(ssl_splits[2], "motion_label")},
+      "protocol": _protocol(config, info, epochs),
+      "models": results,
+      "devices": jax.device_count(),
+  }
+  rep["plots"] = _plots(config, workdir, out, info, ssl_splits, progress)
+  paths = report.write_report(out, rep)
+  print(f"\nsora-jax eval: {workdir} (checkpoint step {ckpt_step}, {config.data.name}; % on the "
+        f"{config.data.eval_split} split)\n")
+  print(report.text_table(rep))
+  print(f"\nreport: {paths['md']}  figures: {paths['json']}")
+  return 0
+
+
+def _with_model(config, other):
+  """The run's config (data, eval) with `other`'s model section."""
+  import copy
+  cfg = copy.deepcopy(config)
+  with cfg.ignore_type():
+    cfg.model = copy.deepcopy(other.model)
+  return cfg
+
+
+def _protocol(config, info, epochs) -> dict:
+  e = config.eval
+  train_split, val_split, test_split = _splits(config, info)
+  return {
+      "feature": f"{suite.eval_option(config, 'feature', 'pooled')}, L2-normalised, averaged over "
+                 f"{e.num_clips} clip(s) x {e.num_crops} crop(s)",
+      "linear": f"softmax regression (full-batch Adam, {suite.eval_option(config, 'probe_steps', 300)} steps); "
+                f"lr in {tuple(suite.eval_option(config, 'probe_learning_rates', (0.01, 0.1)))}, L2 weight decay in "
+                f"{tuple(suite.eval_option(config, 'probe_weight_decays', (0.0, 1e-4, 1e-3)))} chosen on "
+                f"{val_split or 'a held-out part of ' + train_split}, refit on train+validation, scored on {test_split}",
+      "knn": f"weighted kNN (DINO): k={e.knn_k}, votes exp(cos/{e.knn_temperature}), bank = {train_split}"
+             + (f"+{val_split}" if val_split else ""),
+      "retrieval": f"{test_split} clips query {train_split}" + (f"+{val_split}" if val_split else "")
+                   + f" clips by cosine similarity; hit = same label in the top k; "
+                   f"{'features centred on the gallery mean' if e.mean_center else 'no mean-centring'}",
+      "temporal": "motion = the same protocols on the motion labels; shuffled = frames of every clip permuted "
+                  "(seeded) before embedding, for train and test",
+      "finetune": (f"encoder + linear classifier, cross-entropy, {epochs} epoch(s) of {train_split}, AdamW with a "
+                   f"cosine schedule, one augmented view per clip" if epochs else "off"),
+  }
+
+
+def _plots(config, workdir, out, info, ssl_splits, progress) -> dict:
+  plots = {}
+  curves = report.plot_training_curves(workdir / "metrics.jsonl", out / "training_curves.png")
+  if curves:
+    plots["training_curves"] = curves
+  train, val, test = ssl_splits
+  feature = suite.eval_option(config, "feature", "pooled")
+  names = info.get("class_names")
+  if (test["label"] >= 0).any():
+    method = suite.eval_option(config, "projection", "pca")
+    plots["projection"] = report.plot_projection(test[feature][test["label"] >= 0], test["label"][test["label"] >= 0],
+                                                 out / "projection.png", class_names=names, method=method,
+                                                 title=f"test embeddings ({method.upper()}), by class")
+    try:
+      plots["retrieval_gallery"] = _gallery(config, info, train, val, test, feature, out / "retrieval_gallery.png")
+    except Exception as e:  # noqa: BLE001 - a plot must not lose the figures
+      log.warning("retrieval gallery not drawn: %s", e)
+  return plots
+
+
+def _gallery(config, info, train, val, test, feature, path, num_queries=4, k=5) -> str:
+  from sora_jax.evaluation import retrieval
+  gallery = {key: np.concatenate([train[key], val[key]]) for key in ("video_id", "label", feature)}
+  rng = np.random.default_rng(config.seed)
+  labelled = np.flatnonzero(test["label"] >= 0)
+  queries = np.sort(rng.choice(labelled, size=min(num_queries, len(labelled)), replace=False))
+  top = retrieval.nearest(test[feature][queries], gallery[feature], k, mean_center=bool(config.eval.mean_center))
+  want = set(test["video_id"][queries].tolist()) | set(gallery["video_id"][top].ravel().tolist())
+  clips = _fetch_clips(config, info, want)
+  names = info.get("class_names") or []
+  name = lambda y: names[y] if 0 <= y < len(names) else str(y)
+  q_clips = np.stack([clips[i] for i in test["video_id"][queries]])
+  r_clips = np.stack([[clips[i] for i in row] for row in gallery["video_id"][top]])
+  hits = gallery["label"][top] == test["label"][queries][:, None]
+  return report.plot_retrieval_gallery(q_clips, r_clips, hits, path,
+                                       query_titles=[f"query: {name(y)}" for y in test["label"][queries]],
+                                       result_titles=[[name(y) for y in row] for row in gallery["label"][top]])
+
+
+def _fetch_clips(config, info, ids: set) -> dict:
+  """video_id -> first clip uint8 [T, H, W, 3], reading the splits until every id is found."""
+  from sora_jax.data import pipeline
+  found = {}
+  for split in dict.fromkeys(s for s in _splits(config, info) if s):
+    for batch in pipeline.eval_batches(config, split, batch_size=config.eval.batch_size, num_clips=1, num_crops=1):
+      for vid, m, clip in zip(batch["video_id"], batch["mask"], batch["video"]):
+        if m and int(vid) in ids:
+          found[int(vid)] = np.asarray(clip[0] if clip.ndim == 5 else clip)
+      if len(found) == len(ids):
+        return found
+  return found

@@ -1,0 +1,90 @@
+"""Fine-tuning: the pretrained encoder plus a new linear classifier, trained end to end with
+supervised cross-entropy for config.eval.finetune_epochs epochs of the train split (one augmented
+view per clip, the training input pipeline), then scored on the test split (clip-averaged
+log-probabilities).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+
+def classifier_config(config, num_classes: int):
+  """The run's config with a classifier head of num_classes and one view per example."""
+  cfg = copy.deepcopy(config)
+  cfg.model.num_classes = int(num_classes)
+  cfg.data.num_views = 1
+  return cfg
+
+
+def merge_params(target, source):
+  """Every leaf of `target` that `source` has with the same shape is taken from `source` (the rest, e.g. a new head, stays)."""
+  from flax import traverse_util
+  flat_t = traverse_util.flatten_dict(target)
+  flat_s = traverse_util.flatten_dict(source)
+  merged = {k: (flat_s[k] if k in flat_s and np.shape(flat_s[k]) == np.shape(v) else v) for k, v in flat_t.items()}
+  return traverse_util.unflatten_dict(merged)
+
+
+def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float = 1e-3, progress: bool = True,
+             seed: int | None = None) -> dict:
+  """-> {"accuracy" (test), "train_accuracy" (last steps), "steps", "epochs", "learning_rate"}."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from tqdm import tqdm
+
+  from sora_jax.data import pipeline
+  from sora_jax.evaluation import embed
+  from sora_jax.models import build_encoder, init_variables
+  from sora_jax.objectives.supervised import supervised
+
+  seed = config.seed if seed is None else seed
+  cfg = classifier_config(config, info["num_classes"])
+  model = build_encoder(cfg)
+  mesh = embed.data_mesh()
+  fresh = init_variables(cfg, jax.random.PRNGKey(seed + 1))
+  params = merge_params(jax.device_get(fresh["params"]), jax.device_get(variables["params"]))
+  others = {k: v for k, v in variables.items() if k != "params"}
+  n_train = int(info["splits"].get(cfg.data.train_split, 0))
+  batch_size = max(mesh.size, cfg.train.batch_size // mesh.size * mesh.size)
+  steps = max(1, math.ceil(epochs * n_train / batch_size))
+  tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=1e-4)
+  rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+  def loss_fn(p, video, label):
+    out = model.apply({"params": p, **others}, video, train=False)
+    return supervised(out["logits"], label)
+
+  @jax.jit
+  def step(p, opt, video, label):
+    (loss, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(p, video, label)
+    updates, opt = tx.update(g, opt, p)
+    return optax.apply_updates(p, updates), opt, loss, metrics["supervised_accuracy"]
+
+  cfg.train.batch_size = batch_size
+  data = pipeline.TrainInput(cfg)
+  params = jax.device_put(params, rep)
+  opt = jax.device_put(tx.init(params), rep)
+  accs = []
+  for _ in tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False):
+    batch = next(data)
+    video = jax.device_put(np.asarray(batch["video"])[:, 0], shard)
+    label = jax.device_put(np.asarray(batch["label"], np.int32), shard)
+    params, opt, loss, acc = step(params, opt, video, label)
+    accs.append(acc)
+  train_acc = float(np.mean(jax.device_get(accs[-10:])))
+  tuned = {"params": params, **others}
+  correct = total = 0
+  batches = pipeline.eval_batches(cfg, cfg.data.eval_split, batch_size=cfg.eval.batch_size,
+                                  num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops)
+  for rows in embed.embed_batches(cfg, tuned, batches, mesh=mesh):
+    known = rows["label"] >= 0
+    correct += int((rows["logits"].argmax(-1)[known] == rows["label"][known]).sum())
+    total += int(known.sum())
+  return {"accuracy": correct / max(total, 1), "train_accuracy": train_acc, "steps": steps, "epochs": epochs,
+          "learning_rate": learning_rate}
