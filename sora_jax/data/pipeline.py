@@ -1,0 +1,191 @@
+"""tf.data input pipeline: host-local numpy batches by the Batch contract.
+
+Order. Epoch e visits the examples of the split in the order of a permutation seeded by
+(seed, e); global batch s of the epoch is positions [s*B, (s+1)*B) of it, and process p of P takes
+its slice [p*b, (p+1)*b) with b = B/P. So every global batch is the same whatever P, processes
+read disjoint examples, all see N // B batches per epoch (the remainder is dropped), and the
+stream position is just (epoch, step).
+
+Randomness. Clip starts and augmentation come from stateless TF ops keyed by
+(seed, epoch, example index, view): identical whatever the parallelism or thread scheduling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from sora_jax.data import augment as augment_lib
+from sora_jax.data import clips as clips_lib
+from sora_jax.data import sources
+from sora_jax.errors import ConfigError
+
+_DATA_SALT = 0x5EED_DA7A
+
+
+def dataset_info(config) -> dict:
+  """num_classes, class_names, num_motion_classes, motion_names, splits {name: count}, ..."""
+  return dict(sources.open_source(config).info)
+
+
+def _check_processes(process_index, process_count):
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ConfigError(f"process_index={process_index} must be in [0, process_count={process_count})")
+
+
+def _parallel(config):
+  n = int(config.data.num_parallel_calls)
+  return tf.data.AUTOTUNE if n < 0 else n
+
+
+def _example_key(seed: int, epoch, index):
+  key = tf.constant([seed, _DATA_SALT], tf.int64)
+  key = tf.random.experimental.stateless_fold_in(key, tf.cast(epoch, tf.int64))
+  return tf.random.experimental.stateless_fold_in(key, tf.cast(index, tf.int64))
+
+
+def _options(config):
+  opts = tf.data.Options()
+  opts.deterministic = True
+  opts.experimental_optimization.map_parallelization = True
+  return opts
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The example order of epoch `epoch` (numpy PCG64: same on every machine)."""
+  return np.random.default_rng([seed, _DATA_SALT, epoch]).permutation(n).astype(np.int64)
+
+
+class TrainInput:
+  """Endless iterator of host-local training batches (see module docstring for the order).
+
+  Yields dict: video uint8 [b, V, T, S, S, 3], label int32 [b], motion_label int32 [b] (-1 unknown),
+  video_id int64 [b]; b = train.batch_size // process_count.
+  """
+
+  def __init__(self, config, *, process_index: int = 0, process_count: int = 1, split: str | None = None):
+    _check_processes(process_index, process_count)
+    self.config = config
+    self.global_batch = int(config.train.batch_size)
+    if self.global_batch % process_count:
+      raise ConfigError(f"config.train.batch_size={self.global_batch} must be divisible by the number of "
+                        f"processes ({process_count})")
+    self.batch = self.global_batch // process_count
+    self.process_index, self.process_count = process_index, process_count
+    self.seed = int(config.seed)
+    self.source = sources.open_source(config)
+    self.split_name = split or config.data.train_split
+    self.split = self.source.split(self.split_name)
+    self.num_examples = self.split.num_examples
+    self.steps_per_epoch = self.num_examples // self.global_batch
+    if self.steps_per_epoch == 0:
+      raise ConfigError(f"split {self.split_name!r} holds {self.num_examples} videos, fewer than "
+                        f"config.train.batch_size={self.global_batch}; lower the batch size")
+    self.aug = augment_lib.AugmentConfig.from_config(config)
+    self._epoch, self._step = 0, 0
+    self._it = None
+
+  # ----- stream position
+  def get_state(self) -> dict:
+    """JSON-able position of the next batch."""
+    return {"epoch": self._epoch, "step": self._step, "seed": self.seed, "split": self.split_name,
+            "num_examples": self.num_examples, "global_batch": self.global_batch}
+
+  def set_state(self, state: dict) -> None:
+    epoch, step = int(state["epoch"]), int(state["step"])
+    if not 0 <= step < self.steps_per_epoch or epoch < 0:
+      raise ConfigError(f"input state {state} is outside the stream ({self.steps_per_epoch} steps per epoch)")
+    self._epoch, self._step = epoch, step
+    self._it = None
+
+  # ----- iteration
+  def _indices(self, start_epoch, start_step):
+    """(epoch, example index) pairs this process reads, from the given position on."""
+    b, gb, p = self.batch, self.global_batch, self.process_index
+    epoch, step = start_epoch, start_step
+    while True:
+      perm = epoch_permutation(self.seed, epoch, self.num_examples)
+      steps = np.arange(step, self.steps_per_epoch)
+      pos = (steps[:, None] * gb + p * b + np.arange(b)[None, :]).reshape(-1)
+      for i in perm[pos]:
+        yield epoch, i
+      epoch, step = epoch + 1, 0
+
+  def _element(self, epoch, index):
+    c = self.config.data
+    loaded = self.split.load(index)
+    key = _example_key(self.seed, epoch, index)
+    frame_idx = clips_lib.train_indices(
+        loaded["num_frames"], c.num_frames, c.stride, c.num_views,
+        tf.random.experimental.stateless_fold_in(key, tf.constant(1 << 20, tf.int64)),
+        sampling=c.get("sampling", "random"), view_gap=c.view_gap)
+    frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))
+    shape = tf.shape(frames)
+    frames = tf.reshape(frames, tf.concat([[c.num_views, c.num_frames], shape[1:]], 0))
+    views = [augment_lib.augment_clip(frames[v], tf.random.experimental.stateless_fold_in(key, v),
+                                      c.frame_size, self.aug) for v in range(c.num_views)]
+    return {"video": tf.stack(views), "label": loaded["label"], "motion_label": loaded["motion_label"],
+            "video_id": loaded["video_id"]}
+
+  def dataset(self) -> tf.data.Dataset:
+    """The tf.data pipeline from the current position."""
+    start = (self._epoch, self._step)
+    ds = tf.data.Dataset.from_generator(lambda: self._indices(*start), output_signature=(
+        tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
+    ds = ds.map(self._element, num_parallel_calls=_parallel(self.config), deterministic=True)
+    ds = ds.batch(self.batch, drop_remainder=True)
+    ds = ds.prefetch(max(1, int(self.config.data.prefetch)))
+    return ds.with_options(_options(self.config))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    if self._it is None:
+      self._it = self.dataset().as_numpy_iterator()
+    out = next(self._it)
+    self._step += 1
+    if self._step == self.steps_per_epoch:
+      self._epoch, self._step = self._epoch + 1, 0
+    return out
+
+
+def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num_crops: int = 1,
+                 process_index: int = 0, process_count: int = 1):
+  """Finite iterator over every example of `split` exactly once (across processes).
+
+  Yields dict: video uint8 [b, C, T, S, S, 3] (C = num_clips * num_crops, clip-major), label int32 [b],
+  motion_label int32 [b], video_id int64 [b], mask bool [b] (False = padding). Process p reads the
+  contiguous block p of the split; all processes yield ceil(ceil(N / P) / b) batches.
+  """
+  _check_processes(process_index, process_count)
+  if batch_size < 1:
+    raise ConfigError(f"eval batch_size={batch_size} must be >= 1")
+  if num_crops not in (1, 3):
+    raise ConfigError(f"num_crops={num_crops} is not supported; use 1 (centre) or 3")
+  if num_clips < 1:
+    raise ConfigError(f"num_clips={num_clips} must be >= 1")
+  c = config.data
+  sp = sources.open_source(config).split(split)
+  n = sp.num_examples
+  per_host = -(-n // process_count)
+  num_batches = -(-per_host // batch_size)
+  pos = process_index * per_host + np.arange(num_batches * batch_size)
+  mask = pos < min(n, (process_index + 1) * per_host)
+  index = np.where(mask, pos, 0).astype(np.int64)
+
+  def element(i, m):
+    loaded = sp.load(i)
+    idx = clips_lib.eval_indices(loaded["num_frames"], c.num_frames, c.stride, num_clips)
+    frames = sp.decode(loaded, tf.reshape(idx, [-1]))
+    crops = clips_lib.eval_crops(frames, c.frame_size, num_crops)  # [K, C*T, S, S, 3]
+    crops = tf.reshape(crops, [num_crops, num_clips, c.num_frames, c.frame_size, c.frame_size, 3])
+    video = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
+                       [num_clips * num_crops, c.num_frames, c.frame_size, c.frame_size, 3])
+    return {"video": video, "label": loaded["label"], "motion_label": loaded["motion_label"],
+            "video_id": loaded["video_id"], "mask": m}
+
+  ds = tf.data.Dataset.from_tensor_slices((index, mask))
+  ds = ds.map(element, num_parallel_calls=_parallel(config), deterministic=True)
+  ds = ds.batch(batch_size).prefetch(max(1, int(c.prefetch))).with_options(_options(config))
+  return ds.as_numpy_iterator()

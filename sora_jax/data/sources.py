@@ -1,0 +1,294 @@
+"""Where examples come from: built-in TFDS datasets, TFDS datasets by name, prepared TFRecords.
+
+Every source gives random access by example index (0..N-1 of a split), so that the pipeline can
+order a whole epoch by a seeded permutation and split it between hosts exactly. TFRecord files
+are indexed once (record offsets, read from the headers) and records are read with `pread`:
+memory stays bounded whatever the dataset size.
+
+A `Split` offers, inside tf.data:
+  load(index int64 []) -> dict(encoded, num_frames int32, label, motion_label, video_id)
+  decode(loaded, frame_indices int32 [k]) -> uint8 [k, H, W, 3]   (decodes only those frames)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from sora_jax.data import config as data_config
+from sora_jax.data import synthetic
+from sora_jax.errors import DataError
+
+INFO_FILE = "dataset_info.json"
+
+
+class RecordIndex:
+  """Random access to the records of TFRecord files (uncompressed), in file order."""
+
+  def __init__(self, paths):
+    self.paths = [os.fspath(p) for p in paths]
+    offsets, lengths, files = [], [], []
+    for fi, path in enumerate(self.paths):
+      size = os.path.getsize(path)
+      with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+          head = f.read(12)
+          if len(head) < 12:
+            raise DataError(f"TFRecord file {path!r} is truncated at byte {pos}; prepare it again")
+          (n,) = struct.unpack("<Q", head[:8])
+          offsets.append(pos + 12)
+          lengths.append(n)
+          files.append(fi)
+          pos += 12 + n + 4
+          f.seek(pos)
+    self.offsets = np.asarray(offsets, np.int64)
+    self.lengths = np.asarray(lengths, np.int64)
+    self.files = np.asarray(files, np.int32)
+    self._fds: dict = {}
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return len(self.offsets)
+
+  def _fd(self, fi: int) -> int:
+    fd = self._fds.get(fi)
+    if fd is None:
+      with self._lock:
+        fd = self._fds.get(fi)
+        if fd is None:
+          fd = self._fds[fi] = os.open(self.paths[fi], os.O_RDONLY)
+    return fd
+
+  def read(self, index) -> bytes:
+    i = int(index)
+    return os.pread(self._fd(int(self.files[i])), int(self.lengths[i]), int(self.offsets[i]))
+
+  def tf_read(self, index):
+    """tf.string [] record `index`, usable inside tf.data.map (reads release the GIL)."""
+    out = tf.numpy_function(lambda i: np.bytes_(self.read(i)), [index], tf.string, stateful=False)
+    return tf.reshape(out, [])
+
+
+def _gather_decode(encoded, frame_indices, channels=3):
+  """Decodes the selected JPEG/PNG frames of a [N] tf.string: uint8 [k, H, W, 3]."""
+  sel = tf.gather(encoded, frame_indices)
+  return tf.map_fn(lambda e: tf.io.decode_image(e, channels=channels, expand_animations=False), sel,
+                   fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+
+
+class Split:
+  """Base: num_examples, load(index), decode(loaded, frame_indices)."""
+  num_examples: int
+
+  def load(self, index):
+    raise NotImplementedError
+
+  def decode(self, loaded, frame_indices):
+    raise NotImplementedError
+
+
+class BuiltinSplit(Split):
+  """A split of moving_shapes/moving_digits: one PNG filmstrip [L*S, S, 3] per video."""
+
+  def __init__(self, builder, split):
+    self.records = RecordIndex(builder.info.splits[split].filepaths)
+    self.num_examples = len(self.records)
+    shape = builder.info.features["video"].shape
+    self.frames, self.size = shape[0] // shape[1], shape[1]
+
+  def load(self, index):
+    ex = tf.io.parse_single_example(self.records.tf_read(index), {
+        "video": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
+        "motion_label": tf.io.FixedLenFeature([], tf.int64), "video_id": tf.io.FixedLenFeature([], tf.int64)})
+    return {"encoded": ex["video"], "num_frames": tf.constant(self.frames, tf.int32),
+            "label": tf.cast(ex["label"], tf.int32), "motion_label": tf.cast(ex["motion_label"], tf.int32),
+            "video_id": ex["video_id"]}
+
+  def decode(self, loaded, frame_indices):
+    strip = tf.io.decode_png(loaded["encoded"], channels=3)
+    video = tf.reshape(strip, [self.frames, self.size, self.size, 3])
+    return tf.gather(video, frame_indices)
+
+
+class PreparedSplit(Split):
+  """A split written by `sora-jax prepare`: tf.train.Example with JPEG `frames` [N] per video."""
+
+  def __init__(self, root, split, info):
+    shards = info["splits"][split]["shards"]
+    self.records = RecordIndex([os.path.join(root, s) for s in shards])
+    self.num_examples = len(self.records)
+    if self.num_examples != info["splits"][split]["num_examples"]:
+      raise DataError(f"{root!r}: split {split!r} holds {self.num_examples} records but {INFO_FILE} says "
+                      f"{info['splits'][split]['num_examples']}; run `sora-jax prepare` again")
+
+  def load(self, index):
+    ex = tf.io.parse_single_example(self.records.tf_read(index), {
+        "frames": tf.io.VarLenFeature(tf.string), "label": tf.io.FixedLenFeature([], tf.int64, -1),
+        "video_id": tf.io.FixedLenFeature([], tf.int64)})
+    enc = tf.sparse.to_dense(ex["frames"], default_value=b"")
+    return {"encoded": enc, "num_frames": tf.shape(enc, out_type=tf.int32)[0],
+            "label": tf.cast(ex["label"], tf.int32), "motion_label": tf.constant(-1, tf.int32),
+            "video_id": ex["video_id"]}
+
+  def decode(self, loaded, frame_indices):
+    return _gather_decode(loaded["encoded"], frame_indices)
+
+
+class MemorySplit(Split):
+  """Decoded examples held in memory (a mocked or tiny TFDS dataset): video [N_i, H, W, 3] each."""
+
+  def __init__(self, videos, labels, video_ids):
+    self.videos = videos
+    self.labels = np.asarray(labels, np.int32)
+    self.video_ids = np.asarray(video_ids, np.int64)
+    self.num_examples = len(videos)
+
+  def load(self, index):
+    def get(i):
+      v = self.videos[int(i)]
+      return v, np.int32(len(v)), self.labels[int(i)], self.video_ids[int(i)]
+    v, n, label, vid = tf.numpy_function(get, [index], [tf.uint8, tf.int32, tf.int32, tf.int64], stateful=False)
+    return {"encoded": tf.ensure_shape(v, [None, None, None, 3]), "num_frames": tf.reshape(n, []),
+            "label": tf.reshape(label, []), "motion_label": tf.constant(-1, tf.int32),
+            "video_id": tf.reshape(vid, [])}
+
+  def decode(self, loaded, frame_indices):
+    return tf.gather(loaded["encoded"], frame_indices)
+
+
+class TfdsSplit(Split):
+  """A prepared TFDS dataset (tfrecord files) whose 'video' is a tfds Video feature."""
+
+  def __init__(self, builder, split, video_key, label_key):
+    import tensorflow_datasets as tfds
+
+    self.records = RecordIndex(builder.info.splits[split].filepaths)
+    self.num_examples = len(self.records)
+    self.features, self.video_key, self.label_key = builder.info.features, video_key, label_key
+    self.decoders = {video_key: tfds.decode.SkipDecoding()}
+
+  def load(self, index):
+    ex = self.features.deserialize_example(self.records.tf_read(index), decoders=self.decoders)
+    enc = ex[self.video_key]
+    label = tf.cast(ex[self.label_key], tf.int32) if self.label_key else tf.constant(-1, tf.int32)
+    return {"encoded": enc, "num_frames": tf.shape(enc, out_type=tf.int32)[0], "label": label,
+            "motion_label": tf.constant(-1, tf.int32), "video_id": tf.cast(index, tf.int64)}
+
+  def decode(self, loaded, frame_indices):
+    return _gather_decode(loaded["encoded"], frame_indices)
+
+
+class Source:
+  """A dataset: info (dict) and its splits by name."""
+
+  def __init__(self, info: dict, open_split):
+    self.info = info
+    self._open_split = open_split
+    self._splits: dict = {}
+
+  def split(self, name: str) -> Split:
+    if name not in self.info["splits"]:
+      raise DataError(f"dataset has no split {name!r}; it has {sorted(self.info['splits'])} "
+                      "(set config.data.train_split / eval_split)")
+    if name not in self._splits:
+      self._splits[name] = self._open_split(name)
+      if self._splits[name].num_examples == 0:
+        raise DataError(f"split {name!r} of the dataset is empty")
+    return self._splits[name]
+
+
+def _builtin(name, root):
+  b = synthetic.builder(name, root)
+  kind = name.split("/")[0]
+  info = {"name": name, "num_classes": len(synthetic.class_names(kind)),
+          "class_names": list(synthetic.class_names(kind)), "num_motion_classes": len(synthetic.DIRECTIONS),
+          "motion_names": list(synthetic.DIRECTIONS),
+          "splits": {k: int(v.num_examples) for k, v in b.info.splits.items()},
+          "num_frames": b.builder_config.num_frames, "frame_size": b.builder_config.size}
+  return Source(info, lambda s: BuiltinSplit(b, s))
+
+
+def _prepared(path):
+  info_path = os.path.join(path, INFO_FILE)
+  if not os.path.isfile(info_path):
+    raise DataError(f"{path!r} holds no {INFO_FILE}; create it with `sora-jax prepare SRC {path}`")
+  with open(info_path) as f:
+    meta = json.load(f)
+  classes = list(meta.get("classes", []))
+  info = {"name": f"tfrecord:{path}", "num_classes": len(classes), "class_names": classes,
+          "num_motion_classes": 0, "motion_names": [],
+          "splits": {k: int(v["num_examples"]) for k, v in meta["splits"].items()},
+          "fps": meta.get("fps"), "short_side": meta.get("short_side")}
+  return Source(info, lambda s: PreparedSplit(path, s, meta))
+
+
+def _tfds(name, root):
+  import tensorflow_datasets as tfds
+
+  try:
+    b = tfds.builder(name, data_dir=root)
+  except Exception as e:  # noqa: BLE001  (tfds raises several types for unknown names)
+    raise DataError(f"TFDS dataset {name!r} not found ({type(e).__name__}); check the name with "
+                    "`tfds.list_builders()`") from e
+  feats = b.info.features
+  video_key = "video" if "video" in feats else next(
+      (k for k, f in feats.items() if isinstance(f, tfds.features.Video)), None)
+  if video_key is None:
+    raise DataError(f"TFDS dataset {name!r} has no video feature (features: {sorted(feats)})")
+  label_key = "label" if "label" in feats and isinstance(feats["label"], tfds.features.ClassLabel) else None
+  names = list(feats[label_key].names) if label_key else []
+  on_disk = all(p.exists() for s in b.info.splits.values() for p in s.filepaths) if b.info.splits else False
+
+  def open_split(s):
+    if on_disk:
+      return TfdsSplit(b, s, video_key, label_key)
+    try:  # not prepared on disk (or mocked by tfds.testing.mock_data): decode the split into memory
+      ds = b.as_dataset(split=s, shuffle_files=False)
+    except AssertionError as e:
+      raise DataError(f"TFDS dataset {name!r} is not prepared in {root!r}; run "
+                      f"`tfds build {name} --data_dir {root}` (or download it) first") from e
+    videos, labels = [], []
+    for ex in ds.as_numpy_iterator():
+      videos.append(np.asarray(ex[video_key], np.uint8))
+      labels.append(int(ex[label_key]) if label_key else -1)
+    return MemorySplit(videos, labels, np.arange(len(videos)))
+
+  splits = {k: int(v.num_examples) for k, v in b.info.splits.items()} if on_disk else None
+  info = {"name": f"tfds:{name}", "num_classes": len(names), "class_names": names, "num_motion_classes": 0,
+          "motion_names": [], "splits": splits}
+  src = Source(info, open_split)
+  if splits is None:  # learn split sizes from the data (mocked datasets)
+    src.info["splits"] = {k: 0 for k in ("train", "validation", "test")}
+    for k in list(src.info["splits"]):
+      try:
+        src._splits[k] = open_split(k)
+        src.info["splits"][k] = src._splits[k].num_examples
+      except Exception:  # noqa: BLE001  (split absent)
+        del src.info["splits"][k]
+  return src
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def open_source(config) -> Source:
+  """The config's dataset (cached per process: built-in datasets are generated once)."""
+  kind, arg = data_config.parse_name(config.data.name)
+  root = data_config.data_dir(config)
+  key = (kind, arg, root)
+  with _CACHE_LOCK:
+    if key not in _CACHE:
+      if kind == "builtin":
+        _CACHE[key] = _builtin(arg, root)
+      elif kind == "tfrecord":
+        _CACHE[key] = _prepared(arg)
+      else:
+        _CACHE[key] = _tfds(arg, root)
+    return _CACHE[key]

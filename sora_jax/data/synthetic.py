@@ -1,0 +1,224 @@
+"""Built-in datasets `moving_shapes` and `moving_digits`, generated offline from (seed, index).
+
+Each video shows one object moving in one of 4 directions over a textured background with
+distractors. Motion wraps around the frame edges, so the object's position in any single frame is
+uniform whatever the direction: the motion label is only visible across frames. Nuisances:
+object colour and size, speed (1 or 2 px/frame), start position, background colour and texture,
+0-2 distractor blobs drifting in random directions.
+
+Videos are stored as one lossless PNG "filmstrip" image [L*S, S, 3] per video (one encode and one
+decode per video rather than L), in a TFDS GeneratorBasedBuilder each, prepared into the data dir
+on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+
+import numpy as np
+
+SHAPES = ("square", "circle", "triangle", "cross", "diamond")
+DIRECTIONS = ("left", "right", "up", "down")  # motion_label
+SPEEDS = ("slowly", "quickly")
+_DIR_VEC = np.array([(0, -1), (0, 1), (-1, 0), (1, 0)], np.float32)  # (dy, dx) per direction
+COLOURS = {
+    "red": (220, 40, 40), "green": (40, 200, 60), "blue": (60, 90, 235), "yellow": (235, 215, 40),
+    "magenta": (215, 50, 205), "cyan": (40, 205, 215), "white": (240, 240, 240), "orange": (245, 140, 30),
+}
+_COLOUR_NAMES = tuple(COLOURS)
+_COLOUR_RGB = np.array([COLOURS[c] for c in _COLOUR_NAMES], np.float32)
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+DATASET_SEED = 20240611  # the content of the built-in datasets; the run's config.seed is separate
+
+
+def _shape_alpha(shape: str, r: int) -> np.ndarray:
+  """float32 [2r+1, 2r+1] coverage mask of a shape of radius r."""
+  y, x = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
+  if shape == "square":
+    m = np.maximum(abs(x), abs(y)) <= r * 0.8
+  elif shape == "circle":
+    m = x * x + y * y <= r * r
+  elif shape == "triangle":
+    m = (y >= -r) & (y <= r * 0.8) & (abs(x) <= (y + r) * 0.55)
+  elif shape == "cross":
+    w = max(1.0, r / 3)
+    m = ((abs(x) <= w) & (abs(y) <= r)) | ((abs(y) <= w) & (abs(x) <= r))
+  else:  # diamond
+    m = abs(x) + abs(y) <= r
+  return m.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
+  """sklearn's 8x8 handwritten digits, disjoint across splits: (alpha [n, 8, 8] in [0, 1], labels)."""
+  from sklearn.datasets import load_digits
+
+  d = load_digits()
+  images, labels = (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+  n = len(labels)
+  cut = {"train": (0, int(n * 0.7)), "validation": (int(n * 0.7), int(n * 0.85)), "test": (int(n * 0.85), n)}
+  lo, hi = cut[split]
+  return images[lo:hi], labels[lo:hi]
+
+
+def _paste(video: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, colour: np.ndarray) -> None:
+  """Blends `colour` with coverage `alpha` [h, w] centred at (ys[t], xs[t]) into float video [T, S, S, 3],
+  wrapping around the edges, all frames at once."""
+  t_len, s = video.shape[:2]
+  h, w = alpha.shape
+  rows = (np.round(ys).astype(np.int64)[:, None] + np.arange(h) - h // 2) % s  # [T, h]
+  cols = (np.round(xs).astype(np.int64)[:, None] + np.arange(w) - w // 2) % s  # [T, w]
+  tt = np.arange(t_len)[:, None, None]
+  region = video[tt, rows[:, :, None], cols[:, None, :]]  # [T, h, w, 3]
+  a = alpha[None, :, :, None]
+  video[tt, rows[:, :, None], cols[:, None, :]] = region * (1 - a) + colour * a
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+  """A muted colour with a low-frequency grating texture and fine noise: float32 [S, S, 3]."""
+  y, x = np.mgrid[0:s, 0:s].astype(np.float32) / s
+  tex = np.zeros((s, s), np.float32)
+  for _ in range(3):
+    fy, fx = rng.integers(-3, 4, size=2)
+    tex += np.cos(2 * np.pi * (fy * y + fx * x) + rng.uniform(0, 2 * np.pi))
+  tex = tex / 6 + 0.5 + rng.normal(0, 0.06, (s, s)).astype(np.float32)
+  base = rng.uniform(30, 120, size=3).astype(np.float32)
+  return base[None, None, :] * (0.6 + 0.8 * tex[:, :, None])
+
+
+def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int = 40) -> dict:
+  """One video and its labels, a pure function of (kind, split, index): uint8 [L, S, S, 3] + labels."""
+  rng = np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
+  s, t_len = size, num_frames
+  bg = _background(rng, s)
+  video = np.broadcast_to(bg, (t_len, s, s, 3)).copy()
+  t = np.arange(t_len, dtype=np.float32)
+  for _ in range(rng.integers(0, 3)):  # distractors: small dim blobs drifting anywhere
+    r = int(rng.integers(1, 3))
+    ang = rng.uniform(0, 2 * np.pi)
+    v = rng.uniform(0.3, 1.2)
+    y0, x0 = rng.uniform(0, s, size=2)
+    colour = rng.uniform(60, 200, size=3).astype(np.float32)
+    _paste(video, _shape_alpha("circle", r) * 0.8, y0 + np.sin(ang) * v * t, x0 + np.cos(ang) * v * t, colour)
+  direction = int(rng.integers(0, 4))
+  speed = int(rng.integers(0, 2))
+  colour_id = int(rng.integers(0, len(_COLOUR_NAMES)))
+  colour = np.clip(_COLOUR_RGB[colour_id] + rng.normal(0, 12, size=3), 0, 255).astype(np.float32)
+  y0, x0 = rng.uniform(0, s, size=2)
+  dy, dx = _DIR_VEC[direction] * (1 + speed) * (s / 40.0)
+  if kind == "moving_shapes":
+    label = int(rng.integers(0, len(SHAPES)))
+    alpha = _shape_alpha(SHAPES[label], int(rng.integers(max(3, s // 10), max(4, s // 6) + 1)))
+    name = SHAPES[label]
+  else:
+    images, labels = _digit_images(split)
+    j = int(rng.integers(0, len(labels)))
+    scale = int(rng.integers(2, 3 + (s >= 48)))
+    alpha = np.kron(images[j], np.ones((scale, scale), np.float32))
+    label = int(labels[j])
+    name = f"digit {label}"
+  _paste(video, alpha, y0 + dy * t, x0 + dx * t, colour)
+  caption = f"a {_COLOUR_NAMES[colour_id]} {name} moves {DIRECTIONS[direction]}, {SPEEDS[speed]}"
+  return {"video": np.clip(np.round(video), 0, 255).astype(np.uint8), "label": label,
+          "motion_label": direction, "caption": caption}
+
+
+def _png(image) -> "io.BytesIO":
+  """PNG-encodes with PIL (several times faster than TFDS's eager TF encoder on tiny images)."""
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+  buf.seek(0)
+  return buf
+
+
+def video_id(split: str, index: int) -> int:
+  """Stable, unique across splits."""
+  return SPLIT_IDS[split] * 1_000_000 + index
+
+
+def class_names(kind: str) -> tuple[str, ...]:
+  return SHAPES if kind == "moving_shapes" else tuple(str(d) for d in range(10))
+
+
+# ----------------------------------------------------------------------------- TFDS builders
+
+def _builders():
+  """Defines (once) the TFDS builders; lazy so that importing this module needs no TensorFlow."""
+  import tensorflow_datasets as tfds
+
+  @dataclasses.dataclass(eq=False)
+  class SyntheticConfig(tfds.core.BuilderConfig):
+    num_train: int = 3200
+    num_validation: int = 400
+    num_test: int = 400
+    num_frames: int = 16
+    size: int = 40
+
+  configs = [
+      SyntheticConfig(name="default", description="3200/400/400 videos of 16 frames at 40x40"),
+      SyntheticConfig(name="small", description="192/64/64 videos of 16 frames at 40x40 (tests)",
+                      num_train=192, num_validation=64, num_test=64),
+  ]
+
+  class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = configs
+    KIND = ""
+    code_path = None  # defined outside a TFDS dataset package: no checksums file to look up
+
+    def _info(self):
+      c = self.builder_config
+      return tfds.core.DatasetInfo(
+          builder=self,
+          description=__doc__,
+          features=tfds.features.FeaturesDict({
+              # Filmstrip: frames stacked along the height, [L * S, S, 3].
+              "video": tfds.features.Image(shape=(c.num_frames * c.size, c.size, 3), encoding_format="png"),
+              "label": tfds.features.ClassLabel(names=class_names(self.KIND)),
+              "motion_label": tfds.features.ClassLabel(names=DIRECTIONS),
+              "video_id": tfds.features.Scalar(dtype=np.int64),
+              "caption": tfds.features.Text(),
+          }),
+          supervised_keys=("video", "label"),
+      )
+
+    def _split_generators(self, dl_manager):
+      c = self.builder_config
+      return {"train": self._generate_examples("train", c.num_train),
+              "validation": self._generate_examples("validation", c.num_validation),
+              "test": self._generate_examples("test", c.num_test)}
+
+    def _generate_examples(self, split, count):
+      c = self.builder_config
+      for i in range(count):
+        ex = render(self.KIND, split, i, num_frames=c.num_frames, size=c.size)
+        ex["video"] = _png(ex["video"].reshape(c.num_frames * c.size, c.size, 3))
+        ex["video_id"] = video_id(split, i)
+        yield i, ex
+
+  class MovingShapes(_Synthetic):
+    """Shapes moving left/right/up/down over textured backgrounds with distractors."""
+    KIND = "moving_shapes"
+
+  class MovingDigits(_Synthetic):
+    """scikit-learn's handwritten digits moving left/right/up/down."""
+    KIND = "moving_digits"
+
+  return {"moving_shapes": MovingShapes, "moving_digits": MovingDigits}
+
+
+_BUILDERS: dict = {}
+
+
+def builder(name: str, data_dir: str):
+  """'moving_shapes[/small]' -> a prepared TFDS builder (generated into data_dir on first use)."""
+  if not _BUILDERS:
+    _BUILDERS.update(_builders())
+  kind, _, config_name = name.partition("/")
+  b = _BUILDERS[kind](data_dir=data_dir, config=config_name or "default")
+  b.download_and_prepare()
+  return b
