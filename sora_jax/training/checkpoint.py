@@ -28,7 +28,17 @@ def checkpoint_dir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir).absolute() / "checkpoints"
 
 
+def _serial_saves_on_cpu() -> None:
+  """On CPU, orbax's replica-parallel saving slices every replicated array per replica, which
+  compiles one tiny program per leaf (seconds on the first save); one replica writes instead."""
+  if jax.default_backend() == "cpu":
+    from orbax.checkpoint._src.serialization import jax_array_handlers
+    ocp.type_handlers.register_type_handler(
+        jax.Array, jax_array_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 def make_manager(workdir, *, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+  _serial_saves_on_cpu()
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
               "config": ocp.JsonCheckpointHandler()}
