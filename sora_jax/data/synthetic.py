@@ -88,12 +88,14 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
   return base[None, None, :] * (0.6 + 0.8 * tex[:, :, None])
 
 
-def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int = 40) -> dict:
-  """One video and its labels, a pure function of (kind, split, index): uint8 [L, S, S, 3] + labels."""
+def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int = 40, clean: bool = False) -> dict:
+  """One video and its labels, a pure function of (kind, split, index): uint8 [L, S, S, 3] + labels.
+
+  clean: the same object and motion on black, without background or distractors (for tests)."""
   rng = np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
   s, t_len = size, num_frames
   bg = _background(rng, s)
-  video = np.broadcast_to(bg, (t_len, s, s, 3)).copy()
+  video = np.broadcast_to(bg * (not clean), (t_len, s, s, 3)).copy()
   t = np.arange(t_len, dtype=np.float32)
   for _ in range(rng.integers(0, 3)):  # distractors: small dim blobs drifting anywhere
     r = int(rng.integers(1, 3))
@@ -101,7 +103,7 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
     v = rng.uniform(0.3, 1.2)
     y0, x0 = rng.uniform(0, s, size=2)
     colour = rng.uniform(60, 200, size=3).astype(np.float32)
-    _paste(video, _shape_alpha("circle", r) * 0.8, y0 + np.sin(ang) * v * t, x0 + np.cos(ang) * v * t, colour)
+    _paste(video, _shape_alpha("circle", r) * 0.8 * (not clean), y0 + np.sin(ang) * v * t, x0 + np.cos(ang) * v * t, colour)
   direction = int(rng.integers(0, 4))
   speed = int(rng.integers(0, 2))
   colour_id = int(rng.integers(0, len(_COLOUR_NAMES)))

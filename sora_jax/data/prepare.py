@@ -1,0 +1,233 @@
+"""`sora-jax prepare SRC OUT`: decode a collection of videos into sharded TFRecords of JPEG frames.
+
+SRC is a folder in the UCF101 layout (SRC/<class>/<video files>) or a manifest (.csv with a header,
+or .jsonl) with `path` (relative to the manifest's folder) and optional `label`, `caption`,
+`split`. Without a split column, videos are assigned to train/validation/test by a stable hash of
+their path. Each video becomes one tf.train.Example: `frames` (JPEG bytes, one per frame, after
+fps resampling and short-side resizing), `label` (-1 unknown), `video_id` (stable hash of the
+path), `caption`, `path`, `num_frames`, `height`, `width`.
+
+Work is split into shards (many more than hosts); each shard is written to a temporary file and
+renamed when complete, with a small JSON receipt, so a second run skips finished shards. Files
+that cannot be decoded are skipped and listed with the reason in OUT/prepare_report.json.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import pathlib
+
+from sora_jax.data import video_io
+from sora_jax.errors import DataError
+
+PLAN_FILE = "prepare_plan.json"
+REPORT_FILE = "prepare_report.json"
+INFO_FILE = "dataset_info.json"
+RECEIPTS = ".receipts"
+SPLITS = ("train", "validation", "test")
+
+
+def _stable_hash(text: str) -> int:
+  return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _hash_split(rel: str, val_fraction: float, test_fraction: float) -> str:
+  u = (_stable_hash("split:" + rel) % 1_000_000) / 1_000_000
+  return "test" if u < test_fraction else "validation" if u < test_fraction + val_fraction else "train"
+
+
+def _sort_classes(names):
+  names = sorted(set(names))
+  if names and all(n.lstrip("-").isdigit() for n in names):
+    names = sorted(names, key=int)
+  return names
+
+
+def scan(src, *, val_fraction=0.0, test_fraction=0.2, extensions=video_io.VIDEO_EXTENSIONS) -> tuple[list, list]:
+  """The videos of SRC as dicts (path, rel, label name or None, caption, split), and the class names."""
+  src = pathlib.Path(src).expanduser()
+  if not src.exists():
+    raise DataError(f"SRC {str(src)!r} does not exist; pass a folder of class sub-folders or a .csv/.jsonl manifest")
+  items = []
+  if src.is_dir():
+    for path in sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".")):
+      rel = path.relative_to(src).as_posix()
+      if path.suffix.lower() not in extensions:
+        continue
+      label = rel.split("/")[0] if "/" in rel else None
+      items.append({"path": str(path), "rel": rel, "label": label, "caption": "", "split": None})
+  elif src.suffix.lower() in (".csv", ".jsonl", ".json"):
+    if src.suffix.lower() == ".csv":
+      with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
+    else:
+      with open(src) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for i, row in enumerate(rows):
+      if not row.get("path"):
+        raise DataError(f"manifest {str(src)!r} row {i + 1} has no 'path'; columns: path[,label,caption,split]")
+      path = pathlib.Path(row["path"]).expanduser()
+      path = path if path.is_absolute() else src.parent / path
+      label = row.get("label")
+      label = None if label in (None, "") else str(label)
+      split = row.get("split") or None
+      if split is not None and split not in SPLITS:
+        raise DataError(f"manifest row {i + 1}: split {split!r} is not one of {SPLITS}")
+      items.append({"path": str(path), "rel": str(row["path"]), "label": label,
+                    "caption": str(row.get("caption") or ""), "split": split})
+  else:
+    raise DataError(f"SRC {str(src)!r} is neither a folder nor a .csv/.jsonl manifest")
+  if not items:
+    raise DataError(f"SRC {str(src)!r} holds no video files (looked for {', '.join(extensions)})")
+  for it in items:
+    if it["split"] is None:
+      it["split"] = _hash_split(it["rel"], val_fraction, test_fraction)
+  classes = _sort_classes(it["label"] for it in items if it["label"] is not None)
+  return items, classes
+
+
+def plan_shards(items, videos_per_shard: int) -> list[dict]:
+  """Shards per split, in a fixed order: [{name, split, items}]."""
+  shards = []
+  for split in SPLITS:
+    its = [it for it in items if it["split"] == split]
+    n = -(-len(its) // videos_per_shard)
+    for k in range(n):
+      shards.append({"name": f"{split}-{k:05d}-of-{n:05d}.tfrecord", "split": split,
+                     "items": its[k * videos_per_shard:(k + 1) * videos_per_shard]})
+  return shards
+
+
+def _encode_jpeg(frame, quality: int) -> bytes:
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+  return buf.getvalue()
+
+
+def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
+  """Decodes and writes one shard (in a worker); returns its receipt."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import tensorflow as tf
+
+  feature = tf.train.Feature
+  cls_index = {c: i for i, c in enumerate(classes)}
+  tmp = os.path.join(out, shard["name"] + ".tmp")
+  written, skipped, frames_total = 0, [], 0
+  with tf.io.TFRecordWriter(tmp) as writer:
+    for it in shard["items"]:
+      try:
+        frames = video_io.decode_video(it["path"], fps=options["fps"] or None, short_side=options["short_side"] or None,
+                                       max_frames=options["max_frames"] or None, threads=options["threads"])
+      except DataError as e:
+        skipped.append({"path": it["path"], "reason": str(e)})
+        continue
+      jpegs = [_encode_jpeg(f, options["jpeg_quality"]) for f in frames]
+      ex = tf.train.Example(features=tf.train.Features(feature={
+          "frames": feature(bytes_list=tf.train.BytesList(value=jpegs)),
+          "num_frames": feature(int64_list=tf.train.Int64List(value=[len(jpegs)])),
+          "height": feature(int64_list=tf.train.Int64List(value=[frames.shape[1]])),
+          "width": feature(int64_list=tf.train.Int64List(value=[frames.shape[2]])),
+          "label": feature(int64_list=tf.train.Int64List(value=[cls_index.get(it["label"], -1)])),
+          "video_id": feature(int64_list=tf.train.Int64List(value=[_stable_hash(it["rel"])])),
+          "caption": feature(bytes_list=tf.train.BytesList(value=[it["caption"].encode()])),
+          "path": feature(bytes_list=tf.train.BytesList(value=[it["rel"].encode()])),
+      }))
+      writer.write(ex.SerializeToString())
+      written += 1
+      frames_total += len(jpegs)
+  os.replace(tmp, os.path.join(out, shard["name"]))
+  receipt = {"name": shard["name"], "split": shard["split"], "num_examples": written, "num_frames": frames_total,
+             "planned": len(shard["items"]), "skipped": skipped}
+  with open(os.path.join(out, RECEIPTS, shard["name"] + ".json"), "w") as f:
+    json.dump(receipt, f)
+  return receipt
+
+
+def _load_receipt(out: str, shard: dict):
+  path = os.path.join(out, RECEIPTS, shard["name"] + ".json")
+  if os.path.isfile(path) and os.path.isfile(os.path.join(out, shard["name"])):
+    with open(path) as f:
+      return json.load(f)
+  return None
+
+
+def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: int = 0, videos_per_shard: int = 16,
+            workers: int = 1, threads: int = 0, jpeg_quality: int = 90, val_fraction: float = 0.0,
+            test_fraction: float = 0.2, progress: bool = True) -> dict:
+  """Prepares SRC into OUT (see module docstring); returns the dataset info written to OUT."""
+  if not 0 <= val_fraction + test_fraction <= 1 or val_fraction < 0 or test_fraction < 0:
+    raise DataError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 with sum <= 1")
+  if videos_per_shard < 1 or workers < 1 or not 1 <= jpeg_quality <= 100:
+    raise DataError(f"videos_per_shard={videos_per_shard} and workers={workers} must be >= 1, "
+                    f"jpeg_quality={jpeg_quality} in [1, 100]")
+  items, classes = scan(src, val_fraction=val_fraction, test_fraction=test_fraction)
+  out = os.path.abspath(os.path.expanduser(str(out)))
+  os.makedirs(os.path.join(out, RECEIPTS), exist_ok=True)
+  options = {"fps": float(fps), "short_side": int(short_side), "max_frames": int(max_frames),
+             "jpeg_quality": int(jpeg_quality), "videos_per_shard": int(videos_per_shard), "threads": int(threads)}
+  shards = plan_shards(items, videos_per_shard)
+  plan = {"options": {k: v for k, v in options.items() if k != "threads"}, "classes": classes,
+          "shards": [[s["name"], [it["rel"] for it in s["items"]]] for s in shards]}
+  plan_path = os.path.join(out, PLAN_FILE)
+  if os.path.isfile(plan_path):
+    with open(plan_path) as f:
+      old = json.load(f)
+    if old != plan:
+      raise DataError(f"OUT {out!r} was prepared from other videos or options; use an empty OUT folder "
+                      "(or delete it) to start again")
+  else:
+    with open(plan_path, "w") as f:
+      json.dump(plan, f)
+  receipts = {s["name"]: _load_receipt(out, s) for s in shards}
+  todo = [s for s in shards if receipts[s["name"]] is None]
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=sum(len(s["items"]) for s in todo), unit="video", desc=f"prepare {len(todo)}/{len(shards)} shards")
+  try:
+    if workers == 1 or len(todo) <= 1:
+      for s in todo:
+        receipts[s["name"]] = write_shard(s, out, options, classes)
+        bar and bar.update(len(s["items"]))
+    else:
+      ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+      with futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        jobs = {pool.submit(write_shard, s, out, options, classes): s for s in todo}
+        for job in futures.as_completed(jobs):
+          s = jobs[job]
+          receipts[s["name"]] = job.result()
+          bar and bar.update(len(s["items"]))
+  finally:
+    if bar is not None:
+      bar.close()
+  skipped = [x for r in receipts.values() for x in r["skipped"]]
+  splits = {}
+  for s in shards:
+    r = receipts[s["name"]]
+    d = splits.setdefault(s["split"], {"num_examples": 0, "num_frames": 0, "shards": []})
+    d["num_examples"] += r["num_examples"]
+    d["num_frames"] += r["num_frames"]
+    d["shards"].append(s["name"])
+  if sum(d["num_examples"] for d in splits.values()) == 0:
+    raise DataError(f"none of the {len(items)} files in {str(src)!r} could be decoded; see {REPORT_FILE}: "
+                    + "; ".join(f"{x['path']}: {x['reason']}" for x in skipped[:3]))
+  info = {"format": "sora_jax.prepared/1", "source": str(src), "classes": classes, "fps": options["fps"] or None,
+          "short_side": options["short_side"] or None, "max_frames": options["max_frames"] or None,
+          "jpeg_quality": options["jpeg_quality"], "splits": splits, "num_skipped": len(skipped)}
+  report = {"source": str(src), "num_files": len(items), "num_prepared": len(items) - len(skipped),
+            "num_skipped": len(skipped), "skipped": skipped}
+  with open(os.path.join(out, REPORT_FILE), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(out, INFO_FILE), "w") as f:
+    json.dump(info, f, indent=2)
+  info["report"] = report
+  info["resumed_shards"] = len(shards) - len(todo)
+  return info
