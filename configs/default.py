@@ -98,5 +98,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.knn_temperature = 0.07
   c.eval.retrieval_ks = (1, 5, 10, 20)
   c.eval.mean_center = False
-  c.eval.baselines = ("random",)  # random | supervised
+  c.eval.baselines = ("random", "supervised")  # random | supervised (trained into <workdir>/baselines)
+  c.eval.feature = "pooled"  # pooled (temporal model output) | embedding (projection head output)
+  c.eval.probe_learning_rates = (0.01, 0.1)  # linear probe sweep, chosen on the validation split
+  c.eval.probe_weight_decays = (0.0, 1e-4, 1e-3)
+  c.eval.probe_steps = 300  # full-batch Adam steps per probe
+  c.eval.val_fraction = 0.2  # held out of train when the dataset has no validation split
+  c.eval.max_examples = 0  # cap on embedded train clips; 0 = all
+  c.eval.finetune_epochs = 1  # 0 = no fine-tuning
+  c.eval.finetune_learning_rate = 1e-3
+  c.eval.supervised_steps = 300  # steps of the supervised baseline; 0 = configs/supervised.py's
+  c.eval.quick_examples = 256  # clips per side of the quick kNN eval during training
+  c.eval.projection = "pca"  # pca | tsne (2-D plot of the test embeddings)
   return c
