@@ -8,7 +8,7 @@ import importlib
 _EXPORTS = {
     "Index": "sora_jax.apps.index",
     "embed_videos": "sora_jax.apps.embed",
-    "embed_files": "sora_jax.apps.embed",
+    "list_videos": "sora_jax.apps.embed",
     "Embedder": "sora_jax.apps.embed",
     "predict_video": "sora_jax.apps.predict",
     "exact_search": "sora_jax.apps.search",

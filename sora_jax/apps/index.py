@@ -133,7 +133,9 @@ class Index:
     self.meta = meta
     self.items.extend(items)
     self._shards = None
-    self._lookup = None
+    if self._lookup is not None:
+      for row, it in enumerate(items, start):
+        self._add_lookup(row, it)
 
   # ---- reading ----------------------------------------------------------------------------------
 
@@ -180,16 +182,31 @@ class Index:
       return np.zeros((0, self.dim), np.float32)
     return np.concatenate([np.asarray(s, np.float32) for s in self.shards()])
 
+  def embeddings_of(self, rows) -> np.ndarray:
+    """The embeddings of some rows, float32 [len(rows), E], read from the shards without loading all."""
+    rows = np.asarray(rows, np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= self.count):
+      raise DataError(f"rows {rows.tolist()} out of range for an index of {self.count}")
+    starts = np.cumsum([0] + [s["count"] for s in self.meta["shards"]])
+    shard_of = np.searchsorted(starts, rows, side="right") - 1
+    shards = self.shards()
+    out = np.empty((len(rows), self.dim), np.float32)
+    for i, (r, s) in enumerate(zip(rows, shard_of)):
+      out[i] = shards[s][r - starts[s]]
+    return out
+
+  def _add_lookup(self, row: int, item: dict) -> None:
+    self._lookup.setdefault(("id", item["id"]), row)
+    if item.get("path"):
+      self._lookup.setdefault(("path", item["path"]), row)
+      self._lookup.setdefault(("path", os.path.abspath(item["path"])), row)
+
   def row_of(self, key) -> int | None:
     """Row number of an item given its id (int or digit string) or its path; None if absent."""
     if self._lookup is None:
-      lookup = {}
+      self._lookup = {}
       for row, it in enumerate(self.items):
-        lookup.setdefault(("id", it["id"]), row)
-        if it.get("path"):
-          lookup.setdefault(("path", it["path"]), row)
-          lookup.setdefault(("path", os.path.abspath(it["path"])), row)
-      self._lookup = lookup
+        self._add_lookup(row, it)
     if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.lstrip("-").isdigit()):
       row = self._lookup.get(("id", int(key)))
       if row is not None:

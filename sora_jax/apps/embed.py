@@ -1,0 +1,276 @@
+"""Embedding video files (or a dataset split) with a trained run into an `Index`.
+
+Files are decoded with PyAV and cut into clips exactly as evaluation does
+(`data.video_io.clips_from_frames`); each video's clips are embedded and averaged
+(`evaluation.embed.make_embed_fn`: the batch is sharded over every device, parameters replicated).
+Decoding runs in threads ahead of the devices. A second run into the same index skips the files it
+already holds and adds the new ones; files that fail to decode are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from sora_jax.errors import CheckpointError, DataError
+
+DATASET_PREFIX = "dataset:"
+
+
+def config_hash(config, num_clips: int) -> str:
+  """Identifies the embedding function: the run's resolved config plus the clip sampling."""
+  from sora_jax.training.checkpoint import config_to_json
+  blob = json.dumps({"config": config_to_json(config), "num_clips": num_clips}, sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Embedder:
+  """A trained encoder ready to embed files: `Embedder(workdir).embed_files(paths)`.
+
+  num_clips: clips per video averaged into one embedding (default: the run's eval.num_clips).
+  """
+
+  def __init__(self, workdir, *, step: int | None = None, num_clips: int | None = None, mesh=None,
+               decode_threads: int = 2):
+    import jax
+    from sora_jax.evaluation import embed as eval_embed
+    from sora_jax.training.checkpoint import load_for_inference
+
+    self.workdir = str(pathlib.Path(workdir).absolute())
+    self.config, variables, self.step = load_for_inference(workdir, step)
+    self.num_clips = int(num_clips or self.config.eval.get("num_clips", 1) or 1)
+    if self.num_clips < 1:
+      raise DataError(f"num_clips={num_clips} must be >= 1")
+    self.mesh = mesh or eval_embed.data_mesh()
+    self.embed_fn = eval_embed.make_embed_fn(self.config, self.mesh)
+    self.variables = jax.device_put(variables, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+    self.config_hash = config_hash(self.config, self.num_clips)
+    self.decode_threads = decode_threads
+
+  @property
+  def has_classifier(self) -> bool:
+    return int(self.config.model.get("num_classes", 0)) > 0
+
+  def clips(self, path) -> np.ndarray:
+    """One file -> uint8 [C, T, S, S, 3]; raises DataError when it cannot be decoded."""
+    from sora_jax.data.video_io import clips_from_frames, decode_video
+    d = self.config.data
+    frames = decode_video(path, short_side=d.frame_size)
+    return clips_from_frames(frames, num_frames=d.num_frames, stride=d.stride, frame_size=d.frame_size,
+                             num_clips=self.num_clips)
+
+  def embed_clips(self, video: np.ndarray) -> dict[str, np.ndarray]:
+    """uint8 [B, C, T, S, S, 3] -> {'embedding': [B, E], 'logits' (log-probs): [B, K] if any}."""
+    import jax
+    b = len(video)
+    n = -(-b // self.mesh.size) * self.mesh.size
+    if n != b:
+      video = np.concatenate([video, np.zeros((n - b,) + video.shape[1:], video.dtype)])
+    out = jax.device_get(self.embed_fn(self.variables, video))
+    return {k: np.asarray(v)[:b] for k, v in out.items() if k in ("embedding", "logits")}
+
+  def embed_files(self, paths: Sequence, *, batch_size: int = 16, progress: bool = False, on_error=None):
+    """Yields (list of indices into `paths`, outputs dict) per batch of files that decoded.
+
+    on_error(index, path, DataError) is called for each file that could not be decoded (default: raise).
+    """
+    from tqdm import tqdm
+
+    def load(i):
+      try:
+        return i, self.clips(paths[i]), None
+      except DataError as e:
+        return i, None, e
+
+    bar = tqdm(total=len(paths), unit="video", desc="embed", disable=not progress, file=sys.stderr)
+    with ThreadPoolExecutor(self.decode_threads) as pool:
+      # Decoding stays one batch ahead of the devices.
+      pending = [pool.submit(load, i) for i in range(min(batch_size, len(paths)))]
+      nxt = len(pending)
+      while pending:
+        group, pending = pending[:batch_size], pending[batch_size:]
+        pending += [pool.submit(load, i) for i in range(nxt, min(nxt + batch_size, len(paths)))]
+        nxt = min(nxt + batch_size, len(paths))
+        ok, clips = [], []
+        for fut in group:
+          i, c, err = fut.result()
+          if err is not None:
+            if on_error is None:
+              raise err
+            on_error(i, paths[i], err)
+          else:
+            ok.append(i)
+            clips.append(c)
+        if ok:
+          yield ok, self.embed_clips(np.stack(clips))
+        bar.update(len(group))
+    bar.close()
+
+  def embed_file(self, path) -> dict[str, np.ndarray]:
+    """One file -> {'embedding': [E], 'logits': [K] if any}."""
+    for _, out in self.embed_files([path], batch_size=1):
+      return {k: v[0] for k, v in out.items()}
+    raise DataError(f"could not embed {str(path)!r}")
+
+
+_CACHE: list = []
+
+
+def get_embedder(workdir, *, step: int | None = None, num_clips: int | None = None) -> Embedder:
+  """An Embedder, reused within the process for the same run, checkpoint step and clip count
+  (loading and compiling once: the CLI's search/predict and the Python API call this)."""
+  from sora_jax.training.checkpoint import checkpoint_dir
+  ckdir = checkpoint_dir(workdir)
+  steps = [int(p.name) for p in ckdir.iterdir() if p.name.isdigit()] if ckdir.is_dir() else []
+  want_step = step if step is not None else (max(steps) if steps else None)
+  for ckd, e in _CACHE:
+    default_clips = int(e.config.eval.get("num_clips", 1) or 1)
+    if ckd == ckdir and e.step == want_step and e.num_clips == (num_clips or default_clips):
+      return e
+  e = Embedder(workdir, step=step, num_clips=num_clips)
+  _CACHE[:] = _CACHE[-1:] + [(ckdir, e)]  # keep two
+  return e
+
+
+# ---- sources: folder, manifest, dataset --------------------------------------------------------
+
+def list_videos(source) -> list[dict]:
+  """Records {path, label, label_name, caption} of a folder (recursive) or a manifest file.
+
+  Folder: every video file under it; a file in a sub-folder gets the sub-folder's name as its
+  label (`DIR/<class>/<file>`; classes numbered in sorted order). Manifest: `.jsonl` with keys
+  path[, label][, caption]; `.csv`/`.tsv` with a header naming a `path` column (label, caption
+  optional); `.txt`: one path per line (optionally followed by whitespace and an integer label).
+  Relative paths are relative to the manifest's folder.
+  """
+  from sora_jax.data.video_io import VIDEO_EXTENSIONS
+  source = pathlib.Path(source)
+  if source.is_dir():
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not files:
+      raise DataError(f"no video files ({', '.join(VIDEO_EXTENSIONS[:5])}, ...) under {str(source)!r}")
+    classes = sorted({p.parent.relative_to(source).parts[0] for p in files if p.parent != source})
+    recs = []
+    for p in files:
+      rel = p.relative_to(source).parts
+      name = rel[0] if len(rel) > 1 else None
+      recs.append({"path": str(p.absolute()), "label": classes.index(name) if name else -1, "label_name": name})
+    return recs
+  if not source.is_file():
+    raise DataError(f"--videos {str(source)!r} is neither a folder nor a manifest file nor {DATASET_PREFIX}NAME")
+  base = source.parent
+  suffix = source.suffix.lower()
+  rows: list[dict] = []
+  try:
+    if suffix == ".jsonl":
+      rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    elif suffix in (".csv", ".tsv"):
+      with open(source, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+    else:
+      for line in source.read_text().splitlines():
+        parts = line.strip().rsplit(None, 1)
+        if not parts or parts[0].startswith("#"):
+          continue
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+          rows.append({"path": parts[0], "label": int(parts[1])})
+        else:
+          rows.append({"path": line.strip()})
+  except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as e:
+    raise DataError(f"cannot read manifest {str(source)!r}: {e}") from e
+  recs = []
+  for n, r in enumerate(rows, 1):
+    if not r.get("path"):
+      raise DataError(f"manifest {str(source)!r} row {n} has no 'path'")
+    p = pathlib.Path(r["path"])
+    label = r.get("label", -1)
+    label = int(label) if str(label).lstrip("-").isdigit() else -1
+    recs.append({"path": str(p if p.is_absolute() else (base / p).absolute()), "label": label,
+                 "label_name": r.get("label_name") or None, "caption": r.get("caption") or None})
+  return recs
+
+
+@dataclasses.dataclass
+class EmbedReport:
+  """What one `embed_videos` call did."""
+  index: "object"
+  added: int
+  skipped: int  # already in the index
+  failed: list  # [(path, message)] files that could not be decoded
+
+
+def _check_same_model(index, embedder, out) -> None:
+  if index.count and (index.config_hash != embedder.config_hash or index.step != embedder.step):
+    raise CheckpointError(
+        f"index {str(out)!r} was built with step {index.step} (config {index.config_hash}); this run gives step "
+        f"{embedder.step} (config {embedder.config_hash}) and its embeddings would not be comparable; use a new --out")
+
+
+def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int | None = None,
+                 step: int | None = None, dtype: str = "float32", progress: bool = True, mesh=None,
+                 chunk: int = 1024, split: str | None = None) -> EmbedReport:
+  """Embeds a folder / manifest / `dataset:NAME` into the index at `out` (created or extended).
+
+  Returns an EmbedReport; the index's rows are appended every `chunk` videos, so an interrupted
+  run keeps what it had embedded and the next run resumes from there.
+  """
+  from sora_jax.apps.index import Index
+
+  embedder = Embedder(workdir, step=step, num_clips=num_clips, mesh=mesh) if mesh else \
+      get_embedder(workdir, step=step, num_clips=num_clips)
+  if isinstance(videos, str) and videos.startswith(DATASET_PREFIX):
+    from sora_jax.apps.embed_dataset import embed_dataset
+    return embed_dataset(embedder, videos[len(DATASET_PREFIX):], out, split=split, batch_size=batch_size,
+                         dtype=dtype, progress=progress)
+  records = list_videos(videos)
+  label_names = sorted({r["label_name"] for r in records if r.get("label_name")}) or None
+  index = Index.open_or_create(out, dim=int(embedder.config.model.embed_dim), dtype=dtype, step=embedder.step,
+                               config_hash=embedder.config_hash, workdir=embedder.workdir, label_names=label_names,
+                               extra={"num_clips": embedder.num_clips})
+  _check_same_model(index, embedder, out)
+  todo = [r for r in records if not index.has_path(r["path"])]
+  skipped = len(records) - len(todo)
+  failed: list = []
+
+  def on_error(i, path, err):
+    failed.append((path, str(err)))
+    if progress:
+      print(f"sora-jax embed: skipped {path}: {err}", file=sys.stderr)
+
+  added, buf_e, buf_r = 0, [], []
+
+  def flush():
+    nonlocal added, buf_e, buf_r
+    if buf_r:
+      index.append(np.concatenate(buf_e), buf_r)
+      added += len(buf_r)
+      buf_e, buf_r = [], []
+
+  paths = [r["path"] for r in todo]
+  for rows, outs in embedder.embed_files(paths, batch_size=batch_size, progress=progress, on_error=on_error):
+    buf_e.append(outs["embedding"])
+    buf_r.extend({k: v for k, v in todo[i].items() if v is not None} for i in rows)
+    if len(buf_r) >= chunk:
+      flush()
+  flush()
+  return EmbedReport(index=index, added=added, skipped=skipped, failed=failed)
+
+
+def summary(report: EmbedReport) -> str:
+  """One paragraph for the CLI: counts, failures, where the index is."""
+  ix = report.index
+  lines = [f"index {ix.directory}: {ix.count} videos (added {report.added}, already there {report.skipped}, "
+           f"failed {len(report.failed)}); checkpoint step {ix.step}, config {ix.config_hash}"]
+  for path, msg in report.failed:
+    lines.append(f"  failed: {path}: {msg}")
+  return "\n".join(lines)
+

@@ -1,0 +1,83 @@
+"""Class probabilities for one video file: the run's classifier head, or a kNN vote over a labelled index."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sora_jax.errors import CheckpointError, DataError
+
+
+def _class_names(config, num_classes: int) -> list[str]:
+  """The dataset's class names when the data stage can tell them, else 'class i'."""
+  try:
+    from sora_jax.data import pipeline
+    names = list(pipeline.dataset_info(config).get("class_names") or [])
+  except (ImportError, OSError, ValueError, KeyError, AttributeError, DataError):
+    names = []
+  if len(names) != num_classes:
+    names = [f"class {i}" for i in range(num_classes)]
+  return [str(n) for n in names]
+
+
+def knn_probabilities(query: np.ndarray, index, *, k: int = 20, temperature: float = 0.07) -> tuple[np.ndarray, list]:
+  """Weighted kNN over the labelled rows of `index`: each of the k nearest votes exp((sim - 1) / T).
+
+  query: [E] unit vector -> (probabilities [num_classes], class names); the same vote as
+  evaluation's kNN probe.
+  """
+  from sora_jax.apps.search import exact_search
+  labels = index.labels
+  known = labels >= 0
+  if not known.any():
+    raise DataError(f"index {str(index.directory)!r} has no labelled videos; embed a folder of class "
+                    "sub-folders or a manifest with labels for kNN prediction")
+  rows = np.flatnonzero(known)
+  emb = index.embeddings()[rows]
+  scores, nn = exact_search(np.asarray(query, np.float32)[None], emb, k)
+  num_classes = int(labels.max()) + 1
+  votes = np.zeros(num_classes, np.float64)
+  np.add.at(votes, labels[rows[nn[0]]], np.exp((scores[0].astype(np.float64) - 1.0) / temperature))
+  names = [f"class {i}" for i in range(num_classes)]
+  for item in index.items:
+    if item.get("label", -1) >= 0 and item.get("label_name"):
+      names[item["label"]] = str(item["label_name"])
+  meta_names = index.meta.get("label_names") or []
+  for i, n in enumerate(meta_names[:num_classes]):
+    if names[i] == f"class {i}":
+      names[i] = str(n)
+  return votes / votes.sum(), names
+
+
+def predict_video(workdir, video, *, index=None, k: int = 20, temperature: float = 0.07, num_clips: int | None = None,
+                  step: int | None = None, embedder=None) -> dict:
+  """-> {'method': 'classifier'|'knn', 'probabilities': [(name, p)] sorted by p, 'step': int}.
+
+  With `index` (a path or an `Index`), a kNN vote over its labelled videos; otherwise the run's
+  classifier head (model.num_classes > 0), else CheckpointError saying how to get one.
+  """
+  from sora_jax.apps.embed import get_embedder
+  from sora_jax.apps.index import Index
+
+  embedder = embedder or get_embedder(workdir, step=step, num_clips=num_clips)
+  if index is None and not embedder.has_classifier:
+    raise CheckpointError(f"the model of {str(workdir)!r} has no classifier head (model.num_classes=0); pass "
+                          "--index INDEX (an index of labelled videos from `sora-jax embed`) for a kNN prediction")
+  if index is not None and not isinstance(index, Index):
+    index = Index.load(index)
+  if index is not None and index.count and index.config_hash != embedder.config_hash:
+    raise CheckpointError(f"index {str(index.directory)!r} was embedded by another model or step "
+                          f"(config {index.config_hash}, step {index.step}); this run is step {embedder.step} "
+                          f"(config {embedder.config_hash}): re-embed it with --workdir {workdir}")
+  out = embedder.embed_file(video)
+  if index is not None:
+    probs, names = knn_probabilities(out["embedding"], index, k=k, temperature=temperature)
+    method = "knn"
+  else:
+    logp = out["logits"].astype(np.float64)
+    probs = np.exp(logp - logp.max())
+    probs /= probs.sum()
+    names = _class_names(embedder.config, len(probs))
+    method = "classifier"
+  order = np.argsort(-probs, kind="stable")
+  return {"method": method, "step": embedder.step,
+          "probabilities": [(names[i], float(probs[i])) for i in order]}

@@ -1,0 +1,34 @@
+"""`sora-jax predict`: class probabilities of one video file (classifier head, or kNN over an index)."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(parser) -> None:
+  parser.add_argument("--workdir", required=True, help="training run whose latest checkpoint embeds the video")
+  parser.add_argument("--video", required=True, help="the video file")
+  parser.add_argument("--index", default=None, help="labelled index (from `sora-jax embed`): kNN vote instead of the classifier head")
+  parser.add_argument("--k", type=int, default=20, help="neighbours in the kNN vote")
+  parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote weight exp((sim - 1) / T)")
+  parser.add_argument("--top", type=int, default=5, help="classes shown")
+  parser.add_argument("--num-clips", type=int, default=None, help="clips averaged (default: eval.num_clips)")
+  parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+
+
+def run(args) -> int:
+  from sora_jax.apps.predict import predict_video
+  from sora_jax.errors import DataError
+  if args.k < 1 or args.temperature <= 0:
+    raise DataError(f"--k={args.k} must be >= 1 and --temperature={args.temperature} > 0")
+  result = predict_video(args.workdir, args.video, index=args.index, k=args.k, temperature=args.temperature,
+                         num_clips=args.num_clips)
+  top = result["probabilities"][:max(args.top, 1)]
+  if args.json:
+    print(json.dumps(dict(result, probabilities=top)))
+    return 0
+  width = max(len(n) for n, _ in top)
+  print(f"{args.video}  ({result['method']}, checkpoint step {result['step']})")
+  for name, p in top:
+    print(f"  {name:<{width}}  {p:.4f}")
+  return 0

@@ -1,0 +1,79 @@
+"""`sora-jax search`: nearest videos of an index to a query (a file, or an id/path already indexed)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def add_arguments(parser) -> None:
+  parser.add_argument("--index", required=True, help="index directory written by `sora-jax embed`")
+  parser.add_argument("--query", required=True, help="a video file, or the id or path of an indexed video")
+  parser.add_argument("--k", type=int, default=10, help="number of results")
+  parser.add_argument("--html", default=None, help="also write an offline HTML page with thumbnail strips here")
+  parser.add_argument("--workdir", default=None, help="run that embeds a query file (default: the index's run)")
+  parser.add_argument("--approx", action="store_true", help="faiss IVF approximate search (built and cached on first use)")
+  parser.add_argument("--nprobe", type=int, default=8, help="IVF cells probed with --approx")
+  parser.add_argument("--block-size", type=int, default=65536, help="index rows per streamed block (exact search)")
+
+
+def query_embedding(index, query: str, workdir=None):
+  """-> (embedding [E], description dict) of an indexed id/path, or of a file embedded by the index's run."""
+  from sora_jax.errors import DataError
+  row = index.row_of(query)
+  if row is not None:
+    return index.embeddings_of([row])[0], dict(index.items[row], row=row)
+  if not os.path.exists(query):
+    raise DataError(f"--query {query!r} is neither an id or path in index {str(index.directory)!r} nor an existing file")
+  from sora_jax.apps.embed import get_embedder
+  from sora_jax.errors import CheckpointError
+  workdir = workdir or index.meta.get("workdir")
+  if not workdir:
+    raise CheckpointError(f"index {str(index.directory)!r} records no run; pass --workdir RUN to embed {query!r}")
+  embedder = get_embedder(workdir, step=index.step, num_clips=(index.meta.get("extra") or {}).get("num_clips"))
+  if index.config_hash and embedder.config_hash != index.config_hash:
+    raise CheckpointError(f"run {str(workdir)!r} (config {embedder.config_hash}) is not the one that built index "
+                          f"{str(index.directory)!r} (config {index.config_hash}); pass the index's --workdir")
+  return embedder.embed_file(query)["embedding"], {"path": os.path.abspath(query)}
+
+
+def thumbnails(path):
+  """Frames for a strip (first 600 frames at 64 px), or None when the file is gone or unreadable."""
+  from sora_jax.data.video_io import decode_video
+  from sora_jax.errors import DataError
+  if not path or not os.path.isfile(path):
+    return None
+  try:
+    return decode_video(path, short_side=64, max_frames=600)
+  except DataError:
+    return None
+
+
+def format_table(hits) -> str:
+  rows = [("rank", "score", "path", "label")]
+  for h in hits:
+    label = h.get("label_name") or (h.get("label") if h.get("label", -1) >= 0 else "")
+    rows.append((str(h["rank"]), f"{h['score']:.4f}", str(h.get("path") or h.get("id")), str(label)))
+  widths = [max(len(r[i]) for r in rows) for i in range(3)]
+  return "\n".join(f"{r[0]:>{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows)
+
+
+def run(args) -> int:
+  from sora_jax.apps.index import Index
+  from sora_jax.errors import DataError
+  if args.k < 1:
+    raise DataError(f"--k={args.k} must be >= 1")
+  index = Index.load(args.index)
+  if not index.count:
+    raise DataError(f"index {args.index!r} is empty; add videos with `sora-jax embed --out {args.index}`")
+  vec, query = query_embedding(index, args.query, args.workdir)
+  hits = index.search(vec, args.k, approximate=args.approx, nprobe=args.nprobe, block_size=args.block_size)[0]
+  print(format_table(hits))
+  if args.html:
+    from sora_jax.apps.html import write_html
+    query["frames"] = thumbnails(query.get("path"))
+    for h in hits:
+      h["frames"] = thumbnails(h.get("path"))
+    path = write_html(args.html, query, hits, title=f"sora-jax search: {os.path.basename(str(args.query))}")
+    print(f"wrote {path}", file=sys.stderr)
+  return 0

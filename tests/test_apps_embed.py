@@ -1,0 +1,140 @@
+"""End to end: a tiny checkpoint, real video files (PyAV), `sora-jax embed|search|predict`."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from sora_jax import cli
+from sora_jax.errors import DataError
+
+
+def _tiny_config(num_classes=0):
+  from sora_jax.config import load_config
+  root = pathlib.Path(__file__).resolve().parents[1]
+  c = load_config(root / "configs" / "default.py")
+  c.data.num_frames, c.data.frame_size = 4, 16
+  c.model.width, c.model.hidden_size, c.model.head_hidden, c.model.embed_dim = 0.125, 16, 16, 8
+  c.model.num_classes = num_classes
+  c.train.batch_size, c.train.num_steps, c.train.checkpoint_every = 8, 2, 2
+  c.train.quick_eval_every, c.train.log_every = 0, 1
+  c.eval.num_clips = 2
+  return c
+
+
+def _make_run(workdir, config):
+  """A checkpoint in the training stage's own format (training.checkpoint.save of init_state)."""
+  import jax
+  from sora_jax.training import checkpoint as ckpt
+  from sora_jax.training.optim import build_optimizer
+  from sora_jax.training.state import init_state
+  state = jax.jit(lambda: init_state(config, build_optimizer(config)))()
+  manager = ckpt.make_manager(workdir, async_save=False)
+  ckpt.save(manager, 2, state, {}, config, force=True)
+  manager.wait_until_finished()
+  return str(workdir)
+
+
+def _write_video(path, colour, direction, n=8, size=32):
+  """An mpeg4 clip of a coloured square moving across a grey background."""
+  import av
+  with av.open(str(path), "w") as out:
+    stream = out.add_stream("mpeg4", rate=8)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    for t in range(n):
+      img = np.full((size, size, 3), 96, np.uint8)
+      x = 2 + (t * 2 if direction > 0 else 16 - t * 2)
+      img[8:20, x:x + 12] = colour
+      for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        out.mux(packet)
+    for packet in stream.encode():
+      out.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  return _make_run(tmp_path_factory.mktemp("run"), _tiny_config())
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+  root = tmp_path_factory.mktemp("videos")
+  colours = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
+  for name, colour in colours.items():
+    (root / name).mkdir()
+    for d in (1, -1):
+      _write_video(root / name / f"{name}_{'r' if d > 0 else 'l'}.mp4", colour, d)
+  return root
+
+
+def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, capsys):
+  from sora_jax.apps.index import Index
+  import sora_jax.apps as apps
+  later = tmp_path / "later"
+  later.mkdir()
+  shutil.move(str(videos / "blue"), str(later / "blue"))  # embedded on the second run
+  (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00 ftypisom not really a video")
+  try:
+    out = tmp_path / "index"
+    assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(out), "--batch-size", "3",
+                     "--no-progress"]) == 0
+    idx = Index.load(out)
+    assert idx.count == 4 and idx.step == 2 and idx.meta["extra"]["num_clips"] == 2
+    assert "failed: " in capsys.readouterr().out and not any("corrupt" in p for p in idx.paths)
+    # Second run: the blue folder is back; only its two files are embedded.
+    shutil.move(str(later / "blue"), str(videos / "blue"))
+    report = apps.embed_videos(run_dir, str(videos), str(out), progress=False)
+    assert (report.added, report.skipped, len(report.failed)) == (2, 4, 1)
+    idx = Index.load(out)
+    assert idx.count == 6 and len(set(idx.paths)) == 6
+    assert {it["label_name"] for it in idx.items} == {"red", "green", "blue"}
+    # An indexed clip, given as a file to embed afresh, finds itself first (score ~1).
+    query = str(videos / "green" / "green_l.mp4")
+    assert cli.main(["search", "--index", str(out), "--query", query, "--k", "3",
+                     "--html", str(tmp_path / "r.html")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "score", "path", "label"]
+    assert lines[1].split()[2] == query and float(lines[1].split()[1]) > 0.999
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and query in page
+    # By id, through the Python API: the same first hit.
+    hits = Index.load(out).search(idx.embeddings_of([idx.row_of(query)]), k=2)[0]
+    assert hits[0]["path"] == query
+  finally:
+    (videos / "corrupt.mp4").unlink(missing_ok=True)
+
+
+def test_corrupt_query_file_is_a_clear_error(run_dir, videos, tmp_path, capsys):
+  from sora_jax.apps.embed import embed_videos
+  out = tmp_path / "index"
+  embed_videos(run_dir, str(videos / "red"), str(out), progress=False)
+  bad = tmp_path / "bad.mp4"
+  bad.write_bytes(os.urandom(2000))
+  assert cli.main(["search", "--index", str(out), "--query", str(bad)]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("sora-jax: error:") and "bad.mp4" in err and "Traceback" not in err
+  with pytest.raises(DataError, match="neither an id or path"):
+    cli.main(["--debug", "search", "--index", str(out), "--query", str(tmp_path / "nope.mp4")])
+
+
+def test_predict_knn_over_labelled_index_and_classifier_head(run_dir, videos, tmp_path, capsys):
+  out = tmp_path / "index"
+  assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(out), "--no-progress"]) == 0
+  capsys.readouterr()
+  video = str(videos / "red" / "red_r.mp4")
+  assert cli.main(["predict", "--workdir", run_dir, "--video", video, "--index", str(out), "--k", "1", "--json"]) == 0
+  res = json.loads(capsys.readouterr().out)
+  assert res["method"] == "knn" and res["probabilities"][0] == ["red", 1.0]  # its own row is the 1-NN
+  # No classifier head and no index: a clear error.
+  assert cli.main(["predict", "--workdir", run_dir, "--video", video]) == 1
+  assert "--index" in capsys.readouterr().err
+  head_run = _make_run(tmp_path / "head", _tiny_config(num_classes=3))
+  assert cli.main(["predict", "--workdir", head_run, "--video", video, "--json", "--top", "3"]) == 0
+  res = json.loads(capsys.readouterr().out)
+  probs = [p for _, p in res["probabilities"]]
+  assert res["method"] == "classifier" and len(probs) == 3 and abs(sum(probs) - 1) < 1e-5
