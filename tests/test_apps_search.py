@@ -80,3 +80,15 @@ def test_ivf_probing_every_cell_is_exact_and_recall_reported(data):
   ivf_small = search.IVFIndex.build(x, nlist=8, nprobe=1)
   recall = search.recall_at_k(ivf_small.search(q, 10)[1], exact_r)
   assert 0.0 < recall < 1.0
+
+
+def test_resident_blocks_equal_streamed(data):
+  x, q = data
+  resident = search.ExactSearch([x[:500], x[500:]], block_size=256)
+  streamed = search.ExactSearch([x[:500], x[500:]], block_size=256, device_budget=0)
+  assert resident.resident is not None and streamed.resident is None
+  for searcher in (resident, streamed):
+    s, r = searcher.search(q, 6, query_batch=5)
+    want_s, want_r = search.brute_force(q, x, 6)
+    np.testing.assert_array_equal(r, want_r)
+    np.testing.assert_allclose(s, want_s, atol=1e-5)

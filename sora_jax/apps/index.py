@@ -44,6 +44,7 @@ class Index:
     self.items = items
     self._shards: list[np.ndarray] | None = None
     self._lookup: dict | None = None
+    self._searcher = None  # (key, ExactSearch): blocks stay on the devices between searches
 
   # ---- creation and loading -------------------------------------------------------------------
 
@@ -235,7 +236,10 @@ class Index:
       ivf = search_lib.IVFIndex.load_or_build(self, nprobe=nprobe)
       scores, rows = ivf.search(q, k)
     else:
-      scores, rows = search_lib.exact_search(q, self.shards(), k, block_size=block_size, mesh=mesh)
+      key = (self.count, block_size, mesh)
+      if self._searcher is None or self._searcher[0] != key:
+        self._searcher = (key, search_lib.ExactSearch(self.shards(), block_size=block_size, mesh=mesh))
+      scores, rows = self._searcher[1].search(q, k)
     results = []
     for qs, qr in zip(scores, rows):
       hits = []

@@ -100,62 +100,96 @@ def _make_step(mesh, k: int, block_rows: int):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
+class ExactSearch:
+  """Exact top-k over an index, for repeated queries.
+
+  index: array [N, E] or a list of shards (float32/float16; memory-mapped is fine). When the index
+  fits in `device_budget` bytes its blocks are put on the devices once (`resident`); otherwise each
+  search streams the blocks from host memory/disk, reading and transferring the next block in a
+  thread while the devices score the current one. Device memory when streaming:
+  O(block_size * E + query_batch * block_size / ndev) per device.
+  """
+
+  def __init__(self, index, *, block_size: int = 65536, mesh=None, device_budget: int = 2 << 30):
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    self.shards = [index] if isinstance(index, np.ndarray) else list(index)
+    if not self.shards:
+      raise DataError("cannot search an index with no shards")
+    self.dim = self.shards[0].shape[1] if self.shards[0].ndim == 2 else None
+    for s in self.shards:
+      if s.ndim != 2 or s.shape[1] != self.dim:
+        raise DataError(f"index shard of shape {s.shape} does not match the others' dim {self.dim}")
+    self.total = sum(len(s) for s in self.shards)
+    self.mesh = mesh or default_mesh()
+    ndev = self.mesh.size
+    axes = tuple(self.mesh.axis_names)
+    # One block shape for the whole index (one compile): a multiple of the device count.
+    rows = max(1, min(block_size, self.total))
+    self.block_rows = -(-rows // ndev) * ndev
+    self.row_sharding = NamedSharding(self.mesh, P(axes, None))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.iota = jax.device_put(np.arange(self.block_rows, dtype=np.int32), NamedSharding(self.mesh, P(axes)))
+    nbytes = sum(s.nbytes for s in self.shards)
+    self.resident = None
+    if self.total and nbytes <= device_budget:
+      self.resident = list(self._device_blocks())
+
+  def _device_blocks(self):
+    import jax
+    for offset, block in _blocks(self.shards, self.block_rows):
+      n = len(block)
+      if n < self.block_rows:
+        block = np.concatenate([block, np.zeros((self.block_rows - n, block.shape[1]), block.dtype)])
+      yield offset, n, jax.device_put(block, self.row_sharding)
+
+  def search(self, queries: np.ndarray, k: int, *, query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """queries float [Q, E] -> scores float32 [Q, k'] (descending), rows int64 [Q, k'], k' = min(k, N)."""
+    import jax
+    queries = np.asarray(queries, np.float32)
+    if queries.ndim != 2:
+      raise DataError(f"queries must be [Q, E], got shape {queries.shape}")
+    if k < 1:
+      raise DataError(f"k={k} must be >= 1")
+    if queries.shape[1] != self.dim:
+      raise DataError(f"index of dim {self.dim} does not match query dim {queries.shape[1]}")
+    k = min(k, self.total)
+    nq = len(queries)
+    if k == 0 or nq == 0:
+      return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
+    step = _make_step(self.mesh, k, self.block_rows)
+    chunks = [(i, min(i + query_batch, nq)) for i in range(0, nq, query_batch)]
+    q_dev = [jax.device_put(queries[a:b], self.replicated) for a, b in chunks]
+    best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), self.replicated),
+             jax.device_put(np.full((b - a, k), -1, np.int32), self.replicated)) for a, b in chunks]
+    blocks = self.resident if self.resident is not None else _prefetch(self._device_blocks())
+    for offset, n, block_dev in blocks:
+      for c, qd in enumerate(q_dev):
+        best[c] = step(best[c][0], best[c][1], qd, block_dev, self.iota, np.int32(offset), np.int32(n))
+    scores = np.concatenate([np.asarray(s) for s, _ in best])
+    rows = np.concatenate([np.asarray(r) for _, r in best]).astype(np.int64)
+    return scores, rows
+
+
 def exact_search(queries: np.ndarray, index, k: int, *, block_size: int = 65536, query_batch: int = 1024,
                  mesh=None) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k rows of `index` by inner product with each query.
+  """Top-k rows of `index` by inner product with each query, streaming the index once.
 
   queries: float [Q, E]; index: array [N, E] or a list of such shards (float32/float16, memory-mapped
-  is fine: only one block at a time is read). Returns scores float32 [Q, k'] (descending) and rows
-  int64 [Q, k'] with k' = min(k, N). Device memory is O(block_size * E + query_batch * block_size / ndev).
+  is fine: a few blocks at a time are read). Returns scores float32 [Q, k'] (descending) and rows
+  int64 [Q, k'] with k' = min(k, N). For repeated searches use `ExactSearch` (resident blocks).
   """
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
-
-  shards = [index] if isinstance(index, np.ndarray) else list(index)
   queries = np.asarray(queries, np.float32)
   if queries.ndim != 2:
     raise DataError(f"queries must be [Q, E], got shape {queries.shape}")
   if k < 1:
     raise DataError(f"k={k} must be >= 1")
-  total = sum(len(s) for s in shards)
-  for s in shards:
-    if s.ndim != 2 or s.shape[1] != queries.shape[1]:
-      raise DataError(f"index shard of shape {s.shape} does not match query dim {queries.shape[1]}")
-  k = min(k, total)
-  nq = len(queries)
-  if k == 0 or nq == 0:
-    return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
-
-  mesh = mesh or default_mesh()
-  ndev = mesh.size
-  axes = tuple(mesh.axis_names)
-  # One block shape for the whole index (one compile): a multiple of the device count.
-  block_rows = min(block_size, total)
-  block_rows = -(-block_rows // ndev) * ndev
-  row_sharding = NamedSharding(mesh, P(axes, None))
-  replicated = NamedSharding(mesh, P())
-  iota = jax.device_put(np.arange(block_rows, dtype=np.int32), NamedSharding(mesh, P(axes)))
-  step = _make_step(mesh, k, block_rows)
-
-  chunks = [(i, min(i + query_batch, nq)) for i in range(0, nq, query_batch)]
-  q_dev = [jax.device_put(queries[a:b], replicated) for a, b in chunks]
-  best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), replicated),
-           jax.device_put(np.full((b - a, k), -1, np.int32), replicated)) for a, b in chunks]
-
-  def padded_blocks():
-    for offset, block in _blocks(shards, block_rows):
-      n = len(block)
-      if n < block_rows:
-        block = np.concatenate([block, np.zeros((block_rows - n, block.shape[1]), block.dtype)])
-      yield offset, n, block
-
-  for offset, n, block in _prefetch(padded_blocks()):
-    block_dev = jax.device_put(block, row_sharding)
-    for c, qd in enumerate(q_dev):
-      best[c] = step(best[c][0], best[c][1], qd, block_dev, iota, np.int32(offset), np.int32(n))
-  scores = np.concatenate([np.asarray(s) for s, _ in best])
-  rows = np.concatenate([np.asarray(r) for _, r in best]).astype(np.int64)
-  return scores, rows
+  shards = [index] if isinstance(index, np.ndarray) else list(index)
+  if sum(len(s) for s in shards) == 0:
+    return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+  searcher = ExactSearch(shards, block_size=block_size, mesh=mesh, device_budget=0)
+  return searcher.search(queries, k, query_batch=query_batch)
 
 
 def brute_force(queries: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
