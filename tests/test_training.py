@@ -1,0 +1,212 @@
+"""Training: determinism, exact resume, 8 -> 2 device restore, NaN stop, kill -9, bad configs.
+
+Tiny model and clips on the built-in `moving_shapes/small`; runs share a persistent compilation
+cache so that the same program is compiled once per session.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sora_jax.config import load_config
+from sora_jax.errors import ConfigError
+from sora_jax.training import checkpoint as ckpt
+from sora_jax.training.loop import DivergedError, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data_dir, **overrides):
+  c = load_config(ROOT / "configs/default.py")
+  c.data.name = "moving_shapes/small"
+  c.data.data_dir = data_dir
+  c.data.num_frames, c.data.frame_size, c.data.num_parallel_calls = 4, 16, 2
+  c.model.width, c.model.hidden_size, c.model.head_hidden, c.model.embed_dim = 0.125, 16, 16, 8
+  c.train.batch_size, c.train.num_steps, c.train.log_every, c.train.checkpoint_every = 16, 4, 1, 2
+  c.train.quick_eval_every = 0
+  c.optimizer.warmup_steps = 1
+  for key, value in overrides.items():
+    section, name = key.split("__")
+    c[section][name] = value
+  return c
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+  """Persistent XLA cache for this module: identical step programs compile once."""
+  from jax._src import compilation_cache
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+  compilation_cache.reset_cache()
+
+
+def _run(config, workdir, **kwargs):
+  ids = []
+  state = train(config, workdir, batch_callback=lambda step, b: ids.append((step, b["video_id"].tolist())),
+                **kwargs)
+  return state, ids
+
+
+def _metrics(workdir):
+  rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+  return [{k: v for k, v in r.items() if k != "clips_per_sec"} for r in rows]
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))]
+
+
+@pytest.fixture(scope="module")
+def shared_data_dir(tmp_path_factory):
+  return str(tmp_path_factory.getbasetemp() / "sora_data")  # the same folder as conftest's data_dir
+
+
+@pytest.fixture(scope="module")
+def straight(shared_data_dir, tmp_path_factory):
+  """4 steps on 8 devices, checkpoints at 2 and 4."""
+  data_dir = shared_data_dir
+  workdir = tmp_path_factory.mktemp("straight")
+  state, ids = _run(tiny_config(data_dir), workdir)
+  return workdir, _leaves(state), ids
+
+
+def test_same_seed_twice_identical_and_learning(straight, data_dir, tmp_path):
+  workdir, params, ids = straight
+  state, ids2 = _run(tiny_config(data_dir), tmp_path)
+  assert ids2 == ids
+  assert _metrics(tmp_path) == _metrics(workdir)
+  for a, b in zip(params, _leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  rows = _metrics(workdir)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in rows)
+  assert (workdir / "config.json").is_file() and sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+
+
+def test_stop_and_resume_is_bitwise_identical(straight, data_dir, tmp_path):
+  workdir, params, ids = straight
+  state1, ids1 = _run(tiny_config(data_dir), tmp_path, stop_at_step=2)
+  assert int(state1.step) == 2 and ckpt.make_manager(tmp_path).latest_step() == 2
+  state2, ids2 = _run(tiny_config(data_dir), tmp_path)
+  assert int(state2.step) == 4
+  assert ids1 + ids2 == ids  # the input resumed exactly where it stopped
+  for a, b in zip(params, _leaves(state2)):
+    np.testing.assert_array_equal(a, b)
+  assert _metrics(tmp_path) == _metrics(workdir)
+
+
+@pytest.fixture
+def nan_marker(monkeypatch):
+  """The loss becomes NaN when a batch's first label is -99 (never in real data), injected by a
+  batch_callback. Also used by the 2-device test so both tests share one compiled program."""
+  from sora_jax import objectives
+  real = objectives.compute_loss
+
+  def poisoned(config, views, batch, params=None):
+    loss, metrics = real(config, views, batch, params)
+    return loss + jnp.where(batch["label"][0] == -99, jnp.nan, 0.0), metrics
+
+  monkeypatch.setattr(objectives, "compute_loss", poisoned)
+
+
+def test_checkpoint_from_8_devices_continues_on_2(straight, data_dir, tmp_path, nan_marker):
+  workdir, params, ids = straight
+  shutil.copytree(workdir / "checkpoints" / "2", tmp_path / "checkpoints" / "2")
+  config = tiny_config(data_dir, mesh__data=2)
+  state, ids2 = _run(config, tmp_path)
+  assert jax.tree_util.tree_leaves(state.params)[0].sharding.mesh.size == 2
+  assert ids2 == ids[2:]
+  for a, b in zip(params, _leaves(state)):  # same maths, other reduction order
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+  # load_for_inference: one local device, whatever wrote it; the run's config comes back.
+  cfg, variables, step = ckpt.load_for_inference(tmp_path)
+  assert step == 4 and cfg.mesh.data == 2 and cfg.data.augment.crop_scale == (0.5, 1.0)
+  np.testing.assert_array_equal(jax.tree_util.tree_leaves(variables["params"])[0], _leaves(state)[0])
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(data_dir, tmp_path, nan_marker):
+  def inject(step, batch):
+    if step == 2:  # the third step
+      batch["label"] = np.full_like(batch["label"], -99)
+
+  with pytest.raises(DivergedError, match=r"at step 3;.*Last good checkpoint: step 2"):
+    train(tiny_config(data_dir, mesh__data=2), tmp_path, batch_callback=inject)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  _, variables, step = ckpt.load_for_inference(tmp_path)
+  assert step == 2 and all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(variables))
+
+
+_KILL_DURING_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    import jax, jax.numpy as jnp, optax
+    from sora_jax.config import load_config
+    from sora_jax.training import checkpoint as ckpt
+    from sora_jax.training.state import TrainState
+    def state(v):
+      params = {"encoder": {"w": jnp.full((4096, 8192), v, jnp.float32)}, "objective": {}}
+      return TrainState(step=jnp.array(int(v)), params=params, model_state={},
+                        opt_state=optax.sgd(0.1).init(params), rng=jax.random.PRNGKey(0))
+    config = load_config(sys.argv[2])
+    manager = ckpt.make_manager(sys.argv[1])
+    ckpt.save(manager, 1, state(1.0), {"pos": 1}, config)
+    manager.wait_until_finished()
+    ckpt.save(manager, 2, state(2.0), {"pos": 2}, config)  # returns once the arrays are off the device
+    os.kill(os.getpid(), signal.SIGKILL)  # the files of step 2 are being written
+""")
+
+
+def test_kill_during_save_leaves_previous_checkpoint_restorable(tmp_path):
+  script = tmp_path / "kill.py"
+  script.write_text(_KILL_DURING_SAVE)
+  proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(ROOT / "configs/default.py")],
+                        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  manager = ckpt.make_manager(tmp_path / "run")
+  assert manager.latest_step() == 1  # the half-written step 2 is not a checkpoint
+  abstract = jax.eval_shape(lambda: _abstract_kill_state())
+  state, data_state, step = ckpt.restore(manager, abstract)
+  assert step == 1 and data_state == {"pos": 1}
+  assert float(state.params["encoder"]["w"].min()) == float(state.params["encoder"]["w"].max()) == 1.0
+
+
+def _abstract_kill_state():
+  import optax
+  from sora_jax.training.state import TrainState
+  params = {"encoder": {"w": jnp.zeros((4096, 8192), jnp.float32)}, "objective": {}}
+  return TrainState(step=jnp.array(0), params=params, model_state={}, opt_state=optax.sgd(0.1).init(params),
+                    rng=jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=12", "train.batch_size=12 is not divisible by the data axis"),
+    ("objective.name=simclr", "objective.name='simclr' is not supported"),
+    ("data.num_views=1", "needs >= 2 views"),
+])
+def test_bad_config_one_line_error_before_compile(override, message, tmp_path, capsys):
+  from sora_jax import cli
+  code = cli.main(["train", "--config", str(ROOT / "configs/default.py"), "--workdir", str(tmp_path),
+                   "mesh.data=8", override])
+  err = capsys.readouterr().err.strip()
+  assert code == 1 and message in err and len(err.splitlines()) == 1
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_batch_not_divisible_by_all_devices_fails_in_make_mesh(data_dir, tmp_path):
+  with pytest.raises(ConfigError, match="batch_size=12 is not divisible by the data axis"):
+    train(tiny_config(data_dir, train__batch_size=12), tmp_path)  # mesh.data=-1: 8 devices
+  assert not (tmp_path / "checkpoints").exists()
