@@ -13,28 +13,31 @@ from sora_jax import cli
 from sora_jax.errors import DataError
 
 
-def _tiny_config(num_classes=0):
+def _tiny_config(data_dir, num_classes=0):
   from sora_jax.config import load_config
   root = pathlib.Path(__file__).resolve().parents[1]
   c = load_config(root / "configs" / "default.py")
+  c.data.name, c.data.data_dir, c.data.num_parallel_calls = "moving_shapes/small", data_dir, 2
   c.data.num_frames, c.data.frame_size = 4, 16
   c.model.width, c.model.hidden_size, c.model.head_hidden, c.model.embed_dim = 0.125, 16, 16, 8
   c.model.num_classes = num_classes
-  c.train.batch_size, c.train.num_steps, c.train.checkpoint_every = 8, 2, 2
+  c.train.batch_size, c.train.num_steps, c.train.checkpoint_every = 16, 2, 2
   c.train.quick_eval_every, c.train.log_every = 0, 1
+  c.optimizer.warmup_steps = 1
   c.eval.num_clips = 2
   return c
 
 
-def _make_run(workdir, config):
-  """A checkpoint in the training stage's own format (training.checkpoint.save of init_state)."""
+def _init_only_run(workdir, config):
+  """A step-0 checkpoint in the training stage's format (checkpoint.save of init_state): a model
+  with a classifier head without a second training run."""
   import jax
   from sora_jax.training import checkpoint as ckpt
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
   state = jax.jit(lambda: init_state(config, build_optimizer(config)))()
   manager = ckpt.make_manager(workdir, async_save=False)
-  ckpt.save(manager, 2, state, {}, config, force=True)
+  ckpt.save(manager, 0, state, {}, config, force=True)
   manager.wait_until_finished()
   return str(workdir)
 
@@ -57,8 +60,17 @@ def _write_video(path, colour, direction, n=8, size=32):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  return _make_run(tmp_path_factory.mktemp("run"), _tiny_config())
+def shared_data_dir(tmp_path_factory):
+  return str(tmp_path_factory.getbasetemp() / "sora_data")  # the same folder as conftest's data_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, shared_data_dir):
+  """Two training steps of a tiny encoder on built-in moving_shapes/small."""
+  from sora_jax.training.loop import train  # (`sora_jax.training.train` per the contract, not exported yet)
+  workdir = tmp_path_factory.mktemp("run")
+  train(_tiny_config(shared_data_dir), str(workdir))
+  return str(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +96,7 @@ def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, ca
     assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(out), "--batch-size", "3",
                      "--no-progress"]) == 0
     idx = Index.load(out)
-    assert idx.count == 4 and idx.step == 2 and idx.meta["extra"]["num_clips"] == 2
+    assert idx.count == 4 and idx.step == 2 and idx.meta["workdir"] == run_dir and idx.meta["extra"]["num_clips"] == 2
     assert "failed: " in capsys.readouterr().out and not any("corrupt" in p for p in idx.paths)
     # Second run: the blue folder is back; only its two files are embedded.
     shutil.move(str(later / "blue"), str(videos / "blue"))
@@ -122,7 +134,7 @@ def test_corrupt_query_file_is_a_clear_error(run_dir, videos, tmp_path, capsys):
     cli.main(["--debug", "search", "--index", str(out), "--query", str(tmp_path / "nope.mp4")])
 
 
-def test_predict_knn_over_labelled_index_and_classifier_head(run_dir, videos, tmp_path, capsys):
+def test_predict_knn_over_labelled_index_and_classifier_head(run_dir, videos, tmp_path, capsys, shared_data_dir):
   out = tmp_path / "index"
   assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(out), "--no-progress"]) == 0
   capsys.readouterr()
@@ -133,8 +145,24 @@ def test_predict_knn_over_labelled_index_and_classifier_head(run_dir, videos, tm
   # No classifier head and no index: a clear error.
   assert cli.main(["predict", "--workdir", run_dir, "--video", video]) == 1
   assert "--index" in capsys.readouterr().err
-  head_run = _make_run(tmp_path / "head", _tiny_config(num_classes=3))
-  assert cli.main(["predict", "--workdir", head_run, "--video", video, "--json", "--top", "3"]) == 0
+  head_run = _init_only_run(tmp_path / "head", _tiny_config(shared_data_dir, num_classes=5))
+  assert cli.main(["predict", "--workdir", head_run, "--video", video, "--json", "--top", "9"]) == 0
   res = json.loads(capsys.readouterr().out)
-  probs = [p for _, p in res["probabilities"]]
-  assert res["method"] == "classifier" and len(probs) == 3 and abs(sum(probs) - 1) < 1e-5
+  names, probs = zip(*res["probabilities"])
+  assert res["method"] == "classifier" and abs(sum(probs) - 1) < 1e-5 and list(probs) == sorted(probs, reverse=True)
+  assert sorted(names) == sorted(["square", "circle", "triangle", "cross", "diamond"])  # the dataset's names
+
+
+def test_embed_dataset_split_resumes_and_finds_itself(run_dir, tmp_path, capsys):
+  from sora_jax.apps import embed_videos, Index
+  out = str(tmp_path / "ds")
+  report = embed_videos(run_dir, "dataset:", out, split="test", batch_size=16, progress=False)
+  assert (report.added, report.skipped) == (64, 0)
+  assert embed_videos(run_dir, "dataset:", out, split="test", progress=False).added == 0
+  idx = Index.load(out)
+  assert idx.count == 64 and len(set(idx.ids.tolist())) == 64 and (idx.labels >= 0).all()
+  assert idx.items[0]["path"].startswith("dataset:moving_shapes/small:test/")
+  some_id = str(idx.items[17]["id"])
+  assert cli.main(["search", "--index", out, "--query", some_id, "--k", "2"]) == 0
+  first = capsys.readouterr().out.splitlines()[1].split()
+  assert first[2] == idx.items[17]["path"] and first[3] == idx.items[17]["label_name"]
