@@ -1,4 +1,5 @@
-"""Training: determinism, exact resume, 8 -> 2 device restore, NaN stop, kill -9, bad configs.
+"""Training: determinism, exact resume, 8 -> 2 device restore, 2 processes x 4 devices == 1 x 8,
+NaN stop, kill -9 during a save, bad configs.
 
 Tiny model and clips on the built-in `moving_shapes/small`; runs share a persistent compilation
 cache so that the same program is compiled once per session.
@@ -9,6 +10,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -210,3 +212,48 @@ def test_batch_not_divisible_by_all_devices_fails_in_make_mesh(data_dir, tmp_pat
   with pytest.raises(ConfigError, match="batch_size=12 is not divisible by the data axis"):
     train(tiny_config(data_dir, train__batch_size=12), tmp_path)  # mesh.data=-1: 8 devices
   assert not (tmp_path / "checkpoints").exists()
+
+
+_WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from sora_jax.parallel import distributed
+    address, process_id, config_path, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    assert distributed.initialize(address, 2, process_id)
+    import jax
+    from sora_jax.training import checkpoint as ckpt
+    from sora_jax.training.loop import train
+    assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
+    state = train(ckpt.config_from_json(json.load(open(config_path))), workdir)
+    print("final step", int(state.step))
+""")
+
+
+def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
+  workdir, params, _ = straight
+  (tmp_path / "config.json").write_text(json.dumps(ckpt.config_to_json(tiny_config(data_dir))))
+  (tmp_path / "worker.py").write_text(_WORKER)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i),
+                             str(tmp_path / "config.json"), str(tmp_path / "two")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0 and "final step 4" in out, out[-3000:]
+  two, one = _metrics(tmp_path / "two"), _metrics(workdir)
+  assert [r["step"] for r in two] == [1, 2, 3, 4]  # written once (process 0), not per process
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
+  # The 2-process checkpoint restores in this single process, parameters as the 1-process run's.
+  _, variables, step = ckpt.load_for_inference(tmp_path / "two")
+  assert step == 4
+  for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), params):
+    np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-6)
