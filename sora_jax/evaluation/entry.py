@@ -6,6 +6,7 @@ the same), report.json, report.md and PNG plots; prints the table.
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
@@ -25,7 +26,7 @@ def _splits(config, info: dict):
   return config.data.train_split, val, config.data.eval_split
 
 
-def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool, progress: bool):
+def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool, progress: bool, embed_fn=None):
   """-> (train, val, test) embedded splits (validation carved from train when the data has none)."""
   train_split, val_split, test_split = _splits(config, info)
   max_n = int(suite.eval_option(config, "max_examples", 0))
@@ -33,7 +34,7 @@ def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool
   suffix = "-shuffled" if shuffled else ""
   get = lambda split, cap: embed.extract(config, variables, split, pathlib.Path(out_dir) / f"{split}{suffix}",
                                          fingerprint=fingerprint, shuffle_seed=seed, max_examples=cap,
-                                         progress=progress)
+                                         progress=progress, embed_fn=embed_fn)
   train = get(train_split, max_n)
   test = get(test_split, 0)
   if val_split:
@@ -43,16 +44,19 @@ def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool
   return train, val, test
 
 
-def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=True) -> tuple[dict, tuple]:
+def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=True, embed_fn=None) -> tuple[dict, tuple]:
   """Figures of one model: appearance, motion, shuffled, drops. Returns (figures, ordered splits)."""
-  ordered = embed_model(config, variables, out_dir, info, fingerprint, shuffled=False, progress=progress)
+  embed_fn = embed_fn or embed.make_embed_fn(config)
+  ordered = embed_model(config, variables, out_dir, info, fingerprint, shuffled=False, progress=progress,
+                        embed_fn=embed_fn)
   figs = {}
   app = suite.figures(config, *ordered, label_key="label", num_classes=int(info["num_classes"]))
   if app:
     figs["appearance"] = app
   shuffled = None
   if int(info.get("num_motion_classes") or 0) > 1 or app:
-    shuffled = embed_model(config, variables, out_dir, info, fingerprint, shuffled=True, progress=progress)
+    shuffled = embed_model(config, variables, out_dir, info, fingerprint, shuffled=True, progress=progress,
+                           embed_fn=embed_fn)
   figs.update(temporal.temporal_figures(config, info, ordered, shuffled))
   figs["shuffle_drop"] = temporal.drops(figs)
   return figs, ordered
@@ -85,10 +89,12 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
     eval_config = _with_model(config, sup_config)
     models["supervised"] = (eval_config, sup_vars, {"model": "supervised", "step": sup_step})
 
-  results, ssl_splits = {}, None
+  results, ssl_splits, fns = {}, None, {}
   for name, (cfg, var, fp) in models.items():
     log.info("evaluating %s", TITLES[name])
-    figs, splits = evaluate_model(cfg, var, emb_dir / name, info, fp, progress=progress)
+    key = json.dumps(cfg.model.to_dict(), sort_keys=True, default=str)
+    fns.setdefault(key, embed.make_embed_fn(cfg))  # one compilation per architecture
+    figs, splits = evaluate_model(cfg, var, emb_dir / name, info, fp, progress=progress, embed_fn=fns[key])
     figs["title"] = TITLES[name] + (f" (step {fp['step']})" if "step" in fp else "")
     results[name] = figs
     if name == "ssl":

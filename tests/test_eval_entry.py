@@ -1,0 +1,96 @@
+"""The whole eval on a tiny trained run: a checkpoint written on 2 devices, evaluated on 8; errors."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from sora_jax.errors import CheckpointError, DataError
+from test_eval_embed import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A 1-step run on moving_shapes/small, written by a 2-device mesh (the tests see 8 devices)."""
+  from sora_jax.training.loop import train
+  root = tmp_path_factory.mktemp("eval_run")
+  c = tiny_config()
+  c.data.data_dir = str(tmp_path_factory.getbasetemp() / "sora_data")
+  c.train.batch_size, c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 8, 1, 1, 1
+  c.train.quick_eval_every = 0
+  c.optimizer.warmup_steps = 1
+  c.mesh.data = 2
+  c.eval.probe_steps = 50
+  c.eval.finetune_epochs = 0
+  c.eval.max_examples = 96
+  c.eval.baselines = ("random",)
+  c.eval.num_clips = 2  # clip averaging
+  c.eval.batch_size = 20  # 64 test clips: a padded last batch, and 20 rows padded to 24 for 8 devices
+  train(c, root / "run")
+  return c, root / "run"
+
+
+def test_eval_report_from_other_mesh(trained, capsys):
+  import jax
+  from sora_jax.evaluation import entry
+  from sora_jax.training.checkpoint import load_for_inference
+  config, workdir = trained
+  assert jax.device_count() == 8 and config.mesh.data == 2
+  assert entry.main(workdir, progress=False) == 0
+  out = workdir / "eval"
+  rep = json.loads((out / "report.json").read_text())
+  assert rep["checkpoint_step"] == 1 and rep["config"]["mesh"]["data"] == 2
+  assert set(rep["models"]) == {"ssl", "random"}
+  for figs in rep["models"].values():
+    for section in ("appearance", "motion", "shuffled_appearance", "shuffled_motion"):
+      assert 0.0 <= figs[section]["linear"] <= 1.0 and 0.0 <= figs[section]["knn"] <= 1.0
+    r = [figs["appearance"][f"R@{k}"] for k in (1, 5, 10, 20)]
+    assert r == sorted(r)  # recall grows with k
+  for name in ("report.md", "projection.png", "retrieval_gallery.png", "training_curves.png"):
+    assert (out / name).stat().st_size > 0
+  table = capsys.readouterr().out
+  assert "self-supervised (step 1)" in table and "random init" in table
+  # The embeddings on disk are the checkpoint's: re-embedding a few test clips directly agrees.
+  from sora_jax.data import pipeline
+  from sora_jax.evaluation import embed
+  from sora_jax.models import build_encoder
+  cfg, variables, _ = load_for_inference(workdir)
+  stored = embed.load(out / "embeddings" / "ssl" / "test")
+  assert len(stored["video_id"]) == 64 and (stored["label"] >= 0).all()
+  batch = next(pipeline.eval_batches(cfg, "test", batch_size=4, num_clips=2))
+  apply = jax.jit(build_encoder(cfg).apply)
+  per_clip = [np.array(apply(variables, batch["video"][:, i])["pooled"]) for i in range(2)]
+  mean = sum(p / np.linalg.norm(p, axis=-1, keepdims=True) for p in per_clip) / 2
+  assert not np.allclose(per_clip[0], per_clip[1])  # two different clips were averaged
+  np.testing.assert_array_equal(stored["video_id"][:4], batch["video_id"])
+  np.testing.assert_allclose(stored["pooled"][:4], mean, atol=2e-5)
+
+
+def test_quick_eval_hook(trained):
+  from sora_jax.evaluation.quick import make_quick_eval
+  from sora_jax.training.checkpoint import load_for_inference
+  config, workdir = trained
+  _, variables, _ = load_for_inference(workdir)
+  hook = make_quick_eval(config, num_examples=24)
+  acc = hook(1, variables)["knn_accuracy"]
+  assert 0.0 <= acc <= 1.0 and acc == hook(2, variables)["knn_accuracy"]  # deterministic
+
+
+def test_missing_checkpoint_and_empty_split(tmp_path, trained):
+  from sora_jax.evaluation import embed, entry
+  with pytest.raises(CheckpointError, match=str(tmp_path / "nothing")):
+    entry.main(tmp_path / "nothing", progress=False)
+  # A prepared dataset whose test split holds no videos.
+  root = tmp_path / "prepared"
+  root.mkdir()
+  (root / "dataset_info.json").write_text(json.dumps({"classes": ["a", "b"], "splits": {
+      "train": {"num_examples": 0, "shards": []}, "test": {"num_examples": 0, "shards": []}}}))
+  config = tiny_config()
+  config.data.name = f"tfrecord:{root}"
+  with pytest.raises(DataError, match="empty"):
+    embed.extract(config, {}, "test", tmp_path / "emb", progress=False)
+  config.data.name = trained[0].data.name
+  config.data.data_dir = trained[0].data.data_dir
+  with pytest.raises(DataError, match="no split 'nope'"):
+    embed.extract(config, {}, "nope", tmp_path / "emb", progress=False)
