@@ -28,6 +28,10 @@ def validate(config) -> None:
     if config.model.predict_steps >= config.data.num_frames:
       raise ConfigError(f"config.model.predict_steps={config.model.predict_steps} must be < "
                         f"data.num_frames={config.data.num_frames} (there must be a future to predict)")
+    m = config.model
+    if m.get("bidirectional", False) or (m.get("temporal") == "transformer" and not m.get("causal", False)):
+      raise ConfigError(f"objective {name!r} predicts the future from sequence[t], which must not see frames "
+                        "after t; set --config.model.bidirectional=False (and model.causal=True for a transformer)")
   if "supervised" in terms(name) and config.model.get("num_classes", 0) < 1:
     raise ConfigError(f"objective {name!r} needs a classifier; set --config.model.num_classes to the "
                       "dataset's number of classes")

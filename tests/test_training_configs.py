@@ -1,0 +1,77 @@
+"""Shipped configs validate; the pod-scale one builds abstractly (jax.eval_shape, nothing runs);
+partition rules and the optimizer's masks do what they say."""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sora_jax.config import load_config, validate
+from sora_jax.models import build_encoder
+from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.training.optim import build_optimizer, decay_mask, learning_rate_schedule
+from sora_jax.training.state import init_state
+from sora_jax.training.step import make_train_step
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["default", "seed", "dpc", "supervised", "large"])
+def test_configs_validate(name):
+  validate(load_config(ROOT / f"configs/{name}.py"))
+
+
+def test_large_config_builds_and_steps_abstractly():
+  config = validate(load_config(ROOT / "configs/large.py"))
+  assert (config.train.batch_size, config.data.num_frames, config.data.frame_size) == (1024, 16, 224)
+  tx = build_optimizer(config)
+  state = jax.eval_shape(lambda: init_state(config, tx))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
+  assert 30e6 < n_params < 200e6
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
+  batch = {"video": jax.ShapeDtypeStruct((1024, 2, 16, 224, 224, 3), jnp.uint8),
+           "label": jax.ShapeDtypeStruct((1024,), jnp.int32)}
+  new_state, metrics = jax.eval_shape(make_train_step(config, build_encoder(config), tx), state, batch)
+  assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+  assert {"loss", "infonce_loss", "predictive_loss", "contrastive_accuracy"} <= set(metrics)
+  mesh = mesh_lib.make_mesh(config)  # 8 simulated devices: 1024 splits over them
+  assert mesh.shape == {"data": 8, "fsdp": 1}
+
+
+def test_fsdp_rules_shard_large_kernels_and_replicate_small_arrays():
+  config = load_config(ROOT / "configs/large.py")
+  config.mesh.data, config.mesh.fsdp = 4, 2
+  mesh = mesh_lib.make_mesh(config)
+  params = {"dense": {"kernel": jax.ShapeDtypeStruct((768, 3072), jnp.float32),
+                      "bias": jax.ShapeDtypeStruct((3072,), jnp.float32)},
+            "tiny": {"kernel": jax.ShapeDtypeStruct((3, 3), jnp.float32)}}
+  shardings = mesh_lib.tree_shardings(params, mesh)
+  assert shardings["dense"]["kernel"].spec == jax.sharding.PartitionSpec(None, "fsdp")
+  assert shardings["dense"]["bias"].spec == jax.sharding.PartitionSpec()
+  assert shardings["tiny"]["kernel"].spec == jax.sharding.PartitionSpec()
+
+
+def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
+  params = {"conv": {"kernel": jnp.ones((3, 3, 3, 8)), "bias": jnp.ones(8)}, "norm": {"scale": jnp.ones(8)},
+            "log_temperature": jnp.zeros(())}
+  mask = decay_mask(params)
+  assert mask["conv"]["kernel"] and not mask["conv"]["bias"] and not mask["norm"]["scale"]
+  assert not mask["log_temperature"]
+  config = load_config(ROOT / "configs/default.py")
+  config.optimizer.learning_rate, config.optimizer.weight_decay = 1.0, 0.5
+  config.optimizer.schedule, config.optimizer.warmup_steps, config.optimizer.clip_norm = "constant", 0, 0.0
+  for name in ("adamw", "sgd", "lars"):
+    config.optimizer.name = name
+    tx = build_optimizer(config)
+    grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Zero gradients: only weight decay moves anything, and only the kernel.
+    assert float(jnp.abs(updates["conv"]["kernel"]).min()) > 0, name
+    for leaf in (updates["conv"]["bias"], updates["norm"]["scale"], updates["log_temperature"]):
+      assert float(jnp.abs(leaf).max()) == 0.0, name
+  config.optimizer.schedule, config.optimizer.warmup_steps = "cosine", 50
+  sched = learning_rate_schedule(config)
+  w, n = config.optimizer.warmup_steps, config.train.num_steps
+  assert float(sched(0)) == 0.0 and abs(float(sched(w)) - 1.0) < 1e-6 and float(sched(n)) < 1e-6
