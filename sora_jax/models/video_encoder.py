@@ -89,5 +89,9 @@ def init_variables(config, rng, batch_shape=None) -> dict[str, Any]:
   model = build_encoder(config)
   shape = tuple(batch_shape) if batch_shape is not None else default_batch_shape(config)
   dummy = jnp.zeros(shape, jnp.uint8)
-  variables = jax.jit(lambda r, v: model.init(r, v, train=False))(rng, dummy)
-  return dict(variables)
+  # Init runs once; LLVM's optimisation of the threefry-heavy init graph costs ~5x its compile time
+  # on CPU for nothing, so compile it unoptimised (same values: the random bits are integer ops).
+  traced = isinstance(rng, jax.core.Tracer)  # inside jit/eval_shape: options only apply at top level
+  init = jax.jit(lambda r, v: model.init(r, v, train=False),
+                 compiler_options=None if traced else {"xla_backend_optimization_level": 0})
+  return dict(init(rng, dummy))
