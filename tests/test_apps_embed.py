@@ -114,9 +114,10 @@ def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, ca
     assert lines[1].split()[2] == query and float(lines[1].split()[1]) > 0.999
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and query in page
-    # By id, through the Python API: the same first hit.
-    hits = Index.load(out).search(idx.embeddings_of([idx.row_of(query)]), k=2)[0]
-    assert hits[0]["path"] == query
+    # Through the Python API, by indexed path and by id: the same first hit.
+    ix = apps.Index.load(out)
+    assert ix.search(query, k=2)[0][0]["path"] == query
+    assert ix.search(str(ix.items[ix.row_of(query)]["id"]), k=2)[0][0]["path"] == query
   finally:
     (videos / "corrupt.mp4").unlink(missing_ok=True)
 
@@ -166,3 +167,7 @@ def test_embed_dataset_split_resumes_and_finds_itself(run_dir, tmp_path, capsys)
   assert cli.main(["search", "--index", out, "--query", some_id, "--k", "2"]) == 0
   first = capsys.readouterr().out.splitlines()[1].split()
   assert first[2] == idx.items[17]["path"] and first[3] == idx.items[17]["label_name"]
+  # Approximate (faiss IVF, cached in the index folder) finds the same first hit.
+  assert cli.main(["search", "--index", out, "--query", some_id, "--k", "2", "--approx", "--nprobe", "4"]) == 0
+  assert capsys.readouterr().out.splitlines()[1].split()[2] == idx.items[17]["path"]
+  assert (tmp_path / "ds" / "ivf.faiss").is_file()

@@ -12,6 +12,7 @@ _EXPORTS = {
     "Embedder": "sora_jax.apps.embed",
     "predict_video": "sora_jax.apps.predict",
     "exact_search": "sora_jax.apps.search",
+    "ExactSearch": "sora_jax.apps.search",
     "IVFIndex": "sora_jax.apps.search",
     "recall_at_k": "sora_jax.apps.search",
     "write_html": "sora_jax.apps.html",

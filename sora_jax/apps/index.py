@@ -222,10 +222,37 @@ class Index:
 
   # ---- search -------------------------------------------------------------------------------
 
-  def search(self, queries: np.ndarray, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
-             mesh=None, nprobe: int = 8) -> list[list[dict]]:
-    """Nearest rows of each query [Q, E] (or [E]) by cosine: per query, k dicts rank/score/row + item."""
+  def query_vector(self, query, *, workdir=None) -> tuple[np.ndarray, dict]:
+    """-> (embedding [E], item dict) of an indexed id or path, or of a video file embedded afresh by
+    the run that built the index (or `workdir`, which must be that same model). DataError when the
+    file cannot be decoded, CheckpointError when the run does not match."""
+    from sora_jax.errors import CheckpointError
+    row = self.row_of(query)
+    if row is not None:
+      return self.embeddings_of([row])[0], dict(self.items[row], row=row)
+    if not os.path.exists(str(query)):
+      raise DataError(f"query {str(query)!r} is neither an id or path in index {str(self.directory)!r} "
+                      "nor an existing file")
+    from sora_jax.apps.embed import get_embedder
+    workdir = workdir or self.meta.get("workdir")
+    if not workdir:
+      raise CheckpointError(f"index {str(self.directory)!r} records no run; pass --workdir RUN to embed {str(query)!r}")
+    embedder = get_embedder(workdir, step=self.step, num_clips=(self.meta.get("extra") or {}).get("num_clips"))
+    if self.config_hash and embedder.config_hash != self.config_hash:
+      raise CheckpointError(f"run {str(workdir)!r} (config {embedder.config_hash}) is not the one that built index "
+                            f"{str(self.directory)!r} (config {self.config_hash}); pass the index's --workdir")
+    return embedder.embed_file(query)["embedding"], {"path": os.path.abspath(str(query))}
+
+  def search(self, queries, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
+             mesh=None, nprobe: int = 8, workdir=None) -> list[list[dict]]:
+    """Nearest rows by cosine similarity, per query a list of k dicts (rank, score, row + the item).
+
+    queries: embeddings [Q, E] or [E], or one video file / indexed id / indexed path (then the
+    result is a one-element list, like `search(index.query_vector(q)[0])`).
+    """
     from sora_jax.apps import search as search_lib
+    if isinstance(queries, (str, os.PathLike, int)):
+      queries = self.query_vector(queries, workdir=workdir)[0]
     q = np.asarray(queries, np.float32)
     if q.ndim == 1:
       q = q[None]

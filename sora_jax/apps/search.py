@@ -47,24 +47,37 @@ def _blocks(shards: Sequence[np.ndarray], block_size: int) -> Iterator[tuple[int
 def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
   """Reads the next blocks from disk in a thread while the devices work on the current one."""
   q: queue.Queue = queue.Queue(maxsize=depth)
-  done = object()
+  done, stop = object(), threading.Event()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def worker():
     try:
       for item in iterator:
-        q.put(item)
-      q.put(done)
+        if not put(item):
+          return  # the consumer went away
+      put(done)
     except BaseException as e:  # surfaced in the consumer
-      q.put(e)
+      put(e)
 
   threading.Thread(target=worker, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is done:
-      return
-    if isinstance(item, BaseException):
-      raise item
-    yield item
+  try:
+    while True:
+      item = q.get()
+      if item is done:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
 
 
 @functools.lru_cache(maxsize=16)
@@ -105,8 +118,8 @@ class ExactSearch:
 
   index: array [N, E] or a list of shards (float32/float16; memory-mapped is fine). When the index
   fits in `device_budget` bytes its blocks are put on the devices once (`resident`); otherwise each
-  search streams the blocks from host memory/disk, reading and transferring the next block in a
-  thread while the devices score the current one. Device memory when streaming:
+  search streams the blocks from host memory/disk, reading the next blocks in a thread while the
+  devices score the current one. Device memory when streaming:
   O(block_size * E + query_batch * block_size / ndev) per device.
   """
 
@@ -134,14 +147,19 @@ class ExactSearch:
     nbytes = sum(s.nbytes for s in self.shards)
     self.resident = None
     if self.total and nbytes <= device_budget:
-      self.resident = list(self._device_blocks())
+      self.resident = list(self._device_blocks(self._host_blocks()))
 
-  def _device_blocks(self):
-    import jax
+  def _host_blocks(self):
     for offset, block in _blocks(self.shards, self.block_rows):
       n = len(block)
       if n < self.block_rows:
         block = np.concatenate([block, np.zeros((self.block_rows - n, block.shape[1]), block.dtype)])
+      yield offset, n, block
+
+  def _device_blocks(self, host_blocks):
+    # Transfers stay on the calling thread (JAX dispatch); only disk reads run ahead in a thread.
+    import jax
+    for offset, n, block in host_blocks:
       yield offset, n, jax.device_put(block, self.row_sharding)
 
   def search(self, queries: np.ndarray, k: int, *, query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +181,7 @@ class ExactSearch:
     q_dev = [jax.device_put(queries[a:b], self.replicated) for a, b in chunks]
     best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), self.replicated),
              jax.device_put(np.full((b - a, k), -1, np.int32), self.replicated)) for a, b in chunks]
-    blocks = self.resident if self.resident is not None else _prefetch(self._device_blocks())
+    blocks = self.resident if self.resident is not None else self._device_blocks(_prefetch(self._host_blocks()))
     for offset, n, block_dev in blocks:
       for c, qd in enumerate(q_dev):
         best[c] = step(best[c][0], best[c][1], qd, block_dev, self.iota, np.int32(offset), np.int32(n))

@@ -17,26 +17,6 @@ def add_arguments(parser) -> None:
   parser.add_argument("--block-size", type=int, default=65536, help="index rows per streamed block (exact search)")
 
 
-def query_embedding(index, query: str, workdir=None):
-  """-> (embedding [E], description dict) of an indexed id/path, or of a file embedded by the index's run."""
-  from sora_jax.errors import DataError
-  row = index.row_of(query)
-  if row is not None:
-    return index.embeddings_of([row])[0], dict(index.items[row], row=row)
-  if not os.path.exists(query):
-    raise DataError(f"--query {query!r} is neither an id or path in index {str(index.directory)!r} nor an existing file")
-  from sora_jax.apps.embed import get_embedder
-  from sora_jax.errors import CheckpointError
-  workdir = workdir or index.meta.get("workdir")
-  if not workdir:
-    raise CheckpointError(f"index {str(index.directory)!r} records no run; pass --workdir RUN to embed {query!r}")
-  embedder = get_embedder(workdir, step=index.step, num_clips=(index.meta.get("extra") or {}).get("num_clips"))
-  if index.config_hash and embedder.config_hash != index.config_hash:
-    raise CheckpointError(f"run {str(workdir)!r} (config {embedder.config_hash}) is not the one that built index "
-                          f"{str(index.directory)!r} (config {index.config_hash}); pass the index's --workdir")
-  return embedder.embed_file(query)["embedding"], {"path": os.path.abspath(query)}
-
-
 def thumbnails(path):
   """Frames for a strip (first 600 frames at 64 px), or None when the file is gone or unreadable."""
   from sora_jax.data.video_io import decode_video
@@ -66,7 +46,7 @@ def run(args) -> int:
   index = Index.load(args.index)
   if not index.count:
     raise DataError(f"index {args.index!r} is empty; add videos with `sora-jax embed --out {args.index}`")
-  vec, query = query_embedding(index, args.query, args.workdir)
+  vec, query = index.query_vector(args.query, workdir=args.workdir)
   hits = index.search(vec, args.k, approximate=args.approx, nprobe=args.nprobe, block_size=args.block_size)[0]
   print(format_table(hits))
   if args.html:
