@@ -13,6 +13,7 @@ Same random L2-normalised 256-d embeddings and queries for every method, in one 
 Prints a table, then one JSON line.
 
   .venv/bin/python bench/search.py                    # 100k and 1M rows
+  .venv/bin/python bench/search.py --single-thread    # both on one core (busy machines)
   .venv/bin/python bench/search.py --sizes 20000 --repeats 2   # smoke run
 """
 
@@ -133,16 +134,24 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--tmp", default="/tmp", help="folder for the memory-mapped copy of the index (streamed run)")
+  p.add_argument("--single-thread", action="store_true",
+                 help="one thread for both XLA and faiss (a fair comparison on a busy machine)")
   args = p.parse_args(argv)
+  if args.single_thread:  # before jax/faiss are imported
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ["OMP_NUM_THREADS"] = "1"
 
   import faiss
   import jax
   rng = np.random.default_rng(args.seed)
+  load_before = round(os.getloadavg()[0], 1)
   rows = [bench_size(n, args, rng) for n in args.sizes]
 
   env = {"devices": f"{jax.device_count()}x{jax.devices()[0].platform}", "cpus": os.cpu_count(),
          "machine": platform.machine(), "jax": jax.__version__, "faiss": faiss.__version__,
-         "faiss_threads": faiss.omp_get_max_threads()}
+         "faiss_threads": faiss.omp_get_max_threads(),
+         "xla_flags": os.environ.get("XLA_FLAGS", "").strip(), "load_avg_1m": [load_before, round(os.getloadavg()[0], 1)]}
   print(f"exact top-{args.k} over random {args.dim}-d unit vectors, {args.queries} queries/call; {env}")
   head = ("N", "jax q/s", "streamed q/s", "faiss q/s", "jax/faiss", "jax 1q ms", "faiss 1q ms", "peak RSS GiB")
   print(" | ".join(f"{h:>12}" for h in head))
