@@ -13,6 +13,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "a training run's workdir", requ
 _STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
 _BASELINES = flags.DEFINE_list("baselines", None, "random,supervised (default: config.eval.baselines)")
 _PROGRESS = flags.DEFINE_bool("progress", True, "progress bars")
+_SET = flags.DEFINE_multi_string("set", [], "eval.FIELD=VALUE changes to the run's eval settings (repeatable)")
 
 
 def main(argv):
@@ -20,7 +21,8 @@ def main(argv):
   from sora_jax.errors import SoraError
   try:
     from sora_jax.evaluation import entry
-    return entry.main(_WORKDIR.value, step=_STEP.value, progress=_PROGRESS.value, baselines=_BASELINES.value)
+    return entry.main(_WORKDIR.value, step=_STEP.value, progress=_PROGRESS.value, baselines=_BASELINES.value,
+                      overrides=_SET.value)
   except SoraError as e:
     print(f"eval.py: error: {e}", file=sys.stderr)
     sys.exit(1)

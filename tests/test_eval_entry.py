@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from sora_jax.errors import CheckpointError, DataError
+from sora_jax.errors import CheckpointError, ConfigError, DataError
 from test_eval_embed import tiny_config
 
 
@@ -37,10 +37,12 @@ def test_eval_report_from_other_mesh(trained, capsys):
   from sora_jax.training.checkpoint import load_for_inference
   config, workdir = trained
   assert jax.device_count() == 8 and config.mesh.data == 2
-  assert entry.main(workdir, progress=False) == 0
+  with pytest.raises(ConfigError, match="only eval"):
+    entry.main(workdir, progress=False, overrides=("model.width=2",))
+  assert entry.main(workdir, progress=False, overrides=("eval.knn_k=5",)) == 0
   out = workdir / "eval"
   rep = json.loads((out / "report.json").read_text())
-  assert rep["checkpoint_step"] == 1 and rep["config"]["mesh"]["data"] == 2
+  assert rep["checkpoint_step"] == 1 and rep["config"]["mesh"]["data"] == 2 and rep["config"]["eval"]["knn_k"] == 5
   assert set(rep["models"]) == {"ssl", "random"}
   for figs in rep["models"].values():
     for section in ("appearance", "motion", "shuffled_appearance", "shuffled_motion"):

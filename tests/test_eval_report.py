@@ -26,6 +26,8 @@ def test_tables_and_files(tmp_path):
   # Only the columns some model has, in the fixed order; missing figures shown as a dash.
   assert header == ["model", "linear", "kNN", "R@1", "motion linear"]
   assert rows == [["self-supervised", "90.0", "87.5", "50.0", "25.0"], ["random init", "33.3", "30.0", "20.0", "–"]]
+  r["chance"] = {"appearance": 0.4, "motion": 0.3}
+  assert report.table_rows(r)[1][-1] == ["majority class", "40.0", "40.0", "", "30.0"]
   paths = report.write_report(tmp_path / "eval", r)
   assert json.loads(open(paths["json"]).read())["models"]["ssl"]["appearance"]["knn"] == 0.875
   md = open(paths["md"]).read()

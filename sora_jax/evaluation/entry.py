@@ -62,8 +62,11 @@ def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=Tr
   return figs, ordered
 
 
-def main(workdir, *, step: int | None = None, progress: bool = True, baselines=None) -> int:
-  """Evaluates the latest (or given) checkpoint of `workdir`; writes W/eval; prints the table. Returns 0."""
+def main(workdir, *, step: int | None = None, progress: bool = True, baselines=None, overrides=()) -> int:
+  """Evaluates the latest (or given) checkpoint of `workdir`; writes W/eval; prints the table. Returns 0.
+
+  overrides: `eval.a=value` strings applied to the run's config (only the eval section may change).
+  """
   import jax
   from sora_jax.config import validate
   from sora_jax.data import pipeline
@@ -73,6 +76,7 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   workdir = pathlib.Path(workdir)
   config, variables, ckpt_step = load_for_inference(workdir, step)
+  _override(config, overrides)
   validate(config)
   info = pipeline.dataset_info(config)
   out = workdir / "eval"
@@ -122,6 +126,28 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
   print(report.text_table(rep))
   print(f"\nreport: {paths['md']}  figures: {paths['json']}")
   return 0
+
+
+def _override(config, overrides) -> None:
+  from sora_jax.config import set_value
+  from sora_jax.errors import ConfigError
+  # Eval fields added after the run was saved take configs/default.py's values.
+  with config.eval.ignore_type():
+    for name, value in _default_eval().items():
+      if name not in config.eval:
+        config.eval[name] = value
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    key = key.removeprefix("config.")
+    if not sep or not key.startswith("eval."):
+      raise ConfigError(f"override {item!r}: only eval.FIELD=VALUE can change at evaluation time")
+    set_value(config, key, value)
+
+
+def _default_eval() -> dict:
+  from sora_jax.config import load_config
+  path = pathlib.Path(__file__).resolve().parents[2] / "configs" / "default.py"
+  return load_config(path).eval.to_dict() if path.is_file() else {}
 
 
 def _with_model(config, other):

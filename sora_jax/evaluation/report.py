@@ -45,6 +45,12 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
   columns = [(t, p) for t, p in COLUMNS if any(_lookup(m, p) is not None for m in report["models"].values())]
   header = ["model"] + [t for t, _ in columns]
   rows = [[m.get("title", name)] + [_fmt(_lookup(m, p)) for _, p in columns] for name, m in report["models"].items()]
+  chance = report.get("chance") or {}
+  if any(v is not None for v in chance.values()):
+    # The majority class of the test split, for the classification columns only.
+    which = lambda p: "motion" if "motion" in p[0] else "appearance"
+    rows.append(["majority class"] + [_fmt(chance.get(which(p))) if p[-1] in ("linear", "knn", "accuracy") else ""
+                                      for _, p in columns])
   return header, rows
 
 
