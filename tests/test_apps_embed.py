@@ -105,6 +105,9 @@ def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, ca
     idx = Index.load(out)
     assert idx.count == 6 and len(set(idx.paths)) == 6
     assert {it["label_name"] for it in idx.items} == {"red", "green", "blue"}
+    # Labels are stable across runs: the first run's classes keep their numbers, blue comes after.
+    assert idx.meta["label_names"] == ["green", "red", "blue"]
+    assert all(idx.meta["label_names"][it["label"]] == it["label_name"] for it in idx.items)
     # An indexed clip, given as a file to embed afresh, finds itself first (score ~1).
     query = str(videos / "green" / "green_l.mp4")
     assert cli.main(["search", "--index", str(out), "--query", query, "--k", "3",

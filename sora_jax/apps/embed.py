@@ -232,11 +232,17 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
     return embed_dataset(embedder, videos[len(DATASET_PREFIX):], out, split=split, batch_size=batch_size,
                          dtype=dtype, progress=progress)
   records = list_videos(videos)
-  label_names = sorted({r["label_name"] for r in records if r.get("label_name")}) or None
   index = Index.open_or_create(out, dim=int(embedder.config.model.embed_dim), dtype=dtype, step=embedder.step,
-                               config_hash=embedder.config_hash, workdir=embedder.workdir, label_names=label_names,
+                               config_hash=embedder.config_hash, workdir=embedder.workdir,
                                extra={"num_clips": embedder.num_clips})
   _check_same_model(index, embedder, out)
+  # Named labels keep the numbers the index gave them; new names are numbered after the old ones.
+  label_names = list(index.meta.get("label_names") or [])
+  for name in sorted({r["label_name"] for r in records if r.get("label_name")} - set(label_names)):
+    label_names.append(name)
+  for r in records:
+    if r.get("label_name"):
+      r["label"] = label_names.index(r["label_name"])
   todo = [r for r in records if not index.has_path(r["path"])]
   skipped = len(records) - len(todo)
   failed: list = []
@@ -251,7 +257,7 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   def flush():
     nonlocal added, buf_e, buf_r
     if buf_r:
-      index.append(np.concatenate(buf_e), buf_r)
+      index.append(np.concatenate(buf_e), buf_r, label_names=label_names or None)
       added += len(buf_r)
       buf_e, buf_r = [], []
 

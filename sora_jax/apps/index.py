@@ -97,11 +97,12 @@ class Index:
 
   # ---- writing ----------------------------------------------------------------------------------
 
-  def append(self, embeddings: np.ndarray, records: Sequence[dict]) -> None:
+  def append(self, embeddings: np.ndarray, records: Sequence[dict], *, label_names: Sequence[str] | None = None) -> None:
     """Adds rows: embeddings [n, E] (normalised here) and one record dict per row.
 
     A record has `path` (str or None) and optionally `id` (int; default: the row number),
-    `label` (int, -1 unknown), `label_name`, `caption`.
+    `label` (int, -1 unknown), `label_name`, `caption`. `label_names` (label -> name, extending
+    the index's list) is stored in the same atomic metadata write.
     """
     embeddings = np.asarray(embeddings, np.float32)
     if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
@@ -130,6 +131,8 @@ class Index:
       f.seek(0, os.SEEK_END)
       f.write("".join(json.dumps(item) + "\n" for item in items).encode("utf-8"))
     meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [{"file": name, "count": len(items)}])
+    if label_names is not None:
+      meta["label_names"] = list(label_names)
     _write_json_atomic(self.directory / _META, meta)
     self.meta = meta
     self.items.extend(items)
