@@ -39,78 +39,117 @@ def _u(key, shape=(), lo=0.0, hi=1.0):
   return tf.random.stateless_uniform(shape, seed=key, minval=lo, maxval=hi)
 
 
-def crop_box(key, scale, ratio):
-  """A random-resized-crop box [y0, x0, y1, x1] in relative coordinates (area fraction in `scale`,
-  aspect ratio in `ratio`, log-uniform), as in Inception/SimCLR."""
-  k1, k2, k3, k4 = tf.unstack(tf.random.experimental.stateless_split(key, 4))
-  area = _u(k1, (), scale[0], scale[1])
-  log_r = _u(k2, (), math.log(ratio[0]), math.log(ratio[1]))
-  r = tf.exp(log_r)
+_NUM_PARAMS = 16  # uniforms per view: crop (4), flip, jitter gate + 4 strengths, gray, blur gate + sigma, solarise
+
+
+def draw_params(key, num_views: int, num_frames: int, cfg: AugmentConfig) -> dict:
+  """Every random number of V views' augmentation, from one key: view v's row is a function of
+  (key, v) only. Returns dict of float32 tensors with leading dim V."""
+  u = _u(key, [num_views, _NUM_PARAMS])
+  s = cfg.color_jitter_strength
+  lo_c = max(0.0, 1 - 0.8 * s)
+
+  def scale(x, lo, hi):
+    return lo + (hi - lo) * x
+
+  area = scale(u[:, 0], *cfg.crop_scale)
+  r = tf.exp(scale(u[:, 1], math.log(cfg.aspect_ratio[0]), math.log(cfg.aspect_ratio[1])))
   w = tf.minimum(tf.sqrt(area * r), 1.0)
   h = tf.minimum(tf.sqrt(area / r), 1.0)
-  y0 = _u(k3) * (1.0 - h)
-  x0 = _u(k4) * (1.0 - w)
-  return tf.stack([y0, x0, y0 + h, x0 + w])
+  y0, x0 = u[:, 2] * (1.0 - h), u[:, 3] * (1.0 - w)
+  jitter = u[:, 6:10]  # brightness, contrast, saturation, hue: per clip [V, 1, 4] or per frame [V, T, 4]
+  if cfg.per_frame_jitter:
+    jitter = _u(tf.random.experimental.stateless_fold_in(key, tf.constant(7, tf.int64)), [num_views, num_frames, 4])
+  else:
+    jitter = jitter[:, None, :]
+  flip = u[:, 4] < cfg.flip_prob
+  x_a, x_b = tf.where(flip, x0 + w, x0), tf.where(flip, x0, x0 + w)  # x1 < x0: crop_and_resize mirrors
+  return {
+      "box": tf.stack([y0, x_a, y0 + h, x_b], -1),  # [V, 4], flip folded in
+      "flip": tf.cast(flip, tf.float32),
+      "jitter": tf.cast(u[:, 5] < cfg.color_jitter_prob, tf.float32),
+      "brightness": scale(jitter[..., 0], -0.8 * s, 0.8 * s),
+      "contrast": scale(jitter[..., 1], lo_c, 1 + 0.8 * s),
+      "saturation": scale(jitter[..., 2], lo_c, 1 + 0.8 * s),
+      "hue": scale(jitter[..., 3], -0.2 * s, 0.2 * s),
+      "gray": tf.cast(u[:, 10] < cfg.grayscale_prob, tf.float32),
+      "blur": tf.cast(u[:, 11] < cfg.blur_prob, tf.float32),
+      "sigma": scale(u[:, 12], 0.1, 2.0),
+      "solarize": tf.cast(u[:, 13] < cfg.solarize_prob, tf.float32),
+  }
+
+
+def crop_views(frames, box, num_frames: int, size: int):
+  """uint8 [V*T, H, W, 3] (view-major) + boxes [V, 4] -> uint8 [V, T, S, S, 3]: one crop per view."""
+  v = tf.shape(box)[0]
+  boxes = tf.repeat(box, num_frames, axis=0)
+  out = tf.image.crop_and_resize(tf.cast(frames, tf.float32), boxes, tf.range(v * num_frames), [size, size])
+  out = tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
+  return tf.reshape(out, [v, num_frames, size, size, 3])
 
 
 def _grayscale(x):
-  return tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), -1, keepdims=True)
+  """[..., 3] -> [..., 1] luma (a matmul: much faster than a reduction over a size-3 axis)."""
+  shape = tf.shape(x)
+  y = tf.matmul(tf.reshape(x, [-1, 3]), tf.constant([[0.299], [0.587], [0.114]]))
+  return tf.reshape(y, tf.concat([shape[:-1], [1]], 0))
 
 
-def color_jitter(x, key, strength: float, per_frame: bool):
-  """float [T, H, W, 3] in [0, 1]: brightness, contrast, saturation, hue (SimCLR's strengths)."""
-  t = tf.shape(x)[0]
-  shape = tf.stack([t, 1, 1, 1]) if per_frame else tf.constant([1, 1, 1, 1])
-  kb, kc, ks, kh = tf.unstack(tf.random.experimental.stateless_split(key, 4))
-  s = strength
-  b = _u(kb, shape, -0.8 * s, 0.8 * s)
-  c = _u(kc, shape, max(0.0, 1 - 0.8 * s), 1 + 0.8 * s)
-  sat = _u(ks, shape, max(0.0, 1 - 0.8 * s), 1 + 0.8 * s)
-  hue = _u(kh, shape, -0.2 * s, 0.2 * s)
-  x = x + b
-  mean = tf.reduce_mean(_grayscale(x), axis=[1, 2, 3], keepdims=True)
-  if not per_frame:
-    mean = tf.reduce_mean(mean, axis=0, keepdims=True)
-  x = (x - mean) * c + mean
-  g = _grayscale(x)
-  x = tf.clip_by_value(g + (x - g) * sat, 0.0, 1.0)
-  if per_frame:
-    x = tf.map_fn(lambda a: tf.image.adjust_hue(a[0], a[1][0, 0, 0]), (x, hue), fn_output_signature=tf.float32)
-  else:
-    x = tf.image.adjust_hue(x, hue[0, 0, 0, 0])
-  return tf.clip_by_value(x, 0.0, 1.0)
-
-
-def gaussian_blur(x, key, size: int):
-  """float [T, H, W, 3]: separable Gaussian blur, sigma in [0.1, 2.0] * size / 224 * 10 (SimCLR scaled)."""
-  sigma = _u(key, (), 0.1, 2.0) * max(size / 224.0, 0.15)
-  radius = max(1, size // 20)
+def _blur(x, sigma, size: int):
+  """float [N, T, S, S, 3], sigma [N] (relative; scaled to the frame size) -> blurred, per-clip kernels."""
+  radius = max(1, size // 16)
+  n, t = tf.shape(x)[0], tf.shape(x)[1]
+  sig = sigma * (size / 32.0)
   d = tf.range(-radius, radius + 1, dtype=tf.float32)
-  k = tf.exp(-0.5 * (d / sigma) ** 2)
-  k = k / tf.reduce_sum(k)
-  kx = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, 3, 1])
-  ky = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, 3, 1])
-  x = tf.nn.depthwise_conv2d(x, kx, [1, 1, 1, 1], "SAME")
-  return tf.nn.depthwise_conv2d(x, ky, [1, 1, 1, 1], "SAME")
+  k = tf.exp(-0.5 * (d[:, None] / sig[None, :]) ** 2)
+  k = k / tf.reduce_sum(k, 0, keepdims=True)  # [K, N]
+  k = tf.repeat(k, 3, axis=1)  # [K, N*3], channel-major per clip
+  y = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), tf.stack([t, size, size, n * 3]))
+  y = tf.nn.depthwise_conv2d(y, k[None, :, :, None], [1, 1, 1, 1], "SAME")
+  y = tf.nn.depthwise_conv2d(y, k[:, None, :, None], [1, 1, 1, 1], "SAME")
+  return tf.transpose(tf.reshape(y, tf.stack([t, size, size, n, 3])), [3, 0, 1, 2, 4])
+
+
+def apply_batch(video, params: dict, cfg: AugmentConfig):
+  """uint8 [N, T, S, S, 3] (cropped, flipped) + params with leading dim N -> uint8, vectorised over clips;
+  each op runs only when one of the N clips draws it."""
+  size = video.shape[2]
+  x = tf.cast(video, tf.float32) / 255.0
+
+  def per_clip(p):  # [N] -> [N, 1, 1, 1, 1];  [N, T] -> [N, T, 1, 1, 1]
+    p = tf.convert_to_tensor(p)
+    return tf.reshape(p, tf.concat([tf.shape(p), tf.ones([5 - tf.rank(p)], tf.int32)], 0))
+
+  def jitter(x):
+    y = x + per_clip(params["brightness"])
+    frame_mean = tf.reduce_mean(_grayscale(y), [2, 3, 4], keepdims=True)
+    mean = frame_mean if cfg.per_frame_jitter else tf.reduce_mean(frame_mean, 1, keepdims=True)
+    y = (y - mean) * per_clip(params["contrast"]) + mean
+    g = _grayscale(y)
+    y = tf.clip_by_value(g + (y - g) * per_clip(params["saturation"]), 0.0, 1.0)
+    hsv = tf.image.rgb_to_hsv(y)
+    hue = tf.math.floormod(hsv[..., :1] + per_clip(params["hue"]), 1.0)
+    y = tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], -1))
+    return tf.clip_by_value(y, 0.0, 1.0)
+
+  def when(name, fn, x):
+    return tf.cond(tf.reduce_any(params[name] > 0), lambda: tf.where(per_clip(params[name]) > 0, fn(x), x),
+                   lambda: x)
+
+  if cfg.color_jitter_prob > 0 and cfg.color_jitter_strength > 0:
+    x = when("jitter", jitter, x)
+  if cfg.grayscale_prob > 0:
+    x = when("gray", lambda x: tf.tile(_grayscale(x), [1, 1, 1, 1, 3]), x)
+  if cfg.blur_prob > 0:
+    x = when("blur", lambda x: _blur(x, params["sigma"], size), x)
+  if cfg.solarize_prob > 0:
+    x = when("solarize", lambda x: tf.where(x >= 0.5, 1.0 - x, x), x)
+  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
 
 
 def augment_clip(clip, key, size: int, cfg: AugmentConfig):
-  """uint8 [T, H, W, 3] -> uint8 [T, S, S, 3], one random draw per op for the whole clip."""
-  keys = tf.unstack(tf.random.experimental.stateless_split(key, 8))
-  t = tf.shape(clip)[0]
-  box = crop_box(keys[0], cfg.crop_scale, cfg.aspect_ratio)
-  x = tf.image.crop_and_resize(tf.cast(clip, tf.float32) / 255.0, tf.tile(box[None], [t, 1]),
-                               tf.range(t), [size, size], method="bilinear")
-  if cfg.flip_prob > 0:
-    x = tf.cond(_u(keys[1]) < cfg.flip_prob, lambda: tf.reverse(x, [2]), lambda: x)
-  if cfg.color_jitter_prob > 0 and cfg.color_jitter_strength > 0:
-    x = tf.cond(_u(keys[2]) < cfg.color_jitter_prob,
-                lambda: color_jitter(x, keys[3], cfg.color_jitter_strength, cfg.per_frame_jitter), lambda: x)
-  if cfg.grayscale_prob > 0:
-    x = tf.cond(_u(keys[4]) < cfg.grayscale_prob, lambda: tf.tile(_grayscale(x), [1, 1, 1, 3]), lambda: x)
-  if cfg.blur_prob > 0:
-    x = tf.cond(_u(keys[5]) < cfg.blur_prob, lambda: gaussian_blur(x, keys[6], size), lambda: x)
-  if cfg.solarize_prob > 0:
-    x = tf.cond(_u(keys[7]) < cfg.solarize_prob, lambda: tf.where(x < 0.5, x, 1.0 - x), lambda: x)
-  x = tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
-  return tf.ensure_shape(x, [None, size, size, 3])
+  """uint8 [T, H, W, 3] -> uint8 [T, S, S, 3]: one clip, one random draw per op for all its frames."""
+  t = clip.shape[0] if clip.shape[0] is not None else tf.shape(clip)[0]
+  params = draw_params(key, 1, t, cfg)
+  cropped = crop_views(clip, params["box"], t, size)
+  return apply_batch(cropped, params, cfg)[0]

@@ -12,6 +12,10 @@ Randomness. Clip starts and augmentation come from stateless TF ops keyed by
 
 from __future__ import annotations
 
+import atexit
+import gc
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,6 +25,18 @@ from sora_jax.data import sources
 from sora_jax.errors import ConfigError
 
 _DATA_SALT = 0x5EED_DA7A
+
+
+_LIVE: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+  """Stops live tf.data iterators before the interpreter finalises: their threads call back into
+  Python (record reads), which would otherwise hang the exit."""
+  for x in list(_LIVE):
+    x.close()
+  gc.collect()
 
 
 def dataset_info(config) -> dict:
@@ -84,6 +100,11 @@ class TrainInput:
     self.aug = augment_lib.AugmentConfig.from_config(config)
     self._epoch, self._step = 0, 0
     self._it = None
+    _LIVE.add(self)
+
+  def close(self) -> None:
+    """Stops the background pipeline (it restarts from the current position on the next batch)."""
+    self._it = None
 
   # ----- stream position
   def get_state(self) -> dict:
@@ -119,12 +140,11 @@ class TrainInput:
         loaded["num_frames"], c.num_frames, c.stride, c.num_views,
         tf.random.experimental.stateless_fold_in(key, tf.constant(1 << 20, tf.int64)),
         sampling=c.get("sampling", "random"), view_gap=c.view_gap)
-    frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))
-    shape = tf.shape(frames)
-    frames = tf.reshape(frames, tf.concat([[c.num_views, c.num_frames], shape[1:]], 0))
-    views = [augment_lib.augment_clip(frames[v], tf.random.experimental.stateless_fold_in(key, v),
-                                      c.frame_size, self.aug) for v in range(c.num_views)]
-    return {"video": tf.stack(views), "label": loaded["label"], "motion_label": loaded["motion_label"],
+    frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))  # [V*T, H, W, 3]
+    params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
+    video = augment_lib.crop_views(frames, params.pop("box"), c.num_frames, c.frame_size)
+    video = augment_lib.apply_batch(video, params, self.aug)  # [V, T, S, S, 3], vectorised over views
+    return {"video": video, "label": loaded["label"], "motion_label": loaded["motion_label"],
             "video_id": loaded["video_id"]}
 
   def dataset(self) -> tf.data.Dataset:
