@@ -26,7 +26,8 @@ def random_variables(config):
 
 
 def supervised_config(config, info: dict):
-  """configs/supervised.py's objective/optimiser/schedule, with the run's data, architecture and seed."""
+  """configs/supervised.py (objective, views, augmentation, optimiser) with the run's data, clip shape,
+  architecture, mesh and seed."""
   from sora_jax.config import load_config
   if SUPERVISED_CONFIG.is_file():
     sup = load_config(SUPERVISED_CONFIG)
@@ -34,10 +35,9 @@ def supervised_config(config, info: dict):
     sup = copy.deepcopy(config)
     sup.objective.name = "supervised"
     sup.data.num_views = 1
-  num_views = sup.data.num_views
   with sup.ignore_type():
-    sup.data = copy.deepcopy(config.data)
-    sup.data.num_views = num_views
+    for name in ("name", "data_dir", "num_frames", "frame_size", "stride", "train_split", "eval_split"):
+      sup.data[name] = config.data[name]  # the run's data and clip shape; its own views and augmentation
     sup.model = copy.deepcopy(config.model)
     sup.mesh = copy.deepcopy(config.mesh)
     sup.eval = copy.deepcopy(config.eval)
