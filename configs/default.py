@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.stride = 1
   c.data.num_views = 2
   c.data.view_gap = "uniform"  # uniform | decreasing (CVRL)
+  c.data.sampling = "random"  # where training views start: random | uniform (evenly spaced) | centred
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.augment = ml_collections.ConfigDict()
