@@ -1,0 +1,193 @@
+"""Train-step benchmark: the JAX step (compile, median step time, clips/s, MFU against this
+machine's measured float32 matmul rate) beside the same model and step in PyTorch, for the
+default and seed configs; then the peak memory of a default training run (train.py, a few steps
+with a quick kNN evaluation). Prints a table, then one JSON line.
+
+  .venv/bin/python bench/train_step.py [--steps 5] [--skip_torch] [--skip_run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_gflops(n: int = 1024, reps: int = 10) -> float:
+  """Best float32 matmul rate of this machine through XLA (the MFU denominator)."""
+  import jax
+  import jax.numpy as jnp
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(reps))
+  return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+  t = time.perf_counter()
+  fn()
+  return time.perf_counter() - t
+
+
+def jax_step(config, steps: int) -> dict:
+  import jax
+  from sora_jax.models import build_encoder
+  from sora_jax.parallel import mesh as mesh_lib
+  from sora_jax.training.optim import build_optimizer
+  from sora_jax.training.state import init_state
+  from sora_jax.training.step import jit_train_step
+  mesh = mesh_lib.make_mesh(config)
+  tx = build_optimizer(config)
+  abstract = jax.eval_shape(lambda: init_state(config, tx))
+  step, shardings = jit_train_step(config, build_encoder(config), tx, abstract, mesh)
+  batch = _batch(config)
+  t = time.perf_counter()
+  compiled = step.lower(abstract, batch).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+  state, m = compiled(state, batch)  # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract.params))
+  return {"compile_s": compile_s, "step_s": float(np.median(times)), "flops": flops, "params": n_params}
+
+
+def _batch(config):
+  c = config.data
+  rs = np.random.RandomState(0)
+  return {"video": rs.randint(0, 255, (config.train.batch_size, c.num_views, c.num_frames, c.frame_size,
+                                       c.frame_size, 3)).astype(np.uint8),
+          "label": np.zeros(config.train.batch_size, np.int32)}
+
+
+def torch_step(config, steps: int) -> dict:
+  """The same encoder (seed CNN per frame -> LSTM -> MLP head), NT-Xent and AdamW in PyTorch."""
+  import torch
+  from torch import nn
+  m, c = config.model, config.data
+  assert m.frame_encoder == "seed_cnn" and m.temporal == "lstm" and m.norm == "none", "torch twin: seed_cnn+lstm"
+
+  class Net(nn.Module):
+    def __init__(self):
+      super().__init__()
+      chans = [3] + [max(1, round(ch * m.width)) for ch in (64, 128, 256)]
+      layers = []
+      for a, b in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+      self.cnn = nn.Sequential(*layers)
+      self.lstm = nn.LSTM(chans[-1], m.hidden_size, m.num_layers, batch_first=True, bidirectional=m.bidirectional)
+      d = m.hidden_size * (2 if m.bidirectional else 1)
+      head = []
+      for _ in range(m.head_layers - 1):
+        head += [nn.Linear(d, m.head_hidden), nn.ReLU()]
+        d = m.head_hidden
+      self.head = nn.Sequential(*head, nn.Linear(d, m.embed_dim))
+
+    def forward(self, video):  # uint8 [N, T, H, W, 3]
+      n, t = video.shape[:2]
+      x = (video.float() / 255.0 - 0.5) / 0.25
+      x = x.reshape(n * t, *x.shape[2:]).permute(0, 3, 1, 2)
+      f = self.cnn(x).mean(dim=(2, 3)).reshape(n, t, -1)
+      seq, _ = self.lstm(f)
+      h = m.hidden_size
+      pooled = torch.cat([seq[:, -1, :h], seq[:, 0, h:]], -1) if m.bidirectional else seq[:, -1]
+      return nn.functional.normalize(self.head(pooled), dim=-1)
+
+  torch.manual_seed(0)
+  net = Net()
+  opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=config.optimizer.weight_decay)
+  batch = torch.from_numpy(_batch(config)["video"])
+  b, v = batch.shape[:2]
+  labels = torch.arange(b).repeat_interleave(v)
+
+  def step():
+    emb = net(batch.reshape(b * v, *batch.shape[2:]))
+    sim = emb @ emb.T / config.objective.temperature
+    sim = sim.masked_fill(torch.eye(b * v, dtype=torch.bool), float("-inf"))
+    pos = (labels[:, None] == labels[None, :]) & ~torch.eye(b * v, dtype=torch.bool)
+    loss = -(sim.log_softmax(-1)[pos]).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), config.optimizer.clip_norm)
+    opt.step()
+
+  t = time.perf_counter()
+  step()
+  first = time.perf_counter() - t
+  times = [_timed(step) for _ in range(steps)]
+  return {"first_step_s": first, "step_s": float(np.median(times)),
+          "params": sum(p.numel() for p in net.parameters()), "threads": torch.get_num_threads()}
+
+
+def peak_memory_of_default_run(steps: int) -> dict:
+  """Peak RSS (max resident set) of `train.py --config configs/default.py` for a few steps + one quick eval."""
+  with tempfile.TemporaryDirectory() as workdir:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/default.py"),
+                    "--workdir", workdir, f"--config.train.num_steps={steps}",
+                    f"--config.train.quick_eval_every={steps}", f"--config.train.log_every={steps}"],
+                   check=True, cwd=ROOT, capture_output=True)
+    wall = time.perf_counter() - t
+  return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "steps": steps,
+          "wall_s": wall}
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--steps", type=int, default=5)
+  ap.add_argument("--configs", default="default,seed")
+  ap.add_argument("--skip_torch", action="store_true")
+  ap.add_argument("--skip_run", action="store_true")
+  ap.add_argument("--run_steps", type=int, default=10)
+  args = ap.parse_args()
+  import jax
+  from sora_jax.config import load_config, validate
+  peak = matmul_gflops()
+  rows = {}
+  for name in args.configs.split(","):
+    config = validate(load_config(ROOT / f"configs/{name}.py"))
+    r = jax_step(config, args.steps)
+    r["clips_per_s"] = config.train.batch_size / r["step_s"]
+    r["gflops_per_s"] = r["flops"] / r["step_s"] / 1e9
+    r["mfu"] = r["gflops_per_s"] / peak
+    if not args.skip_torch:
+      t = torch_step(config, args.steps)
+      r["torch"] = dict(t, clips_per_s=config.train.batch_size / t["step_s"])
+      r["jax_speedup_vs_torch"] = t["step_s"] / r["step_s"]
+    rows[name] = r
+  run = None if args.skip_run else peak_memory_of_default_run(args.run_steps)
+
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; matmul peak {peak:.1f} GFLOP/s (f32, 1024^2)")
+  print(f"{'config':<9}{'params':>10}{'GFLOP/step':>11}{'compile s':>10}{'step s':>9}{'clips/s':>9}{'MFU':>7}"
+        f"{'torch step s':>13}{'torch clips/s':>14}{'jax/torch':>10}")
+  for name, r in rows.items():
+    t = r.get("torch", {})
+    print(f"{name:<9}{r['params']:>10,}{r['flops'] / 1e9:>11.2f}{r['compile_s']:>10.1f}{r['step_s']:>9.3f}"
+          f"{r['clips_per_s']:>9.1f}{r['mfu']:>7.1%}{t.get('step_s', float('nan')):>13.3f}"
+          f"{t.get('clips_per_s', float('nan')):>14.1f}{r.get('jax_speedup_vs_torch', float('nan')):>9.2f}x")
+  if run:
+    print(f"default training run ({run['steps']} steps + quick eval): peak RSS {run['peak_rss_mb']:.0f} MB, "
+          f"wall {run['wall_s']:.0f} s")
+  print(json.dumps({"matmul_gflops": peak, "configs": rows, "default_run": run}, default=float))
+
+
+if __name__ == "__main__":
+  main()
