@@ -48,13 +48,17 @@ def make_quick_eval(config, num_examples: int | None = None):
     return np.concatenate(out)
 
   def hook(step: int, variables) -> dict:
+    import jax
     del step
     if not cache:
       cache["bank"] = _take(config, config.data.train_split, n)
       cache["queries"] = _take(config, config.data.eval_split, n)
-      cache["mesh"] = embed.data_mesh()
+      cache["mesh"] = embed.data_mesh(jax.local_devices())
       cache["fn"] = embed.make_embed_fn(config, cache["mesh"])
     bank, queries = cache["bank"], cache["queries"]
+    if jax.process_count() > 1:  # every process scores the same clips on its own devices
+      from jax.experimental import multihost_utils
+      variables = multihost_utils.process_allgather(variables, tiled=True)
     if not (bank["label"] >= 0).any() or not (queries["label"] >= 0).any():
       if not cache.get("warned"):
         log.warning("quick eval: no labelled clips in %s/%s; kNN accuracy is not computed",
