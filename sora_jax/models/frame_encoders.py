@@ -9,7 +9,59 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv3x3(x, k):
+  return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def conv3x3(x, k):
+  """3x3 stride-1 SAME conv, [N, H, W, Ci] x [3, 3, Ci, Co] -> [N, H, W, Co], whose filter gradient
+  is 9 plain matmuls (one per tap) instead of XLA CPU's backprop-filter convolution (about 2x faster
+  on CPU, same result up to float summation order)."""
+  return _conv3x3(x, k)
+
+
+def _conv3x3_fwd(x, k):
+  return _conv3x3(x, k), (x, k)
+
+
+def _conv3x3_bwd(res, dy):
+  x, k = res
+  dx = jax.vjp(lambda x: _conv3x3(x, k), x)[1](dy)[0]
+  n, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  d = dy.reshape(-1, dy.shape[-1])
+  taps = [lax.dot_general(xp[:, i:i + h, j:j + w].reshape(-1, c), d, (((0,), (0,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+          for i in range(3) for j in range(3)]
+  dk = jnp.stack(taps).reshape(3, 3, c, dy.shape[-1]).astype(k.dtype)
+  return dx, dk
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+class Conv3x3(nn.Module):
+  """Drop-in for nn.Conv(features, (3, 3), padding='SAME') (same parameter names and shapes)
+  using `conv3x3`'s faster filter gradient."""
+  features: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features), jnp.float32)
+    y = conv3x3(x.astype(self.dtype), k.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+    return y
 
 
 def scaled(channels: int, width: float) -> int:
@@ -41,6 +93,16 @@ class Norm(nn.Module):
     raise ValueError(f"unknown norm {self.kind!r}")
 
 
+def max_pool2x2(x):
+  """2x2 stride-2 max-pool as reshape + max: its gradient is a mask, not XLA's slow select-and-scatter.
+  Odd sizes are cropped (PyTorch's MaxPool2d(2) floor mode). [N, H, W, C] -> [N, H//2, W//2, C]."""
+  n, h, w, c = x.shape
+  if h < 2 or w < 2:
+    return x
+  x = x[:, : h // 2 * 2, : w // 2 * 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class SeedCNN(nn.Module):
   """The reference design's frame net: 3x [3x3 conv -> ReLU -> 2x2 max-pool], global average pool.
 
@@ -54,11 +116,10 @@ class SeedCNN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     for i, c in enumerate(self.channels):
-      x = nn.Conv(scaled(c, self.width), (3, 3), padding="SAME", use_bias=self.norm == "none",
-                  dtype=self.dtype, name=f"conv{i}")(x)
+      x = Conv3x3(scaled(c, self.width), use_bias=self.norm == "none", dtype=self.dtype, name=f"conv{i}")(x)
       x = Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)
       x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = max_pool2x2(x)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -72,10 +133,13 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     bias = self.norm == "none"
-    y = nn.Conv(self.channels, (3, 3), (self.strides, self.strides), padding="SAME", use_bias=bias,
-                dtype=self.dtype)(x)
+    if self.strides == 1:
+      y = Conv3x3(self.channels, use_bias=bias, dtype=self.dtype, name="Conv_0")(x)
+    else:
+      y = nn.Conv(self.channels, (3, 3), (self.strides, self.strides), padding="SAME", use_bias=bias,
+                  dtype=self.dtype, name="Conv_0")(x)
     y = nn.relu(Norm(self.norm, self.dtype)(y, train))
-    y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=bias, dtype=self.dtype)(y)
+    y = Conv3x3(self.channels, use_bias=bias, dtype=self.dtype, name="Conv_1")(y)
     y = Norm(self.norm, self.dtype)(y, train)
     if x.shape[-1] != self.channels or self.strides != 1:
       x = nn.Conv(self.channels, (1, 1), (self.strides, self.strides), use_bias=bias, dtype=self.dtype,
@@ -105,7 +169,7 @@ class ResNet2D(nn.Module):
       x = nn.relu(Norm(self.norm, self.dtype, name="stem_norm")(x, train))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
     else:
-      x = nn.Conv(c0, (3, 3), padding="SAME", use_bias=bias, dtype=self.dtype, name="stem")(x)
+      x = Conv3x3(c0, use_bias=bias, dtype=self.dtype, name="stem")(x)
       x = nn.relu(Norm(self.norm, self.dtype, name="stem_norm")(x, train))
     for stage, n in enumerate(blocks):
       c = scaled(64 * 2 ** stage, self.width)
