@@ -132,6 +132,11 @@ def test_view_gap_distributions():
   assert short.max() == 2  # a video shorter than the clip repeats its last frame
   ev = clips.eval_indices(40, 4, 2, 3).numpy()
   assert ev[0, 0] == 0 and ev[-1, -1] == 39
+  key = tf.constant([0, 0], tf.int64)
+  uni = clips.train_indices(40, 4, 2, 3, key, sampling="uniform").numpy()
+  np.testing.assert_array_equal(uni, ev)
+  cen = clips.train_indices(40, 4, 2, 2, key, sampling="centred").numpy()
+  assert (cen == clips.eval_indices(40, 4, 2, 1).numpy()).all() and cen[0, 0] == (40 - 7) // 2
 
 
 @pytest.mark.parametrize("hosts", [2, 4])

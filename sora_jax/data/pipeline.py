@@ -208,4 +208,31 @@ def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num
   ds = tf.data.Dataset.from_tensor_slices((index, mask))
   ds = ds.map(element, num_parallel_calls=_parallel(config), deterministic=True)
   ds = ds.batch(batch_size).prefetch(max(1, int(c.prefetch))).with_options(_options(config))
-  return ds.as_numpy_iterator()
+  return _EvalIterator(ds, num_batches)
+
+
+class _EvalIterator:
+  """The numpy iterator of an eval dataset, closed at exit like TrainInput; len() = number of batches."""
+
+  def __init__(self, ds, num_batches: int):
+    self._it = ds.as_numpy_iterator()
+    self._len = num_batches
+    _LIVE.add(self)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    if self._it is None:
+      raise StopIteration
+    try:
+      return next(self._it)
+    except StopIteration:
+      self._it = None
+      raise
+
+  def close(self) -> None:
+    self._it = None

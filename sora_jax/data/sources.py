@@ -269,7 +269,9 @@ def _tfds(name, root):
       try:
         src._splits[k] = open_split(k)
         src.info["splits"][k] = src._splits[k].num_examples
-      except Exception:  # noqa: BLE001  (split absent)
+      except DataError:
+        raise
+      except Exception:  # noqa: BLE001  (tfds raises several types for an absent split)
         del src.info["splits"][k]
   return src
 
