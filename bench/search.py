@@ -48,10 +48,13 @@ def _rss_gib():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _unit_rows(rng, n, d, chunk=131072):
+def _unit_rows(rng, n, d, chunk=131072, centers=None, noise=0.0):
+  """Uniform on the sphere, or (centers [C, d]) a unit centre plus Gaussian noise per row."""
   out = np.empty((n, d), np.float32)
   for i in range(0, n, chunk):
     x = rng.standard_normal((min(chunk, n - i), d), dtype=np.float32)
+    if centers is not None:
+      x = centers[rng.integers(0, len(centers), len(x))] + noise * x / np.sqrt(d)
     out[i:i + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
   return out
 
@@ -62,9 +65,10 @@ def bench_size(n, args, rng):
   from sora_jax.apps import search
 
   d, k = args.dim, args.k
-  x = _unit_rows(rng, n, d)
-  q = _unit_rows(rng, args.queries, d)
-  row = {"n": n, "dim": d, "index_gib": x.nbytes / 2**30}
+  centers = _unit_rows(rng, args.clusters, d) if args.clusters else None
+  x = _unit_rows(rng, n, d, centers=centers, noise=args.noise)
+  q = _unit_rows(rng, args.queries, d, centers=centers, noise=args.noise)
+  row = {"n": n, "dim": d, "index_gib": x.nbytes / 2**30, "data": f"{args.clusters} clusters" if args.clusters else "uniform"}
 
   mesh = search.default_mesh()
   tracemalloc.start()
@@ -134,6 +138,9 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--tmp", default="/tmp", help="folder for the memory-mapped copy of the index (streamed run)")
+  p.add_argument("--clusters", type=int, default=0,
+                 help="0: uniform random unit vectors; C > 0: C random centres plus noise (closer to real embeddings)")
+  p.add_argument("--noise", type=float, default=1.0, help="noise norm relative to a centre's, with --clusters")
   p.add_argument("--single-thread", action="store_true",
                  help="one thread for both XLA and faiss (a fair comparison on a busy machine)")
   args = p.parse_args(argv)
@@ -152,7 +159,8 @@ def main(argv=None):
          "machine": platform.machine(), "jax": jax.__version__, "faiss": faiss.__version__,
          "faiss_threads": faiss.omp_get_max_threads(),
          "xla_flags": os.environ.get("XLA_FLAGS", "").strip(), "load_avg_1m": [load_before, round(os.getloadavg()[0], 1)]}
-  print(f"exact top-{args.k} over random {args.dim}-d unit vectors, {args.queries} queries/call; {env}")
+  data = f"{args.clusters} clusters, noise {args.noise}" if args.clusters else "uniform"
+  print(f"exact top-{args.k} over random {args.dim}-d unit vectors ({data}), {args.queries} queries/call; {env}")
   head = ("N", "jax q/s", "streamed q/s", "faiss q/s", "jax/faiss", "jax 1q ms", "faiss 1q ms", "peak RSS GiB")
   print(" | ".join(f"{h:>12}" for h in head))
   for r in rows:
