@@ -64,6 +64,7 @@ def test_corrupt_files_are_skipped_and_reported(prepared):
   assert "empty" in reasons["empty.avi"]
   assert info["splits"]["train"]["num_examples"] == 3 and info["classes"] == ["outdoor", "phone"]
   assert len(info["splits"]["train"]["shards"]) == 3
+  assert info["frame_sizes"] == {"24x56": 1, "24x43": 1, "24x29": 1}  # HxW: 640x272, 1280x720, 176x144
 
 
 def test_second_run_resumes(prepared):

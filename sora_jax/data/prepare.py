@@ -120,7 +120,7 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
   feature = tf.train.Feature
   cls_index = {c: i for i, c in enumerate(classes)}
   tmp = os.path.join(out, shard["name"] + ".tmp")
-  written, skipped, frames_total = 0, [], 0
+  written, skipped, frames_total, sizes = 0, [], 0, {}
   with tf.io.TFRecordWriter(tmp) as writer:
     for it in shard["items"]:
       try:
@@ -143,9 +143,11 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
       writer.write(ex.SerializeToString())
       written += 1
       frames_total += len(jpegs)
+      hw = f"{frames.shape[1]}x{frames.shape[2]}"
+      sizes[hw] = sizes.get(hw, 0) + 1
   os.replace(tmp, os.path.join(out, shard["name"]))
   receipt = {"name": shard["name"], "split": shard["split"], "num_examples": written, "num_frames": frames_total,
-             "planned": len(shard["items"]), "skipped": skipped}
+             "planned": len(shard["items"]), "skipped": skipped, "sizes": sizes}
   with open(os.path.join(out, RECEIPTS, shard["name"] + ".json"), "w") as f:
     json.dump(receipt, f)
   return receipt
@@ -209,6 +211,10 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
     if bar is not None:
       bar.close()
   skipped = [x for r in receipts.values() for x in r["skipped"]]
+  sizes = {}  # "HxW" (after resizing) -> number of videos
+  for r in receipts.values():
+    for hw, n in r.get("sizes", {}).items():
+      sizes[hw] = sizes.get(hw, 0) + n
   splits = {}
   for s in shards:
     r = receipts[s["name"]]
@@ -221,7 +227,8 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
                     + "; ".join(f"{x['path']}: {x['reason']}" for x in skipped[:3]))
   info = {"format": "sora_jax.prepared/1", "source": str(src), "classes": classes, "fps": options["fps"] or None,
           "short_side": options["short_side"] or None, "max_frames": options["max_frames"] or None,
-          "jpeg_quality": options["jpeg_quality"], "splits": splits, "num_skipped": len(skipped)}
+          "jpeg_quality": options["jpeg_quality"], "splits": splits, "frame_sizes": sizes,
+          "num_skipped": len(skipped)}
   report = {"source": str(src), "num_files": len(items), "num_prepared": len(items) - len(skipped),
             "num_skipped": len(skipped), "skipped": skipped}
   with open(os.path.join(out, REPORT_FILE), "w") as f:
