@@ -61,7 +61,6 @@ def _unit_rows(rng, n, d, chunk=131072, centers=None, noise=0.0):
 
 def bench_size(n, args, rng):
   import faiss
-  import jax
   from sora_jax.apps import search
 
   d, k = args.dim, args.k

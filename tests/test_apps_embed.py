@@ -1,6 +1,5 @@
 """End to end: a tiny checkpoint, real video files (PyAV), `sora-jax embed|search|predict`."""
 
-import importlib.util
 import json
 import os
 import pathlib

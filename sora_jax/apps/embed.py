@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
