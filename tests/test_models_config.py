@@ -71,3 +71,20 @@ def test_frames_not_btwh3_raise_a_clear_error(shape):
   variables = init_variables(c, jax.random.key(0), (1, 2, 16, 16, 3))
   with pytest.raises(DataError, match=r"\[B, T, H, W, 3\]"):
     model.apply(variables, np.zeros(shape, np.uint8))
+
+
+def test_model_summary_lists_modules_and_totals_on_the_last_line(capsys):
+  from sora_jax.cli import main
+  overrides = ["model.width=0.125", "model.hidden_size=8", "model.embed_dim=8", "data.frame_size=16",
+               "data.num_frames=4"]
+  assert main(["model-summary", "--config", str(CONFIGS / "default.py"), "--no-module-flops", *overrides]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert any(line.startswith("frame_encoder/conv1") for line in lines)
+  total = lines[-1].split()
+  assert total[0] == "total"
+  c = load_config(CONFIGS / "default.py", overrides)
+  n = sum(x.size for x in jax.tree.leaves(init_variables(c, jax.random.key(0))))
+  assert int(total[-2].replace(",", "")) == n
+  # the three 3x3 SAME convs (XLA counts only in-image taps: 3n-2 per axis), 4 frames
+  convs = 2 * 4 * sum((3 * n - 2) ** 2 * ci * co for n, ci, co in ((16, 3, 8), (8, 8, 16), (4, 16, 32)))
+  assert convs <= float(total[-1].replace(",", "")) * 1e6 <= 2 * convs
