@@ -4,4 +4,13 @@ from sora_jax.errors import CheckpointError, ConfigError, DataError, SoraError
 
 __version__ = "0.1.0"
 
-__all__ = ["SoraError", "ConfigError", "DataError", "CheckpointError", "__version__"]
+_APPS_EXPORTS = ("embed_videos", "Index", "predict_video", "ExactSearch", "IVFIndex")
+
+__all__ = ["SoraError", "ConfigError", "DataError", "CheckpointError", "__version__", *_APPS_EXPORTS]
+
+
+def __getattr__(name):  # lazy: `import sora_jax` stays light (no jax or tensorflow)
+  if name in _APPS_EXPORTS:
+    import sora_jax.apps
+    return getattr(sora_jax.apps, name)
+  raise AttributeError(f"module 'sora_jax' has no attribute {name!r}")
