@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.frame_encoder = "seed_cnn"  # seed_cnn | resnet
   c.model.width = 0.5  # channel multiplier of the frame encoder (1.0 = 64/128/256)
   c.model.resnet_depth = 18
+  c.model.resnet_stem = "small"  # small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)
   c.model.norm = "none"  # none | group | batch (batch makes batch statistics mutable)
   c.model.temporal = "lstm"  # lstm | gru | transformer | none
   c.model.hidden_size = 128
