@@ -257,3 +257,32 @@ def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, t
   assert step == 4
   for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), params):
     np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-6)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+  config = tiny_config(data_dir, train__num_steps=1000, train__checkpoint_every=0)
+  (tmp_path / "config.json").write_text(json.dumps(ckpt.config_to_json(config)))
+  script = tmp_path / "run.py"
+  script.write_text(textwrap.dedent("""
+      import json, sys
+      from sora_jax.training import checkpoint as ckpt
+      from sora_jax.training.loop import train
+      state = train(ckpt.config_from_json(json.load(open(sys.argv[1]))), sys.argv[2])
+      print("returned at step", int(state.step))
+  """))
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "config.json"), str(tmp_path / "run")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+  metrics = tmp_path / "run" / "metrics.jsonl"
+  try:
+    import time
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+      time.sleep(0.5)  # wait for the first step
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+  finally:
+    proc.kill()
+  assert proc.returncode == 0, out[-3000:]
+  saved = ckpt.make_manager(tmp_path / "run").latest_step()
+  assert saved is not None and 1 <= saved < 1000 and f"returned at step {saved}" in out
