@@ -75,3 +75,32 @@ def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
   sched = learning_rate_schedule(config)
   w, n = config.optimizer.warmup_steps, config.train.num_steps
   assert float(sched(0)) == 0.0 and abs(float(sched(w)) - 1.0) < 1e-6 and float(sched(n)) < 1e-6
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+  """Supervised loss is a mean over examples, so 2 micro-batches of 4 == one batch of 8."""
+  config = load_config(ROOT / "configs/supervised.py")
+  config.optimizer.name, config.optimizer.clip_norm = "sgd", 0.0  # SGD: sensitive to the gradient's scale
+  config.data.num_frames, config.data.frame_size = 2, 8
+  config.model.width, config.model.temporal, config.model.pooling = 0.125, "none", "mean"
+  config.model.head_hidden, config.model.embed_dim, config.train.batch_size = 8, 4, 8
+  config.mesh.data = 2
+  rs = np.random.RandomState(0)
+  batch = {"video": rs.randint(0, 255, (8, 1, 2, 8, 8, 3)).astype(np.uint8),
+           "label": rs.randint(0, 5, 8).astype(np.int32)}
+  results = []
+  for accum in (1, 2):
+    config.train.grad_accum_steps = accum
+    validate(config)
+    mesh = mesh_lib.make_mesh(config, devices=jax.devices()[:2])
+    tx = build_optimizer(config)
+    abstract = jax.eval_shape(lambda: init_state(config, tx))
+    from sora_jax.training.step import jit_train_step
+    step, shardings = jit_train_step(config, build_encoder(config), tx, abstract, mesh)
+    state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+    for _ in range(2):
+      state, metrics = step(state, batch)
+    results.append((jax.device_get(state.params), float(metrics["loss"])))
+  np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(results[0][0]), jax.tree_util.tree_leaves(results[1][0])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
