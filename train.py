@@ -23,7 +23,7 @@ _QUICK = flags.DEFINE_bool("quick_eval", True, "periodic kNN accuracy while trai
 def main(argv):
   del argv
   from sora_jax.errors import SoraError
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.WARNING)  # orbax/tfds INFO lines drown the progress bar
   try:
     from sora_jax.config import validate
     config = validate(_CONFIG.value)  # one-line errors before any device is touched

@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
   import logging
   from sora_jax.config import load_config, validate
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  logging.basicConfig(level=logging.WARNING, format="%(message)s")  # orbax/absl INFO is noise here
   config = validate(load_config(args.config, args.overrides))
   from sora_jax.parallel import distributed
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)

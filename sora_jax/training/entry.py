@@ -14,7 +14,9 @@ def main(config, workdir, hooks=()) -> int:
   from sora_jax.config import validate
   validate(config)
   state = train(config, workdir, hooks=hooks)
-  log.info("done: step %d, workdir %s", int(state.step), workdir)
+  import jax
+  if jax.process_index() == 0:
+    print(f"done: step {int(state.step)}, workdir {workdir}", file=__import__("sys").stderr)
   return 0
 
 

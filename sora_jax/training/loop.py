@@ -10,6 +10,7 @@ import json
 import logging
 import pathlib
 import signal
+import sys
 import threading
 import time
 from typing import Callable, Iterable
@@ -23,6 +24,12 @@ from sora_jax.training import checkpoint as ckpt
 log = logging.getLogger("sora_jax.train")
 
 Hook = Callable[[int, dict], dict]
+
+
+def _say(message: str) -> None:
+  """A line for the user on process 0 (stderr), whatever the logging set-up."""
+  if jax.process_index() == 0:
+    print(message, file=sys.stderr, flush=True)
 
 
 class DivergedError(SoraError):
@@ -142,8 +149,8 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
     if data_state is not None:
       data.set_state(data_state)
     else:
-      log.warning("checkpoint %d was written by another process count; the input restarts its stream", start)
-    log.info("resumed from %s at step %d on %d devices", ckpt.checkpoint_dir(workdir), start, mesh.size)
+      _say(f"checkpoint {start} was written by another process count; the input restarts its stream")
+    _say(f"resumed from {ckpt.checkpoint_dir(workdir)} at step {start} on {mesh.size} devices")
   else:
     # Init runs once: compiled without LLVM optimisation (same values, a fraction of the compile time).
     state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings).lower().compile(
@@ -200,8 +207,8 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
         if record:
           t_window, n_window = time.perf_counter(), 0
         if stopping:
-          log.warning("stopping at step %d (%s); checkpoint saved, rerun the same command to resume", step,
-                      "preempted" if preempt.requested else "stop_at_step")
+          _say(f"stopping at step {step} ({'preempted' if preempt.requested else 'stop_at_step'}); "
+               "checkpoint saved, rerun the same command to resume")
           break
   finally:
     manager.wait_until_finished()
