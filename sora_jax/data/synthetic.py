@@ -3,8 +3,9 @@
 Each video shows one object moving in one of 4 directions over a textured background with
 distractors. Motion wraps around the frame edges, so the object's position in any single frame is
 uniform whatever the direction: the motion label is only visible across frames. Nuisances:
-object colour and size, speed (1 or 2 px/frame), start position, background colour and texture,
-0-2 distractor blobs drifting in random directions.
+object colour and size (radius S/6..S/4), speed (1 or 2 px/frame), start position, one of a few
+low-contrast background colours and gratings (phase and noise redrawn every frame, so the
+background does not identify a video), 0-2 distractor blobs drifting in random directions.
 
 Videos are stored as one lossless PNG "filmstrip" image [L*S, S, 3] per video (one encode and one
 decode per video rather than L), in a TFDS GeneratorBasedBuilder each, prepared into the data dir
@@ -76,16 +77,24 @@ def _paste(video: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray,
   video[tt, rows[:, :, None], cols[:, None, :]] = region * (1 - a) + colour * a
 
 
-def _background(rng: np.random.Generator, s: int) -> np.ndarray:
-  """A muted colour with a low-frequency grating texture and fine noise: float32 [S, S, 3]."""
+# A few muted, low-contrast backgrounds shared by all videos: the background must not tell videos
+# apart (else InfoNCE matches backgrounds instead of learning the object and its motion).
+_BG_BASES = np.array([(70, 70, 70), (60, 75, 90), (90, 80, 60), (65, 85, 65)], np.float32)
+_BG_FREQS = ((0, 2), (2, 0), (1, 1), (1, -2))  # (fy, fx) cycles per frame of the grating
+
+
+def _background(rng: np.random.Generator, s: int, t_len: int) -> np.ndarray:
+  """One of a few muted colours with a faint grating and fine noise redrawn every frame: float32 [T, S, S, 3].
+
+  The grating's phase and the noise change each frame, so no per-video signature survives across
+  the two views of a video; only 4 x 4 (colour, grating) combinations exist overall."""
   y, x = np.mgrid[0:s, 0:s].astype(np.float32) / s
-  tex = np.zeros((s, s), np.float32)
-  for _ in range(3):
-    fy, fx = rng.integers(-3, 4, size=2)
-    tex += np.cos(2 * np.pi * (fy * y + fx * x) + rng.uniform(0, 2 * np.pi))
-  tex = tex / 6 + 0.5 + rng.normal(0, 0.06, (s, s)).astype(np.float32)
-  base = rng.uniform(30, 120, size=3).astype(np.float32)
-  return base[None, None, :] * (0.6 + 0.8 * tex[:, :, None])
+  base = _BG_BASES[rng.integers(0, len(_BG_BASES))] + rng.normal(0, 4, size=3).astype(np.float32)
+  fy, fx = _BG_FREQS[rng.integers(0, len(_BG_FREQS))]
+  phase = rng.uniform(0, 2 * np.pi, size=(t_len, 1, 1)).astype(np.float32)
+  tex = 0.12 * np.cos(2 * np.pi * (fy * y + fx * x)[None] + phase)
+  tex = tex + rng.normal(0, 0.06, (t_len, s, s)).astype(np.float32)
+  return base[None, None, None, :] * (1.0 + tex[..., None])
 
 
 def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int = 40, clean: bool = False) -> dict:
@@ -94,8 +103,7 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   clean: the same object and motion on black, without background or distractors (for tests)."""
   rng = np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
   s, t_len = size, num_frames
-  bg = _background(rng, s)
-  video = np.broadcast_to(bg * (not clean), (t_len, s, s, 3)).copy()
+  video = _background(rng, s, t_len) * (not clean)
   t = np.arange(t_len, dtype=np.float32)
   for _ in range(rng.integers(0, 3)):  # distractors: small dim blobs drifting anywhere
     r = int(rng.integers(1, 3))
@@ -112,12 +120,12 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   dy, dx = _DIR_VEC[direction] * (1 + speed) * (s / 40.0)
   if kind == "moving_shapes":
     label = int(rng.integers(0, len(SHAPES)))
-    alpha = _shape_alpha(SHAPES[label], int(rng.integers(max(3, s // 10), max(4, s // 6) + 1)))
+    alpha = _shape_alpha(SHAPES[label], int(rng.integers(max(3, s // 6), max(4, s // 4) + 1)))
     name = SHAPES[label]
   else:
     images, labels = _digit_images(split)
     j = int(rng.integers(0, len(labels)))
-    scale = int(rng.integers(2, 3 + (s >= 48)))
+    scale = int(rng.integers(2, 4 + (s >= 48)))  # 16-24 px digits at 40 px
     alpha = np.kron(images[j], np.ones((scale, scale), np.float32))
     label = int(labels[j])
     name = f"digit {label}"
@@ -167,7 +175,9 @@ def _builders():
   ]
 
   class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"2.0.0": "Larger objects; a few shared low-contrast backgrounds redrawn per frame.",
+                     "1.0.0": "Initial release."}
     BUILDER_CONFIGS = configs
     KIND = ""
     code_path = None  # defined outside a TFDS dataset package: no checksums file to look up
