@@ -85,13 +85,16 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
   if isinstance(wanted, str):
     wanted = tuple(b for b in wanted.split(",") if b)
 
-  models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step})}
+  # Stored embeddings are reused only for the same weights, data and clip settings.
+  data_key = {"data": config.data.name, "splits": info.get("splits"), "frames": config.data.num_frames,
+              "size": config.data.frame_size, "stride": config.data.stride}
+  models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
   if "random" in wanted:
-    models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed})
+    models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
   if "supervised" in wanted:
     sup_config, sup_vars, sup_step = bl.supervised_variables(config, workdir, info)
     eval_config = _with_model(config, sup_config)
-    models["supervised"] = (eval_config, sup_vars, {"model": "supervised", "step": sup_step})
+    models["supervised"] = (eval_config, sup_vars, {"model": "supervised", "step": sup_step, **data_key})
 
   results, ssl_splits, fns = {}, None, {}
   for name, (cfg, var, fp) in models.items():
