@@ -49,6 +49,17 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   return True
 
 
+def barrier(name: str, timeout_s: int = 1800) -> None:
+  """Waits until every process reaches `name`, through the coordination service (not a collective).
+
+  Processes reach their first collective at different times (data generation, compilation); gloo
+  gives up on a peer after 30 s, so a multi-process run meets here first, with a generous timeout.
+  """
+  if jax.process_count() > 1:
+    from orbax.checkpoint import multihost
+    multihost.sync_global_processes(name, timeout=timeout_s)
+
+
 def host_to_global(tree: Any, mesh: Mesh) -> Any:
   """Host-local numpy batch (each process's rows) -> global jax.Array tree sharded over the batch axes.
 

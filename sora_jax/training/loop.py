@@ -173,7 +173,11 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
         batch = next(data)
         if batch_callback is not None:
           batch_callback(step, batch)
-        state, metrics = step_fn(state, distributed.host_to_global(device_batch(batch), mesh))
+        global_batch = distributed.host_to_global(device_batch(batch), mesh)
+        if step == start and jax.process_count() > 1:
+          step_fn = step_fn.lower(state, global_batch).compile()  # every process compiles, then all meet
+          distributed.barrier(f"sora_jax_first_step_{start}")
+        state, metrics = step_fn(state, global_batch)
         metrics = jax.device_get(metrics)
         step += 1
         if not metrics.pop("finite"):
