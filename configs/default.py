@@ -39,12 +39,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Encoder: see sora_jax/models.
   c.model = ml_collections.ConfigDict()
   c.model.frame_encoder = "seed_cnn"  # seed_cnn | resnet
-  c.model.width = 0.5  # channel multiplier of the frame encoder (1.0 = 64/128/256)
+  c.model.width = 0.25  # channel multiplier of the frame encoder (1.0 = 64/128/256)
   c.model.resnet_depth = 18
   c.model.resnet_stem = "small"  # small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)
   c.model.norm = "none"  # none | group | batch (batch makes batch statistics mutable)
   c.model.temporal = "lstm"  # lstm | gru | transformer | none
-  c.model.hidden_size = 128
+  c.model.hidden_size = 64
   c.model.num_layers = 1
   c.model.bidirectional = False
   c.model.num_heads = 4
@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.remat = False
   c.model.scan_layers = False
   c.model.pooling = "last"  # last | mean | cls
-  c.model.head_hidden = 256
+  c.model.head_hidden = 128
   c.model.head_layers = 2
   c.model.embed_dim = 64
   c.model.num_classes = 0  # > 0 adds a linear classifier head
