@@ -27,9 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.augment.crop_scale = (0.5, 1.0)
   c.data.augment.flip_prob = 0.5
   c.data.augment.color_jitter_prob = 0.8
-  c.data.augment.color_jitter_strength = 0.5
+  c.data.augment.color_jitter_strength = 1.0  # object colour must not identify a video
   c.data.augment.per_frame_jitter = False
-  c.data.augment.grayscale_prob = 0.2
+  c.data.augment.grayscale_prob = 0.5
   c.data.augment.blur_prob = 0.0
   c.data.augment.solarize_prob = 0.0
   c.data.shuffle_buffer = 1024
@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.width = 0.25  # channel multiplier of the frame encoder (1.0 = 64/128/256)
   c.model.resnet_depth = 18
   c.model.resnet_stem = "small"  # small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)
-  c.model.norm = "none"  # none | group | batch (batch makes batch statistics mutable)
+  c.model.norm = "group"  # none | group | batch (batch makes batch statistics mutable)
   c.model.temporal = "lstm"  # lstm | gru | transformer | none
   c.model.hidden_size = 64
   c.model.num_layers = 1
@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.causal = False
   c.model.remat = False
   c.model.scan_layers = False
-  c.model.pooling = "last"  # last | mean | cls
+  c.model.pooling = "mean"  # last | mean | cls
   c.model.head_hidden = 128
   c.model.head_layers = 2
   c.model.embed_dim = 64
@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Objective: see sora_jax/objectives.
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "infonce"  # infonce | predictive | supervised | infonce+predictive
-  c.objective.temperature = 0.1
+  c.objective.temperature = 0.2
   c.objective.learn_temperature = False
   c.objective.infonce_weight = 1.0
   c.objective.predictive_weight = 1.0
@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32  # global
-  c.train.num_steps = 200  # ~1 s/step at batch 32 on 2 CPU cores: ~3.5 min
+  c.train.num_steps = 200  # ~0.5 s/step at batch 32 on 2 idle CPU cores: ~2-3 min
   c.train.grad_accum_steps = 1
   c.train.checkpoint_every = 100
   c.train.keep_checkpoints = 3
@@ -81,8 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # adamw | sgd | lars
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 30
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.warmup_steps = 10
   c.optimizer.schedule = "cosine"  # cosine | constant
   c.optimizer.weight_decay = 1e-4
   c.optimizer.momentum = 0.9
