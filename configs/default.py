@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Objective: see sora_jax/objectives.
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "infonce"  # infonce | predictive | supervised | infonce+predictive
-  c.objective.temperature = 0.2
+  c.objective.temperature = 0.1
   c.objective.learn_temperature = False
   c.objective.infonce_weight = 1.0
   c.objective.predictive_weight = 1.0
