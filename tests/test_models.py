@@ -133,7 +133,7 @@ def test_bidirectional_output_at_t_depends_on_later_frames(temporal, extra):
 
 
 def test_bidirectional_last_pooling_joins_forward_last_and_backward_first():
-  c = tiny(temporal="lstm", bidirectional=True, num_layers=2)
+  c = tiny(temporal="lstm", bidirectional=True, num_layers=2, pooling="last")
   out = fast_jit(build_encoder(c).apply)(init_variables(c, jax.random.key(0)), video())
   h = c.model.hidden_size
   want = np.concatenate([out["sequence"][:, -1, :h], out["sequence"][:, 0, h:]], axis=-1)
