@@ -3,17 +3,15 @@ steps t+1..t+3, each scored against every true future in the global batch. One v
 (the task itself is the supervision), longer clips so there is a future to predict.
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "_sora_config_default_base", pathlib.Path(__file__).resolve().parent / "default.py")
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from sora_jax.config import load_config
+
+_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
 
 
 def get_config():
-  c = _base.get_config()
+  c = load_config(_DEFAULT)
   c.data.num_views = 1
   c.data.num_frames = 8
   c.model.temporal = "lstm"  # unidirectional = causal: sequence[t] sees frames <= t only

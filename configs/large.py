@@ -6,17 +6,15 @@ Run one process per host (TPU pods and SLURM are detected; otherwise pass --coor
 --num_processes and --process_id) with --config.data.name=tfrecord:/path/to/shards.
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "_sora_config_default_base", pathlib.Path(__file__).resolve().parent / "default.py")
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from sora_jax.config import load_config
+
+_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
 
 
 def get_config():
-  c = _base.get_config()
+  c = load_config(_DEFAULT)
   c.data.name = "tfrecord:/data/kinetics400/shards"  # made by `sora-jax prepare`
   c.data.num_frames = 16
   c.data.frame_size = 224

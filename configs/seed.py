@@ -5,17 +5,15 @@ Unlike the reference PyTorch snippet (which reshaped one image's CNN feature map
 this runs the CNN on each frame of a [B, T, H, W, 3] video, as the design's prose intends.
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "_sora_config_default_base", pathlib.Path(__file__).resolve().parent / "default.py")
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from sora_jax.config import load_config
+
+_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
 
 
 def get_config():
-  c = _base.get_config()
+  c = load_config(_DEFAULT)
   c.data.num_frames = 16
   c.data.frame_size = 64
   c.model.frame_encoder = "seed_cnn"

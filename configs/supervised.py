@@ -2,17 +2,15 @@
 shape labels (5 classes), one view, same budget, for comparing the self-supervised representation.
 """
 
-import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location(
-    "_sora_config_default_base", pathlib.Path(__file__).resolve().parent / "default.py")
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from sora_jax.config import load_config
+
+_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
 
 
 def get_config():
-  c = _base.get_config()
+  c = load_config(_DEFAULT)
   c.data.num_views = 1
   c.model.num_classes = 5  # moving_shapes: square, circle, triangle, cross, diamond
   c.objective.name = "supervised"
