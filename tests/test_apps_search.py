@@ -92,3 +92,10 @@ def test_resident_blocks_equal_streamed(data):
     want_s, want_r = search.brute_force(q, x, 6)
     np.testing.assert_array_equal(r, want_r)
     np.testing.assert_allclose(s, want_s, atol=1e-5)
+
+
+def test_cpu_mesh_waits_for_each_launch():
+  # XLA:CPU can deadlock with several collective launches in flight (parallel/inflight.py).
+  from sora_jax.parallel import inflight
+  assert inflight.wait_each_launch(search.default_mesh())
+  assert not inflight.wait_each_launch(_one_device_mesh())

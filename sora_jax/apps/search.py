@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sora_jax.errors import DataError
+from sora_jax.parallel import inflight
 
 
 def default_mesh():
@@ -182,9 +183,12 @@ class ExactSearch:
     best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), self.replicated),
              jax.device_put(np.full((b - a, k), -1, np.int32), self.replicated)) for a, b in chunks]
     blocks = self.resident if self.resident is not None else self._device_blocks(_prefetch(self._host_blocks()))
+    wait = inflight.wait_each_launch(self.mesh)
     for offset, n, block_dev in blocks:
       for c, qd in enumerate(q_dev):
         best[c] = step(best[c][0], best[c][1], qd, block_dev, self.iota, np.int32(offset), np.int32(n))
+        if wait:
+          jax.block_until_ready(best[c])
     scores = np.concatenate([np.asarray(s) for s, _ in best])
     rows = np.concatenate([np.asarray(r) for _, r in best]).astype(np.int64)
     return scores, rows

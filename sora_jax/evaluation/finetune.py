@@ -42,6 +42,7 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
   from sora_jax.evaluation import embed
   from sora_jax.models import build_encoder, init_variables
   from sora_jax.objectives.supervised import supervised
+  from sora_jax.parallel import inflight
 
   seed = config.seed if seed is None else seed
   cfg = classifier_config(config, info["num_classes"])
@@ -71,11 +72,14 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
   params = jax.device_put(params, rep)
   opt = jax.device_put(tx.init(params), rep)
   accs = []
+  wait = inflight.wait_each_launch(mesh)
   for _ in tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False):
     batch = next(data)
     video = jax.device_put(np.asarray(batch["video"])[:, 0], shard)
     label = jax.device_put(np.asarray(batch["label"], np.int32), shard)
     params, opt, loss, acc = step(params, opt, video, label)
+    if wait:
+      jax.block_until_ready(params)
     accs.append(acc)
   train_acc = float(np.mean(jax.device_get(accs[-10:])))
   tuned = {"params": params, **others}
