@@ -50,6 +50,28 @@ def test_bad_config_raises_config_error():
   c.data.augment.flip_prob = 1.5
   with pytest.raises(ConfigError, match="flip_prob"):
     data_config.validate(c)
+  for bad in ((0.2, 0.3), (0.2, 0.3, 0.8, 0.9), (0.2, -0.1, 0.8, 0.5)):
+    c = _default.get_config()
+    c.data.augment.color_jitter = bad
+    with pytest.raises(ConfigError, match="color_jitter"):
+      data_config.validate(c)
+
+
+def test_color_jitter_magnitudes_override_the_strength():
+  import tensorflow as tf
+
+  from sora_jax.data import augment
+  assert augment.jitter_magnitudes(augment.AugmentConfig(color_jitter_strength=0.5)) == (0.4, 0.4, 0.4, 0.1)
+  hue_only = augment.AugmentConfig(color_jitter_prob=1.0, color_jitter_strength=1.0, color_jitter=(0, 0, 0, 0.5),
+                                   grayscale_prob=0.0, crop_scale=(1.0, 1.0), flip_prob=0.0)
+  p = augment.draw_params(tf.constant([1, 2], tf.int64), 64, 1, hue_only)
+  assert float(tf.reduce_max(tf.abs(p["brightness"]))) == 0 and float(tf.reduce_max(p["hue"])) > 0.4
+  red = np.zeros((2, 16, 16, 3), np.uint8)
+  red[..., 0] = 200
+  outs = [augment.augment_clip(tf.constant(red), tf.constant([5, v], tf.int64), 16, hue_only).numpy() for v in range(8)]
+  for o in outs:  # hue moves, brightness (max channel) stays
+    assert abs(int(o.max()) - 200) <= 2
+  assert len({tuple(o[0, 0, 0]) for o in outs}) > 4
 
 
 def test_synthetic_is_a_function_of_seed_and_index():
@@ -62,6 +84,20 @@ def test_synthetic_is_a_function_of_seed_and_index():
   assert synthetic.SHAPES[a["label"]] in a["caption"] and synthetic.DIRECTIONS[a["motion_label"]] in a["caption"]
   d = synthetic.render("moving_digits", "test", 3)
   assert d["video"].shape == (16, 40, 40, 3) and f"digit {d['label']}" in d["caption"]
+
+
+def test_only_the_object_persists_through_a_video():
+  """Background and distractors come from one distribution for all videos, redrawn per frame: no
+  video has its own background colour (a shortcut InfoNCE would match instead of the object)."""
+  from sora_jax.data import synthetic
+  means = []
+  for i in range(8):
+    full = synthetic.render("moving_shapes", "train", i)
+    clean = synthetic.render("moving_shapes", "train", i, clean=True)
+    assert full["caption"] == clean["caption"]  # the same object and motion without the clutter
+    off = (clean["video"] == 0).all(-1)  # pixels off the object
+    means.append(full["video"][off].astype(np.float64).mean(0))
+  assert np.std(means, axis=0).max() < 2.0, means
 
 
 def test_the_object_moves_in_the_labelled_direction():

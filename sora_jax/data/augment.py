@@ -20,6 +20,7 @@ class AugmentConfig:
   flip_prob: float = 0.5
   color_jitter_prob: float = 0.8
   color_jitter_strength: float = 0.5
+  color_jitter: tuple[float, ...] = ()  # (brightness, contrast, saturation, hue) maxima; () = SimCLR's x strength
   per_frame_jitter: bool = False
   grayscale_prob: float = 0.2
   blur_prob: float = 0.0
@@ -30,9 +31,21 @@ class AugmentConfig:
     a = config.data.augment
     return cls(crop_scale=tuple(float(v) for v in a.crop_scale), flip_prob=float(a.flip_prob),
                color_jitter_prob=float(a.color_jitter_prob),
-               color_jitter_strength=float(a.color_jitter_strength), per_frame_jitter=bool(a.per_frame_jitter),
+               color_jitter_strength=float(a.color_jitter_strength),
+               color_jitter=tuple(float(v) for v in a.get("color_jitter", ())),
+               per_frame_jitter=bool(a.per_frame_jitter),
                grayscale_prob=float(a.grayscale_prob), blur_prob=float(a.blur_prob),
                solarize_prob=float(a.solarize_prob))
+
+
+def jitter_magnitudes(cfg: AugmentConfig) -> tuple[float, float, float, float]:
+  """(brightness delta, contrast, saturation, hue delta) maxima: `color_jitter` when given, else
+  SimCLR's (0.8, 0.8, 0.8, 0.2) x strength. Brightness is additive on [0, 1] pixels, as in SimCLR, so
+  dark frames saturate to black or white at strength 1; hue 0.5 draws any hue."""
+  if cfg.color_jitter:
+    return tuple(cfg.color_jitter)
+  s = cfg.color_jitter_strength
+  return 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s
 
 
 def _u(key, shape=(), lo=0.0, hi=1.0):
@@ -46,8 +59,7 @@ def draw_params(key, num_views: int, num_frames: int, cfg: AugmentConfig) -> dic
   """Every random number of V views' augmentation, from one key: view v's row is a function of
   (key, v) only. Returns dict of float32 tensors with leading dim V."""
   u = _u(key, [num_views, _NUM_PARAMS])
-  s = cfg.color_jitter_strength
-  lo_c = max(0.0, 1 - 0.8 * s)
+  b_max, c_max, s_max, h_max = jitter_magnitudes(cfg)
 
   def scale(x, lo, hi):
     return lo + (hi - lo) * x
@@ -68,10 +80,10 @@ def draw_params(key, num_views: int, num_frames: int, cfg: AugmentConfig) -> dic
       "box": tf.stack([y0, x_a, y0 + h, x_b], -1),  # [V, 4], flip folded in
       "flip": tf.cast(flip, tf.float32),
       "jitter": tf.cast(u[:, 5] < cfg.color_jitter_prob, tf.float32),
-      "brightness": scale(jitter[..., 0], -0.8 * s, 0.8 * s),
-      "contrast": scale(jitter[..., 1], lo_c, 1 + 0.8 * s),
-      "saturation": scale(jitter[..., 2], lo_c, 1 + 0.8 * s),
-      "hue": scale(jitter[..., 3], -0.2 * s, 0.2 * s),
+      "brightness": scale(jitter[..., 0], -b_max, b_max),
+      "contrast": scale(jitter[..., 1], max(0.0, 1 - c_max), 1 + c_max),
+      "saturation": scale(jitter[..., 2], max(0.0, 1 - s_max), 1 + s_max),
+      "hue": scale(jitter[..., 3], -h_max, h_max),
       "gray": tf.cast(u[:, 10] < cfg.grayscale_prob, tf.float32),
       "blur": tf.cast(u[:, 11] < cfg.blur_prob, tf.float32),
       "sigma": scale(u[:, 12], 0.1, 2.0),
@@ -136,7 +148,7 @@ def apply_batch(video, params: dict, cfg: AugmentConfig):
     return tf.cond(tf.reduce_any(params[name] > 0), lambda: tf.where(per_clip(params[name]) > 0, fn(x), x),
                    lambda: x)
 
-  if cfg.color_jitter_prob > 0 and cfg.color_jitter_strength > 0:
+  if cfg.color_jitter_prob > 0 and any(jitter_magnitudes(cfg)):
     x = when("jitter", jitter, x)
   if cfg.grayscale_prob > 0:
     x = when("gray", lambda x: tf.tile(_grayscale(x), [1, 1, 1, 1, 3]), x)

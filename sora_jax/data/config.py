@@ -68,6 +68,11 @@ def validate(config) -> None:
   for p in ("flip_prob", "color_jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
     check_float(config, f"{a}.{p}", minimum=0.0, maximum=1.0)
   check_float(config, f"{a}.color_jitter_strength", minimum=0.0, maximum=4.0)
+  jitter = tuple(config.data.augment.get("color_jitter", ()))
+  if jitter and (len(jitter) != 4 or not all(isinstance(v, (int, float)) and v >= 0 for v in jitter)
+                 or jitter[3] > 0.5):
+    raise ConfigError(f"config.data.augment.color_jitter={jitter!r} must be () or 4 numbers >= 0 (brightness, "
+                      "contrast, saturation, hue maxima; hue <= 0.5), e.g. (0.2, 0.3, 0.8, 0.5)")
   if not isinstance(config.data.augment.per_frame_jitter, bool):
     raise ConfigError(f"config.data.augment.per_frame_jitter={config.data.augment.per_frame_jitter!r} must be "
                       "true or false")

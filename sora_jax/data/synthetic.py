@@ -3,9 +3,10 @@
 Each video shows one object moving in one of 4 directions over a textured background with
 distractors. Motion wraps around the frame edges, so the object's position in any single frame is
 uniform whatever the direction: the motion label is only visible across frames. Nuisances:
-object colour and size (radius S/6..S/4), speed (1 or 2 px/frame), start position, one of a few
-low-contrast background colours and gratings (phase and noise redrawn every frame, so the
-background does not identify a video), 0-2 distractor blobs drifting in random directions.
+object colour and size (radius S/6..S/4), speed (1 or 2 px/frame), start position; a muted
+background with a faint grating and noise, and 0-2 small distractor blobs, both redrawn every
+frame, so that nothing but the object persists through a video (else contrastive learning
+matches views by a background or distractor signature instead of by the object).
 
 Videos are stored as one lossless PNG "filmstrip" image [L*S, S, 3] per video (one encode and one
 decode per video rather than L), in a TFDS GeneratorBasedBuilder each, prepared into the data dir
@@ -77,24 +78,32 @@ def _paste(video: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray,
   video[tt, rows[:, :, None], cols[:, None, :]] = region * (1 - a) + colour * a
 
 
-# A few muted, low-contrast backgrounds shared by all videos: the background must not tell videos
-# apart (else InfoNCE matches backgrounds instead of learning the object and its motion).
-_BG_BASES = np.array([(70, 70, 70), (60, 75, 90), (90, 80, 60), (65, 85, 65)], np.float32)
-_BG_FREQS = ((0, 2), (2, 0), (1, 1), (1, -2))  # (fy, fx) cycles per frame of the grating
+# The background and the distractors are redrawn every frame from distributions shared by all
+# videos: nothing but the object persists through a video, so matching two views of a video
+# (InfoNCE) cannot succeed on a background or distractor signature and has to use the object.
+_BG_BASE = np.array((70, 72, 74), np.float32)
+_BG_FREQS = np.array(((0, 2), (2, 0), (1, 1), (1, -1)), np.float32)  # (fy, fx) cycles per frame
 
 
 def _background(rng: np.random.Generator, s: int, t_len: int) -> np.ndarray:
-  """One of a few muted colours with a faint grating and fine noise redrawn every frame: float32 [T, S, S, 3].
-
-  The grating's phase and the noise change each frame, so no per-video signature survives across
-  the two views of a video; only 4 x 4 (colour, grating) combinations exist overall."""
+  """A muted grey with a faint grating (orientation and phase drawn per frame) and fine noise:
+  float32 [T, S, S, 3]."""
   y, x = np.mgrid[0:s, 0:s].astype(np.float32) / s
-  base = _BG_BASES[rng.integers(0, len(_BG_BASES))] + rng.normal(0, 4, size=3).astype(np.float32)
-  fy, fx = _BG_FREQS[rng.integers(0, len(_BG_FREQS))]
+  freqs = _BG_FREQS[rng.integers(0, len(_BG_FREQS), size=t_len)]  # [T, 2]
   phase = rng.uniform(0, 2 * np.pi, size=(t_len, 1, 1)).astype(np.float32)
-  tex = 0.12 * np.cos(2 * np.pi * (fy * y + fx * x)[None] + phase)
+  tex = 0.12 * np.cos(2 * np.pi * (freqs[:, 0, None, None] * y + freqs[:, 1, None, None] * x) + phase)
   tex = tex + rng.normal(0, 0.06, (t_len, s, s)).astype(np.float32)
-  return base[None, None, None, :] * (1.0 + tex[..., None])
+  return _BG_BASE[None, None, None, :] * (1.0 + tex[..., None])
+
+
+def _distractors(rng: np.random.Generator, video: np.ndarray) -> None:
+  """0-2 small dim blobs per frame at random places, in random colours (clutter, not a signature)."""
+  t_len, s = video.shape[:2]
+  for t in range(t_len):
+    for _ in range(rng.integers(0, 3)):
+      alpha = _shape_alpha("circle", int(rng.integers(1, 3))) * 0.8
+      y, x = rng.uniform(0, s, size=(2, 1))
+      _paste(video[t:t + 1], alpha, y, x, rng.uniform(60, 200, size=3).astype(np.float32))
 
 
 def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int = 40, clean: bool = False) -> dict:
@@ -103,15 +112,11 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   clean: the same object and motion on black, without background or distractors (for tests)."""
   rng = np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
   s, t_len = size, num_frames
-  video = _background(rng, s, t_len) * (not clean)
+  clutter = np.random.default_rng(rng.integers(0, 2**63))  # its own stream: `clean` keeps the object
+  video = _background(clutter, s, t_len) * (not clean)
   t = np.arange(t_len, dtype=np.float32)
-  for _ in range(rng.integers(0, 3)):  # distractors: small dim blobs drifting anywhere
-    r = int(rng.integers(1, 3))
-    ang = rng.uniform(0, 2 * np.pi)
-    v = rng.uniform(0.3, 1.2)
-    y0, x0 = rng.uniform(0, s, size=2)
-    colour = rng.uniform(60, 200, size=3).astype(np.float32)
-    _paste(video, _shape_alpha("circle", r) * 0.8 * (not clean), y0 + np.sin(ang) * v * t, x0 + np.cos(ang) * v * t, colour)
+  if not clean:
+    _distractors(clutter, video)
   direction = int(rng.integers(0, 4))
   speed = int(rng.integers(0, 2))
   colour_id = int(rng.integers(0, len(_COLOUR_NAMES)))
@@ -175,8 +180,9 @@ def _builders():
   ]
 
   class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("2.0.0")
-    RELEASE_NOTES = {"2.0.0": "Larger objects; a few shared low-contrast backgrounds redrawn per frame.",
+    VERSION = tfds.core.Version("3.0.0")
+    RELEASE_NOTES = {"3.0.0": "Background grating and distractors redrawn every frame: only the object persists.",
+                     "2.0.0": "Larger objects; a few shared low-contrast backgrounds redrawn per frame.",
                      "1.0.0": "Initial release."}
     BUILDER_CONFIGS = configs
     KIND = ""
