@@ -137,7 +137,9 @@ def test_checkpoint_from_8_devices_continues_on_2(straight, data_dir, tmp_path, 
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
   # load_for_inference: one local device, whatever wrote it; the run's config comes back.
   cfg, variables, step = ckpt.load_for_inference(tmp_path)
-  assert step == 4 and cfg.mesh.data == 2 and cfg.data.augment.crop_scale == (0.5, 1.0)
+  assert step == 4 and cfg.mesh.data == 2
+  for field in ("crop_scale", "color_jitter"):  # tuples come back as tuples
+    assert cfg.data.augment[field] == tuple(config.data.augment[field]) and isinstance(cfg.data.augment[field], tuple)
   np.testing.assert_array_equal(jax.tree_util.tree_leaves(variables["params"])[0], _leaves(state)[0])
 
 
