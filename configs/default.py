@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.width = 0.25  # channel multiplier of the frame encoder (1.0 = 64/128/256)
   c.model.resnet_depth = 18
   c.model.resnet_stem = "small"  # small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)
+  c.model.frame_input = "rgb"  # rgb | rgb+diff (each frame with its difference from the previous one)
+  c.model.frame_pool = "mean"  # mean (global average: what, not where) | flatten (keeps the final grid)
   c.model.norm = "group"  # none | group | batch (batch makes batch statistics mutable)
   c.model.temporal = "lstm"  # lstm | gru | transformer | none
   c.model.hidden_size = 64

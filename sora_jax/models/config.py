@@ -8,6 +8,8 @@ from sora_jax.errors import ConfigError
 FRAME_ENCODERS = ("seed_cnn", "resnet")
 RESNET_DEPTHS = (18, 34)
 RESNET_STEMS = ("small", "imagenet")
+FRAME_INPUTS = ("rgb", "rgb+diff")
+FRAME_POOLS = ("mean", "flatten")
 NORMS = ("none", "group", "batch")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls")
@@ -42,6 +44,9 @@ def validate(config) -> None:
     raise ConfigError(f"config.model.resnet_depth={depth!r} is not supported; choose one of {RESNET_DEPTHS}")
   if "resnet_stem" in config.model:
     check_choice(config, "model.resnet_stem", RESNET_STEMS)
+  for field, choices in (("frame_input", FRAME_INPUTS), ("frame_pool", FRAME_POOLS)):
+    if field in config.model:  # absent in configs written before these options: the old behaviour
+      check_choice(config, f"model.{field}", choices)
   check_choice(config, "model.norm", NORMS)
   temporal = check_choice(config, "model.temporal", TEMPORAL)
   hidden = check_int(config, "model.hidden_size", minimum=1)

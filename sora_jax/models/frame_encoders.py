@@ -93,6 +93,17 @@ class Norm(nn.Module):
     raise ValueError(f"unknown norm {self.kind!r}")
 
 
+def spatial_pool(x, kind: str):
+  """[N, h, w, C] -> [N, D]. 'mean' (global average, the reference design) keeps what is in the frame
+  but not where; 'flatten' keeps the final grid (D = h*w*C), so the temporal model can see an object
+  move, at the price of parameters tied to the frame size."""
+  if kind == "mean":
+    return jnp.mean(x, axis=(1, 2))
+  if kind == "flatten":
+    return x.reshape(x.shape[0], -1)
+  raise ValueError(f"unknown frame pool {kind!r}")
+
+
 def max_pool2x2(x):
   """2x2 stride-2 max-pool as reshape + max: its gradient is a mask, not XLA's slow select-and-scatter.
   Odd sizes are cropped (PyTorch's MaxPool2d(2) floor mode). [N, H, W, C] -> [N, H//2, W//2, C]."""
@@ -111,6 +122,7 @@ class SeedCNN(nn.Module):
   width: float = 1.0
   channels: Sequence[int] = (64, 128, 256)
   norm: str = "none"
+  pool: str = "mean"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -120,7 +132,7 @@ class SeedCNN(nn.Module):
       x = Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)
       x = nn.relu(x)
       x = max_pool2x2(x)
-    return jnp.mean(x, axis=(1, 2))
+    return spatial_pool(x, self.pool)
 
 
 class BasicBlock(nn.Module):
@@ -157,6 +169,7 @@ class ResNet2D(nn.Module):
   width: float = 1.0
   norm: str = "none"
   stem: str = "small"
+  pool: str = "mean"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -176,14 +189,14 @@ class ResNet2D(nn.Module):
       for b in range(n):
         strides = 2 if stage > 0 and b == 0 else 1
         x = BasicBlock(c, strides, self.norm, self.dtype, name=f"stage{stage}_block{b}")(x, train)
-    return jnp.mean(x, axis=(1, 2))
+    return spatial_pool(x, self.pool)
 
 
 def make_frame_encoder(m, dtype) -> nn.Module:
   """Frame encoder named by `config.model.frame_encoder`."""
   if m.frame_encoder == "seed_cnn":
-    return SeedCNN(width=m.width, norm=m.norm, dtype=dtype, name="frame_encoder")
+    return SeedCNN(width=m.width, norm=m.norm, pool=m.get("frame_pool", "mean"), dtype=dtype, name="frame_encoder")
   if m.frame_encoder == "resnet":
     return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.get("resnet_stem", "small"),
-                    dtype=dtype, name="frame_encoder")
+                    pool=m.get("frame_pool", "mean"), dtype=dtype, name="frame_encoder")
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

@@ -33,6 +33,13 @@ def normalize_frames(video, mean, std, dtype):
   return x.astype(dtype)
 
 
+def with_frame_differences(x):
+  """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame with its difference from the previous one (zero
+  for the first), so a per-frame encoder sees local motion (TSN's RGB difference)."""
+  diff = jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], axis=1)
+  return jnp.concatenate([x, diff], axis=-1)
+
+
 class VideoEncoder(nn.Module):
   """video [B, T, H, W, 3] (uint8 or float in [0, 1]) -> dict of outputs (see `__call__`).
 
@@ -52,6 +59,9 @@ class VideoEncoder(nn.Module):
     dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
     b, t, h, w, c = video.shape
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
+    if m.get("frame_input", "rgb") == "rgb+diff":
+      x = with_frame_differences(x)
+      c = x.shape[-1]
     feats = make_frame_encoder(m, dtype)(x.reshape(b * t, h, w, c), train)  # time folded into batch
     frames = feats.reshape(b, t, feats.shape[-1])
     sequence, pooled = make_temporal(m, dtype, self.unroll)(frames)

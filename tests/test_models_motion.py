@@ -1,0 +1,71 @@
+"""The options that let a per-frame encoder see motion: `model.frame_input` and `model.frame_pool`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sora_jax.config import validate
+from sora_jax.errors import ConfigError
+from sora_jax.models import build_encoder, init_variables
+from sora_jax.models.frame_encoders import make_frame_encoder
+from test_models import B, S, T, fast_jit, tiny, video
+
+
+def frames_fn(c):
+  model = build_encoder(c)
+  return fast_jit(lambda v, x: model.apply(v, x)["frames"])
+
+
+def static_video(seed=0):
+  one = np.random.default_rng(seed).integers(0, 256, (B, 1, S, S, 3), dtype=np.uint8)
+  return np.repeat(one, T, axis=1)
+
+
+def test_frame_differences_feed_the_first_conv_and_only_matter_when_frames_change():
+  c = tiny(frame_input="rgb+diff")
+  v = init_variables(c, jax.random.PRNGKey(0))
+  kernel = v["params"]["frame_encoder"]["conv0"]["kernel"]
+  assert kernel.shape[2] == 6  # RGB + its difference from the previous frame
+  bumped = jax.tree_util.tree_map(lambda a: a, v)
+  bumped["params"]["frame_encoder"]["conv0"]["kernel"] = kernel.at[:, :, 3:].add(0.5)
+  f = frames_fn(c)
+  still, moving = static_video(), video()
+  np.testing.assert_allclose(f(v, still), f(bumped, still), rtol=1e-5, atol=1e-6)
+  # The first frame has no predecessor: its difference is zero, so it ignores those weights too.
+  np.testing.assert_allclose(f(v, moving)[:, 0], f(bumped, moving)[:, 0], rtol=1e-5, atol=1e-6)
+  assert np.abs(f(v, moving)[:, 1:] - f(bumped, moving)[:, 1:]).max() > 1e-3
+
+
+def test_rgb_input_keeps_three_channels():
+  v = init_variables(tiny(), jax.random.PRNGKey(0))
+  assert v["params"]["frame_encoder"]["conv0"]["kernel"].shape[2] == 3
+
+
+@pytest.mark.parametrize("frame_encoder", ["seed_cnn", "resnet"])
+def test_flatten_keeps_the_grid_whose_average_is_the_mean_pool(frame_encoder):
+  mean_m, flat_m = (tiny(frame_encoder=frame_encoder, frame_pool=p).model for p in ("mean", "flatten"))
+  images = jnp.asarray(video().reshape(B * T, S, S, 3), jnp.float32) / 255.0
+  params = make_frame_encoder(mean_m, jnp.float32).init(jax.random.PRNGKey(1), images)
+  mean_f = make_frame_encoder(mean_m, jnp.float32).apply(params, images)
+  flat_f = make_frame_encoder(flat_m, jnp.float32).apply(params, images)  # same parameters for both pools
+  d = mean_f.shape[-1]
+  grid = (S // 8) ** 2  # seed_cnn: three 2x pools; resnet (small stem): three stride-2 stages
+  assert flat_f.shape == (B * T, grid * d)
+  cells = flat_f.reshape(B * T, grid, d)
+  np.testing.assert_allclose(cells.mean(axis=1), mean_f, rtol=1e-5, atol=1e-6)
+  assert float(cells.std(axis=1).max()) > 1e-3  # the cells differ: where things are is kept
+
+
+def test_flatten_feeds_the_temporal_model_the_whole_grid():
+  c = tiny(frame_pool="flatten")
+  out = build_encoder(c).apply(init_variables(c, jax.random.PRNGKey(0)), video())
+  assert out["frames"].shape == (B, T, (S // 8) ** 2 * 32)  # width 0.125: 256 * 0.125 channels at the end
+
+
+@pytest.mark.parametrize("field,value", [("frame_input", "diff"), ("frame_pool", "max")])
+def test_bad_frame_options_name_the_field_and_the_choices(field, value):
+  c = tiny()
+  c.model[field] = value
+  with pytest.raises(ConfigError, match=rf"config\.model\.{field}=.*{value}"):
+    validate(c)
