@@ -78,12 +78,18 @@ def _batch(config):
           "label": np.zeros(config.train.batch_size, np.int32)}
 
 
+def torch_twin_fits(config) -> bool:
+  m = config.model
+  return (m.frame_encoder, m.temporal, m.norm, m.get("frame_input", "rgb"), m.get("frame_pool", "mean")) == (
+      "seed_cnn", "lstm", "none", "rgb", "mean")
+
+
 def torch_step(config, steps: int) -> dict:
   """The same encoder (seed CNN per frame -> LSTM -> MLP head), NT-Xent and AdamW in PyTorch."""
   import torch
   from torch import nn
   m, c = config.model, config.data
-  assert m.frame_encoder == "seed_cnn" and m.temporal == "lstm" and m.norm == "none", "torch twin: seed_cnn+lstm"
+  assert torch_twin_fits(config), "torch twin: rgb frames -> seed_cnn (mean pool, no norm) -> lstm"
 
   class Net(nn.Module):
     def __init__(self):
@@ -173,7 +179,7 @@ def main():
     r["clips_per_s"] = config.train.batch_size / r["step_s"]
     r["gflops_per_s"] = r["flops"] / r["step_s"] / 1e9
     r["mfu"] = r["gflops_per_s"] / peak
-    if not args.skip_torch:
+    if not args.skip_torch and torch_twin_fits(config):  # else the table shows nan for torch
       t = torch_step(config, args.steps)
       r["torch"] = dict(t, clips_per_s=config.train.batch_size / t["step_s"])
       r["jax_speedup_vs_torch"] = t["step_s"] / r["step_s"]

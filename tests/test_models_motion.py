@@ -38,7 +38,7 @@ def test_frame_differences_feed_the_first_conv_and_only_matter_when_frames_chang
 
 
 def test_rgb_input_keeps_three_channels():
-  v = init_variables(tiny(), jax.random.PRNGKey(0))
+  v = init_variables(tiny(frame_input="rgb"), jax.random.PRNGKey(0))
   assert v["params"]["frame_encoder"]["conv0"]["kernel"].shape[2] == 3
 
 
