@@ -61,8 +61,7 @@ class VideoEncoder(nn.Module):
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
     if m.get("frame_input", "rgb") == "rgb+diff":
       x = with_frame_differences(x)
-      c = x.shape[-1]
-    feats = make_frame_encoder(m, dtype)(x.reshape(b * t, h, w, c), train)  # time folded into batch
+    feats = make_frame_encoder(m, dtype)(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
     frames = feats.reshape(b, t, feats.shape[-1])
     sequence, pooled = make_temporal(m, dtype, self.unroll)(frames)
     chex.assert_shape(sequence, (b, t, None))
