@@ -1,9 +1,11 @@
 """Built-in datasets `moving_shapes` and `moving_digits`, generated offline from (seed, index).
 
-Each video shows one object moving in one of 4 directions over a textured background with
-distractors. Motion wraps around the frame edges, so the object's position in any single frame is
-uniform whatever the direction: the motion label is only visible across frames. Nuisances:
-object colour and size (radius S/6..S/4), speed (1 or 2 px/frame), start position; a muted
+Each video shows one object moving in a straight line in one of 4 directions over a textured
+background with distractors. The object stays whole inside the frame for the whole video (v3 wrapped
+it around the edges, splitting it in two in most frames, which hid its shape), and its position in a
+single frame has the same distribution whatever the direction (the still coordinate is drawn like a
+moving one at a random time): the motion label is only visible across frames. Nuisances:
+object colour and size (radius S/6..S/4), speed (0.5 or 1 px/frame at 40 px), start position; a muted
 background with a faint grating and noise, and 0-2 small distractor blobs, both redrawn every
 frame, so that nothing but the object persists through a video (else contrastive learning
 matches views by a background or distractor signature instead of by the object).
@@ -67,7 +69,7 @@ def _digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _paste(video: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, colour: np.ndarray) -> None:
   """Blends `colour` with coverage `alpha` [h, w] centred at (ys[t], xs[t]) into float video [T, S, S, 3],
-  wrapping around the edges, all frames at once."""
+  all frames at once (wrapping around the edges where it would cross them)."""
   t_len, s = video.shape[:2]
   h, w = alpha.shape
   rows = (np.round(ys).astype(np.int64)[:, None] + np.arange(h) - h // 2) % s  # [T, h]
@@ -106,6 +108,22 @@ def _distractors(rng: np.random.Generator, video: np.ndarray) -> None:
       _paste(video[t:t + 1], alpha, y, x, rng.uniform(60, 200, size=3).astype(np.float32))
 
 
+def _trajectory(rng: np.random.Generator, direction: int, step: float, h: int, s: int, t: np.ndarray):
+  """Centres (ys, xs) [T] of an object h px wide moving `step` px per frame that stays whole inside
+  the frame. Along the motion the start is uniform over the starts that keep it inside; the still
+  coordinate is drawn as a moving one seen at a random time, so a single frame's position has one
+  distribution for all directions."""
+  lo, hi = h // 2, s - (h - h // 2)  # centre range that keeps all h rows inside [0, s)
+  travel = step * (len(t) - 1)
+  if hi - lo < travel:
+    raise ValueError(f"an object of {h} px moving {travel:.1f} px does not fit in {s} px frames")
+  start = rng.uniform(lo, hi - travel, size=2)
+  dy, dx = _DIR_VEC[direction]
+  moving = start[0] + step * t if (dy + dx) > 0 else hi - (start[0] - lo) - step * t
+  still = np.full_like(t, start[1] + rng.uniform(0, travel))
+  return (moving, still) if dy != 0 else (still, moving)
+
+
 def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int = 40, clean: bool = False) -> dict:
   """One video and its labels, a pure function of (kind, split, index): uint8 [L, S, S, 3] + labels.
 
@@ -121,8 +139,7 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   speed = int(rng.integers(0, 2))
   colour_id = int(rng.integers(0, len(_COLOUR_NAMES)))
   colour = np.clip(_COLOUR_RGB[colour_id] + rng.normal(0, 12, size=3), 0, 255).astype(np.float32)
-  y0, x0 = rng.uniform(0, s, size=2)
-  dy, dx = _DIR_VEC[direction] * (1 + speed) * (s / 40.0)
+  step = 0.5 * (1 + speed) * (s / 40.0)  # px per frame
   if kind == "moving_shapes":
     label = int(rng.integers(0, len(SHAPES)))
     alpha = _shape_alpha(SHAPES[label], int(rng.integers(max(3, s // 6), max(4, s // 4) + 1)))
@@ -130,11 +147,12 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   else:
     images, labels = _digit_images(split)
     j = int(rng.integers(0, len(labels)))
-    scale = int(rng.integers(2, 4 + (s >= 48)))  # 16-24 px digits at 40 px
+    scale = max(1, int(rng.integers(2, 4)) * s // 40)  # 16 or 24 px digits at 40 px
     alpha = np.kron(images[j], np.ones((scale, scale), np.float32))
     label = int(labels[j])
     name = f"digit {label}"
-  _paste(video, alpha, y0 + dy * t, x0 + dx * t, colour)
+  ys, xs = _trajectory(rng, direction, step, alpha.shape[0], s, t)
+  _paste(video, alpha, ys, xs, colour)
   caption = f"a {_COLOUR_NAMES[colour_id]} {name} moves {DIRECTIONS[direction]}, {SPEEDS[speed]}"
   return {"video": np.clip(np.round(video), 0, 255).astype(np.uint8), "label": label,
           "motion_label": direction, "caption": caption}
@@ -180,8 +198,9 @@ def _builders():
   ]
 
   class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("3.0.0")
-    RELEASE_NOTES = {"3.0.0": "Background grating and distractors redrawn every frame: only the object persists.",
+    VERSION = tfds.core.Version("4.0.0")
+    RELEASE_NOTES = {"4.0.0": "Objects stay whole inside the frame (no wrap-around), speeds 0.5 and 1 px/frame.",
+                     "3.0.0": "Background grating and distractors redrawn every frame: only the object persists.",
                      "2.0.0": "Larger objects; a few shared low-contrast backgrounds redrawn per frame.",
                      "1.0.0": "Initial release."}
     BUILDER_CONFIGS = configs
