@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.augment = ml_collections.ConfigDict()
-  c.data.augment.crop_scale = (0.7, 1.0)  # smaller crops often cut the (wrapping) object out
+  c.data.augment.crop_scale = (0.7, 1.0)  # smaller crops often cut the object out
   # Horizontal flips swap left and right motion; drawn per view, they teach InfoNCE to ignore the
   # direction of motion. Leave them off wherever direction matters.
   c.data.augment.flip_prob = 0.0
@@ -119,6 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.max_examples = 0  # cap on embedded train clips; 0 = all
   c.eval.finetune_epochs = 1  # 0 = no fine-tuning
   c.eval.finetune_learning_rate = 1e-3
+  c.eval.finetune_head_learning_rate = 1e-2  # the new classifier head learns 10x faster than the encoder
   c.eval.supervised_steps = 300  # steps of the supervised baseline; 0 = configs/supervised.py's
   c.eval.quick_examples = 256  # clips per side of the quick kNN eval during training
   c.eval.projection = "pca"  # pca | tsne (2-D plot of the test embeddings)

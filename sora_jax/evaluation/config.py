@@ -46,8 +46,9 @@ def validate(config) -> None:
     check_float(config, "eval.val_fraction", minimum=0.0, maximum=0.9, exclusive_minimum=True)
   if "finetune_epochs" in config.eval:
     check_int(config, "eval.finetune_epochs", minimum=0)
-  if "finetune_learning_rate" in config.eval:
-    check_float(config, "eval.finetune_learning_rate", minimum=0.0, exclusive_minimum=True)
+  for name in ("finetune_learning_rate", "finetune_head_learning_rate"):
+    if name in config.eval:
+      check_float(config, f"eval.{name}", minimum=0.0, exclusive_minimum=True)
   if "supervised_steps" in config.eval:
     check_int(config, "eval.supervised_steps", minimum=0)
   if "quick_examples" in config.eval:

@@ -109,9 +109,13 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
 
   epochs = int(suite.eval_option(config, "finetune_epochs", 0))
   if epochs and info.get("num_classes", 0) > 1:
-    log.info("fine-tuning the self-supervised encoder for %d epochs", epochs)
-    results["ssl"]["finetune"] = ft.finetune(config, variables, info, epochs=epochs, progress=progress,
-                                             learning_rate=float(suite.eval_option(config, "finetune_learning_rate", 1e-3)))
+    lr = float(suite.eval_option(config, "finetune_learning_rate", 1e-3))
+    head_lr = float(suite.eval_option(config, "finetune_head_learning_rate", 10 * lr))
+    for name in ("ssl", "random"):  # random init, same budget: what the pretraining is worth
+      if name in models:
+        log.info("fine-tuning the %s encoder for %d epochs", TITLES[name], epochs)
+        results[name]["finetune"] = ft.finetune(config, models[name][1], info, epochs=epochs, progress=progress,
+                                                learning_rate=lr, head_learning_rate=head_lr)
 
   rep = {
       "workdir": str(workdir), "checkpoint_step": ckpt_step, "config": config.to_dict(),
@@ -180,7 +184,9 @@ def _protocol(config, info, epochs) -> dict:
       "temporal": "motion = the same protocols on the motion labels; shuffled = frames of every clip permuted "
                   "(seeded) before embedding, for train and test",
       "finetune": (f"encoder + linear classifier, cross-entropy, {epochs} epoch(s) of {train_split}, AdamW with a "
-                   f"cosine schedule, one augmented view per clip" if epochs else "off"),
+                   f"cosine schedule from lr {suite.eval_option(config, 'finetune_learning_rate', 1e-3)} (new head: "
+                   f"{suite.eval_option(config, 'finetune_head_learning_rate', 'x10')}), one augmented view per clip; "
+                   "the same for the self-supervised and the random-init encoder" if epochs else "off"),
   }
 
 
