@@ -31,8 +31,8 @@ def merge_params(target, source):
 
 def optimizer(params, steps: int, learning_rate: float, head_learning_rate: float):
   """AdamW with a cosine schedule; the new classifier head gets its own (larger) rate: at the
-  encoder's rate it barely moves in an epoch or two, and its random logits would push the
-  pretrained features around instead (fine-tuning then scores below the linear probe)."""
+  encoder's rate it barely moves in an epoch or two, and its random logits push the pretrained
+  features around instead (1 epoch on moving_shapes: 63.5% at one rate, 67.8% with the head at 10x)."""
   import optax
   from flax import traverse_util
 
