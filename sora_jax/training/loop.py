@@ -125,7 +125,7 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   from sora_jax.config import to_json, validate
   from sora_jax.data.pipeline import TrainInput
   from sora_jax.models import build_encoder
-  from sora_jax.parallel import distributed, inflight, mesh as mesh_lib
+  from sora_jax.parallel import distributed, mesh as mesh_lib
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
   from sora_jax.training.step import device_batch, jit_train_step
@@ -166,7 +166,6 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   window: list[dict] = []
   t_window, n_window = time.perf_counter(), 0
   bar = _progress(tc.num_steps, start)
-  wait_each_step = inflight.wait_each_launch(mesh)
   try:
     with _Preemption() as preempt:
       step = start
@@ -179,8 +178,8 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
           step_fn = step_fn.lower(state, global_batch).compile()  # every process compiles, then all meet
           distributed.barrier(f"sora_jax_first_step_{start}")
         state, metrics = step_fn(state, global_batch)
-        if wait_each_step:
-          jax.block_until_ready(state)
+        # Waits for the whole launch (its outputs are ready together), so on CPU meshes no second
+        # launch is in flight before this one ends (see sora_jax/parallel/inflight.py).
         metrics = jax.device_get(metrics)
         step += 1
         if not metrics.pop("finite"):
