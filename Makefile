@@ -3,9 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
-CONFIG ?= configs/default.py
+CONFIG ?= default
 
-.PHONY: venv train eval test bench clean
+.PHONY: venv train eval test bench clean readme-config
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,9 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) runs
+
+# Rewrites README's config reference from the schema (tests/test_config.py checks it is current).
+readme-config: venv
+	$(PY) -c "import re, pathlib; from sora_jax.config import reference; p = pathlib.Path('README.md'); \
+	b, e = '<!-- config-reference:begin (make readme-config rewrites this block) -->', '<!-- config-reference:end -->'; \
+	s = p.read_text(); i, j = s.index(b) + len(b), s.index(e); p.write_text(s[:i] + '\n' + reference() + '\n' + s[j:])"

@@ -61,7 +61,7 @@ def _unit_rows(rng, n, d, chunk=131072, centers=None, noise=0.0):
 
 def bench_size(n, args, rng):
   import faiss
-  from sora_jax.apps import search
+  from sora_jax.parallel import topk as search
 
   d, k = args.dim, args.k
   centers = _unit_rows(rng, args.clusters, d) if args.clusters else None

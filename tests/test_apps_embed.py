@@ -118,8 +118,8 @@ def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, ca
     assert page.count("data:image/png;base64,") == 4 and query in page
     # Through the Python API, by indexed path and by id: the same first hit.
     ix = apps.Index.load(out)
-    assert ix.search(query, k=2)[0][0]["path"] == query
-    assert ix.search(str(ix.items[ix.row_of(query)]["id"]), k=2)[0][0]["path"] == query
+    assert apps.search_index(ix, query, k=2)[0][0]["path"] == query
+    assert apps.search_index(ix, str(ix.items[ix.row_of(query)]["id"]), k=2)[0][0]["path"] == query
   finally:
     (videos / "corrupt.mp4").unlink(missing_ok=True)
 

@@ -8,6 +8,7 @@ import pytest
 
 from sora_jax.apps import html
 from sora_jax.apps.index import Index
+from sora_jax.apps.search import search_index
 from sora_jax.errors import DataError
 
 
@@ -27,7 +28,7 @@ def test_append_reload_and_search_finds_itself(tmp_path):
   np.testing.assert_array_equal(idx.labels, [1] * 20 + [2] * 10)
   np.testing.assert_allclose(np.linalg.norm(idx.embeddings(), axis=1), 1.0, atol=1e-6)
   assert idx.row_of("/v/25.mp4") == 25 and idx.row_of("12") == 12 and idx.row_of("/v/none.mp4") is None
-  hits = idx.search(x[[3, 27]], k=4)
+  hits = search_index(idx, x[[3, 27]], k=4)
   assert [h[0]["row"] for h in hits] == [3, 27]
   assert hits[1][0]["path"] == "/v/27.mp4" and hits[1][0]["score"] == pytest.approx(1.0, abs=1e-5)
   assert [h["rank"] for h in hits[0]] == [1, 2, 3, 4]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sora_jax.apps import search
+from sora_jax.parallel import topk
 from sora_jax.errors import DataError
 
 
@@ -25,8 +26,8 @@ def _one_device_mesh():
 
 def test_exact_equals_numpy_brute_force(data):
   x, q = data
-  want_s, want_r = search.brute_force(q, x, 10)
-  got_s, got_r = search.exact_search(q, x, 10)
+  want_s, want_r = topk.brute_force(q, x, 10)
+  got_s, got_r = topk.exact_search(q, x, 10)
   np.testing.assert_array_equal(got_r, want_r)
   np.testing.assert_allclose(got_s, want_s, atol=1e-5)
   assert np.all(np.diff(got_s, axis=1) <= 0)
@@ -35,8 +36,8 @@ def test_exact_equals_numpy_brute_force(data):
 def test_sharded_equals_single_device(data):
   x, q = data
   assert len(jax.devices()) == 8
-  one_s, one_r = search.exact_search(q, x, 7, block_size=300, mesh=_one_device_mesh())
-  all_s, all_r = search.exact_search(q, x, 7, block_size=300, mesh=search.default_mesh())
+  one_s, one_r = topk.exact_search(q, x, 7, block_size=300, mesh=_one_device_mesh())
+  all_s, all_r = topk.exact_search(q, x, 7, block_size=300, mesh=topk.default_mesh())
   np.testing.assert_array_equal(all_r, one_r)
   np.testing.assert_allclose(all_s, one_s, atol=1e-6)
 
@@ -44,9 +45,9 @@ def test_sharded_equals_single_device(data):
 def test_streamed_blocks_over_shards_equal_all_at_once(data):
   x, q = data
   shards = [x[:100], x[100:101], x[101:700], x[700:]]  # blocks span shard boundaries
-  whole_s, whole_r = search.exact_search(q, x, 12, block_size=4096)
+  whole_s, whole_r = topk.exact_search(q, x, 12, block_size=4096)
   for block in (16, 64, 333):
-    s, r = search.exact_search(q, shards, 12, block_size=block, query_batch=4)
+    s, r = topk.exact_search(q, shards, 12, block_size=block, query_batch=4)
     np.testing.assert_array_equal(r, whole_r)
     np.testing.assert_allclose(s, whole_s, atol=1e-6)
 
@@ -55,25 +56,25 @@ def test_memory_mapped_float16_index(data, tmp_path):
   x, q = data
   np.save(tmp_path / "e.npy", x.astype(np.float16))
   mm = np.load(tmp_path / "e.npy", mmap_mode="r")
-  want_s, want_r = search.brute_force(q, mm.astype(np.float32), 5)
-  s, r = search.exact_search(q, mm, 5, block_size=128)
+  want_s, want_r = topk.brute_force(q, mm.astype(np.float32), 5)
+  s, r = topk.exact_search(q, mm, 5, block_size=128)
   np.testing.assert_array_equal(r, want_r)
   np.testing.assert_allclose(s, want_s, atol=1e-5)
 
 
 def test_k_larger_than_index_and_bad_inputs(data):
   x, q = data
-  s, r = search.exact_search(q, x[:5], 50)
+  s, r = topk.exact_search(q, x[:5], 50)
   assert r.shape == (9, 5) and sorted(r[0].tolist()) == list(range(5))
   with pytest.raises(DataError, match="k=0"):
-    search.exact_search(q, x, 0)
+    topk.exact_search(q, x, 0)
   with pytest.raises(DataError, match="query dim"):
-    search.exact_search(q[:, :8], x, 3)
+    topk.exact_search(q[:, :8], x, 3)
 
 
 def test_ivf_probing_every_cell_is_exact_and_recall_reported(data):
   x, q = data
-  _, exact_r = search.brute_force(q, x, 10)
+  _, exact_r = topk.brute_force(q, x, 10)
   ivf = search.IVFIndex.build(x, nlist=8, nprobe=8)
   _, r = ivf.search(q, 10)
   assert search.recall_at_k(r, exact_r) == 1.0
@@ -84,12 +85,12 @@ def test_ivf_probing_every_cell_is_exact_and_recall_reported(data):
 
 def test_resident_blocks_equal_streamed(data):
   x, q = data
-  resident = search.ExactSearch([x[:500], x[500:]], block_size=256)
-  streamed = search.ExactSearch([x[:500], x[500:]], block_size=256, device_budget=0)
+  resident = topk.ExactSearch([x[:500], x[500:]], block_size=256)
+  streamed = topk.ExactSearch([x[:500], x[500:]], block_size=256, device_budget=0)
   assert resident.resident is not None and streamed.resident is None
   for searcher in (resident, streamed):
     s, r = searcher.search(q, 6, query_batch=5)
-    want_s, want_r = search.brute_force(q, x, 6)
+    want_s, want_r = topk.brute_force(q, x, 6)
     np.testing.assert_array_equal(r, want_r)
     np.testing.assert_allclose(s, want_s, atol=1e-5)
 
@@ -97,5 +98,5 @@ def test_resident_blocks_equal_streamed(data):
 def test_cpu_mesh_waits_for_each_launch():
   # XLA:CPU can deadlock with several collective launches in flight (parallel/inflight.py).
   from sora_jax.parallel import inflight
-  assert inflight.wait_each_launch(search.default_mesh())
+  assert inflight.wait_each_launch(topk.default_mesh())
   assert not inflight.wait_each_launch(_one_device_mesh())

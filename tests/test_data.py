@@ -1,17 +1,11 @@
 """Data pipeline on the built-in `moving_shapes/small`: determinism, consistency, hosts, resume."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
+from sora_jax.config import validate
+from sora_jax.configs import default as _default
 from sora_jax.errors import ConfigError
-
-_spec = importlib.util.spec_from_file_location(
-    "_default_config", pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
-_default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_default)
 
 
 def small_config(data_dir, **data):
@@ -33,28 +27,27 @@ def take(it, n):
 
 
 def test_bad_config_raises_config_error():
-  from sora_jax.data import config as data_config
-  data_config.validate(_default.get_config())
+  validate(_default.get_config())
   for field, value in [("name", "moving_squares"), ("num_frames", 0), ("view_gap", "gaussian"),
                        ("stride", 1.5), ("num_parallel_calls", 0), ("name", "tfrecord:")]:
     c = _default.get_config()
     with c.ignore_type():
       c.data[field] = value
     with pytest.raises(ConfigError, match=field if field != "name" else "name"):
-      data_config.validate(c)
+      validate(c)
   c = _default.get_config()
   c.data.augment.crop_scale = (0.9, 0.2)
   with pytest.raises(ConfigError, match="crop_scale"):
-    data_config.validate(c)
+    validate(c)
   c = _default.get_config()
   c.data.augment.flip_prob = 1.5
   with pytest.raises(ConfigError, match="flip_prob"):
-    data_config.validate(c)
+    validate(c)
   for bad in ((0.2, 0.3), (0.2, 0.3, 0.8, 0.9), (0.2, -0.1, 0.8, 0.5)):
     c = _default.get_config()
     c.data.augment.color_jitter = bad
     with pytest.raises(ConfigError, match="color_jitter"):
-      data_config.validate(c)
+      validate(c)
 
 
 def test_color_jitter_magnitudes_override_the_strength():

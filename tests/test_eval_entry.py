@@ -33,13 +33,14 @@ def trained(tmp_path_factory):
 
 def test_eval_report_from_other_mesh(trained, capsys):
   import jax
-  from sora_jax.evaluation import entry
+  from sora_jax import cli
+  from sora_jax.evaluation import run
   from sora_jax.training.checkpoint import load_for_inference
   config, workdir = trained
   assert jax.device_count() == 8 and config.mesh.data == 2
-  with pytest.raises(ConfigError, match="only eval"):
-    entry.main(workdir, progress=False, overrides=("model.width=2",))
-  assert entry.main(workdir, progress=False, overrides=("eval.knn_k=5",)) == 0
+  with pytest.raises(ConfigError, match="only --config.eval"):
+    run.evaluate(workdir, progress=False, overrides=("model.width=2",))
+  assert cli.main(["eval", "--workdir", str(workdir), "--no-progress", "--config.eval.knn_k=5"]) == 0
   out = workdir / "eval"
   rep = json.loads((out / "report.json").read_text())
   assert rep["checkpoint_step"] == 1 and rep["config"]["mesh"]["data"] == 2 and rep["config"]["eval"]["knn_k"] == 5
@@ -80,9 +81,9 @@ def test_quick_eval_hook(trained):
 
 
 def test_missing_checkpoint_and_empty_split(tmp_path, trained):
-  from sora_jax.evaluation import embed, entry
+  from sora_jax.evaluation import embed, run
   with pytest.raises(CheckpointError, match=str(tmp_path / "nothing")):
-    entry.main(tmp_path / "nothing", progress=False)
+    run.evaluate(tmp_path / "nothing", progress=False)
   # A prepared dataset whose test split holds no videos.
   root = tmp_path / "prepared"
   root.mkdir()

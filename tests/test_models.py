@@ -13,7 +13,7 @@ import pathlib
 
 from sora_jax.config import load_config
 from sora_jax.models import build_encoder, init_variables
-from sora_jax.models.config import POOLING, TEMPORAL
+from sora_jax.config.schema import POOLING, TEMPORAL
 
 B, T, S = 2, 4, 16
 # Compile time dominates these tiny tests; LLVM optimisation does not change what they check.

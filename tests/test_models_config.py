@@ -9,7 +9,7 @@ import pytest
 from sora_jax.config import load_config
 from sora_jax.errors import ConfigError, DataError
 from sora_jax.models import build_encoder, init_variables
-from sora_jax.models.config import validate
+from sora_jax.config import validate
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -77,7 +77,8 @@ def test_model_summary_lists_modules_and_totals_on_the_last_line(capsys):
   from sora_jax.cli import main
   overrides = ["model.width=0.125", "model.hidden_size=8", "model.embed_dim=8", "data.frame_size=16",
                "data.num_frames=4"]
-  assert main(["model-summary", "--config", str(CONFIGS / "default.py"), "--no-module-flops", *overrides]) == 0
+  assert main(["model-summary", "--config", str(CONFIGS / "default.py"), "--no-module-flops",
+               *(f"--config.{o}" for o in overrides)]) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert any(line.startswith("frame_encoder/conv1") for line in lines)
   total = lines[-1].split()

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sora_jax.config import load_config
+from sora_jax.config import load_config, to_dict
 from sora_jax.errors import ConfigError
 from sora_jax.training import checkpoint as ckpt
 from sora_jax.training.loop import DivergedError, train
@@ -204,7 +204,7 @@ def _abstract_kill_state():
 def test_bad_config_one_line_error_before_compile(override, message, tmp_path, capsys):
   from sora_jax import cli
   code = cli.main(["train", "--config", str(ROOT / "configs/default.py"), "--workdir", str(tmp_path),
-                   "mesh.data=8", override])
+                   "--config.mesh.data=8", f"--config.{override}"])
   err = capsys.readouterr().err.strip()
   assert code == 1 and message in err and len(err.splitlines()) == 1
   assert not (tmp_path / "checkpoints").exists()
@@ -227,14 +227,14 @@ _WORKER = textwrap.dedent("""
     from sora_jax.training import checkpoint as ckpt
     from sora_jax.training.loop import train
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
-    state = train(ckpt.config_from_json(json.load(open(config_path))), workdir)
+    state = train(ckpt.saved_config(json.load(open(config_path))), workdir)
     print("final step", int(state.step))
 """)
 
 
 def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
   workdir, params, _ = straight
-  (tmp_path / "config.json").write_text(json.dumps(ckpt.config_to_json(tiny_config(data_dir))))
+  (tmp_path / "config.json").write_text(json.dumps(to_dict(tiny_config(data_dir))))
   (tmp_path / "worker.py").write_text(_WORKER)
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -263,13 +263,13 @@ def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, t
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   config = tiny_config(data_dir, train__num_steps=1000, train__checkpoint_every=0)
-  (tmp_path / "config.json").write_text(json.dumps(ckpt.config_to_json(config)))
+  (tmp_path / "config.json").write_text(json.dumps(to_dict(config)))
   script = tmp_path / "run.py"
   script.write_text(textwrap.dedent("""
       import json, sys
       from sora_jax.training import checkpoint as ckpt
       from sora_jax.training.loop import train
-      state = train(ckpt.config_from_json(json.load(open(sys.argv[1]))), sys.argv[2])
+      state = train(ckpt.saved_config(json.load(open(sys.argv[1]))), sys.argv[2])
       print("returned at step", int(state.step))
   """))
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}

@@ -18,17 +18,24 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+import jax
 import numpy as np
+from tqdm import tqdm
 
+from sora_jax.apps.index import Index
+from sora_jax.config import to_dict
+from sora_jax.data import pipeline
+from sora_jax.data.video_io import VIDEO_EXTENSIONS, clips_from_frames, decode_video
 from sora_jax.errors import CheckpointError, DataError
+from sora_jax.evaluation import embed as eval_embed
+from sora_jax.training.checkpoint import checkpoint_dir, load_for_inference
 
 DATASET_PREFIX = "dataset:"
 
 
 def config_hash(config, num_clips: int) -> str:
   """Identifies the embedding function: the run's resolved config plus the clip sampling."""
-  from sora_jax.training.checkpoint import config_to_json
-  blob = json.dumps({"config": config_to_json(config), "num_clips": num_clips}, sort_keys=True)
+  blob = json.dumps({"config": to_dict(config), "num_clips": num_clips}, sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -40,13 +47,10 @@ class Embedder:
 
   def __init__(self, workdir, *, step: int | None = None, num_clips: int | None = None, mesh=None,
                decode_threads: int = 2):
-    import jax
-    from sora_jax.evaluation import embed as eval_embed
-    from sora_jax.training.checkpoint import load_for_inference
 
     self.workdir = str(pathlib.Path(workdir).absolute())
     self.config, variables, self.step = load_for_inference(workdir, step)
-    self.num_clips = int(num_clips or self.config.eval.get("num_clips", 1) or 1)
+    self.num_clips = int(num_clips or self.config.eval.num_clips)
     if self.num_clips < 1:
       raise DataError(f"num_clips={num_clips} must be >= 1")
     self.mesh = mesh or eval_embed.data_mesh()
@@ -57,11 +61,10 @@ class Embedder:
 
   @property
   def has_classifier(self) -> bool:
-    return int(self.config.model.get("num_classes", 0)) > 0
+    return self.config.model.num_classes > 0
 
   def clips(self, path) -> np.ndarray:
     """One file -> uint8 [C, T, S, S, 3]; raises DataError when it cannot be decoded."""
-    from sora_jax.data.video_io import clips_from_frames, decode_video
     d = self.config.data
     frames = decode_video(path, short_side=d.frame_size)
     return clips_from_frames(frames, num_frames=d.num_frames, stride=d.stride, frame_size=d.frame_size,
@@ -69,7 +72,6 @@ class Embedder:
 
   def embed_clips(self, video: np.ndarray) -> dict[str, np.ndarray]:
     """uint8 [B, C, T, S, S, 3] -> {'embedding': [B, E], 'logits' (log-probs): [B, K] if any}."""
-    import jax
     b = len(video)
     n = -(-b // self.mesh.size) * self.mesh.size
     if n != b:
@@ -82,7 +84,6 @@ class Embedder:
 
     on_error(index, path, DataError) is called for each file that could not be decoded (default: raise).
     """
-    from tqdm import tqdm
 
     def load(i):
       try:
@@ -127,12 +128,11 @@ _CACHE: list = []
 def get_embedder(workdir, *, step: int | None = None, num_clips: int | None = None) -> Embedder:
   """An Embedder, reused within the process for the same run, checkpoint step and clip count
   (loading and compiling once: the CLI's search/predict and the Python API call this)."""
-  from sora_jax.training.checkpoint import checkpoint_dir
   ckdir = checkpoint_dir(workdir)
   steps = [int(p.name) for p in ckdir.iterdir() if p.name.isdigit()] if ckdir.is_dir() else []
   want_step = step if step is not None else (max(steps) if steps else None)
   for ckd, e in _CACHE:
-    default_clips = int(e.config.eval.get("num_clips", 1) or 1)
+    default_clips = e.config.eval.num_clips
     if ckd == ckdir and e.step == want_step and e.num_clips == (num_clips or default_clips):
       return e
   e = Embedder(workdir, step=step, num_clips=num_clips)
@@ -151,7 +151,6 @@ def list_videos(source) -> list[dict]:
   optional); `.txt`: one path per line (optionally followed by whitespace and an integer label).
   Relative paths are relative to the manifest's folder.
   """
-  from sora_jax.data.video_io import VIDEO_EXTENSIONS
   source = pathlib.Path(source)
   if source.is_dir():
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
@@ -222,12 +221,10 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   Returns an EmbedReport; the index's rows are appended every `chunk` videos, so an interrupted
   run keeps what it had embedded and the next run resumes from there.
   """
-  from sora_jax.apps.index import Index
 
   embedder = Embedder(workdir, step=step, num_clips=num_clips, mesh=mesh) if mesh else \
       get_embedder(workdir, step=step, num_clips=num_clips)
   if isinstance(videos, str) and videos.startswith(DATASET_PREFIX):
-    from sora_jax.apps.embed_dataset import embed_dataset
     return embed_dataset(embedder, videos[len(DATASET_PREFIX):], out, split=split, batch_size=batch_size,
                          dtype=dtype, progress=progress)
   records = list_videos(videos)
@@ -268,6 +265,50 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
       flush()
   flush()
   return EmbedReport(index=index, added=added, skipped=skipped, failed=failed)
+
+
+def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_size: int = 16,
+                  dtype: str = "float32", progress: bool = True):
+  """`--videos dataset:NAME`: embeds every example of `split` (default data.eval_split) of a dataset the
+  data stage knows (built-in, tfrecord:, tfds:) into the index at `out`.
+
+  Clips come from `data.pipeline.eval_batches` (as evaluation sees them); each row is keyed by
+  `dataset:NAME:SPLIT/<video_id>` so a second run skips what is already in the index.
+  """
+  config = embedder.config.copy_and_resolve_references()
+  if name:
+    config.data.name = name
+  split = split or config.data.eval_split
+  info = pipeline.dataset_info(config)
+  names = list(info.get("class_names") or [])
+  index = Index.open_or_create(out, dim=int(config.model.embed_dim), dtype=dtype, step=embedder.step,
+                               config_hash=embedder.config_hash, workdir=embedder.workdir, label_names=names or None,
+                               extra={"num_clips": embedder.num_clips})
+  _check_same_model(index, embedder, out)
+  prefix = f"dataset:{config.data.name}:{split}/"
+  total = (info.get("splits") or {}).get(split)
+  added = skipped = 0
+  bar = tqdm(total=total, unit="video", desc=f"embed {config.data.name}:{split}", disable=not progress, file=sys.stderr)
+  for batch in pipeline.eval_batches(config, split, batch_size=batch_size, num_clips=embedder.num_clips):
+    mask = np.asarray(batch["mask"], bool)
+    ids = np.asarray(batch["video_id"], np.int64)
+    new = np.array([m and not index.has_path(f"{prefix}{i}") for m, i in zip(mask, ids)], bool)
+    skipped += int(mask.sum() - new.sum())
+    bar.update(int(mask.sum()))
+    if not new.any():
+      continue
+    outs = embedder.embed_clips(np.asarray(batch["video"])[new])
+    labels = np.asarray(batch["label"])[new]
+    records = []
+    for vid, label in zip(ids[new], labels):
+      rec = {"id": int(vid), "path": f"{prefix}{vid}", "label": int(label)}
+      if 0 <= label < len(names):
+        rec["label_name"] = str(names[label])
+      records.append(rec)
+    index.append(outs["embedding"], records)
+    added += len(records)
+  bar.close()
+  return EmbedReport(index=index, added=added, skipped=skipped, failed=[])
 
 
 def summary(report: EmbedReport) -> str:

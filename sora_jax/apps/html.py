@@ -13,11 +13,11 @@ import pathlib
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 
 def frame_strip(frames: np.ndarray, *, num: int = 6, height: int = 64, fmt: str = "PNG") -> bytes:
   """Encodes `num` uniformly spaced frames of uint8 [N, H, W, 3], side by side, as PNG/JPEG bytes."""
-  from PIL import Image
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
     raise ValueError(f"frames must be [N, H, W, 3] with N > 0, got {frames.shape}")

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sora_jax.errors import DataError
+from sora_jax.linalg import l2_normalize
 
 INDEX_VERSION = 1
 _META = "index.json"
@@ -33,7 +34,7 @@ def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
 
 
 class Index:
-  """Embeddings plus per-row records; `search` runs exact (JAX) or approximate (faiss) k-NN.
+  """Embeddings plus per-row records, stored and read; `sora_jax.apps.search` searches them.
 
   Rows are L2-normalised, so inner product = cosine similarity.
   """
@@ -44,7 +45,6 @@ class Index:
     self.items = items
     self._shards: list[np.ndarray] | None = None
     self._lookup: dict | None = None
-    self._searcher = None  # (key, ExactSearch): blocks stay on the devices between searches
 
   # ---- creation and loading -------------------------------------------------------------------
 
@@ -111,8 +111,7 @@ class Index:
       raise DataError(f"{len(embeddings)} embeddings but {len(records)} records")
     if not len(embeddings):
       return
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    embeddings = embeddings / np.maximum(norms, 1e-12)
+    embeddings = l2_normalize(embeddings)
     start = self.count
     items = []
     for i, r in enumerate(records):
@@ -222,61 +221,3 @@ class Index:
 
   def has_path(self, path) -> bool:
     return self.row_of(os.path.abspath(str(path))) is not None if path is not None else False
-
-  # ---- search -------------------------------------------------------------------------------
-
-  def query_vector(self, query, *, workdir=None) -> tuple[np.ndarray, dict]:
-    """-> (embedding [E], item dict) of an indexed id or path, or of a video file embedded afresh by
-    the run that built the index (or `workdir`, which must be that same model). DataError when the
-    file cannot be decoded, CheckpointError when the run does not match."""
-    from sora_jax.errors import CheckpointError
-    row = self.row_of(query)
-    if row is not None:
-      return self.embeddings_of([row])[0], dict(self.items[row], row=row)
-    if not os.path.exists(str(query)):
-      raise DataError(f"query {str(query)!r} is neither an id or path in index {str(self.directory)!r} "
-                      "nor an existing file")
-    from sora_jax.apps.embed import get_embedder
-    workdir = workdir or self.meta.get("workdir")
-    if not workdir:
-      raise CheckpointError(f"index {str(self.directory)!r} records no run; pass --workdir RUN to embed {str(query)!r}")
-    embedder = get_embedder(workdir, step=self.step, num_clips=(self.meta.get("extra") or {}).get("num_clips"))
-    if self.config_hash and embedder.config_hash != self.config_hash:
-      raise CheckpointError(f"run {str(workdir)!r} (config {embedder.config_hash}) is not the one that built index "
-                            f"{str(self.directory)!r} (config {self.config_hash}); pass the index's --workdir")
-    return embedder.embed_file(query)["embedding"], {"path": os.path.abspath(str(query))}
-
-  def search(self, queries, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
-             mesh=None, nprobe: int = 8, workdir=None) -> list[list[dict]]:
-    """Nearest rows by cosine similarity, per query a list of k dicts (rank, score, row + the item).
-
-    queries: embeddings [Q, E] or [E], or one video file / indexed id / indexed path (then the
-    result is a one-element list, like `search(index.query_vector(q)[0])`).
-    """
-    from sora_jax.apps import search as search_lib
-    if isinstance(queries, (str, os.PathLike, int)):
-      queries = self.query_vector(queries, workdir=workdir)[0]
-    q = np.asarray(queries, np.float32)
-    if q.ndim == 1:
-      q = q[None]
-    if q.ndim != 2 or q.shape[1] != self.dim:
-      raise DataError(f"queries of shape {q.shape} do not fit index dim {self.dim}")
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    if approximate:
-      ivf = search_lib.IVFIndex.load_or_build(self, nprobe=nprobe)
-      scores, rows = ivf.search(q, k)
-    else:
-      key = (self.count, block_size, mesh)
-      if self._searcher is None or self._searcher[0] != key:
-        self._searcher = (key, search_lib.ExactSearch(self.shards(), block_size=block_size, mesh=mesh))
-      scores, rows = self._searcher[1].search(q, k)
-    results = []
-    for qs, qr in zip(scores, rows):
-      hits = []
-      for rank, (s, r) in enumerate(zip(qs, qr), 1):
-        if r < 0:
-          continue
-        hits.append(dict(self.items[int(r)], rank=rank, score=float(s), row=int(r)))
-      results.append(hits)
-    return results
-

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from sora_jax.apps.embed import get_embedder
+from sora_jax.apps.index import Index
+from sora_jax.data import pipeline
 from sora_jax.errors import CheckpointError, DataError
+from sora_jax.evaluation.probes import knn_votes
+from sora_jax.parallel.topk import exact_search
 
 
 def _class_names(config, num_classes: int) -> list[str]:
   """The dataset's class names when the data stage can tell them, else 'class i'."""
   try:
-    from sora_jax.data import pipeline
     names = list(pipeline.dataset_info(config).get("class_names") or [])
-  except (ImportError, OSError, ValueError, KeyError, AttributeError, DataError):
+  except (OSError, ValueError, KeyError, AttributeError, DataError):
     names = []
   if len(names) != num_classes:
     names = [f"class {i}" for i in range(num_classes)]
@@ -25,7 +29,6 @@ def knn_probabilities(query: np.ndarray, index, *, k: int = 20, temperature: flo
   query: [E] unit vector -> (probabilities [num_classes], class names); the same vote as
   evaluation's kNN probe.
   """
-  from sora_jax.apps.search import exact_search
   labels = index.labels
   known = labels >= 0
   if not known.any():
@@ -35,8 +38,7 @@ def knn_probabilities(query: np.ndarray, index, *, k: int = 20, temperature: flo
   emb = index.embeddings()[rows]
   scores, nn = exact_search(np.asarray(query, np.float32)[None], emb, k)
   num_classes = int(labels.max()) + 1
-  votes = np.zeros(num_classes, np.float64)
-  np.add.at(votes, labels[rows[nn[0]]], np.exp((scores[0].astype(np.float64) - 1.0) / temperature))
+  votes = knn_votes(scores, labels[rows[nn]], num_classes, temperature)[0]
   names = [f"class {i}" for i in range(num_classes)]
   for item in index.items:
     if item.get("label", -1) >= 0 and item.get("label_name"):
@@ -55,9 +57,6 @@ def predict_video(workdir, video, *, index=None, k: int = 20, temperature: float
   With `index` (a path or an `Index`), a kNN vote over its labelled videos; otherwise the run's
   classifier head (model.num_classes > 0), else CheckpointError saying how to get one.
   """
-  from sora_jax.apps.embed import get_embedder
-  from sora_jax.apps.index import Index
-
   embedder = embedder or get_embedder(workdir, step=step, num_clips=num_clips)
   if index is None and not embedder.has_classifier:
     raise CheckpointError(f"the model of {str(workdir)!r} has no classifier head (model.num_classes=0); pass "

@@ -1,225 +1,74 @@
-"""Exact k-NN by inner product in JAX, streamed in blocks and sharded over devices; faiss IVF.
+"""Search an `Index`: exact (sora_jax.parallel.topk, sharded over the devices) or approximate (faiss IVF).
 
-Exact search walks the index in blocks of `block_size` rows read from host memory or disk
-(memory-mapped shards), so only a few blocks live on the devices at once, whatever the index
-size. Each block's rows are sharded over every device of a mesh; each device scores its rows
-against all queries, keeps its local top-k, the per-device top-k are all-gathered (k rows each,
-not the scores) and merged into a running top-k. One compiled step serves every block.
+A query is embeddings [Q, E], or one video file / indexed id / indexed path: an indexed item's
+stored embedding, or a file embedded afresh by the run that built the index.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import pathlib
-import queue
-import threading
-from typing import Iterator, Sequence
+import weakref
+from typing import Sequence
 
 import numpy as np
 
-from sora_jax.errors import DataError
-from sora_jax.parallel import inflight
+from sora_jax.apps.embed import get_embedder
+from sora_jax.errors import CheckpointError, DataError
+from sora_jax.linalg import l2_normalize
+from sora_jax.parallel.topk import ExactSearch, blocks
+
+# Index -> ((count, block_size, mesh), ExactSearch): blocks stay on the devices between searches.
+_SEARCHERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def default_mesh():
-  """A 1-D mesh over all local devices (the rows of each block are split over them)."""
-  import jax
-  return jax.sharding.Mesh(np.asarray(jax.local_devices()), ("index",))
+def query_vector(index, query, *, workdir=None) -> tuple[np.ndarray, dict]:
+  """-> (embedding [E], item dict) of an indexed id or path, or of a video file embedded afresh by
+  the run that built the index (or `workdir`, which must be that same model). DataError when the
+  file cannot be decoded, CheckpointError when the run does not match."""
+  row = index.row_of(query)
+  if row is not None:
+    return index.embeddings_of([row])[0], dict(index.items[row], row=row)
+  if not os.path.exists(str(query)):
+    raise DataError(f"query {str(query)!r} is neither an id or path in index {str(index.directory)!r} "
+                    "nor an existing file")
+  workdir = workdir or index.meta.get("workdir")
+  if not workdir:
+    raise CheckpointError(f"index {str(index.directory)!r} records no run; pass --workdir RUN to embed {str(query)!r}")
+  embedder = get_embedder(workdir, step=index.step, num_clips=(index.meta.get("extra") or {}).get("num_clips"))
+  if index.config_hash and embedder.config_hash != index.config_hash:
+    raise CheckpointError(f"run {str(workdir)!r} (config {embedder.config_hash}) is not the one that built index "
+                          f"{str(index.directory)!r} (config {index.config_hash}); pass the index's --workdir")
+  return embedder.embed_file(query)["embedding"], {"path": os.path.abspath(str(query))}
 
 
-def _blocks(shards: Sequence[np.ndarray], block_size: int) -> Iterator[tuple[int, np.ndarray]]:
-  """Yields (first row, rows [<=block_size, E]) over the concatenation of shards, in order."""
-  pieces, have, offset = [], 0, 0
-  for shard in shards:
-    start = 0
-    while start < len(shard):
-      take = min(block_size - have, len(shard) - start)
-      pieces.append(shard[start:start + take])
-      have += take
-      start += take
-      if have == block_size:
-        yield offset, np.concatenate(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
-        offset += have
-        pieces, have = [], 0
-  if have:
-    yield offset, np.concatenate(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
+def search_index(index, queries, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
+           mesh=None, nprobe: int = 8, workdir=None) -> list[list[dict]]:
+  """Nearest rows of `index` by cosine similarity, per query a list of k dicts (rank, score, row + the item).
 
-
-def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
-  """Reads the next blocks from disk in a thread while the devices work on the current one."""
-  q: queue.Queue = queue.Queue(maxsize=depth)
-  done, stop = object(), threading.Event()
-
-  def put(item) -> bool:
-    while not stop.is_set():
-      try:
-        q.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def worker():
-    try:
-      for item in iterator:
-        if not put(item):
-          return  # the consumer went away
-      put(done)
-    except BaseException as e:  # surfaced in the consumer
-      put(e)
-
-  threading.Thread(target=worker, daemon=True).start()
-  try:
-    while True:
-      item = q.get()
-      if item is done:
-        return
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-  finally:
-    stop.set()
-
-
-@functools.lru_cache(maxsize=16)
-def _make_step(mesh, k: int, block_rows: int):
-  """jit step (best_s [Q,k], best_r [Q,k], q [Q,E], block [B,E], iota [B], offset, n_valid) -> best."""
-  import jax
-  import jax.numpy as jnp
-  from jax.sharding import PartitionSpec as P
-
-  axes = tuple(mesh.axis_names)
-  local_k = min(k, block_rows // mesh.size)
-
-  def local_topk(q, block, iota, offset, n_valid):
-    # q [Q, E] replicated; block [B/ndev, E] and iota [B/ndev] are this device's rows.
-    s = jnp.matmul(q, block.astype(jnp.float32).T, precision=jax.lax.Precision.HIGHEST)
-    s = jnp.where((iota < n_valid)[None, :], s, -jnp.inf)
-    ts, ti = jax.lax.top_k(s, local_k)
-    tr = iota[ti] + offset
-    ts = jax.lax.all_gather(ts, axes, axis=1, tiled=True)  # [Q, ndev * local_k]
-    tr = jax.lax.all_gather(tr, axes, axis=1, tiled=True)
-    return ts, tr
-
-  sharded = jax.shard_map(local_topk, mesh=mesh, in_specs=(P(), P(axes, None), P(axes), P(), P()),
-                          out_specs=(P(), P()), check_vma=False)
-
-  def step(best_s, best_r, q, block, iota, offset, n_valid):
-    ts, tr = sharded(q, block, iota, offset, n_valid)
-    s = jnp.concatenate([best_s, ts], axis=1)
-    r = jnp.concatenate([best_r, tr], axis=1)
-    best_s, i = jax.lax.top_k(s, k)
-    return best_s, jnp.take_along_axis(r, i, axis=1)
-
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-class ExactSearch:
-  """Exact top-k over an index, for repeated queries.
-
-  index: array [N, E] or a list of shards (float32/float16; memory-mapped is fine). When the index
-  fits in `device_budget` bytes its blocks are put on the devices once (`resident`); otherwise each
-  search streams the blocks from host memory/disk, reading the next blocks in a thread while the
-  devices score the current one. Device memory when streaming:
-  O(block_size * E + query_batch * block_size / ndev) per device.
+  queries: embeddings [Q, E] or [E], or one video file / indexed id / indexed path (then the
+  result is a one-element list, like `search_index(index, query_vector(index, q)[0])`).
   """
-
-  def __init__(self, index, *, block_size: int = 65536, mesh=None, device_budget: int = 2 << 30):
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    self.shards = [index] if isinstance(index, np.ndarray) else list(index)
-    if not self.shards:
-      raise DataError("cannot search an index with no shards")
-    self.dim = self.shards[0].shape[1] if self.shards[0].ndim == 2 else None
-    for s in self.shards:
-      if s.ndim != 2 or s.shape[1] != self.dim:
-        raise DataError(f"index shard of shape {s.shape} does not match the others' dim {self.dim}")
-    self.total = sum(len(s) for s in self.shards)
-    self.mesh = mesh or default_mesh()
-    ndev = self.mesh.size
-    axes = tuple(self.mesh.axis_names)
-    # One block shape for the whole index (one compile): a multiple of the device count.
-    rows = max(1, min(block_size, self.total))
-    self.block_rows = -(-rows // ndev) * ndev
-    self.row_sharding = NamedSharding(self.mesh, P(axes, None))
-    self.replicated = NamedSharding(self.mesh, P())
-    self.iota = jax.device_put(np.arange(self.block_rows, dtype=np.int32), NamedSharding(self.mesh, P(axes)))
-    nbytes = sum(s.nbytes for s in self.shards)
-    self.resident = None
-    if self.total and nbytes <= device_budget:
-      self.resident = list(self._device_blocks(self._host_blocks()))
-
-  def _host_blocks(self):
-    for offset, block in _blocks(self.shards, self.block_rows):
-      n = len(block)
-      if n < self.block_rows:
-        block = np.concatenate([block, np.zeros((self.block_rows - n, block.shape[1]), block.dtype)])
-      yield offset, n, block
-
-  def _device_blocks(self, host_blocks):
-    # Transfers stay on the calling thread (JAX dispatch); only disk reads run ahead in a thread.
-    import jax
-    for offset, n, block in host_blocks:
-      yield offset, n, jax.device_put(block, self.row_sharding)
-
-  def search(self, queries: np.ndarray, k: int, *, query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """queries float [Q, E] -> scores float32 [Q, k'] (descending), rows int64 [Q, k'], k' = min(k, N)."""
-    import jax
-    queries = np.asarray(queries, np.float32)
-    if queries.ndim != 2:
-      raise DataError(f"queries must be [Q, E], got shape {queries.shape}")
-    if k < 1:
-      raise DataError(f"k={k} must be >= 1")
-    if queries.shape[1] != self.dim:
-      raise DataError(f"index of dim {self.dim} does not match query dim {queries.shape[1]}")
-    k = min(k, self.total)
-    nq = len(queries)
-    if k == 0 or nq == 0:
-      return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
-    step = _make_step(self.mesh, k, self.block_rows)
-    chunks = [(i, min(i + query_batch, nq)) for i in range(0, nq, query_batch)]
-    q_dev = [jax.device_put(queries[a:b], self.replicated) for a, b in chunks]
-    best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), self.replicated),
-             jax.device_put(np.full((b - a, k), -1, np.int32), self.replicated)) for a, b in chunks]
-    blocks = self.resident if self.resident is not None else self._device_blocks(_prefetch(self._host_blocks()))
-    wait = inflight.wait_each_launch(self.mesh)
-    for offset, n, block_dev in blocks:
-      for c, qd in enumerate(q_dev):
-        best[c] = step(best[c][0], best[c][1], qd, block_dev, self.iota, np.int32(offset), np.int32(n))
-        if wait:
-          jax.block_until_ready(best[c])
-    scores = np.concatenate([np.asarray(s) for s, _ in best])
-    rows = np.concatenate([np.asarray(r) for _, r in best]).astype(np.int64)
-    return scores, rows
-
-
-def exact_search(queries: np.ndarray, index, k: int, *, block_size: int = 65536, query_batch: int = 1024,
-                 mesh=None) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k rows of `index` by inner product with each query, streaming the index once.
-
-  queries: float [Q, E]; index: array [N, E] or a list of such shards (float32/float16, memory-mapped
-  is fine: a few blocks at a time are read). Returns scores float32 [Q, k'] (descending) and rows
-  int64 [Q, k'] with k' = min(k, N). For repeated searches use `ExactSearch` (resident blocks).
-  """
-  queries = np.asarray(queries, np.float32)
-  if queries.ndim != 2:
-    raise DataError(f"queries must be [Q, E], got shape {queries.shape}")
-  if k < 1:
-    raise DataError(f"k={k} must be >= 1")
-  shards = [index] if isinstance(index, np.ndarray) else list(index)
-  if sum(len(s) for s in shards) == 0:
-    return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-  searcher = ExactSearch(shards, block_size=block_size, mesh=mesh, device_budget=0)
-  return searcher.search(queries, k, query_batch=query_batch)
-
-
-def brute_force(queries: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-  """The numpy reference: full score matrix, argsort. scores [Q, k], rows [Q, k]."""
-  s = np.asarray(queries, np.float64) @ np.asarray(embeddings, np.float64).T
-  k = min(k, s.shape[1])
-  rows = np.argsort(-s, axis=1, kind="stable")[:, :k]
-  return np.take_along_axis(s, rows, axis=1).astype(np.float32), rows.astype(np.int64)
+  if isinstance(queries, (str, os.PathLike, int)):
+    queries = query_vector(index, queries, workdir=workdir)[0]
+  q = np.asarray(queries, np.float32)
+  if q.ndim == 1:
+    q = q[None]
+  if q.ndim != 2 or q.shape[1] != index.dim:
+    raise DataError(f"queries of shape {q.shape} do not fit index dim {index.dim}")
+  q = l2_normalize(q)
+  if approximate:
+    scores, rows = IVFIndex.load_or_build(index, nprobe=nprobe).search(q, k)
+  else:
+    key = (index.count, block_size, mesh)
+    if index not in _SEARCHERS or _SEARCHERS[index][0] != key:
+      _SEARCHERS[index] = (key, ExactSearch(index.shards(), block_size=block_size, mesh=mesh))
+    scores, rows = _SEARCHERS[index][1].search(q, k)
+  results = []
+  for qs, qr in zip(scores, rows):
+    results.append([dict(index.items[int(r)], rank=rank, score=float(s), row=int(r))
+                    for rank, (s, r) in enumerate(zip(qs, qr), 1) if r >= 0])
+  return results
 
 
 def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
@@ -264,7 +113,7 @@ class IVFIndex:
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
     ivf.train(sample)
-    for _, block in _blocks(shards, 65536):
+    for _, block in blocks(shards, 65536):
       ivf.add(np.ascontiguousarray(block, np.float32))
     return cls(ivf, nprobe)
 

@@ -32,7 +32,7 @@ class AugmentConfig:
     return cls(crop_scale=tuple(float(v) for v in a.crop_scale), flip_prob=float(a.flip_prob),
                color_jitter_prob=float(a.color_jitter_prob),
                color_jitter_strength=float(a.color_jitter_strength),
-               color_jitter=tuple(float(v) for v in a.get("color_jitter", ())),
+               color_jitter=tuple(float(v) for v in a.color_jitter),
                per_frame_jitter=bool(a.per_frame_jitter),
                grayscale_prob=float(a.grayscale_prob), blur_prob=float(a.blur_prob),
                solarize_prob=float(a.solarize_prob))

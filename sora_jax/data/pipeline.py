@@ -19,9 +19,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from sora_jax.data import augment as augment_lib
-from sora_jax.data import clips as clips_lib
-from sora_jax.data import sources
+from sora_jax.data import augment as augment_lib, clips as clips_lib, sources
 from sora_jax.errors import ConfigError
 
 _DATA_SALT = 0x5EED_DA7A
@@ -139,7 +137,7 @@ class TrainInput:
     frame_idx = clips_lib.train_indices(
         loaded["num_frames"], c.num_frames, c.stride, c.num_views,
         tf.random.experimental.stateless_fold_in(key, tf.constant(1 << 20, tf.int64)),
-        sampling=c.get("sampling", "random"), view_gap=c.view_gap)
+        sampling=c.sampling, view_gap=c.view_gap)
     frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))  # [V*T, H, W, 3]
     params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
     video = augment_lib.crop_views(frames, params.pop("box"), c.num_frames, c.frame_size)

@@ -23,6 +23,10 @@ import multiprocessing
 import os
 import pathlib
 
+import tensorflow as tf
+from PIL import Image
+from tqdm import tqdm
+
 from sora_jax.data import video_io
 from sora_jax.errors import DataError
 
@@ -105,7 +109,6 @@ def plan_shards(items, videos_per_shard: int) -> list[dict]:
 
 
 def _encode_jpeg(frame, quality: int) -> bytes:
-  from PIL import Image
 
   buf = io.BytesIO()
   Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
@@ -115,7 +118,6 @@ def _encode_jpeg(frame, quality: int) -> bytes:
 def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
   """Decodes and writes one shard (in a worker); returns its receipt."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf
 
   feature = tf.train.Feature
   cls_index = {c: i for i, c in enumerate(classes)}
@@ -176,6 +178,22 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
   options = {"fps": float(fps), "short_side": int(short_side), "max_frames": int(max_frames),
              "jpeg_quality": int(jpeg_quality), "videos_per_shard": int(videos_per_shard), "threads": int(threads)}
   shards = plan_shards(items, videos_per_shard)
+  _check_plan(out, options, classes, shards)
+  receipts = {s["name"]: _load_receipt(out, s) for s in shards}
+  todo = [s for s in shards if receipts[s["name"]] is None]
+  receipts.update(_write_shards(todo, out, options, classes, workers, progress, len(shards)))
+  info, report = _summarise(src, items, classes, options, shards, receipts)
+  with open(os.path.join(out, REPORT_FILE), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(out, INFO_FILE), "w") as f:
+    json.dump(info, f, indent=2)
+  info["report"] = report
+  info["resumed_shards"] = len(shards) - len(todo)
+  return info
+
+
+def _check_plan(out: str, options: dict, classes, shards) -> None:
+  """A second run into OUT resumes only the same videos with the same options (else DataError)."""
   plan = {"options": {k: v for k, v in options.items() if k != "threads"}, "classes": classes,
           "shards": [[s["name"], [it["rel"] for it in s["items"]]] for s in shards]}
   plan_path = os.path.join(out, PLAN_FILE)
@@ -188,12 +206,14 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
   else:
     with open(plan_path, "w") as f:
       json.dump(plan, f)
-  receipts = {s["name"]: _load_receipt(out, s) for s in shards}
-  todo = [s for s in shards if receipts[s["name"]] is None]
+
+
+def _write_shards(todo, out: str, options: dict, classes, workers: int, progress: bool, total: int) -> dict:
+  """Writes the shards not done yet (in worker processes when workers > 1) -> {name: receipt}."""
+  receipts = {}
   bar = None
   if progress:
-    from tqdm import tqdm
-    bar = tqdm(total=sum(len(s["items"]) for s in todo), unit="video", desc=f"prepare {len(todo)}/{len(shards)} shards")
+    bar = tqdm(total=sum(len(s["items"]) for s in todo), unit="video", desc=f"prepare {len(todo)}/{total} shards")
   try:
     if workers == 1 or len(todo) <= 1:
       for s in todo:
@@ -210,6 +230,11 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
   finally:
     if bar is not None:
       bar.close()
+  return receipts
+
+
+def _summarise(src, items, classes, options: dict, shards, receipts: dict) -> tuple[dict, dict]:
+  """-> (dataset info, report of skipped files); DataError when no file could be decoded."""
   skipped = [x for r in receipts.values() for x in r["skipped"]]
   sizes = {}  # "HxW" (after resizing) -> number of videos
   for r in receipts.values():
@@ -231,10 +256,4 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
           "num_skipped": len(skipped)}
   report = {"source": str(src), "num_files": len(items), "num_prepared": len(items) - len(skipped),
             "num_skipped": len(skipped), "skipped": skipped}
-  with open(os.path.join(out, REPORT_FILE), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out, INFO_FILE), "w") as f:
-    json.dump(info, f, indent=2)
-  info["report"] = report
-  info["resumed_shards"] = len(shards) - len(todo)
-  return info
+  return info, report

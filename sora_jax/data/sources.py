@@ -19,8 +19,9 @@ import threading
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
-from sora_jax.data import config as data_config
+from sora_jax.config.datasets import data_dir, parse_data_name
 from sora_jax.data import synthetic
 from sora_jax.errors import DataError
 
@@ -166,7 +167,6 @@ class TfdsSplit(Split):
   """A prepared TFDS dataset (tfrecord files) whose 'video' is a tfds Video feature."""
 
   def __init__(self, builder, split, video_key, label_key):
-    import tensorflow_datasets as tfds
 
     self.records = RecordIndex(builder.info.splits[split].filepaths)
     self.num_examples = len(self.records)
@@ -229,7 +229,6 @@ def _prepared(path):
 
 
 def _tfds(name, root):
-  import tensorflow_datasets as tfds
 
   try:
     b = tfds.builder(name, data_dir=root)
@@ -282,8 +281,8 @@ _CACHE_LOCK = threading.Lock()
 
 def open_source(config) -> Source:
   """The config's dataset (cached per process: built-in datasets are generated once)."""
-  kind, arg = data_config.parse_name(config.data.name)
-  root = data_config.data_dir(config)
+  kind, arg = parse_data_name(config.data.name)
+  root = data_dir(config)
   key = (kind, arg, root)
   with _CACHE_LOCK:
     if key not in _CACHE:

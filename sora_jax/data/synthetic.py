@@ -22,6 +22,9 @@ import functools
 import io
 
 import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn.datasets import load_digits
 
 SHAPES = ("square", "circle", "triangle", "cross", "diamond")
 DIRECTIONS = ("left", "right", "up", "down")  # motion_label
@@ -57,7 +60,6 @@ def _shape_alpha(shape: str, r: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
   """sklearn's 8x8 handwritten digits, disjoint across splits: (alpha [n, 8, 8] in [0, 1], labels)."""
-  from sklearn.datasets import load_digits
 
   d = load_digits()
   images, labels = (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
@@ -160,7 +162,6 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
 
 def _png(image) -> "io.BytesIO":
   """PNG-encodes with PIL (several times faster than TFDS's eager TF encoder on tiny images)."""
-  from PIL import Image
 
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format="PNG", compress_level=1)
@@ -181,7 +182,6 @@ def class_names(kind: str) -> tuple[str, ...]:
 
 def _builders():
   """Defines (once) the TFDS builders; lazy so that importing this module needs no TensorFlow."""
-  import tensorflow_datasets as tfds
 
   @dataclasses.dataclass(eq=False)
   class SyntheticConfig(tfds.core.BuilderConfig):

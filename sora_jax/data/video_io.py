@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 
+import av
 import numpy as np
+import tensorflow as tf
 
+from sora_jax.data import clips as clips_lib
 from sora_jax.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
@@ -34,7 +37,6 @@ def decode_video(path, *, fps: float | None = None, short_side: int | None = Non
   after this many output frames. threads: decoder threads (0 = PyAV's choice).
   Raises DataError for a missing, corrupt, truncated-to-nothing, empty or non-video file.
   """
-  import av  # local: `sora-jax --help` stays fast
 
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -93,9 +95,7 @@ def clips_from_frames(frames: np.ndarray, *, num_frames: int, stride: int, frame
   Clips are uniformly spaced over the video (one clip: centred); frames are resized so the short
   side is S, then centre-cropped (or 3 crops along the long side), as evaluation does.
   """
-  import tensorflow as tf
 
-  from sora_jax.data import clips as clips_lib
 
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:

@@ -2,7 +2,7 @@
 
 - random: the run's architecture initialised from config.seed, never trained;
 - supervised: the same architecture with a classifier head, trained with cross-entropy on the
-  run's data by `sora_jax.training.train` from configs/supervised.py into
+  run's data by `sora_jax.training.loop.train` from the named config `supervised` into
   `<workdir>/baselines/supervised` (reused when it already holds the final checkpoint).
 """
 
@@ -12,29 +12,24 @@ import copy
 import logging
 import pathlib
 
-from sora_jax.evaluation import suite
+import jax
+
+from sora_jax.config import load_config
+from sora_jax.models import init_variables
+from sora_jax.training import checkpoint
+from sora_jax.training.loop import train
 
 log = logging.getLogger("sora_jax.eval")
 
-SUPERVISED_CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "supervised.py"
-
 
 def random_variables(config):
-  import jax
-  from sora_jax.models import init_variables
   return init_variables(config, jax.random.PRNGKey(config.seed))
 
 
 def supervised_config(config, info: dict):
-  """configs/supervised.py (objective, views, augmentation, optimiser) with the run's data, clip shape,
-  architecture, mesh and seed."""
-  from sora_jax.config import load_config
-  if SUPERVISED_CONFIG.is_file():
-    sup = load_config(SUPERVISED_CONFIG)
-  else:  # the run's config with the supervised objective
-    sup = copy.deepcopy(config)
-    sup.objective.name = "supervised"
-    sup.data.num_views = 1
+  """The named config `supervised` (objective, views, augmentation, optimiser) with the run's data, clip
+  shape, architecture, mesh and seed."""
+  sup = load_config("supervised")
   with sup.ignore_type():
     for name in ("name", "data_dir", "num_frames", "frame_size", "stride", "train_split", "eval_split"):
       sup.data[name] = config.data[name]  # the run's data and clip shape; its own views and augmentation
@@ -44,7 +39,7 @@ def supervised_config(config, info: dict):
   sup.seed = config.seed
   sup.model.num_classes = int(info["num_classes"])
   sup.model.predict_steps = 0
-  steps = int(suite.eval_option(config, "supervised_steps", 0))
+  steps = config.eval.supervised_steps
   if steps:
     sup.train.num_steps = steps
     sup.train.checkpoint_every = steps
@@ -55,13 +50,7 @@ def supervised_config(config, info: dict):
 
 def supervised_variables(config, workdir, info: dict):
   """Trains (or reuses) the supervised baseline; -> (its config, variables, step)."""
-  from sora_jax.config import validate
-  from sora_jax.training import checkpoint
-  try:
-    from sora_jax.training import train
-  except ImportError:
-    from sora_jax.training.loop import train
-  sup = validate(supervised_config(config, info))
+  sup = supervised_config(config, info)
   sup_dir = pathlib.Path(workdir) / "baselines" / "supervised"
   done = None
   if checkpoint.checkpoint_dir(sup_dir).is_dir():

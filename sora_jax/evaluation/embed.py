@@ -13,18 +13,24 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm import tqdm
 
+from sora_jax.data import pipeline
 from sora_jax.errors import DataError
+from sora_jax.linalg import l2_normalize
+from sora_jax.models import encoder
 
 FIELDS = ("pooled", "embedding", "logits")
 
 
 def data_mesh(devices=None):
   """A 1-D ('data',) mesh over all (or the given) devices."""
-  import jax
-  from jax.sharding import Mesh
   return Mesh(np.asarray(jax.devices() if devices is None else devices), ("data",))
 
 
@@ -33,12 +39,8 @@ def make_embed_fn(config, mesh=None):
 
   Jitted once per batch shape; B must be a multiple of the mesh size (`embed_batches` pads).
   """
-  import jax
-  import jax.numpy as jnp
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  from sora_jax.models import build_encoder
 
-  model = build_encoder(config)
+  model = encoder(config)
   mesh = mesh or data_mesh()
 
   def fn(variables, video):
@@ -51,7 +53,7 @@ def make_embed_fn(config, mesh=None):
         if name == "logits":
           x = jax.nn.log_softmax(x)  # clips vote with log-probabilities
         else:
-          x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+          x = l2_normalize(x)
         res[name] = x.reshape(b, c, -1).mean(axis=1)
     return res
 
@@ -74,7 +76,6 @@ def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
 
 def embed_batches(config, variables, batches, *, mesh=None, shuffle_seed: int | None = None, embed_fn=None):
   """Yields host dicts {pooled, embedding[, logits], label, motion_label, video_id} of the real (unmasked) rows."""
-  import jax
   mesh = mesh or data_mesh()
   embed_fn = embed_fn or make_embed_fn(config, mesh)
   variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -153,7 +154,6 @@ def extract(config, variables, split: str, out_dir, *, fingerprint: dict | None 
 
   Raises DataError when the split has no examples.
   """
-  from sora_jax.data import pipeline
   meta = {"split": split, "fingerprint": fingerprint, "shuffle_seed": shuffle_seed, "max_examples": max_examples,
           "num_clips": config.eval.num_clips, "num_crops": config.eval.num_crops}
   old = read_meta(out_dir)
@@ -189,7 +189,5 @@ def _split_size(config, split):
 
 
 def _bar(enabled: bool, split: str, total):
-  import sys
-  from tqdm import tqdm
   return tqdm(total=total, desc=f"embed {split}", unit="clip", disable=not enabled, leave=False,
               file=sys.stderr, dynamic_ncols=True)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import functools
 import itertools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sora_jax.errors import DataError
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-  """`[N, D]` -> rows of unit norm (zero rows stay zero)."""
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+from sora_jax.linalg import l2_normalize
+from sora_jax.parallel.topk import exact_search
 
 
 def known(features: np.ndarray, labels: np.ndarray):
@@ -34,27 +33,30 @@ def _check(features, labels, what):
     raise DataError(f"{what}: {len(features)} features but {len(labels)} labels")
 
 
+def knn_votes(sims: np.ndarray, labels: np.ndarray, num_classes: int, temperature: float) -> np.ndarray:
+  """The weighted kNN vote (as in DINO), shared by the kNN probe, the quick eval and `predict`.
+
+  sims `[Q, k]` cosine similarities of each query's neighbours, labels int `[Q, k]` their classes
+  -> votes float64 `[Q, num_classes]`, each neighbour adding exp((sim - 1) / T) (shifted by the
+  largest possible similarity, so nothing overflows).
+  """
+  sims = np.asarray(sims)
+  votes = np.zeros((len(sims), num_classes), np.float64)
+  np.add.at(votes, (np.arange(len(sims))[:, None], np.asarray(labels, np.int64)), np.exp((sims - 1.0) / temperature))
+  return votes
+
+
 def knn_predict(train_x, train_y, test_x, *, k: int = 20, temperature: float = 0.07,
-                num_classes: int | None = None, chunk: int = 1024) -> np.ndarray:
-  """Weighted kNN votes: each of the k most cosine-similar train items votes exp(sim / T).
+                num_classes: int | None = None) -> np.ndarray:
+  """Weighted kNN: the k most cosine-similar train items vote (`knn_votes`).
 
   train_x `[N, D]`, train_y int `[N]` (all known), test_x `[Q, D]` -> predictions int `[Q]`.
   """
   _check(train_x, train_y, "kNN train set")
-  train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
   train_y = np.asarray(train_y, np.int64)
   num_classes = int(num_classes or train_y.max() + 1)
-  k = min(k, len(train_x))
-  preds = []
-  for start in range(0, len(test_x), chunk):
-    sim = test_x[start:start + chunk] @ train_x.T  # [q, N]
-    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # [q, k], unordered
-    top_sim = np.take_along_axis(sim, top, axis=1)
-    weights = np.exp((top_sim - 1.0) / temperature)  # shifted by the max possible sim: no overflow
-    votes = np.zeros((len(sim), num_classes), np.float64)
-    np.add.at(votes, (np.arange(len(sim))[:, None], train_y[top]), weights)
-    preds.append(votes.argmax(axis=1))
-  return np.concatenate(preds) if preds else np.zeros((0,), np.int64)
+  sims, rows = exact_search(l2_normalize(test_x), l2_normalize(train_x), k)
+  return knn_votes(sims, train_y[rows], num_classes, temperature).argmax(axis=1)
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, **kwargs) -> float:
@@ -68,9 +70,6 @@ def knn_accuracy(train_x, train_y, test_x, test_y, **kwargs) -> float:
 @functools.lru_cache(maxsize=None)
 def _fit_fn(steps: int):
   """A jitted full-batch Adam fit of a softmax classifier, vmapped over (lr, wd) pairs."""
-  import jax
-  import jax.numpy as jnp
-  import optax
 
   def fit_one(x, y, num_classes_one_hot, lr, wd):
     d, c = x.shape[1], num_classes_one_hot.shape[0]
@@ -97,7 +96,6 @@ def _fit_fn(steps: int):
 
 def fit_linear(x, y, num_classes: int, learning_rates, weight_decays, *, steps: int = 300):
   """Fits one classifier per (lr, wd) pair on L2-normalised x `[N, D]` -> w `[H, D, C]`, b `[H, C]`."""
-  import jax.numpy as jnp
   lrs = jnp.asarray(learning_rates, jnp.float32)
   wds = jnp.asarray(weight_decays, jnp.float32)
   params = _fit_fn(int(steps))(jnp.asarray(l2_normalize(x)), jnp.asarray(y, jnp.int32),

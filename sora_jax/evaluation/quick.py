@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from sora_jax.evaluation import embed, probes, suite
+from sora_jax.data import pipeline
+from sora_jax.evaluation import embed, probes
 
 log = logging.getLogger("sora_jax.eval")
 
 
 def _take(config, split: str, n: int) -> dict:
-  from sora_jax.data import pipeline
   parts, have = [], 0
   for batch in pipeline.eval_batches(config, split, batch_size=config.eval.batch_size, num_clips=1, num_crops=1):
     mask = np.asarray(batch["mask"], bool)
@@ -34,8 +36,8 @@ def _take(config, split: str, n: int) -> dict:
 
 def make_quick_eval(config, num_examples: int | None = None):
   """-> hook(step, variables) -> {"knn_accuracy"} ({} when the data has no labels)."""
-  n = int(num_examples or suite.eval_option(config, "quick_examples", 256))
-  feature = suite.eval_option(config, "feature", "pooled")
+  n = int(num_examples or config.eval.quick_examples)
+  feature = config.eval.feature
   cache: dict = {}
 
   def features(variables, videos):
@@ -48,7 +50,6 @@ def make_quick_eval(config, num_examples: int | None = None):
     return np.concatenate(out)
 
   def hook(step: int, variables) -> dict:
-    import jax
     del step
     if not cache:
       cache["bank"] = _take(config, config.data.train_split, n)
@@ -57,7 +58,6 @@ def make_quick_eval(config, num_examples: int | None = None):
       cache["fn"] = embed.make_embed_fn(config, cache["mesh"])
     bank, queries = cache["bank"], cache["queries"]
     if jax.process_count() > 1:  # every process scores the same clips on its own devices
-      from jax.experimental import multihost_utils
       variables = multihost_utils.process_allgather(variables, tiled=True)
     if not (bank["label"] >= 0).any() or not (queries["label"] >= 0).any():
       if not cache.get("warned"):

@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 import pathlib
 
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+
+from sora_jax.linalg import l2_normalize
 
 # (column title, path in a model's figures) of the main table, in order.
 COLUMNS = (
@@ -110,13 +116,6 @@ def _json_default(x):
   return str(x)
 
 
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
 def read_metrics(path) -> list[dict]:
   """Rows of metrics.jsonl (malformed lines, e.g. a line cut by a crash, are skipped)."""
   rows = []
@@ -137,8 +136,8 @@ def plot_training_curves(metrics_path, out_png, keys=("loss", "contrastive_accur
   keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)]
   if not keys:
     return None
-  plt = _plt()
-  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+  fig = Figure(figsize=(4 * len(keys), 3))  # no pyplot: no global backend or figure state
+  axes = fig.subplots(1, len(keys), squeeze=False)
   for ax, key in zip(axes[0], keys):
     pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 20 else None)
@@ -147,18 +146,14 @@ def plot_training_curves(metrics_path, out_png, keys=("loss", "contrastive_accur
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
-  plt.close(fig)
   return str(out_png)
 
 
 def project_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
   """`[N, D]` -> `[N, 2]` by PCA or t-SNE (sklearn) of the L2-normalised features."""
-  from sora_jax.evaluation.probes import l2_normalize
   x = l2_normalize(features)
   if method == "tsne" and len(x) > 5:
-    from sklearn.manifold import TSNE
     return TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
-  from sklearn.decomposition import PCA
   if x.shape[1] < 2 or len(x) < 2:
     return np.pad(x[:, :2], ((0, 0), (0, max(0, 2 - x.shape[1]))))
   return PCA(n_components=2, random_state=seed).fit_transform(x)
@@ -168,10 +163,10 @@ def plot_projection(features, labels, out_png, *, class_names=None, method="pca"
   """Scatter of a 2-D projection of test embeddings, one colour per class."""
   xy = project_2d(features, method, seed)
   labels = np.asarray(labels)
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(5.5, 4.5))
+  fig = Figure(figsize=(5.5, 4.5))
+  ax = fig.subplots()
   classes = sorted(set(labels.tolist()))
-  cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+  cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
   for i, c in enumerate(classes):
     sel = labels == c
     name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
@@ -181,7 +176,6 @@ def plot_projection(features, labels, out_png, *, class_names=None, method="pca"
     ax.legend(fontsize=7, markerscale=2, loc="best")
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
-  plt.close(fig)
   return str(out_png)
 
 
@@ -197,9 +191,9 @@ def plot_retrieval_gallery(query_clips, result_clips, hits, out_png, *, query_ti
 
   query_clips uint8 `[Q, T, H, W, 3]`, result_clips `[Q, K, T, H, W, 3]`, hits bool `[Q, K]`.
   """
-  plt = _plt()
   q, k = np.asarray(hits).shape
-  fig, axes = plt.subplots(q, k + 1, figsize=(2.2 * (k + 1), 0.9 * q + 0.4), squeeze=False)
+  fig = Figure(figsize=(2.2 * (k + 1), 0.9 * q + 0.4))
+  axes = fig.subplots(q, k + 1, squeeze=False)
   for i in range(q):
     panels = [(query_clips[i], "black", (query_titles or [None] * q)[i] or "query")]
     for j in range(k):
@@ -216,5 +210,4 @@ def plot_retrieval_gallery(query_clips, result_clips, hits, out_png, *, query_ti
       ax.set_title(title, fontsize=7, color=color if color != "black" else "black")
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
-  plt.close(fig)
   return str(out_png)

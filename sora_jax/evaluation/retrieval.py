@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from sora_jax.errors import DataError
-from sora_jax.evaluation.probes import l2_normalize
+from sora_jax.linalg import l2_normalize
+from sora_jax.parallel.topk import exact_search
 
 
 def prepare(query_x, gallery_x, *, mean_center: bool = False):
@@ -24,17 +25,10 @@ def prepare(query_x, gallery_x, *, mean_center: bool = False):
   return l2_normalize(query_x), l2_normalize(gallery_x)
 
 
-def nearest(query_x, gallery_x, k: int, *, mean_center: bool = False, chunk: int = 1024) -> np.ndarray:
+def nearest(query_x, gallery_x, k: int, *, mean_center: bool = False) -> np.ndarray:
   """Indices `[Q, k]` of the k most similar gallery items per query, best first."""
   q, g = prepare(query_x, gallery_x, mean_center=mean_center)
-  k = min(k, len(g))
-  out = []
-  for start in range(0, len(q), chunk):
-    sim = q[start:start + chunk] @ g.T
-    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
-    out.append(np.take_along_axis(top, order, axis=1))
-  return np.concatenate(out) if out else np.zeros((0, k), np.int64)
+  return exact_search(q, g, k)[1]
 
 
 def recall_at_k(query_x, query_y, gallery_x, gallery_y, ks=(1, 5, 10, 20), *,

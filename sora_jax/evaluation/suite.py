@@ -12,10 +12,6 @@ import numpy as np
 from sora_jax.evaluation import probes, retrieval
 
 
-def eval_option(config, name, default):
-  return config.eval[name] if name in config.eval else default
-
-
 def split_validation(train: dict, fraction: float, seed: int) -> tuple[dict, dict]:
   """Carves a seeded validation subset out of an embedded train split (when the data has none)."""
   n = len(train["video_id"])
@@ -28,7 +24,7 @@ def split_validation(train: dict, fraction: float, seed: int) -> tuple[dict, dic
 def figures(config, train: dict, val: dict, test: dict, *, label_key: str, num_classes: int,
             with_retrieval: bool = True) -> dict | None:
   """{"linear", "knn", "R@k"..., "linear_protocol"} on `label_key`; None when it is unknown everywhere."""
-  feature = eval_option(config, "feature", "pooled")
+  feature = config.eval.feature
   ty, qy = train[label_key], test[label_key]
   if num_classes < 2 or not (ty >= 0).any() or not (qy >= 0).any():
     return None
@@ -36,9 +32,9 @@ def figures(config, train: dict, val: dict, test: dict, *, label_key: str, num_c
   out = {}
   lin = probes.linear_probe(train[feature], ty, val[feature], val[label_key], test[feature], qy,
                             num_classes=num_classes,
-                            learning_rates=tuple(eval_option(config, "probe_learning_rates", (0.01, 0.1))),
-                            weight_decays=tuple(eval_option(config, "probe_weight_decays", (0.0, 1e-4, 1e-3))),
-                            steps=eval_option(config, "probe_steps", 300))
+                            learning_rates=tuple(config.eval.probe_learning_rates),
+                            weight_decays=tuple(config.eval.probe_weight_decays),
+                            steps=config.eval.probe_steps)
   out["linear"] = lin["accuracy"]
   out["linear_protocol"] = {k: lin[k] for k in ("learning_rate", "weight_decay", "val_accuracy")}
   # kNN and retrieval need no fitting: their bank is the whole train split (train + validation).

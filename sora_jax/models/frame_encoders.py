@@ -195,8 +195,8 @@ class ResNet2D(nn.Module):
 def make_frame_encoder(m, dtype) -> nn.Module:
   """Frame encoder named by `config.model.frame_encoder`."""
   if m.frame_encoder == "seed_cnn":
-    return SeedCNN(width=m.width, norm=m.norm, pool=m.get("frame_pool", "mean"), dtype=dtype, name="frame_encoder")
+    return SeedCNN(width=m.width, norm=m.norm, pool=m.frame_pool, dtype=dtype, name="frame_encoder")
   if m.frame_encoder == "resnet":
-    return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.get("resnet_stem", "small"),
-                    pool=m.get("frame_pool", "mean"), dtype=dtype, name="frame_encoder")
+    return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.resnet_stem,
+                    pool=m.frame_pool, dtype=dtype, name="frame_encoder")
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

@@ -7,11 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-
-def l2_normalize(x, axis: int = -1, eps: float = 1e-6):
-  """x / ||x|| in float32 (eps keeps the gradient finite at 0)."""
-  x = x.astype(jnp.float32)
-  return x * jnp.reciprocal(jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps * eps))
+from sora_jax.linalg import l2_normalize
 
 
 class ProjectionHead(nn.Module):

@@ -1,4 +1,4 @@
-"""`sora-jax model-summary`: modules, output shapes, parameter counts and FLOPs per clip for a config.
+"""Modules, output shapes, parameter counts and FLOPs per clip for a config.
 
 FLOPs come from XLA's cost analysis of the jitted forward pass on one clip (B=1); per-module rows
 use flax's call-stack capture (one lowering per module), the total uses the compiled whole model.
@@ -6,20 +6,15 @@ use flax's call-stack capture (one lowering per module), the total uses the comp
 
 from __future__ import annotations
 
-import argparse
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--config", default="configs/default.py", help="config file (configs/*.py)")
-  parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                      help="config overrides, e.g. model.width=1.0 data.num_frames=16")
-  parser.add_argument("--depth", type=int, default=2, help="module nesting depth shown (default 2)")
-  parser.add_argument("--no-module-flops", action="store_true",
-                      help="skip per-module FLOPs (faster; the total is always computed)")
+from sora_jax.models.video_encoder import default_batch_shape, encoder
 
 
 def _fmt_shape(tree) -> str:
-  import jax
   leaves = jax.tree_util.tree_leaves_with_path(tree)
   if isinstance(tree, dict):
     return " ".join(f"{jax.tree_util.keystr(p)[2:-2]}{list(x.shape)}" for p, x in leaves)
@@ -27,8 +22,6 @@ def _fmt_shape(tree) -> str:
 
 
 def _count(tree) -> int:
-  import jax
-  import numpy as np
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
@@ -43,14 +36,10 @@ def _subtree(params, path):
 
 def summary_rows(config, depth: int = 2, module_flops: bool = True):
   """Rows (path, output shapes, params incl. submodules, forward FLOPs per clip or None) and totals."""
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
 
-  from sora_jax.models.video_encoder import build_encoder, default_batch_shape
 
   # Fully unrolled scans: XLA's cost analysis counts a while-loop body once, not T times.
-  model = build_encoder(config, unroll=config.data.num_frames + 1)
+  model = encoder(config, unroll=config.data.num_frames + 1)
   clip = jnp.zeros(default_batch_shape(config, 1), jnp.uint8)
   rng = jax.random.key(0)
   variables = jax.eval_shape(lambda r: model.init(r, clip), rng)
@@ -92,14 +81,3 @@ def format_table(rows, totals) -> str:
 
   sep = "-" * len(line(header))
   return "\n".join([line(header), sep, *map(line, body), sep, line(last)])
-
-
-def run(args) -> int:
-  from sora_jax.config import load_config
-  from sora_jax.models.config import validate
-
-  config = load_config(args.config, args.overrides)
-  validate(config)
-  rows, totals = summary_rows(config, depth=args.depth, module_flops=not args.no_module_flops)
-  print(format_table(rows, totals))
-  return 0

@@ -10,9 +10,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from sora_jax.config import validate
 from sora_jax.errors import DataError
+from sora_jax.linalg import l2_normalize
 from sora_jax.models.frame_encoders import make_frame_encoder
-from sora_jax.models.heads import Classifier, Predictor, ProjectionHead, l2_normalize
+from sora_jax.models.heads import Classifier, Predictor, ProjectionHead
 from sora_jax.models.temporal import make_temporal
 
 
@@ -59,7 +61,7 @@ class VideoEncoder(nn.Module):
     dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
     b, t, h, w, c = video.shape
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
-    if m.get("frame_input", "rgb") == "rgb+diff":
+    if m.frame_input == "rgb+diff":
       x = with_frame_differences(x)
     feats = make_frame_encoder(m, dtype)(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
     frames = feats.reshape(b, t, feats.shape[-1])
@@ -83,9 +85,15 @@ class VideoEncoder(nn.Module):
 
 
 def build_encoder(config, unroll: int = 1) -> VideoEncoder:
-  """VideoEncoder from the WHOLE config (reads config.model, validated first)."""
-  from sora_jax.models.config import validate
-  validate(config)
+  """VideoEncoder from the WHOLE config, for callers outside the library: checks config.model first
+  (ConfigError naming the field). Library code, whose config was validated where it entered, uses
+  `encoder`."""
+  validate(config, sections=("model",))
+  return encoder(config, unroll)
+
+
+def encoder(config, unroll: int = 1) -> VideoEncoder:
+  """VideoEncoder from an already validated config (reads config.model)."""
   return VideoEncoder(model_config=ml_collections.FrozenConfigDict(config.model), unroll=unroll)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from sora_jax.objectives.config import terms
+from sora_jax.config import terms
 from sora_jax.objectives.contrastive import infonce
 from sora_jax.objectives.predictive import predictive
 from sora_jax.objectives.supervised import supervised

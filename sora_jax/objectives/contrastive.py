@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sora_jax.linalg import l2_normalize
+
 
 def infonce(embeddings: jax.Array, temperature: jax.Array | float) -> tuple[jax.Array, dict]:
   """Symmetric multi-view NT-Xent.
@@ -36,7 +38,7 @@ def infonce(embeddings: jax.Array, temperature: jax.Array | float) -> tuple[jax.
 
 def _accuracy(flat: jax.Array, labels: jax.Array) -> jax.Array:
   """Fraction of anchors whose nearest other clip (cosine) is a view of the same video."""
-  flat = flat / jnp.maximum(jnp.linalg.norm(flat, axis=-1, keepdims=True), 1e-12)
+  flat = l2_normalize(flat)
   sim = flat @ flat.T
   sim = jnp.where(jnp.eye(sim.shape[0], dtype=bool), -jnp.inf, sim)
   nearest = jnp.argmax(sim, axis=-1)

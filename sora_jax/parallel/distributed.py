@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh
+from orbax.checkpoint import multihost
 
 from sora_jax.parallel.mesh import batch_sharding
 
@@ -56,7 +57,6 @@ def barrier(name: str, timeout_s: int = 1800) -> None:
   gives up on a peer after 30 s, so a multi-process run meets here first, with a generous timeout.
   """
   if jax.process_count() > 1:
-    from orbax.checkpoint import multihost
     multihost.sync_global_processes(name, timeout=timeout_s)
 
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sora_jax.config import batch_divisible
 from sora_jax.errors import ConfigError
 
 AXES = ("data", "fsdp")
@@ -43,8 +44,7 @@ def make_mesh(config, devices=None) -> Mesh:
   if data * fsdp > n:
     raise ConfigError(f"config.mesh.data*mesh.fsdp={data}*{fsdp} needs {data * fsdp} devices but only {n} "
                       "exist; use --config.mesh.data=-1")
-  from sora_jax.training.config import check_batch_divisible
-  check_batch_divisible(config.train.batch_size, config.train.grad_accum_steps, data * fsdp,
+  batch_divisible(config.train.batch_size, config.train.grad_accum_steps, data * fsdp,
                         f"mesh data*fsdp={data}*{fsdp} on {n} devices")
   if jax.process_count() > 1 and config.train.batch_size % jax.process_count():
     raise ConfigError(f"config.train.batch_size={config.train.batch_size} is not divisible by the "

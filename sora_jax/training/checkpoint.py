@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint._src.serialization import jax_array_handlers
 
+from sora_jax.config import migrate, to_dict, validate
 from sora_jax.errors import CheckpointError
 
 ITEMS = ("state", "data", "config")
@@ -32,7 +34,6 @@ def _serial_saves_on_cpu() -> None:
   """On CPU, orbax's replica-parallel saving slices every replicated array per replica, which
   compiles one tiny program per leaf (seconds on the first save); one replica writes instead."""
   if jax.default_backend() == "cpu":
-    from orbax.checkpoint._src.serialization import jax_array_handlers
     ocp.type_handlers.register_type_handler(
         jax.Array, jax_array_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
@@ -45,26 +46,15 @@ def make_manager(workdir, *, keep: int = 3, async_save: bool = True) -> ocp.Chec
   return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
 
 
-def config_to_json(config) -> dict:
-  return json.loads(json.dumps(config.to_dict(), default=str))
-
-
-def config_from_json(d: dict) -> ml_collections.ConfigDict:
-  """Inverse of config_to_json; lists become tuples again (configs use tuples)."""
-  def fix(x):
-    if isinstance(x, dict):
-      return {k: fix(v) for k, v in x.items()}
-    if isinstance(x, list):
-      return tuple(fix(v) for v in x)
-    return x
-  return ml_collections.ConfigDict(fix(d))
+def saved_config(d: dict) -> ml_collections.ConfigDict:
+  """A checkpoint's saved config, brought up to the current schema and validated (it enters here)."""
+  return validate(migrate(d))
 
 
 def _allgather_json(obj) -> list:
   """Every process's JSON-able `obj`, in process order (one entry on a single process)."""
   if jax.process_count() == 1:
     return [obj]
-  from jax.experimental import multihost_utils
   raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
   n = int(np.max(multihost_utils.process_allgather(np.array([raw.size]))))
   padded = np.zeros(n, np.uint8)
@@ -78,7 +68,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
   data = {"process_count": jax.process_count(), "processes": _allgather_json(data_state)}
   return manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data),
-      config=ocp.args.JsonSave(config_to_json(config))), force=force)
+      config=ocp.args.JsonSave(to_dict(config))), force=force)
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
@@ -108,12 +98,12 @@ def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
   manager = make_manager(workdir, async_save=False)
   step = manager.latest_step() if step is None else step
   if step is not None:
-    return config_from_json(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+    return saved_config(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
   path = pathlib.Path(workdir) / "config.json"
   if not path.is_file():
     raise CheckpointError(f"no checkpoint and no config.json in workdir {str(workdir)!r}; train first "
                           f"(python train.py --workdir {workdir})")
-  return config_from_json(json.loads(path.read_text()))
+  return saved_config(json.loads(path.read_text()))
 
 
 def load_for_inference(workdir, step: int | None = None):
@@ -145,4 +135,4 @@ def load_for_inference(workdir, step: int | None = None):
       state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
   state = out["state"]
   variables = {"params": state["params"]["encoder"], **dict(state["model_state"])}
-  return config_from_json(out["config"]), variables, int(step)
+  return saved_config(out["config"]), variables, int(step)

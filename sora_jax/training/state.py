@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from sora_jax import objectives
+from sora_jax.models import encoder
+from sora_jax.models.video_encoder import default_batch_shape
 
 
 @flax.struct.dataclass
@@ -30,12 +32,10 @@ class TrainState:
 
 def init_state(config, tx: optax.GradientTransformation) -> TrainState:
   """Pure: the initial state from config.seed (wrap in jit / eval_shape)."""
-  from sora_jax.models import build_encoder
-  from sora_jax.models.video_encoder import default_batch_shape
   root = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(root)
   dummy = jnp.zeros(default_batch_shape(config), jnp.uint8)
-  variables = dict(build_encoder(config).init(init_key, dummy, train=False))
+  variables = dict(encoder(config).init(init_key, dummy, train=False))
   params = {"encoder": variables.pop("params"), "objective": objectives.init_params(config)}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_key)

@@ -1,18 +1,25 @@
-"""`python eval.py --workdir W`: every protocol on the run's checkpoint and its baselines, one table.
+"""Every protocol on a run's checkpoint and its baselines (`sora-jax eval`, `python eval.py`).
 
 Writes under W/eval: embeddings/ (npz shards per model and split, reused while the checkpoint is
-the same), report.json, report.md and PNG plots; prints the table.
+the same), report.json, report.md and PNG plots.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import pathlib
 
+import jax
 import numpy as np
 
-from sora_jax.evaluation import embed, report, suite, temporal
+from sora_jax.config import apply_overrides, validate
+from sora_jax.config.checks import as_names
+from sora_jax.data import pipeline
+from sora_jax.errors import ConfigError
+from sora_jax.evaluation import baselines as bl, embed, finetune as ft, report, retrieval, suite, temporal
+from sora_jax.training.checkpoint import load_for_inference
 
 log = logging.getLogger("sora_jax.eval")
 
@@ -29,7 +36,7 @@ def _splits(config, info: dict):
 def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool, progress: bool, embed_fn=None):
   """-> (train, val, test) embedded splits (validation carved from train when the data has none)."""
   train_split, val_split, test_split = _splits(config, info)
-  max_n = int(suite.eval_option(config, "max_examples", 0))
+  max_n = int(config.eval.max_examples)
   seed = config.seed + 1 if shuffled else None
   suffix = "-shuffled" if shuffled else ""
   get = lambda split, cap: embed.extract(config, variables, split, pathlib.Path(out_dir) / f"{split}{suffix}",
@@ -40,7 +47,7 @@ def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool
   if val_split:
     val = get(val_split, 0)
   else:
-    train, val = suite.split_validation(train, float(suite.eval_option(config, "val_fraction", 0.2)), config.seed)
+    train, val = suite.split_validation(train, float(config.eval.val_fraction), config.seed)
   return train, val, test
 
 
@@ -62,29 +69,40 @@ def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=Tr
   return figs, ordered
 
 
-def main(workdir, *, step: int | None = None, progress: bool = True, baselines=None, overrides=()) -> int:
-  """Evaluates the latest (or given) checkpoint of `workdir`; writes W/eval; prints the table. Returns 0.
+def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselines=None, overrides=()) -> dict:
+  """Evaluates the latest (or given) checkpoint of `workdir` and its baselines; writes W/eval.
 
-  overrides: `eval.a=value` strings applied to the run's config (only the eval section may change).
+  overrides: `eval.FIELD=value` strings applied to the run's saved config (nothing else may change:
+  the model and data are what was trained). Returns the report (also in W/eval/report.json), with
+  the written files under "paths".
   """
-  import jax
-  from sora_jax.config import validate
-  from sora_jax.data import pipeline
-  from sora_jax.evaluation import baselines as bl, finetune as ft
-  from sora_jax.training.checkpoint import load_for_inference
-
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   workdir = pathlib.Path(workdir)
   config, variables, ckpt_step = load_for_inference(workdir, step)
   _override(config, overrides)
-  validate(config)
   info = pipeline.dataset_info(config)
-  out = workdir / "eval"
-  emb_dir = out / "embeddings"
-  wanted = tuple(config.eval.baselines if baselines is None else baselines)
-  if isinstance(wanted, str):
-    wanted = tuple(b for b in wanted.split(",") if b)
+  wanted = as_names(config.eval.baselines if baselines is None else baselines)
+  models = _models(config, variables, ckpt_step, workdir, info, wanted)
+  results, ssl_splits = _evaluate_models(config, models, workdir / "eval" / "embeddings", info, progress)
+  epochs = int(config.eval.finetune_epochs)
+  if epochs and info.get("num_classes", 0) > 1:
+    _finetune(config, models, results, info, epochs, progress)
+  rep = {
+      "workdir": str(workdir), "checkpoint_step": ckpt_step, "config": config.to_dict(),
+      "dataset": {"name": config.data.name, **{k: info.get(k) for k in
+                                               ("num_classes", "class_names", "num_motion_classes", "motion_names", "splits")}},
+      "chance": {"appearance": suite.chance(ssl_splits[2], "label"), "motion": suite.chance(ssl_splits[2], "motion_label")},
+      "protocol": _protocol(config, info, epochs),
+      "models": results,
+      "devices": jax.device_count(),
+  }
+  rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)
+  rep["paths"] = report.write_report(workdir / "eval", rep)
+  return rep
 
+
+def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
+  """name -> (config, variables, embedding-cache fingerprint) for the run and each wanted baseline."""
   # Stored embeddings are reused only for the same weights, data and clip settings.
   data_key = {"data": config.data.name, "splits": info.get("splits"), "frames": config.data.num_frames,
               "size": config.data.frame_size, "stride": config.data.stride}
@@ -93,9 +111,13 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
     models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
   if "supervised" in wanted:
     sup_config, sup_vars, sup_step = bl.supervised_variables(config, workdir, info)
-    eval_config = _with_model(config, sup_config)
-    models["supervised"] = (eval_config, sup_vars, {"model": "supervised", "step": sup_step, **data_key})
+    models["supervised"] = (_with_model(config, sup_config), sup_vars,
+                            {"model": "supervised", "step": sup_step, **data_key})
+  return models
 
+
+def _evaluate_models(config, models, emb_dir, info, progress) -> tuple[dict, tuple]:
+  """-> (name -> figures, the run's own embedded splits)."""
   results, ssl_splits, fns = {}, None, {}
   for name, (cfg, var, fp) in models.items():
     log.info("evaluating %s", TITLES[name])
@@ -106,60 +128,29 @@ def main(workdir, *, step: int | None = None, progress: bool = True, baselines=N
     results[name] = figs
     if name == "ssl":
       ssl_splits = splits
+  return results, ssl_splits
 
-  epochs = int(suite.eval_option(config, "finetune_epochs", 0))
-  if epochs and info.get("num_classes", 0) > 1:
-    lr = float(suite.eval_option(config, "finetune_learning_rate", 1e-3))
-    head_lr = float(suite.eval_option(config, "finetune_head_learning_rate", 10 * lr))
-    for name in ("ssl", "random"):  # random init, same budget: what the pretraining is worth
-      if name in models:
-        log.info("fine-tuning the %s encoder for %d epochs", TITLES[name], epochs)
-        results[name]["finetune"] = ft.finetune(config, models[name][1], info, epochs=epochs, progress=progress,
-                                                learning_rate=lr, head_learning_rate=head_lr)
 
-  rep = {
-      "workdir": str(workdir), "checkpoint_step": ckpt_step, "config": config.to_dict(),
-      "dataset": {"name": config.data.name, **{k: info.get(k) for k in
-                                               ("num_classes", "class_names", "num_motion_classes", "motion_names", "splits")}},
-      "chance": {"appearance": suite.chance(ssl_splits[2], "label"), "motion": suite.chance(ssl_splits[2], "motion_label")},
-      "protocol": _protocol(config, info, epochs),
-      "models": results,
-      "devices": jax.device_count(),
-  }
-  rep["plots"] = _plots(config, workdir, out, info, ssl_splits, progress)
-  paths = report.write_report(out, rep)
-  print(f"\nsora-jax eval: {workdir} (checkpoint step {ckpt_step}, {config.data.name}; % on the "
-        f"{config.data.eval_split} split)\n")
-  print(report.text_table(rep))
-  print(f"\nreport: {paths['md']}  figures: {paths['json']}")
-  return 0
+def _finetune(config, models, results, info, epochs, progress) -> None:
+  lr, head_lr = float(config.eval.finetune_learning_rate), float(config.eval.finetune_head_learning_rate)
+  for name in ("ssl", "random"):  # random init, same budget: what the pretraining is worth
+    if name in models:
+      log.info("fine-tuning the %s encoder for %d epochs", TITLES[name], epochs)
+      results[name]["finetune"] = ft.finetune(config, models[name][1], info, epochs=epochs, progress=progress,
+                                              learning_rate=lr, head_learning_rate=head_lr)
 
 
 def _override(config, overrides) -> None:
-  from sora_jax.config import set_value
-  from sora_jax.errors import ConfigError
-  # Eval fields added after the run was saved take configs/default.py's values.
-  with config.eval.ignore_type():
-    for name, value in _default_eval().items():
-      if name not in config.eval:
-        config.eval[name] = value
   for item in overrides:
-    key, sep, value = item.partition("=")
-    key = key.removeprefix("config.")
-    if not sep or not key.startswith("eval."):
-      raise ConfigError(f"override {item!r}: only eval.FIELD=VALUE can change at evaluation time")
-    set_value(config, key, value)
-
-
-def _default_eval() -> dict:
-  from sora_jax.config import load_config
-  path = pathlib.Path(__file__).resolve().parents[2] / "configs" / "default.py"
-  return load_config(path).eval.to_dict() if path.is_file() else {}
+    key = item.partition("=")[0].removeprefix("config.")
+    if not key.startswith("eval."):
+      raise ConfigError(f"override {item!r}: only --config.eval.FIELD=VALUE can change at evaluation time")
+  apply_overrides(config, overrides)
+  validate(config, sections=("eval",))
 
 
 def _with_model(config, other):
   """The run's config (data, eval) with `other`'s model section."""
-  import copy
   cfg = copy.deepcopy(config)
   with cfg.ignore_type():
     cfg.model = copy.deepcopy(other.model)
@@ -170,11 +161,11 @@ def _protocol(config, info, epochs) -> dict:
   e = config.eval
   train_split, val_split, test_split = _splits(config, info)
   return {
-      "feature": f"{suite.eval_option(config, 'feature', 'pooled')}, L2-normalised, averaged over "
+      "feature": f"{config.eval.feature}, L2-normalised, averaged over "
                  f"{e.num_clips} clip(s) x {e.num_crops} crop(s)",
-      "linear": f"softmax regression (full-batch Adam, {suite.eval_option(config, 'probe_steps', 300)} steps); "
-                f"lr in {tuple(suite.eval_option(config, 'probe_learning_rates', (0.01, 0.1)))}, L2 weight decay in "
-                f"{tuple(suite.eval_option(config, 'probe_weight_decays', (0.0, 1e-4, 1e-3)))} chosen on "
+      "linear": f"softmax regression (full-batch Adam, {config.eval.probe_steps} steps); "
+                f"lr in {tuple(config.eval.probe_learning_rates)}, L2 weight decay in "
+                f"{tuple(config.eval.probe_weight_decays)} chosen on "
                 f"{val_split or 'a held-out part of ' + train_split}, refit on train+validation, scored on {test_split}",
       "knn": f"weighted kNN (DINO): k={e.knn_k}, votes exp(cos/{e.knn_temperature}), bank = {train_split}"
              + (f"+{val_split}" if val_split else ""),
@@ -184,8 +175,8 @@ def _protocol(config, info, epochs) -> dict:
       "temporal": "motion = the same protocols on the motion labels; shuffled = frames of every clip permuted "
                   "(seeded) before embedding, for train and test",
       "finetune": (f"encoder + linear classifier, cross-entropy, {epochs} epoch(s) of {train_split}, AdamW with a "
-                   f"cosine schedule from lr {suite.eval_option(config, 'finetune_learning_rate', 1e-3)} (new head: "
-                   f"{suite.eval_option(config, 'finetune_head_learning_rate', 'x10')}), one augmented view per clip; "
+                   f"cosine schedule from lr {config.eval.finetune_learning_rate} (new head: "
+                   f"{config.eval.finetune_head_learning_rate}), one augmented view per clip; "
                    "the same for the self-supervised and the random-init encoder" if epochs else "off"),
   }
 
@@ -196,10 +187,10 @@ def _plots(config, workdir, out, info, ssl_splits, progress) -> dict:
   if curves:
     plots["training_curves"] = curves
   train, val, test = ssl_splits
-  feature = suite.eval_option(config, "feature", "pooled")
+  feature = config.eval.feature
   names = info.get("class_names")
   if (test["label"] >= 0).any():
-    method = suite.eval_option(config, "projection", "pca")
+    method = config.eval.projection
     plots["projection"] = report.plot_projection(test[feature][test["label"] >= 0], test["label"][test["label"] >= 0],
                                                  out / "projection.png", class_names=names, method=method,
                                                  title=f"test embeddings ({method.upper()}), by class")
@@ -211,7 +202,6 @@ def _plots(config, workdir, out, info, ssl_splits, progress) -> dict:
 
 
 def _gallery(config, info, train, val, test, feature, path, num_queries=4, k=5) -> str:
-  from sora_jax.evaluation import retrieval
   gallery = {key: np.concatenate([train[key], val[key]]) for key in ("video_id", "label", feature)}
   rng = np.random.default_rng(config.seed)
   labelled = np.flatnonzero(test["label"] >= 0)
@@ -231,7 +221,6 @@ def _gallery(config, info, train, val, test, feature, path, num_queries=4, k=5) 
 
 def _fetch_clips(config, info, ids: set) -> dict:
   """video_id -> first clip uint8 [T, H, W, 3], reading the splits until every id is found."""
-  from sora_jax.data import pipeline
   found = {}
   for split in dict.fromkeys(s for s in _splits(config, info) if s):
     for batch in pipeline.eval_batches(config, split, batch_size=config.eval.batch_size, num_clips=1, num_crops=1):

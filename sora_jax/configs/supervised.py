@@ -2,15 +2,11 @@
 shape labels (5 classes), one view, same budget, for comparing the self-supervised representation.
 """
 
-import pathlib
-
-from sora_jax.config import load_config
-
-_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
+from sora_jax.config import defaults
 
 
 def get_config():
-  c = load_config(_DEFAULT)
+  c = defaults()
   c.data.num_views = 1
   c.model.num_classes = 5  # moving_shapes: square, circle, triangle, cross, diamond
   c.objective.name = "supervised"

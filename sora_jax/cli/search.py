@@ -40,14 +40,15 @@ def format_table(hits) -> str:
 
 def run(args) -> int:
   from sora_jax.apps.index import Index
+  from sora_jax.apps.search import query_vector, search_index
   from sora_jax.errors import DataError
   if args.k < 1:
     raise DataError(f"--k={args.k} must be >= 1")
   index = Index.load(args.index)
   if not index.count:
     raise DataError(f"index {args.index!r} is empty; add videos with `sora-jax embed --out {args.index}`")
-  vec, query = index.query_vector(args.query, workdir=args.workdir)
-  hits = index.search(vec, args.k, approximate=args.approx, nprobe=args.nprobe, block_size=args.block_size)[0]
+  vec, query = query_vector(index, args.query, workdir=args.workdir)
+  hits = search_index(index, vec, args.k, approximate=args.approx, nprobe=args.nprobe, block_size=args.block_size)[0]
   print(format_table(hits))
   if args.html:
     from sora_jax.apps.html import write_html

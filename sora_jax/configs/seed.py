@@ -5,15 +5,11 @@ Unlike the reference PyTorch snippet (which reshaped one image's CNN feature map
 this runs the CNN on each frame of a [B, T, H, W, 3] video, as the design's prose intends.
 """
 
-import pathlib
-
-from sora_jax.config import load_config
-
-_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
+from sora_jax.config import defaults
 
 
 def get_config():
-  c = load_config(_DEFAULT)
+  c = defaults()
   c.data.num_frames = 16
   c.data.frame_size = 64
   c.model.frame_encoder = "seed_cnn"

@@ -3,15 +3,11 @@ steps t+1..t+3, each scored against every true future in the global batch. One v
 (the task itself is the supervision), longer clips so there is a future to predict.
 """
 
-import pathlib
-
-from sora_jax.config import load_config
-
-_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
+from sora_jax.config import defaults
 
 
 def get_config():
-  c = load_config(_DEFAULT)
+  c = defaults()
   c.data.num_views = 1
   c.data.num_frames = 8
   c.model.temporal = "lstm"  # unidirectional = causal: sequence[t] sees frames <= t only

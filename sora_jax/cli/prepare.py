@@ -1,4 +1,4 @@
-"""`sora-jax prepare SRC OUT`: see sora_jax/data/prepare.py. Train on it with
+"""`sora-jax prepare SRC OUT` (sora_jax.data.prepare.prepare). Train on the result with
 `--config.data.name=tfrecord:OUT`."""
 
 from __future__ import annotations

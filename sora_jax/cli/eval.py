@@ -1,6 +1,8 @@
-"""`sora-jax eval --workdir W`: the same as `python eval.py --workdir W`."""
+"""`sora-jax eval` (and `python eval.py`): every protocol on a run and its baselines; prints the table."""
 
 from __future__ import annotations
+
+TAKES_OVERRIDES = True  # eval.* fields only: the run's model and data are what was trained
 
 
 def add_arguments(parser) -> None:
@@ -9,13 +11,17 @@ def add_arguments(parser) -> None:
   parser.add_argument("--baselines", default=None,
                       help="comma-separated baselines to evaluate beside the run: random,supervised "
                            "(default: config.eval.baselines; '' for none)")
-  parser.add_argument("--set", action="append", default=[], metavar="eval.FIELD=VALUE",
-                      help="change an eval setting of the run's config, e.g. --set eval.num_clips=4 (repeatable)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
-  from sora_jax.evaluation import entry
+  from sora_jax.evaluation import report
+  from sora_jax.evaluation.run import evaluate
   baselines = None if args.baselines is None else tuple(b for b in args.baselines.split(",") if b)
-  return entry.main(args.workdir, step=args.step, progress=not args.no_progress, baselines=baselines,
-                    overrides=args.set)
+  rep = evaluate(args.workdir, step=args.step, progress=not args.no_progress, baselines=baselines,
+                 overrides=args.overrides)
+  print(f"\nsora-jax eval: {args.workdir} (checkpoint step {rep['checkpoint_step']}, {rep['dataset']['name']}; "
+        f"% on the {rep['config']['data']['eval_split']} split)\n")
+  print(report.text_table(rep))
+  print(f"\nreport: {rep['paths']['md']}  figures: {rep['paths']['json']}")
+  return 0

@@ -6,15 +6,11 @@ Run one process per host (TPU pods and SLURM are detected; otherwise pass --coor
 --num_processes and --process_id) with --config.data.name=tfrecord:/path/to/shards.
 """
 
-import pathlib
-
-from sora_jax.config import load_config
-
-_DEFAULT = pathlib.Path(__file__).resolve().parent / "default.py"
+from sora_jax.config import defaults
 
 
 def get_config():
-  c = load_config(_DEFAULT)
+  c = defaults()
   c.data.name = "tfrecord:/data/kinetics400/shards"  # made by `sora-jax prepare`
   c.data.num_frames = 16
   c.data.frame_size = 224

@@ -1,0 +1,39 @@
+"""`sora-jax train` (and `python train.py`): pretrain an encoder; rerunning resumes the workdir's run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+TAKES_OVERRIDES = True
+
+
+def add_arguments(parser) -> None:
+  parser.add_argument("--config", default="default",
+                      help="a named config (default, dpc, seed, supervised, large; see `sora-jax config --list`) "
+                           "or a config file (.py with get_config())")
+  parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports go here (a local path or "
+                      "a URL); an existing run there is resumed")
+  parser.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0 "
+                      "(or $JAX_COORDINATOR_ADDRESS; SLURM/TPU pods are detected)")
+  parser.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+  parser.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
+  parser.add_argument("--no_quick_eval", action="store_true", help="skip the periodic kNN evaluation "
+                      "(train.quick_eval_every)")
+
+
+def run(args) -> int:
+  from sora_jax.config import load_config
+  logging.basicConfig(level=logging.WARNING, format="%(message)s")  # orbax/absl INFO is noise here
+  config = load_config(args.config, args.overrides)
+  from sora_jax.parallel import distributed
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  import jax
+
+  from sora_jax.evaluation.quick import make_quick_eval
+  from sora_jax.training.loop import train
+  hooks = (make_quick_eval(config),) if config.train.quick_eval_every and not args.no_quick_eval else ()
+  state = train(config, args.workdir, hooks=hooks)
+  if jax.process_index() == 0:
+    print(f"done: step {int(state.step)}, workdir {args.workdir}", file=sys.stderr)
+  return 0

@@ -1,0 +1,131 @@
+"""Field checks: `check(dotted, value)` raises ConfigError naming the field, the value and the fix.
+
+The schema (sora_jax/config/schema.py) gives each field one of these; cross-field rules live in
+sora_jax/config/validate.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sora_jax.errors import ConfigError
+
+Check = Callable[[str, Any], None]
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
+  def check(dotted, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f"config.{dotted}={value!r} must be an integer")
+    if minimum is not None and value < minimum:
+      raise ConfigError(f"config.{dotted}={value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+      raise ConfigError(f"config.{dotted}={value} must be <= {maximum}")
+  check.describe = _bounds("integer", minimum, maximum)
+  return check
+
+
+def number(minimum: float | None = None, maximum: float | None = None, exclusive_minimum: bool = False) -> Check:
+  def check(dotted, value):
+    if not _is_number(value):
+      raise ConfigError(f"config.{dotted}={value!r} must be a number")
+    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+      raise ConfigError(f"config.{dotted}={value} must be {'>' if exclusive_minimum else '>='} {minimum}")
+    if maximum is not None and value > maximum:
+      raise ConfigError(f"config.{dotted}={value} must be <= {maximum}")
+  check.describe = _bounds("number", minimum, maximum, exclusive_minimum)
+  return check
+
+
+def choice(*allowed) -> Check:
+  def check(dotted, value):
+    if isinstance(value, bool) or value not in allowed:
+      raise ConfigError(f"config.{dotted}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}")
+  check.describe = " | ".join(map(str, allowed))
+  return check
+
+
+def boolean() -> Check:
+  def check(dotted, value):
+    if not isinstance(value, bool):
+      raise ConfigError(f"config.{dotted}={value!r} must be one of True, False")
+  check.describe = "bool"
+  return check
+
+
+def name(example: str) -> Check:
+  """A non-empty string (a split name, a path)."""
+  def check(dotted, value):
+    if not isinstance(value, str) or not value:
+      raise ConfigError(f"config.{dotted}={value!r} must name a split, e.g. {example!r}")
+  check.describe = "str"
+  return check
+
+
+def string() -> Check:
+  def check(dotted, value):
+    if not isinstance(value, str):
+      raise ConfigError(f"config.{dotted}={value!r} must be a string")
+  check.describe = "str"
+  return check
+
+
+def pair(lo: float, hi: float) -> Check:
+  def check(dotted, value):
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value))
+            and lo <= value[0] <= value[1] <= hi):
+      raise ConfigError(f"config.{dotted}={value!r} must be a pair (low, high) with {lo} <= low <= high <= {hi}")
+  check.describe = f"(low, high) in [{lo}, {hi}]"
+  return check
+
+
+def rgb(positive: bool) -> Check:
+  def check(dotted, value):
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_is_number, value))
+    if not ok or (positive and min(value) <= 0):
+      what = "positive numbers" if positive else "numbers"
+      raise ConfigError(f"config.{dotted}={value!r} must be 3 {what}, one per RGB channel, e.g. (0.5, 0.5, 0.5)")
+  check.describe = "3 numbers (R, G, B)"
+  return check
+
+
+def numbers(minimum: float = 0.0, integers: bool = False, example: str = "(0.01, 0.1)") -> Check:
+  """A non-empty list of numbers >= minimum (positive integers with integers=True)."""
+  def check(dotted, value):
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        (isinstance(v, int) and not isinstance(v, bool)) if integers else _is_number(v) for v in value)
+    if not ok or any(v < minimum for v in value):
+      what = "positive integers" if integers else f"numbers >= {minimum}"
+      raise ConfigError(f"config.{dotted}={value!r} must be a non-empty list of {what}, e.g. {example}")
+  check.describe = "list of " + ("int" if integers else "number")
+  return check
+
+
+def subset(*allowed) -> Check:
+  """A tuple of names (or a comma-separated string) drawn from `allowed`."""
+  def check(dotted, value):
+    for item in as_names(value):
+      if item not in allowed:
+        raise ConfigError(f"config.{dotted} contains {item!r}; choose among {', '.join(map(repr, allowed))}")
+  check.describe = "subset of " + ", ".join(allowed)
+  return check
+
+
+def as_names(value) -> tuple[str, ...]:
+  """('a', 'b') or 'a,b' -> ('a', 'b')."""
+  if isinstance(value, str):
+    return tuple(v for v in value.split(",") if v)
+  return tuple(value)
+
+
+def _bounds(kind: str, lo, hi, exclusive: bool = False) -> str:
+  parts = [kind]
+  if lo is not None:
+    parts.append(f"{'>' if exclusive else '>='} {lo}")
+  if hi is not None:
+    parts.append(f"<= {hi}")
+  return " ".join(parts)

@@ -1,0 +1,208 @@
+"""Every config field, declared once: its default, its check (which also gives its type) and its doc.
+
+`defaults()` builds the ml_collections ConfigDict that every named config starts from;
+`reference()` prints this table for `sora-jax config --show`. Cross-field rules (batch vs mesh,
+objective vs model) are in sora_jax/config/validate.py.
+
+ml_collections rather than dataclasses: the design card and every config file already speak
+ConfigDict (`--config.train.batch_size=64`, `c.model.width = 1.0`), checkpoints store it as JSON,
+and a config file can add a section for an experiment without touching a class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from sora_jax.config import checks as c
+from sora_jax.config.datasets import parse_data_name
+
+FRAME_ENCODERS = ("seed_cnn", "resnet")
+TEMPORAL = ("lstm", "gru", "transformer", "none")
+POOLING = ("last", "mean", "cls")
+OBJECTIVES = ("infonce", "predictive", "supervised", "infonce+predictive", "infonce+supervised",
+              "predictive+supervised", "infonce+predictive+supervised")
+BASELINES = ("random", "supervised")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  name: str  # dotted path, e.g. "train.batch_size"
+  default: Any
+  check: c.Check
+  doc: str
+
+
+def _data_name(dotted, value):
+  parse_data_name(value)
+
+
+_data_name.describe = "str"
+
+
+def _color_jitter(dotted, value):
+  jitter = tuple(value) if isinstance(value, (list, tuple)) else value
+  if jitter == ():
+    return
+  if not (isinstance(jitter, tuple) and len(jitter) == 4 and all(c._is_number(v) and v >= 0 for v in jitter)
+          and jitter[3] <= 0.5):
+    raise c.ConfigError(f"config.{dotted}={jitter!r} must be () or 4 numbers >= 0 (brightness, contrast, "
+                        "saturation, hue maxima; hue <= 0.5), e.g. (0.2, 0.3, 0.8, 0.5)")
+
+
+_color_jitter.describe = "() or 4 numbers"
+
+F = Field
+FIELDS: tuple[Field, ...] = (
+    F("seed", 0, c.integer(0), "root of every random draw (initialisation, data order, augmentation)"),
+
+    F("data.name", "moving_shapes", _data_name,
+      "moving_shapes | moving_digits (built in, [/small]) | tfrecord:PATH (from `sora-jax prepare`) | "
+      "tfds:NAME/CONFIG"),
+    F("data.data_dir", "", c.string(), "where datasets are generated/read; '' = $SORA_JAX_DATA_DIR or "
+      "~/.cache/sora_jax/datasets"),
+    F("data.num_frames", 8, c.integer(1, 1024), "frames per clip (T)"),
+    F("data.frame_size", 32, c.integer(8, 1024), "square frame side in pixels after cropping (H = W)"),
+    F("data.stride", 1, c.integer(1, 64), "source frames between two clip frames"),
+    F("data.num_views", 2, c.integer(1, 16), "clips (views) drawn from each video per training example"),
+    F("data.view_gap", "uniform", c.choice("uniform", "decreasing"), "how far apart views start: uniform | "
+      "decreasing (CVRL: nearer gaps more likely)"),
+    F("data.sampling", "random", c.choice("random", "uniform", "centred"),
+      "where training views start: random | uniform (evenly spaced) | centred"),
+    F("data.train_split", "train", c.name("train"), "split to train on (and the kNN bank of evaluation)"),
+    F("data.eval_split", "test", c.name("test"), "split evaluation scores"),
+    F("data.augment.crop_scale", (0.7, 1.0), c.pair(0.01, 1.0),
+      "(min, max) area of the random crop; smaller crops often cut the object out"),
+    F("data.augment.flip_prob", 0.0, c.number(0.0, 1.0), "horizontal flip probability per view; flips swap "
+      "left and right motion, so leave them off where the direction of motion matters"),
+    F("data.augment.color_jitter_prob", 0.8, c.number(0.0, 1.0), "probability of colour jitter per view"),
+    F("data.augment.color_jitter_strength", 1.0, c.number(0.0, 4.0), "scales SimCLR's jitter when color_jitter=()"),
+    F("data.augment.color_jitter", (0.2, 0.3, 0.8, 0.5), _color_jitter,
+      "(brightness, contrast, saturation, hue) maxima; () = SimCLR's (0.8, 0.8, 0.8, 0.2) x strength. Any hue, "
+      "so colour cannot identify a video; mild brightness, as these dark frames turn black or white otherwise"),
+    F("data.augment.per_frame_jitter", False, c.boolean(), "draw the jitter per frame instead of per clip"),
+    F("data.augment.grayscale_prob", 0.2, c.number(0.0, 1.0), "probability of grayscale per view"),
+    F("data.augment.blur_prob", 0.0, c.number(0.0, 1.0), "probability of Gaussian blur per view"),
+    F("data.augment.solarize_prob", 0.0, c.number(0.0, 1.0), "probability of solarisation per view"),
+    F("data.shuffle_buffer", 1024, c.integer(0), "examples in the shuffle buffer of each host"),
+    F("data.num_parallel_calls", -1, c.integer(-1), "tf.data parallelism; -1 = AUTOTUNE (0 is not allowed)"),
+    F("data.prefetch", 2, c.integer(0), "host batches prepared ahead"),
+
+    F("model.frame_encoder", "seed_cnn", c.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet"),
+    F("model.width", 0.25, c.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
+      "(1.0 = 64/128/256)"),
+    F("model.resnet_depth", 18, c.choice(18, 34), "ResNet depth (frame_encoder=resnet)"),
+    F("model.resnet_stem", "small", c.choice("small", "imagenet"),
+      "small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)"),
+    F("model.frame_input", "rgb+diff", c.choice("rgb", "rgb+diff"), "rgb | rgb+diff: each frame with its "
+      "difference from the previous one, so the per-frame CNN sees motion its global pool would lose"),
+    F("model.frame_pool", "mean", c.choice("mean", "flatten"),
+      "mean (global average: what, not where) | flatten (keeps the final grid)"),
+    F("model.norm", "group", c.choice("none", "group", "batch"), "none | group | batch (batch makes batch "
+      "statistics mutable)"),
+    F("model.temporal", "lstm", c.choice(*TEMPORAL), "model over time: lstm | gru | transformer | none"),
+    F("model.hidden_size", 64, c.integer(1), "width of the temporal model"),
+    F("model.num_layers", 1, c.integer(1), "layers of the temporal model"),
+    F("model.bidirectional", False, c.boolean(), "run the LSTM/GRU both ways"),
+    F("model.num_heads", 4, c.integer(1), "attention heads (temporal=transformer)"),
+    F("model.causal", False, c.boolean(), "sequence[t] sees frames <= t only"),
+    F("model.remat", False, c.boolean(), "recompute activations in the backward pass (saves memory)"),
+    F("model.scan_layers", False, c.boolean(), "scan over identical transformer layers (faster compile)"),
+    F("model.pooling", "mean", c.choice(*POOLING), "sequence -> pooled: last | mean | cls"),
+    F("model.head_hidden", 128, c.integer(1), "hidden width of the projection head"),
+    F("model.head_layers", 2, c.integer(1), "layers of the projection head (1 = linear)"),
+    F("model.embed_dim", 64, c.integer(1), "size of the L2-normalised embedding"),
+    F("model.num_classes", 0, c.integer(0), "> 0 adds a linear classifier head"),
+    F("model.predict_steps", 0, c.integer(0), "> 0 adds the DPC predictor: from sequence[t], predict t+1..t+K"),
+    F("model.input_mean", (0.5, 0.5, 0.5), c.rgb(positive=False), "per-channel mean after scaling uint8 to [0, 1]"),
+    F("model.input_std", (0.25, 0.25, 0.25), c.rgb(positive=True), "per-channel std after scaling to [0, 1]"),
+    F("model.dtype", "float32", c.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
+
+    F("objective.name", "infonce", c.choice(*OBJECTIVES), "terms joined by '+': infonce | predictive | supervised"),
+    F("objective.temperature", 0.1, c.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
+    F("objective.learn_temperature", False, c.boolean(), "learn the temperature (log-parametrised)"),
+    F("objective.infonce_weight", 1.0, c.number(0.0), "weight of the InfoNCE term"),
+    F("objective.predictive_weight", 1.0, c.number(0.0), "weight of the predictive (DPC) term"),
+    F("objective.supervised_weight", 1.0, c.number(0.0), "weight of the cross-entropy term"),
+
+    F("train.batch_size", 64, c.integer(1), "global batch (all processes); 64 learns motion in a few hundred "
+      "steps where 32 needs ~700"),
+    F("train.num_steps", 600, c.integer(1), "optimizer steps of the run"),
+    F("train.grad_accum_steps", 1, c.integer(1), "micro-batches per step (the batch must divide into them)"),
+    F("train.checkpoint_every", 100, c.integer(0), "steps between checkpoints (0 = only at the end)"),
+    F("train.keep_checkpoints", 3, c.integer(1), "checkpoints kept on disk"),
+    F("train.log_every", 10, c.integer(1), "steps between metric lines"),
+    F("train.quick_eval_every", 100, c.integer(0), "steps between quick kNN evaluations; 0 = off"),
+
+    F("optimizer.name", "adamw", c.choice("adamw", "sgd", "lars"), "adamw | sgd | lars"),
+    F("optimizer.learning_rate", 3e-3, c.number(0.0, exclusive_minimum=True), "peak learning rate"),
+    F("optimizer.warmup_steps", 10, c.integer(0), "linear warm-up steps"),
+    F("optimizer.schedule", "cosine", c.choice("cosine", "constant"), "after warm-up: cosine | constant"),
+    F("optimizer.weight_decay", 1e-4, c.number(0.0), "decoupled weight decay (not on biases, norms, temperature)"),
+    F("optimizer.momentum", 0.9, c.number(0.0, 1.0), "momentum of sgd and lars"),
+    F("optimizer.clip_norm", 1.0, c.number(0.0), "global gradient-norm clip; 0 = none"),
+
+    F("mesh.data", -1, c.integer(-1), "devices on the data axis; -1 = all devices not used by other axes"),
+    F("mesh.fsdp", 1, c.integer(1), "devices that shard parameters and optimizer state"),
+
+    F("eval.batch_size", 64, c.integer(1), "clips per embedding batch"),
+    F("eval.num_clips", 1, c.integer(1), "clips per video averaged into one feature"),
+    F("eval.num_crops", 1, c.integer(1), "spatial crops per clip averaged into one feature"),
+    F("eval.knn_k", 20, c.integer(1), "neighbours in the kNN vote"),
+    F("eval.knn_temperature", 0.07, c.number(0.0, exclusive_minimum=True), "kNN vote weight exp(cos / T)"),
+    F("eval.retrieval_ks", (1, 5, 10, 20), c.numbers(1, integers=True, example="(1, 5, 10, 20)"),
+      "k of the retrieval R@k figures"),
+    F("eval.mean_center", False, c.boolean(), "centre features on the gallery mean before retrieval"),
+    F("eval.baselines", ("random", "supervised"), c.subset(*BASELINES),
+      "evaluated beside the run: random | supervised (trained into <workdir>/baselines)"),
+    F("eval.feature", "pooled", c.choice("pooled", "embedding"),
+      "pooled (temporal model output) | embedding (projection head output)"),
+    F("eval.probe_learning_rates", (0.01, 0.1), c.numbers(0.0), "linear probe sweep, chosen on validation"),
+    F("eval.probe_weight_decays", (0.0, 1e-4, 1e-3), c.numbers(0.0), "linear probe L2 sweep"),
+    F("eval.probe_steps", 300, c.integer(1), "full-batch Adam steps per probe"),
+    F("eval.val_fraction", 0.2, c.number(0.0, 0.9, exclusive_minimum=True),
+      "share of train held out when the dataset has no validation split"),
+    F("eval.max_examples", 0, c.integer(0), "cap on embedded train clips; 0 = all"),
+    F("eval.finetune_epochs", 1, c.integer(0), "epochs of fine-tuning the encoder + a new head; 0 = off"),
+    F("eval.finetune_learning_rate", 1e-3, c.number(0.0, exclusive_minimum=True), "encoder rate when fine-tuning"),
+    F("eval.finetune_head_learning_rate", 1e-2, c.number(0.0, exclusive_minimum=True),
+      "the new classifier head's rate (10x: at the encoder's it barely moves in one epoch)"),
+    F("eval.supervised_steps", 300, c.integer(0), "steps of the supervised baseline; 0 = its config's num_steps"),
+    F("eval.quick_examples", 256, c.integer(2), "clips per side of the quick kNN eval during training"),
+    F("eval.projection", "pca", c.choice("pca", "tsne"), "2-D plot of the test embeddings: pca | tsne"),
+)
+
+SECTIONS = ("data", "model", "objective", "train", "optimizer", "mesh", "eval")
+BY_NAME = {f.name: f for f in FIELDS}
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """A fresh ConfigDict holding every field's default (the `default` named config)."""
+  root: dict = {}
+  for f in FIELDS:
+    *parents, leaf = f.name.split(".")
+    node = root
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = f.default
+  return ml_collections.ConfigDict(root)
+
+
+def get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def reference(config=None) -> str:
+  """Markdown table: every field, its value in `config` (default: the defaults), its type and doc."""
+  lines = ["| field | value | type | doc |", "| --- | --- | --- | --- |"]
+  for f in FIELDS:
+    value = f.default if config is None else get(config, f.name)
+    kind = f.check.describe
+    cells = (f"`{f.name}`", f"`{value!r}`", kind, f.doc)
+    lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+  return "\n".join(lines)

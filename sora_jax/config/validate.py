@@ -1,0 +1,111 @@
+"""The one check of a whole config, run where a config enters (command line, Python API, checkpoint).
+
+Each field's own check comes from the schema; the rules below tie fields together, section by
+section. Checks that need the device count (mesh.data=-1) run in `parallel.mesh.make_mesh`.
+"""
+
+from __future__ import annotations
+
+from sora_jax.config import schema
+from sora_jax.errors import ConfigError
+
+
+def validate(config, sections=None):
+  """Raises ConfigError naming the field and the fix; returns `config` unchanged when it is valid.
+
+  sections: only these top-level sections (and `seed`); default all.
+  """
+  wanted = tuple(sections or schema.SECTIONS)
+  for section in wanted:
+    if section not in config:
+      raise ConfigError(f"config has no {section!r} section; start from a named config (sora-jax config --list)")
+  for f in schema.FIELDS:
+    top = f.name.split(".")[0]
+    if top in wanted or "." not in f.name:
+      f.check(f.name, _get(config, f.name))
+  for section in wanted:
+    _RULES[section](config)
+  return config
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      raise ConfigError(f"config field {dotted!r} is missing; start from a named config (sora-jax config --list)")
+    node = node[part]
+  return node
+
+
+def terms(objective_name: str) -> tuple[str, ...]:
+  """'infonce+predictive' -> ('infonce', 'predictive')."""
+  return tuple(objective_name.split("+"))
+
+
+def batch_divisible(batch: int, accum: int, shards: int, what: str) -> None:
+  """The global (micro-)batch must split evenly over the devices that hold batch rows."""
+  if batch % (accum * shards):
+    raise ConfigError(f"config.train.batch_size={batch} is not divisible by the data axis ({what}={shards}"
+                      f"{f' x grad_accum_steps={accum}' if accum > 1 else ''}); use a multiple of "
+                      f"{accum * shards}, e.g. --config.train.batch_size={max(1, batch // (accum * shards) + 1) * accum * shards}")
+
+
+def _data(config) -> None:
+  if config.data.num_parallel_calls == 0:
+    raise ConfigError("config.data.num_parallel_calls=0 must be -1 (AUTOTUNE) or >= 1")
+
+
+def _model(config) -> None:
+  m = config.model
+  if m.temporal == "transformer" and m.hidden_size % m.num_heads:
+    raise ConfigError(f"config.model.hidden_size={m.hidden_size} must be divisible by "
+                      f"config.model.num_heads={m.num_heads}")
+  if m.bidirectional and m.temporal not in ("lstm", "gru"):
+    raise ConfigError(f"config.model.bidirectional=True needs config.model.temporal in 'lstm', 'gru' "
+                      f"(got {m.temporal!r}); a non-causal transformer already sees both directions")
+  if m.bidirectional and m.causal:
+    raise ConfigError("config.model.causal=True contradicts config.model.bidirectional=True; set one to False")
+  if m.causal and m.temporal not in ("transformer", "lstm", "gru"):
+    raise ConfigError(f"config.model.causal=True needs a temporal model; config.model.temporal={m.temporal!r}")
+  if m.pooling == "cls" and m.temporal == "none":
+    raise ConfigError("config.model.pooling='cls' needs a temporal model to read the CLS token; "
+                      "choose config.model.pooling in 'last', 'mean' or set config.model.temporal")
+
+
+def _objective(config) -> None:
+  name, m = config.objective.name, config.model
+  if "infonce" in terms(name) and config.data.num_views < 2:
+    raise ConfigError(f"config.data.num_views={config.data.num_views} but objective {name!r} needs >= 2 views "
+                      "of each video; set --config.data.num_views=2 or use objective.name='predictive'")
+  if "predictive" in terms(name):
+    if m.predict_steps < 1:
+      raise ConfigError(f"objective {name!r} needs the DPC predictor; set --config.model.predict_steps=2 (>= 1)")
+    if m.predict_steps >= config.data.num_frames:
+      raise ConfigError(f"config.model.predict_steps={m.predict_steps} must be < "
+                        f"data.num_frames={config.data.num_frames} (there must be a future to predict)")
+    if m.bidirectional or (m.temporal == "transformer" and not m.causal):
+      raise ConfigError(f"objective {name!r} predicts the future from sequence[t], which must not see frames "
+                        "after t; set --config.model.bidirectional=False (and model.causal=True for a transformer)")
+  if "supervised" in terms(name) and m.num_classes < 1:
+    raise ConfigError(f"objective {name!r} needs a classifier; set --config.model.num_classes to the "
+                      "dataset's number of classes")
+
+
+def _train(config) -> None:
+  t = config.train
+  if t.batch_size % t.grad_accum_steps:
+    raise ConfigError(f"config.train.batch_size={t.batch_size} is not divisible by train.grad_accum_steps="
+                      f"{t.grad_accum_steps}; make the batch a multiple of the accumulation steps")
+
+
+def _mesh(config) -> None:
+  data, fsdp = config.mesh.data, config.mesh.fsdp
+  if data == 0:
+    raise ConfigError("config.mesh.data=0 is not a device count; use -1 (all devices) or a positive number")
+  if data > 0:
+    batch_divisible(config.train.batch_size, config.train.grad_accum_steps, data * fsdp,
+                    f"mesh.data*mesh.fsdp={data}*{fsdp}")
+
+
+_RULES = {"data": _data, "model": _model, "objective": _objective, "train": _train,
+          "optimizer": lambda config: None, "mesh": _mesh, "eval": lambda config: None}

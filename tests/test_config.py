@@ -1,0 +1,141 @@
+"""The config schema: defaults, named configs, the one override syntax, migration of saved configs,
+the reference table, and an installed (non-editable) package that finds its configs by name."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sora_jax import cli
+from sora_jax.config import (FIELDS, apply_overrides, defaults, load_config, migrate, named_configs, reference,
+                             to_dict, validate)
+from sora_jax.errors import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_every_field_is_declared_once_with_a_doc_and_a_check_that_accepts_its_default():
+  names = [f.name for f in FIELDS]
+  assert len(names) == len(set(names))
+  for f in FIELDS:
+    assert f.doc and callable(f.check), f.name
+    f.check(f.name, f.default)
+  flat = _flatten(defaults().to_dict())
+  assert sorted(flat) == sorted(names)  # defaults() holds exactly the schema's fields
+
+
+def test_named_configs_ship_with_the_package_and_match_their_files():
+  assert {"default", "dpc", "seed", "supervised", "large"} <= set(named_configs())
+  for name in named_configs():
+    by_name, by_file = validate(load_config(name)), load_config(ROOT / "configs" / f"{name}.py")
+    assert by_name.to_dict() == by_file.to_dict(), name
+  assert load_config("default").to_dict() == defaults().to_dict()
+  with pytest.raises(ConfigError, match="named configs: default"):
+    load_config("no_such_config")
+
+
+def test_overrides_parse_as_the_declared_type():
+  c = apply_overrides(defaults(), ["train.num_steps=7", "config.optimizer.learning_rate=1", "model.causal=true",
+                                   "eval.retrieval_ks=1,5", "data.augment.crop_scale=(0.5, 0.9)",
+                                   "eval.baselines=random"])
+  assert c.train.num_steps == 7 and isinstance(c.optimizer.learning_rate, float) and c.model.causal is True
+  assert c.eval.retrieval_ks == (1, 5) and c.data.augment.crop_scale == (0.5, 0.9)
+  assert c.eval.baselines == ("random",)
+  validate(c)
+  for bad, words in [("train.num_stepz=3", "unknown config field 'train.num_stepz'"),
+                     ("trian.num_steps=3", "no section 'trian'"),
+                     ("train.num_steps=many", "cannot parse 'many' as int"),
+                     ("train.num_steps", "--config.section.field=value")]:
+    with pytest.raises(ConfigError, match=words):
+      apply_overrides(defaults(), [bad])
+
+
+def test_command_line_takes_config_overrides_in_both_forms():
+  rest, overrides = cli.split_overrides(["train", "--config", "dpc", "--config.train.num_steps=3",
+                                         "--config.data.num_frames", "6", "--workdir", "w"])
+  assert rest == ["train", "--config", "dpc", "--workdir", "w"]
+  assert overrides == ["train.num_steps=3", "data.num_frames=6"]
+
+
+def test_config_command_shows_every_field_and_rejects_bad_values(capsys):
+  assert cli.main(["config", "--list"]) == 0
+  assert "large" in capsys.readouterr().out.split()
+  assert cli.main(["config", "--show", "dpc", "--config.train.num_steps=5"]) == 0
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+  assert len(rows) == len(FIELDS)
+  assert any(r.startswith("| `objective.name` | `'predictive'` |") for r in rows)  # dpc's value
+  assert any(r.startswith("| `train.num_steps` | `5` |") for r in rows)
+  assert all(r.count(" | ") == 3 for r in rows)  # doc's own '|' escaped: 4 cells a row
+  assert cli.main(["config", "--show", "default", "--config.model.temporal=mamba"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "config.model.temporal='mamba' is not supported" in err
+  assert cli.main(["embed", "--workdir", "w", "--videos", "v", "--out", "o", "--config.eval.knn_k=3"]) == 1
+  assert "takes no --config.FIELD overrides" in capsys.readouterr().err
+  assert "| `seed` | `0` |" in reference()
+
+
+def test_migrate_fills_new_fields_keeps_old_behaviour_and_drops_removed_ones():
+  saved = to_dict(load_config("seed"))
+  del saved["model"]["frame_input"], saved["model"]["frame_pool"], saved["data"]["sampling"]
+  del saved["eval"]["finetune_epochs"], saved["data"]["augment"]["color_jitter"]
+  saved["train"]["an_old_field"] = 3
+  saved = json.loads(json.dumps(saved))  # as read back from a checkpoint: tuples are lists
+  c = validate(migrate(saved))
+  assert c.model.frame_input == "rgb" and c.data.augment.color_jitter == ()  # what these runs were trained with
+  assert c.eval.finetune_epochs == defaults().eval.finetune_epochs
+  assert "an_old_field" not in c.train and c.model.num_layers == 2 and c.model.bidirectional is True
+  assert c.eval.retrieval_ks == (1, 5, 10, 20) and isinstance(c.data.augment.crop_scale, tuple)
+  assert migrate(to_dict(load_config("large"))).to_dict() == load_config("large").to_dict()
+
+
+def test_installed_package_trains_from_a_bare_config_name_outside_the_repository(tmp_path, data_dir):
+  """A non-editable install (the wheel setuptools builds from pyproject.toml), run from a folder with
+  no configs/: `sora-jax train --config default` finds the config inside the package, then evaluates."""
+  uv = shutil.which("uv", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("uv")
+  assert uv, "uv is installed with the venv (Makefile)"
+  src, wheels, site = tmp_path / "src", tmp_path / "wheels", tmp_path / "site"
+  shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build",
+                                                                           "*.egg-info", "__pycache__"))
+  subprocess.run([uv, "build", "-q", "--wheel", "--no-build-isolation", "--python", sys.executable, "-o",
+                  str(wheels), str(src)], check=True)
+  subprocess.run([uv, "pip", "install", "-q", "--no-deps", "--python", sys.executable, "--target", str(site),
+                  *map(str, wheels.glob("*.whl"))], check=True)
+  work = tmp_path / "elsewhere"
+  work.mkdir()
+  env = dict(os.environ, PYTHONPATH=str(site))
+  overrides = ["data.name=moving_shapes/small", f"data.data_dir={data_dir}", "data.num_frames=4",
+               "data.frame_size=16", "model.width=0.125", "model.hidden_size=8", "model.embed_dim=8",
+               "model.head_hidden=16", "train.batch_size=8", "train.num_steps=2", "train.quick_eval_every=0",
+               "optimizer.warmup_steps=1", "mesh.data=2"]
+  run = subprocess.run([sys.executable, "-c", "import sora_jax, sys; print(sora_jax.__file__); "
+                        "from sora_jax.cli import main; sys.exit(main(sys.argv[1:]))", "train", "--config", "default",
+                        "--workdir", "run", *(f"--config.{o}" for o in overrides)],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert run.stdout.splitlines()[0].startswith(str(site)) and not (work / "configs").exists()
+  saved = json.loads((work / "run" / "config.json").read_text())
+  assert saved["train"]["num_steps"] == 2 and saved["model"]["temporal"] == "lstm"
+  ev = subprocess.run([sys.executable, "-c", "import sys; from sora_jax.cli import main; sys.exit(main(sys.argv[1:]))",
+                       "eval", "--workdir", "run", "--no-progress", "--baselines", "",
+                       "--config.eval.finetune_epochs=0", "--config.eval.probe_steps=20", "--config.eval.max_examples=48"],
+                      cwd=work, env=env, capture_output=True, text=True, timeout=600)
+  assert ev.returncode == 0, ev.stderr[-2000:]
+  assert "self-supervised (step 2)" in ev.stdout and (work / "run" / "eval" / "report.json").is_file()
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def test_readme_config_reference_is_the_schema():
+  text = (ROOT / "README.md").read_text()
+  begin = "<!-- config-reference:begin (make readme-config rewrites this block) -->"
+  block = text[text.index(begin) + len(begin):text.index("<!-- config-reference:end -->")]
+  assert block.strip() == reference(), "README's config reference is stale: run `make readme-config`"
