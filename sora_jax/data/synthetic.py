@@ -1,8 +1,8 @@
 """Built-in datasets `moving_shapes` and `moving_digits`, generated offline from (seed, index).
 
 Each video shows one object moving in a straight line in one of 4 directions over a textured
-background with distractors. The object stays whole inside the frame for the whole video (v3 wrapped
-it around the edges, splitting it in two in most frames, which hid its shape), and its position in a
+background with distractors. The object stays whole inside the frame for the whole video (an object
+split at the frame edges hides its shape), and its position in a
 single frame has the same distribution whatever the direction (the still coordinate is drawn like a
 moving one at a random time): the motion label is only visible across frames. Nuisances:
 object colour and size (radius S/6..S/4), speed (0.5 or 1 px/frame at 40 px), start position; a muted
@@ -180,81 +180,80 @@ def class_names(kind: str) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- TFDS builders
 
-def _builders():
-  """Defines (once) the TFDS builders; lazy so that importing this module needs no TensorFlow."""
-
-  @dataclasses.dataclass(eq=False)
-  class SyntheticConfig(tfds.core.BuilderConfig):
-    num_train: int = 3200
-    num_validation: int = 400
-    num_test: int = 400
-    num_frames: int = 16
-    size: int = 40
-
-  configs = [
-      SyntheticConfig(name="default", description="3200/400/400 videos of 16 frames at 40x40"),
-      SyntheticConfig(name="small", description="192/64/64 videos of 16 frames at 40x40 (tests)",
-                      num_train=192, num_validation=64, num_test=64),
-  ]
-
-  class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("4.0.0")
-    RELEASE_NOTES = {"4.0.0": "Objects stay whole inside the frame (no wrap-around), speeds 0.5 and 1 px/frame.",
-                     "3.0.0": "Background grating and distractors redrawn every frame: only the object persists.",
-                     "2.0.0": "Larger objects; a few shared low-contrast backgrounds redrawn per frame.",
-                     "1.0.0": "Initial release."}
-    BUILDER_CONFIGS = configs
-    KIND = ""
-    code_path = None  # defined outside a TFDS dataset package: no checksums file to look up
-
-    def _info(self):
-      c = self.builder_config
-      return tfds.core.DatasetInfo(
-          builder=self,
-          description=__doc__,
-          features=tfds.features.FeaturesDict({
-              # Filmstrip: frames stacked along the height, [L * S, S, 3].
-              "video": tfds.features.Image(shape=(c.num_frames * c.size, c.size, 3), encoding_format="png"),
-              "label": tfds.features.ClassLabel(names=class_names(self.KIND)),
-              "motion_label": tfds.features.ClassLabel(names=DIRECTIONS),
-              "video_id": tfds.features.Scalar(dtype=np.int64),
-              "caption": tfds.features.Text(),
-          }),
-          supervised_keys=("video", "label"),
-      )
-
-    def _split_generators(self, dl_manager):
-      c = self.builder_config
-      return {"train": self._generate_examples("train", c.num_train),
-              "validation": self._generate_examples("validation", c.num_validation),
-              "test": self._generate_examples("test", c.num_test)}
-
-    def _generate_examples(self, split, count):
-      c = self.builder_config
-      for i in range(count):
-        ex = render(self.KIND, split, i, num_frames=c.num_frames, size=c.size)
-        ex["video"] = _png(ex["video"].reshape(c.num_frames * c.size, c.size, 3))
-        ex["video_id"] = video_id(split, i)
-        yield i, ex
-
-  class MovingShapes(_Synthetic):
-    """Shapes moving left/right/up/down over textured backgrounds with distractors."""
-    KIND = "moving_shapes"
-
-  class MovingDigits(_Synthetic):
-    """scikit-learn's handwritten digits moving left/right/up/down."""
-    KIND = "moving_digits"
-
-  return {"moving_shapes": MovingShapes, "moving_digits": MovingDigits}
+@dataclasses.dataclass(eq=False)
+class SyntheticConfig(tfds.core.BuilderConfig):
+  """Split sizes and clip shape of one builder config."""
+  num_train: int = 3200
+  num_validation: int = 400
+  num_test: int = 400
+  num_frames: int = 16
+  size: int = 40
 
 
-_BUILDERS: dict = {}
+CONFIGS = [
+    SyntheticConfig(name="default", description="3200/400/400 videos of 16 frames at 40x40"),
+    SyntheticConfig(name="small", description="192/64/64 videos of 16 frames at 40x40 (tests)",
+                    num_train=192, num_validation=64, num_test=64),
+]
+
+
+class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """The shared TFDS builder; subclasses name the kind of object."""
+  VERSION = tfds.core.Version("4.0.0")
+  RELEASE_NOTES = {"4.0.0": "Objects stay whole inside the frame (no wrap-around), speeds 0.5 and 1 px/frame.",
+                   "3.0.0": "Background grating and distractors redrawn every frame: only the object persists.",
+                   "2.0.0": "Larger objects; a few shared low-contrast backgrounds redrawn per frame.",
+                   "1.0.0": "Initial release."}
+  BUILDER_CONFIGS = CONFIGS
+  KIND = ""
+  code_path = None  # defined outside a TFDS dataset package: no checksums file to look up
+
+  def _info(self):
+    c = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            # Filmstrip: frames stacked along the height, [L * S, S, 3].
+            "video": tfds.features.Image(shape=(c.num_frames * c.size, c.size, 3), encoding_format="png"),
+            "label": tfds.features.ClassLabel(names=class_names(self.KIND)),
+            "motion_label": tfds.features.ClassLabel(names=DIRECTIONS),
+            "video_id": tfds.features.Scalar(dtype=np.int64),
+            "caption": tfds.features.Text(),
+        }),
+        supervised_keys=("video", "label"),
+    )
+
+  def _split_generators(self, dl_manager):
+    c = self.builder_config
+    return {"train": self._generate_examples("train", c.num_train),
+            "validation": self._generate_examples("validation", c.num_validation),
+            "test": self._generate_examples("test", c.num_test)}
+
+  def _generate_examples(self, split, count):
+    c = self.builder_config
+    for i in range(count):
+      ex = render(self.KIND, split, i, num_frames=c.num_frames, size=c.size)
+      ex["video"] = _png(ex["video"].reshape(c.num_frames * c.size, c.size, 3))
+      ex["video_id"] = video_id(split, i)
+      yield i, ex
+
+
+class MovingShapes(_Synthetic):
+  """Shapes moving left/right/up/down over textured backgrounds with distractors."""
+  KIND = "moving_shapes"
+
+
+class MovingDigits(_Synthetic):
+  """scikit-learn's handwritten digits moving left/right/up/down."""
+  KIND = "moving_digits"
+
+
+_BUILDERS = {"moving_shapes": MovingShapes, "moving_digits": MovingDigits}
 
 
 def builder(name: str, data_dir: str):
   """'moving_shapes[/small]' -> a prepared TFDS builder (generated into data_dir on first use)."""
-  if not _BUILDERS:
-    _BUILDERS.update(_builders())
   kind, _, config_name = name.partition("/")
   b = _BUILDERS[kind](data_dir=data_dir, config=config_name or "default")
   b.download_and_prepare()
