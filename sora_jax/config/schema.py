@@ -109,6 +109,9 @@ FIELDS: tuple[Field, ...] = (
     F("model.num_heads", 4, c.integer(1), "attention heads (temporal=transformer)"),
     F("model.causal", False, c.boolean(), "sequence[t] sees frames <= t only"),
     F("model.remat", False, c.boolean(), "recompute activations in the backward pass (saves memory)"),
+    F("model.remat_frames", "none", c.choice("none", "block", "time"), "frame-encoder activations recomputed "
+      "in the backward pass: none | block (per ResNet block; left to XLA's scheduler, which on CPU keeps them "
+      "all) | time (scanned over time, one frame step alive at a time: ~1/T of the activations, +1 forward)"),
     F("model.scan_layers", False, c.boolean(), "scan over identical transformer layers (faster compile)"),
     F("model.pooling", "mean", c.choice(*POOLING), "sequence -> pooled: last | mean | cls"),
     F("model.head_hidden", 128, c.integer(1), "hidden width of the projection head"),

@@ -67,6 +67,12 @@ def _model(config) -> None:
     raise ConfigError("config.model.causal=True contradicts config.model.bidirectional=True; set one to False")
   if m.causal and m.temporal not in ("transformer", "lstm", "gru"):
     raise ConfigError(f"config.model.causal=True needs a temporal model; config.model.temporal={m.temporal!r}")
+  if m.remat_frames == "block" and m.frame_encoder != "resnet":
+    raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' (the seed "
+                      "CNN has no blocks); use remat_frames='time' or 'none'")
+  if m.remat_frames == "time" and m.norm == "batch":
+    raise ConfigError("config.model.remat_frames='time' computes frames one time step at a time, which changes "
+                      "batch statistics; use config.model.norm='group' (or 'none') or remat_frames='none'")
   if m.pooling == "cls" and m.temporal == "none":
     raise ConfigError("config.model.pooling='cls' needs a temporal model to read the CLS token; "
                       "choose config.model.pooling in 'last', 'mean' or set config.model.temporal")

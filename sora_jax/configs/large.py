@@ -4,6 +4,11 @@ float32 parameters, InfoNCE + predictive coding over a global batch of 1024 clip
 
 Run one process per host (TPU pods and SLURM are detected; otherwise pass --coordinator_address,
 --num_processes and --process_id) with --config.data.name=tfrecord:/path/to/shards.
+
+Every field that matters at this scale is set here rather than inherited from the CPU demo's
+defaults (a 3x3 stride-1 stem meant for <= 64 px frames ran ResNet-34's first stage at 224 x 224:
+228 GB of temporaries per device). Memory per device before renting a pod:
+`sora-jax model-summary --config large --no-module-flops --per-device-batch 8` (README, "Memory").
 """
 
 from sora_jax.config import defaults
@@ -17,6 +22,12 @@ def get_config():
   c.data.stride = 2
   c.data.num_views = 2
   c.data.view_gap = "decreasing"
+  c.data.sampling = "random"
+  c.data.augment.crop_scale = (0.3, 1.0)  # CVRL's random resized crop on real video
+  c.data.augment.flip_prob = 0.5
+  c.data.augment.color_jitter = ()  # SimCLR's (0.8, 0.8, 0.8, 0.2) x strength: real video is not dark
+  c.data.augment.color_jitter_strength = 1.0
+  c.data.augment.grayscale_prob = 0.2
   c.data.augment.blur_prob = 0.5
   c.data.augment.solarize_prob = 0.2
   c.data.shuffle_buffer = 8192
@@ -24,6 +35,10 @@ def get_config():
   c.model.frame_encoder = "resnet"
   c.model.resnet_depth = 34
   c.model.width = 1.0
+  c.model.resnet_stem = "imagenet"  # 7x7 stride 2 + max-pool: stage 1 at 56 x 56
+  c.model.frame_input = "rgb"
+  c.model.frame_pool = "mean"
+  c.model.remat_frames = "time"  # frames of one time step alive in the backward pass (README, "Memory")
   c.model.norm = "group"  # no cross-device batch statistics to synchronise
   c.model.temporal = "transformer"
   c.model.causal = True  # the predictive term needs sequence[t] blind to t+1..
@@ -41,7 +56,8 @@ def get_config():
   c.objective.temperature = 0.1
   c.objective.predictive_weight = 0.5
 
-  c.train.batch_size = 1024  # global
+  c.train.batch_size = 1024  # global: 8 clips per device on 128 chips (mesh.data = all of them)
+  c.train.grad_accum_steps = 1
   c.train.num_steps = 200_000
   c.train.checkpoint_every = 2000
   c.train.log_every = 100
@@ -53,7 +69,7 @@ def get_config():
   c.optimizer.weight_decay = 1e-6
   c.optimizer.clip_norm = 0.0
 
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
+  c.mesh.data = -1  # every device holds batch rows
+  c.mesh.fsdp = 1  # ~56M parameters: the state fits each device, nothing to shard
   c.eval.batch_size = 256
   return c

@@ -170,11 +170,15 @@ class ResNet2D(nn.Module):
   norm: str = "none"
   stem: str = "small"
   pool: str = "mean"
+  remat: str = "none"  # "block": each basic block recomputed in the backward pass (same parameters)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[self.depth]
+    # A block's activations are recomputed from its input during the backward pass: only the block
+    # inputs of every frame stay alive (argument 2, `train`, is a Python bool).
+    block = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat == "block" else BasicBlock
     bias = self.norm == "none"
     c0 = scaled(64, self.width)
     if self.stem == "imagenet":
@@ -188,7 +192,7 @@ class ResNet2D(nn.Module):
       c = scaled(64 * 2 ** stage, self.width)
       for b in range(n):
         strides = 2 if stage > 0 and b == 0 else 1
-        x = BasicBlock(c, strides, self.norm, self.dtype, name=f"stage{stage}_block{b}")(x, train)
+        x = block(c, strides, self.norm, self.dtype, name=f"stage{stage}_block{b}")(x, train)
     return spatial_pool(x, self.pool)
 
 
@@ -198,5 +202,5 @@ def make_frame_encoder(m, dtype) -> nn.Module:
     return SeedCNN(width=m.width, norm=m.norm, pool=m.frame_pool, dtype=dtype, name="frame_encoder")
   if m.frame_encoder == "resnet":
     return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.resnet_stem,
-                    pool=m.frame_pool, dtype=dtype, name="frame_encoder")
+                    pool=m.frame_pool, remat=m.remat_frames, dtype=dtype, name="frame_encoder")
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

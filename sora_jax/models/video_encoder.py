@@ -63,8 +63,12 @@ class VideoEncoder(nn.Module):
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
     if m.frame_input == "rgb+diff":
       x = with_frame_differences(x)
-    feats = make_frame_encoder(m, dtype)(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
-    frames = feats.reshape(b, t, feats.shape[-1])
+    frame_encoder = make_frame_encoder(m, dtype)
+    if m.remat_frames == "time":
+      frames = _per_time_step(frame_encoder, x, train)
+    else:
+      feats = frame_encoder(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
+      frames = feats.reshape(b, t, feats.shape[-1])
     sequence, pooled = make_temporal(m, dtype, self.unroll)(frames)
     chex.assert_shape(sequence, (b, t, None))
     chex.assert_rank(pooled, 2)
@@ -82,6 +86,18 @@ class VideoEncoder(nn.Module):
                                                      name="predictor")(frames, sequence)
     chex.assert_shape(out["embedding"], (b, m.embed_dim))
     return out
+
+
+def _per_time_step(frame_encoder, x, train: bool):
+  """[B, T, H, W, C] -> [B, T, D]: the frame encoder scanned over time, one step = frame t of every
+  clip, each step recomputed in the backward pass. Only the input frames are kept for the backward
+  and one step's activations are alive at a time (a scan orders the recomputation; XLA may hoist a
+  plain checkpoint's recomputation next to the forward, as XLA:CPU does). Same parameters and the
+  same features as the folded call: the frames are independent (no batch statistics)."""
+  step = nn.remat(lambda mdl, carry, frame: (carry, mdl(frame, train)), prevent_cse=False)
+  scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0)
+  _, feats = scan(frame_encoder, None, jnp.swapaxes(x, 0, 1))
+  return jnp.swapaxes(feats, 0, 1)
 
 
 def build_encoder(config, unroll: int = 1) -> VideoEncoder:
