@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= default
 
-.PHONY: venv train eval test bench clean readme-config
+.PHONY: venv train eval test bench clean readme-config mutants
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ eval: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# Behaviour mutations the tests must catch (tests/mutants.py; minutes per mutant, not in CI).
+mutants: venv
+	$(PY) tests/mutants.py
 
 bench: venv
 	for f in bench/*.py; do $(PY) $$f || exit 1; done

@@ -139,3 +139,11 @@ def test_readme_config_reference_is_the_schema():
   begin = "<!-- config-reference:begin (make readme-config rewrites this block) -->"
   block = text[text.index(begin) + len(begin):text.index("<!-- config-reference:end -->")]
   assert block.strip() == reference(), "README's config reference is stale: run `make readme-config`"
+
+
+@pytest.mark.parametrize("overrides", [["model.bidirectional=true"],
+                                       ["model.temporal=transformer", "model.causal=false"]])
+def test_predictive_objective_refuses_a_model_that_sees_the_future(overrides):
+  with pytest.raises(ConfigError, match="must not see frames after t"):
+    validate(load_config("dpc", overrides))
+  validate(load_config("dpc", ["model.temporal=transformer", "model.causal=true"]))  # causal: accepted

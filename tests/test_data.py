@@ -170,6 +170,20 @@ def test_views_differ_but_each_clip_is_consistent(data_dir):
   assert not (jit == jit[:1]).all()  # per-frame jitter: frames differ
 
 
+def test_every_augmentation_parameter_is_drawn_independently_per_view():
+  """Two views of one clip: every continuous parameter (crop box, jitter strengths, blur sigma)
+  differs, for several keys (all equal only if the views shared one draw)."""
+  import tensorflow as tf
+
+  from sora_jax.data import augment
+  cfg = augment.AugmentConfig(crop_scale=(0.3, 1.0), color_jitter=(0.4, 0.4, 0.4, 0.1))
+  for seed in range(5):
+    p = augment.draw_params(tf.constant([seed, 11], tf.int64), 2, 4, cfg)
+    for name in ("box", "brightness", "contrast", "saturation", "hue", "sigma"):
+      v = p[name].numpy()
+      assert not np.allclose(v[0], v[1]), (seed, name, v)
+
+
 def test_view_gap_distributions():
   import tensorflow as tf
 

@@ -35,7 +35,17 @@ def test_infonce_matches_numpy(views):
   emb = np.random.RandomState(0).normal(size=(6, views, 5)).astype(np.float32)
   loss, metrics = objectives.infonce(jnp.asarray(emb), 0.2)
   np.testing.assert_allclose(float(loss), _numpy_ntxent(emb, 0.2), rtol=1e-5)
-  assert 0.0 <= float(metrics["contrastive_accuracy"]) <= 1.0
+  np.testing.assert_allclose(float(metrics["contrastive_accuracy"]), _numpy_accuracy(emb), rtol=1e-6)
+
+
+def _numpy_accuracy(emb):
+  """Share of clips whose most cosine-similar other clip is a view of the same video."""
+  b, v, _ = emb.shape
+  flat = _normalise(emb.reshape(b * v, -1).astype(np.float64))
+  sim = flat @ flat.T
+  np.fill_diagonal(sim, -np.inf)
+  vid = np.repeat(np.arange(b), v)
+  return float(np.mean(vid[sim.argmax(axis=1)] == vid))
 
 
 def test_infonce_accuracy_and_low_loss_for_perfect_views():
@@ -109,3 +119,33 @@ def test_compute_loss_weights_terms_and_learned_temperature_has_gradient():
   np.testing.assert_allclose(float(m["temperature"]), 0.1, rtol=1e-5)
   grad = jax.grad(lambda p: objectives.compute_loss(config, views, batch, p)[0])(params)
   assert float(jnp.abs(grad["log_temperature"])) > 0
+
+
+def test_contrastive_accuracy_is_the_nearest_other_clip_hand_computed():
+  """3 videos x 2 views at angles (0, 10), (90, 100), (180, 300) degrees on the unit circle. Each
+  clip's nearest other clip: 0 -> 10 and 10 -> 0 (hits), 90 -> 100 and 100 -> 90 (hits), 180 -> 100
+  (80 deg, nearer than its own 300 at 120 deg: a miss), 300 -> 0 (60 deg: a miss). 4 of 6 = 2/3.
+  Without masking the clip itself, every anchor would find itself (accuracy 1)."""
+  deg = np.deg2rad([[0, 10], [90, 100], [180, 300]])
+  emb = np.stack([np.cos(deg), np.sin(deg)], axis=-1).astype(np.float32)  # [3, 2, 2]
+  _, m = objectives.infonce(jnp.asarray(emb), 0.1)
+  np.testing.assert_allclose(float(m["contrastive_accuracy"]), 4 / 6, rtol=1e-6)
+
+
+def test_learned_temperature_is_clipped_at_both_ends():
+  config = load_config("default", ["objective.learn_temperature=true"])
+  for log_t, want in ((np.log(1e-5), 0.01), (np.log(50.0), 1.0), (np.log(0.3), 0.3)):
+    got = objectives.temperature(config, {"log_temperature": jnp.asarray(log_t, jnp.float32)})
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_predictive_term_is_the_mean_over_views():
+  config = load_config("dpc", ["data.num_views=2"])
+  rs = np.random.RandomState(5)
+  views = [{"targets": _normalise(rs.normal(size=(3, 5, 8))).astype(np.float32),
+            "predictions": _normalise(rs.normal(size=(3, 5, 2, 8))).astype(np.float32)} for _ in range(2)]
+  loss, m = objectives.compute_loss(config, [{k: jnp.asarray(v) for k, v in o.items()} for o in views],
+                                    {"label": jnp.zeros(3, jnp.int32)})
+  want = np.mean([_numpy_predictive(o["predictions"], o["targets"], config.objective.temperature) for o in views])
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  assert abs(want - _numpy_predictive(views[0]["predictions"], views[0]["targets"], 0.1)) > 1e-3  # views differ
