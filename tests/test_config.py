@@ -46,6 +46,10 @@ def test_overrides_parse_as_the_declared_type():
   assert c.eval.retrieval_ks == (1, 5) and c.data.augment.crop_scale == (0.5, 0.9)
   assert c.eval.baselines == ("random",)
   validate(c)
+  typo = defaults()
+  typo.train.nm_steps = 5  # a misspelt field in a config file
+  with pytest.raises(ConfigError, match="unknown config field 'train.nm_steps'"):
+    validate(typo)
   for bad, words in [("train.num_stepz=3", "unknown config field 'train.num_stepz'"),
                      ("trian.num_steps=3", "no section 'trian'"),
                      ("train.num_steps=many", "cannot parse 'many' as int"),

@@ -13,7 +13,7 @@ from sora_jax.errors import ConfigError
 Check = Callable[[str, Any], None]
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -31,7 +31,7 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
 
 def number(minimum: float | None = None, maximum: float | None = None, exclusive_minimum: bool = False) -> Check:
   def check(dotted, value):
-    if not _is_number(value):
+    if not is_number(value):
       raise ConfigError(f"config.{dotted}={value!r} must be a number")
     if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
       raise ConfigError(f"config.{dotted}={value} must be {'>' if exclusive_minimum else '>='} {minimum}")
@@ -76,7 +76,7 @@ def string() -> Check:
 
 def pair(lo: float, hi: float) -> Check:
   def check(dotted, value):
-    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_number, value))
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_number, value))
             and lo <= value[0] <= value[1] <= hi):
       raise ConfigError(f"config.{dotted}={value!r} must be a pair (low, high) with {lo} <= low <= high <= {hi}")
   check.describe = f"(low, high) in [{lo}, {hi}]"
@@ -85,7 +85,7 @@ def pair(lo: float, hi: float) -> Check:
 
 def rgb(positive: bool) -> Check:
   def check(dotted, value):
-    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_is_number, value))
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(map(is_number, value))
     if not ok or (positive and min(value) <= 0):
       what = "positive numbers" if positive else "numbers"
       raise ConfigError(f"config.{dotted}={value!r} must be 3 {what}, one per RGB channel, e.g. (0.5, 0.5, 0.5)")
@@ -97,7 +97,7 @@ def numbers(minimum: float = 0.0, integers: bool = False, example: str = "(0.01,
   """A non-empty list of numbers >= minimum (positive integers with integers=True)."""
   def check(dotted, value):
     ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        (isinstance(v, int) and not isinstance(v, bool)) if integers else _is_number(v) for v in value)
+        (isinstance(v, int) and not isinstance(v, bool)) if integers else is_number(v) for v in value)
     if not ok or any(v < minimum for v in value):
       what = "positive integers" if integers else f"numbers >= {minimum}"
       raise ConfigError(f"config.{dotted}={value!r} must be a non-empty list of {what}, e.g. {example}")

@@ -6,7 +6,7 @@ objective vs model) are in sora_jax/config/validate.py.
 
 ml_collections rather than dataclasses: the design card and every config file already speak
 ConfigDict (`--config.train.batch_size=64`, `c.model.width = 1.0`), checkpoints store it as JSON,
-and a config file can add a section for an experiment without touching a class.
+and a field is one line here (default, check, doc) rather than a field in a class plus its flag.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import ml_collections
 
 from sora_jax.config import checks as c
 from sora_jax.config.datasets import parse_data_name
+from sora_jax.errors import ConfigError
 
 FRAME_ENCODERS = ("seed_cnn", "resnet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
@@ -46,9 +47,9 @@ def _color_jitter(dotted, value):
   jitter = tuple(value) if isinstance(value, (list, tuple)) else value
   if jitter == ():
     return
-  if not (isinstance(jitter, tuple) and len(jitter) == 4 and all(c._is_number(v) and v >= 0 for v in jitter)
+  if not (isinstance(jitter, tuple) and len(jitter) == 4 and all(c.is_number(v) and v >= 0 for v in jitter)
           and jitter[3] <= 0.5):
-    raise c.ConfigError(f"config.{dotted}={jitter!r} must be () or 4 numbers >= 0 (brightness, contrast, "
+    raise ConfigError(f"config.{dotted}={jitter!r} must be () or 4 numbers >= 0 (brightness, contrast, "
                         "saturation, hue maxima; hue <= 0.5), e.g. (0.2, 0.3, 0.8, 0.5)")
 
 

@@ -19,6 +19,10 @@ def validate(config, sections=None):
   for section in wanted:
     if section not in config:
       raise ConfigError(f"config has no {section!r} section; start from a named config (sora-jax config --list)")
+  unknown = sorted(set(_leaves(config.to_dict())) - set(schema.BY_NAME))
+  if unknown and sections is None:
+    raise ConfigError(f"unknown config field {unknown[0]!r}{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}"
+                      "; every field is declared in sora_jax/config/schema.py (sora-jax config --show default)")
   for f in schema.FIELDS:
     top = f.name.split(".")[0]
     if top in wanted or "." not in f.name:
@@ -26,6 +30,14 @@ def validate(config, sections=None):
   for section in wanted:
     _RULES[section](config)
   return config
+
+
+def _leaves(d: dict, prefix: str = ""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}"
 
 
 def _get(config, dotted: str):
