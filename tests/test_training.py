@@ -222,18 +222,19 @@ _WORKER = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     from sora_jax.parallel import distributed
     address, process_id, config_path, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    stop = int(sys.argv[5]) if len(sys.argv) > 5 else None
     assert distributed.initialize(address, 2, process_id)
     import jax
     from sora_jax.training import checkpoint as ckpt
     from sora_jax.training.loop import train
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
-    state = train(ckpt.saved_config(json.load(open(config_path))), workdir)
+    state = train(ckpt.saved_config(json.load(open(config_path))), workdir, stop_at_step=stop)
     print("final step", int(state.step))
 """)
 
 
-def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
-  workdir, params, _ = straight
+def _two_processes(tmp_path, data_dir, *extra) -> list[str]:
+  """Runs the worker as 2 local jax.distributed processes x 4 CPU devices; -> their outputs."""
   (tmp_path / "config.json").write_text(json.dumps(to_dict(tiny_config(data_dir))))
   (tmp_path / "worker.py").write_text(_WORKER)
   with socket.socket() as s:
@@ -241,7 +242,7 @@ def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, t
     address = f"127.0.0.1:{s.getsockname()[1]}"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i),
-                             str(tmp_path / "config.json"), str(tmp_path / "two")],
+                             str(tmp_path / "config.json"), str(tmp_path / "two"), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
            for i in range(2)]
   try:
@@ -250,7 +251,14 @@ def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, t
     for p in procs:
       p.kill()
   for p, out in zip(procs, outs):
-    assert p.returncode == 0 and "final step 4" in out, out[-3000:]
+    assert p.returncode == 0, out[-3000:]
+  return outs
+
+
+def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
+  workdir, params, _ = straight
+  outs = _two_processes(tmp_path, data_dir)
+  assert all("final step 4" in out for out in outs), outs[0][-2000:]
   two, one = _metrics(tmp_path / "two"), _metrics(workdir)
   assert [r["step"] for r in two] == [1, 2, 3, 4]  # written once (process 0), not per process
   np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
@@ -259,6 +267,17 @@ def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, t
   assert step == 4
   for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), params):
     np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-6)
+
+
+def test_two_processes_stopped_and_resumed_continue_each_on_its_own_slice(straight, data_dir, tmp_path):
+  """Stopped at step 2 and resumed, 2 processes x 4 devices log the losses of the uninterrupted
+  single-process run: each process continues its own part of every global batch."""
+  workdir, _, _ = straight
+  assert all("final step 2" in out for out in _two_processes(tmp_path, data_dir, "2"))
+  assert all("final step 4" in out for out in _two_processes(tmp_path, data_dir))
+  two, one = _metrics(tmp_path / "two"), _metrics(workdir)
+  assert [r["step"] for r in two] == [1, 2, 3, 4]
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):

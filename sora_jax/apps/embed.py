@@ -47,7 +47,6 @@ class Embedder:
 
   def __init__(self, workdir, *, step: int | None = None, num_clips: int | None = None, mesh=None,
                decode_threads: int = 2):
-
     self.workdir = str(pathlib.Path(workdir).absolute())
     self.config, variables, self.step = load_for_inference(workdir, step)
     self.num_clips = int(num_clips or self.config.eval.num_clips)
@@ -221,7 +220,6 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   Returns an EmbedReport; the index's rows are appended every `chunk` videos, so an interrupted
   run keeps what it had embedded and the next run resumes from there.
   """
-
   embedder = Embedder(workdir, step=step, num_clips=num_clips, mesh=mesh) if mesh else \
       get_embedder(workdir, step=step, num_clips=num_clips)
   if isinstance(videos, str) and videos.startswith(DATASET_PREFIX):

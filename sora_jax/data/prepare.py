@@ -109,7 +109,6 @@ def plan_shards(items, videos_per_shard: int) -> list[dict]:
 
 
 def _encode_jpeg(frame, quality: int) -> bytes:
-
   buf = io.BytesIO()
   Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
   return buf.getvalue()

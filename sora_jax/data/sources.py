@@ -167,7 +167,6 @@ class TfdsSplit(Split):
   """A prepared TFDS dataset (tfrecord files) whose 'video' is a tfds Video feature."""
 
   def __init__(self, builder, split, video_key, label_key):
-
     self.records = RecordIndex(builder.info.splits[split].filepaths)
     self.num_examples = len(self.records)
     self.features, self.video_key, self.label_key = builder.info.features, video_key, label_key
@@ -229,7 +228,6 @@ def _prepared(path):
 
 
 def _tfds(name, root):
-
   try:
     b = tfds.builder(name, data_dir=root)
   except Exception as e:  # noqa: BLE001  (tfds raises several types for unknown names)

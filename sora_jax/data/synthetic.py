@@ -60,7 +60,6 @@ def _shape_alpha(shape: str, r: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
   """sklearn's 8x8 handwritten digits, disjoint across splits: (alpha [n, 8, 8] in [0, 1], labels)."""
-
   d = load_digits()
   images, labels = (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
   n = len(labels)
@@ -162,7 +161,6 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
 
 def _png(image) -> "io.BytesIO":
   """PNG-encodes with PIL (several times faster than TFDS's eager TF encoder on tiny images)."""
-
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format="PNG", compress_level=1)
   buf.seek(0)

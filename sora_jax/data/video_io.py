@@ -37,7 +37,6 @@ def decode_video(path, *, fps: float | None = None, short_side: int | None = Non
   after this many output frames. threads: decoder threads (0 = PyAV's choice).
   Raises DataError for a missing, corrupt, truncated-to-nothing, empty or non-video file.
   """
-
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(f"video file {path!r} does not exist")

@@ -39,7 +39,6 @@ def make_embed_fn(config, mesh=None):
 
   Jitted once per batch shape; B must be a multiple of the mesh size (`embed_batches` pads).
   """
-
   model = encoder(config)
   mesh = mesh or data_mesh()
 

@@ -88,7 +88,6 @@ def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
 @functools.lru_cache(maxsize=16)
 def _make_step(mesh, k: int, block_rows: int):
   """jit step (best_s [Q,k], best_r [Q,k], q [Q,E], block [B,E], iota [B], offset, n_valid) -> best."""
-
   axes = tuple(mesh.axis_names)
   local_k = min(k, block_rows // mesh.size)
 
@@ -126,7 +125,6 @@ class ExactSearch:
   """
 
   def __init__(self, index, *, block_size: int = 65536, mesh=None, device_budget: int = 2 << 30):
-
     self.shards = [index] if isinstance(index, np.ndarray) else list(index)
     if not self.shards:
       raise DataError("cannot search an index with no shards")
