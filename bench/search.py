@@ -61,7 +61,8 @@ def _unit_rows(rng, n, d, chunk=131072, centers=None, noise=0.0):
 
 def bench_size(n, args, rng):
   import faiss
-  from sora_jax.parallel import topk as search
+  from sora_jax.apps import search
+  from sora_jax.parallel import topk
 
   d, k = args.dim, args.k
   centers = _unit_rows(rng, args.clusters, d) if args.clusters else None
@@ -69,9 +70,9 @@ def bench_size(n, args, rng):
   q = _unit_rows(rng, args.queries, d, centers=centers, noise=args.noise)
   row = {"n": n, "dim": d, "index_gib": x.nbytes / 2**30, "data": f"{args.clusters} clusters" if args.clusters else "uniform"}
 
-  mesh = search.default_mesh()
+  mesh = topk.default_mesh()
   tracemalloc.start()
-  searcher = search.ExactSearch(x, block_size=args.block_size, mesh=mesh)  # blocks resident on the device
+  searcher = topk.ExactSearch(x, block_size=args.block_size, mesh=mesh)  # blocks resident on the device
   exact_s, exact_r = searcher.search(q, k)
   row["jax_tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
   tracemalloc.stop()
@@ -82,10 +83,10 @@ def bench_size(n, args, rng):
   path = os.path.join(args.tmp, f"sora_bench_{n}.npy")
   np.save(path, x)
   mm = np.load(path, mmap_mode="r")
-  s_s, s_r = search.exact_search(q, mm, k, block_size=args.block_size, mesh=mesh)
+  s_s, s_r = topk.exact_search(q, mm, k, block_size=args.block_size, mesh=mesh)
   assert np.array_equal(s_r, exact_r), "streamed search disagrees with resident search"
   row["jax_streamed_qps"] = args.queries / _median_time(
-      lambda: search.exact_search(q, mm, k, block_size=args.block_size, mesh=mesh), args.repeats)
+      lambda: topk.exact_search(q, mm, k, block_size=args.block_size, mesh=mesh), args.repeats)
   del mm
   os.remove(path)
 
