@@ -69,6 +69,10 @@ MUTANTS = {
     "resume-loses-data-position": (
         "sora_jax/training/loop.py", "      self.data.set_state(data_state)", "      pass",
         ["tests/test_training.py::test_stop_and_resume_is_bitwise_identical"]),
+    "knn-bank-without-validation": (
+        "sora_jax/evaluation/suite.py",
+        "gallery_x = np.concatenate([train[feature], val[feature]])\n  gallery_y = np.concatenate([ty, val[label_key]])",
+        "gallery_x, gallery_y = train[feature], ty", ["tests/test_eval_entry.py"]),
     "multi-process-resume-restarts-stream": (
         "sora_jax/training/checkpoint.py", "  if data.get(\"process_count\") == jax.process_count():", "  if False:",
         ["tests/test_training.py::test_two_processes_stopped_and_resumed_continue_each_on_its_own_slice"]),

@@ -50,6 +50,21 @@ def test_eval_report_from_other_mesh(trained, capsys):
       assert 0.0 <= figs[section]["linear"] <= 1.0 and 0.0 <= figs[section]["knn"] <= 1.0
     r = [figs["appearance"][f"R@{k}"] for k in (1, 5, 10, 20)]
     assert r == sorted(r)  # recall grows with k
+  # kNN and R@k of the run, written out from the stored features: test clips query train + validation.
+  from sora_jax.evaluation import embed as stored_embeddings
+  emb = {s: stored_embeddings.load(out / "embeddings" / "ssl" / s) for s in ("train", "validation", "test")}
+  unit = lambda x: x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+  bank = unit(np.concatenate([emb["train"]["pooled"], emb["validation"]["pooled"]]))
+  bank_y = np.concatenate([emb["train"]["label"], emb["validation"]["label"]])
+  sim = unit(emb["test"]["pooled"]) @ bank.T
+  order = np.argsort(-sim, axis=1)
+  votes = np.zeros((len(sim), bank_y.max() + 1))
+  for i, row in enumerate(order[:, :5]):
+    np.add.at(votes[i], bank_y[row], np.exp((sim[i, row] - 1) / config.eval.knn_temperature))
+  ssl = rep["models"]["ssl"]["appearance"]
+  assert ssl["knn"] == pytest.approx(np.mean(votes.argmax(1) == emb["test"]["label"]))
+  for k in (1, 5):
+    assert ssl[f"R@{k}"] == pytest.approx(np.mean((bank_y[order[:, :k]] == emb["test"]["label"][:, None]).any(1)))
   for name in ("report.md", "projection.png", "retrieval_gallery.png", "training_curves.png"):
     assert (out / name).stat().st_size > 0
   table = capsys.readouterr().out
