@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 import time
 
@@ -19,36 +18,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BUDGETS_GB = {"TPU v5e (16 GB)": 16, "TPU v4 (32 GB)": 32, "H100 (80 GB)": 80}
-
-
-def step_seconds(config, steps: int) -> float:
-  """Median seconds of the jitted train step on one device (random uint8 clips)."""
-  import jax
-  import numpy as np
-
-  from sora_jax.models import encoder
-  from sora_jax.parallel import mesh as mesh_lib
-  from sora_jax.training.optim import build_optimizer
-  from sora_jax.training.state import init_state
-  from sora_jax.training.step import jit_train_step
-  mesh = mesh_lib.make_mesh(config, devices=jax.devices()[:1])
-  tx = build_optimizer(config)
-  abstract = jax.eval_shape(lambda: init_state(config, tx))
-  step, shardings = jit_train_step(config, encoder(config), tx, abstract, mesh)
-  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
-  d, b = config.data, config.train.batch_size
-  rng = np.random.default_rng(0)
-  batch = {"video": rng.integers(0, 255, (b, d.num_views, d.num_frames, d.frame_size, d.frame_size, 3), np.uint8),
-           "label": np.zeros((b,), np.int32)}
-  state, m = step(state, batch)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = step(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def main():
@@ -66,6 +35,7 @@ def main():
 
   from sora_jax.config import apply_overrides, load_config, validate
   from sora_jax.training.memory import step_memory
+  from train_step import jax_step  # the same timed step as bench/train_step.py
   overrides = ["data.num_frames=8", "data.frame_size=32"] if args.smoke else []
   batches = [1, 2] if args.smoke else [int(b) for b in args.batches.split(",")]
   rows = []
@@ -88,12 +58,11 @@ def main():
     small = [f"data.num_frames={args.time_frames}", f"data.frame_size={args.time_size}",
              f"train.batch_size={args.time_batch}", "mesh.data=1", f"model.remat_frames={remat}"]
     config = validate(apply_overrides(load_config(args.config), small + (["data.frame_size=32"] if args.smoke else [])))
-    timing[remat] = step_seconds(config, args.steps)
+    timing[remat] = jax_step(config, args.steps)["step_s"]
 
-  d = config.data
-  print(f"\n{args.config}: {d.num_views} views x {load_config(args.config).data.num_frames} frames at "
-        f"{load_config(args.config).data.frame_size} px, {load_config(args.config).model.dtype}; compiled for "
-        f"{jax.devices()[0].platform} (XLA memory analysis, per device)")
+  d = validate(load_config(args.config, overrides)).data
+  print(f"\n{args.config}: {d.num_views} views x {d.num_frames} frames at {d.frame_size} px, "
+        f"{config.model.dtype}; compiled for {jax.devices()[0].platform} (XLA memory analysis, per device)")
   print(f"{'remat':<7}{'batch':>6}{'state GB':>10}{'temp GB':>9}{'total GB':>10}")
   for r in rows:
     print(f"{r['remat']:<7}{r['per_device_batch']:>6}{r['arguments'] / 1e9:>10.2f}{r['temp'] / 1e9:>9.2f}"
@@ -101,7 +70,7 @@ def main():
   for remat, f in fits.items():
     print(f"largest per-device batch, remat={remat} (affine fit): " + ", ".join(f"{k} {v}" for k, v in f.items()))
   ratio = timing.get("time", float("nan")) / timing.get("none", float("nan")) if timing else float("nan")
-  print(f"step time at {args.time_batch} x {d.num_views} x {args.time_frames} x {args.time_size} px on "
+  print(f"step time at {args.time_batch} x {config.data.num_views} x {args.time_frames} x {config.data.frame_size} px on "
         f"{jax.devices()[0].platform}: " + ", ".join(f"remat={k} {v:.2f} s" for k, v in timing.items())
         + f" (time/none {ratio:.2f}x)")
   print(json.dumps({"config": args.config, "platform": jax.devices()[0].platform, "rows": rows, "fits": fits,

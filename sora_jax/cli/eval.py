@@ -15,8 +15,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+  import logging
+
   from sora_jax.evaluation import report
   from sora_jax.evaluation.run import evaluate
+  logging.basicConfig(level=logging.INFO, format="%(message)s")  # the steps of a long evaluation
   baselines = None if args.baselines is None else tuple(b for b in args.baselines.split(",") if b)
   rep = evaluate(args.workdir, step=args.step, progress=not args.no_progress, baselines=baselines,
                  overrides=args.overrides)

@@ -76,7 +76,6 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
   the model and data are what was trained). Returns the report (also in W/eval/report.json), with
   the written files under "paths".
   """
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
   workdir = pathlib.Path(workdir)
   config, variables, ckpt_step = load_for_inference(workdir, step)
   _override(config, overrides)
@@ -145,8 +144,9 @@ def _override(config, overrides) -> None:
     key = item.partition("=")[0].removeprefix("config.")
     if not key.startswith("eval."):
       raise ConfigError(f"override {item!r}: only --config.eval.FIELD=VALUE can change at evaluation time")
-  apply_overrides(config, overrides)
-  validate(config, sections=("eval",))
+  if overrides:
+    apply_overrides(config, overrides)
+    validate(config, sections=("eval",))
 
 
 def _with_model(config, other):
