@@ -9,48 +9,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax import lax
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv3x3(x, k):
-  return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC)
-
-
-@jax.custom_vjp
-def conv3x3(x, k):
-  """3x3 stride-1 SAME conv, [N, H, W, Ci] x [3, 3, Ci, Co] -> [N, H, W, Co], whose filter gradient
-  is 9 plain matmuls (one per tap) instead of XLA CPU's backprop-filter convolution (about 2x faster
-  on CPU, same result up to float summation order)."""
-  return _conv3x3(x, k)
-
-
-def _conv3x3_fwd(x, k):
-  return _conv3x3(x, k), (x, k)
-
-
-def _conv3x3_bwd(res, dy):
-  x, k = res
-  dx = jax.vjp(lambda x: _conv3x3(x, k), x)[1](dy)[0]
-  n, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  d = dy.reshape(-1, dy.shape[-1])
-  taps = [lax.dot_general(xp[:, i:i + h, j:j + w].reshape(-1, c), d, (((0,), (0,)), ((), ())),
-                          preferred_element_type=jnp.float32)
-          for i in range(3) for j in range(3)]
-  dk = jnp.stack(taps).reshape(3, 3, c, dy.shape[-1]).astype(k.dtype)
-  return dx, dk
-
-
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+from sora_jax.models.kernels import conv3x3
 
 
 class Conv3x3(nn.Module):
   """Drop-in for nn.Conv(features, (3, 3), padding='SAME') (same parameter names and shapes)
-  using `conv3x3`'s faster filter gradient."""
+  through `kernels.conv3x3` (the filter gradient measured fastest on each platform)."""
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32

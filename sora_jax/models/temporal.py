@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from sora_jax.models.kernels import attention_fn, attention_implementation
+
 
 class _LSTMStep(nn.Module):
   """One LSTM step given precomputed input gates gx [B, 4H]; carry (c, h) stays float32."""
@@ -104,16 +106,21 @@ def sinusoidal(length: int, dim: int) -> np.ndarray:
 
 
 class TransformerBlock(nn.Module):
-  """Pre-LN block: x + MHA(LN(x)), then x + MLP(LN(x)). [B, S, H] -> [B, S, H]; returns (x, None) for scan."""
+  """Pre-LN block: x + MHA(LN(x)), then x + MLP(LN(x)). [B, S, H] -> [B, S, H]; returns (x, None) for scan.
+  Attention is `kernels.attention_fn` (causal: position t attends to <= t) with `attention` as its
+  implementation ('xla' | 'cudnn')."""
   hidden: int
   num_heads: int
+  causal: bool = False
+  attention: str = "xla"
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x, _=None):
     y = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x)
     y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype, deterministic=True,
-                                        name="attn")(y, y, mask=mask)
+                                        attention_fn=attention_fn(self.causal, self.attention),
+                                        name="attn")(y, y)
     x = x + y
     y = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
     y = nn.Dense(4 * self.hidden, dtype=self.dtype, name="mlp_in")(y)
@@ -122,26 +129,29 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-  """Transformer over time: [B, S, H] (already projected, positions added) -> [B, S, H]."""
+  """Transformer over time: [B, S, H] (already projected, positions added) -> [B, S, H].
+  attention None = `kernels.attention_implementation` for this dtype and head size on this backend."""
   hidden: int
   num_layers: int
   num_heads: int
   causal: bool = False
   remat: bool = False
   scan_layers: bool = False
+  attention: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32)) if self.causal else None
+    attention = self.attention or attention_implementation(self.dtype, self.hidden // self.num_heads)
     block = nn.remat(TransformerBlock) if self.remat else TransformerBlock
+    args = (self.hidden, self.num_heads, self.causal, attention, self.dtype)
     if self.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=nn.broadcast, length=self.num_layers)
-      x, _ = stack(self.hidden, self.num_heads, self.dtype, name="layers")(x, mask)
+      x, _ = stack(*args, name="layers")(x, None)
     else:
       for i in range(self.num_layers):
-        x, _ = block(self.hidden, self.num_heads, self.dtype, name=f"layer{i}")(x, mask)
+        x, _ = block(*args, name=f"layer{i}")(x)
     return nn.LayerNorm(dtype=self.dtype, name="ln_final")(x)
 
 
@@ -175,7 +185,7 @@ class TemporalModel(nn.Module):
                     name="rnn")(x)
     elif self.kind == "transformer":
       y = Transformer(self.hidden, self.num_layers, self.num_heads, self.causal, self.remat,
-                      self.scan_layers, self.dtype, name="transformer")(x)
+                      self.scan_layers, dtype=self.dtype, name="transformer")(x)
     else:
       y = x
     sequence = y[:, :t]

@@ -1,0 +1,81 @@
+"""Kernels chosen per platform: the 3x3 convolution and attention over time.
+
+Each function computes the same thing on every platform (equal up to float summation order); the
+implementation is the one measured fastest there:
+- `conv3x3`: on CPU the filter gradient is 9 plain matmuls, one per tap (XLA:CPU's backprop-filter
+  convolution is about 2x slower, `../shared/notes/cpu_conv_breakdown.py`); on GPU and TPU the native
+  convolution gradient (cuDNN, the TPU's convolution units). Picked when the step is lowered
+  (`jax.lax.platform_dependent`), so a step exported for CUDA on a CPU machine holds the native one.
+- `dot_product_attention`: `jax.nn.dot_product_attention`, XLA's fused softmax(QK^T)V everywhere and
+  cuDNN's fused (flash) kernel on NVIDIA GPUs where its dtype and head size allow. cuDNN cannot be
+  traced on a machine without it, so this choice is made when the model is built
+  (`attention_implementation`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv3x3_native(x, k):
+  return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def _conv3x3_tap_matmuls(x, k):
+  return _conv3x3_native(x, k)
+
+
+def _taps_fwd(x, k):
+  return _conv3x3_native(x, k), (x, k)
+
+
+def _taps_bwd(res, dy):
+  x, k = res
+  dx = jax.vjp(lambda x: _conv3x3_native(x, k), x)[1](dy)[0]
+  n, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  d = dy.reshape(-1, dy.shape[-1])
+  taps = [lax.dot_general(xp[:, i:i + h, j:j + w].reshape(-1, c), d, (((0,), (0,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+          for i in range(3) for j in range(3)]
+  dk = jnp.stack(taps).reshape(3, 3, c, dy.shape[-1]).astype(k.dtype)
+  return dx, dk
+
+
+_conv3x3_tap_matmuls.defvjp(_taps_fwd, _taps_bwd)
+
+
+def conv3x3(x, k, *, platform: str | None = None):
+  """3x3 stride-1 SAME conv, [N, H, W, Ci] x [3, 3, Ci, Co] -> [N, H, W, Co]. `platform` forces one
+  implementation ('cpu': per-tap filter gradient; anything else: native), for tests and benchmarks;
+  None picks by the platform the step is lowered for."""
+  if platform is not None:
+    return (_conv3x3_tap_matmuls if platform == "cpu" else _conv3x3_native)(x, k)
+  return lax.platform_dependent(x, k, cpu=_conv3x3_tap_matmuls, default=_conv3x3_native)
+
+
+def attention_implementation(dtype, head_dim: int, backend: str | None = None) -> str:
+  """'cudnn' on an NVIDIA GPU for half-precision activations and a head size cuDNN's flash kernel
+  takes (a multiple of 8, at most 128); 'xla' otherwise. `backend` defaults to JAX's default backend."""
+  backend = backend or jax.default_backend()
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if backend == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128 else "xla"
+
+
+def attention_fn(causal: bool, implementation: str):
+  """An `attention_fn` for `nn.MultiHeadDotProductAttention`: q, k, v [B, S, heads, head_dim] ->
+  [B, S, heads, head_dim] through `jax.nn.dot_product_attention`; causal = position t sees <= t."""
+
+  def attend(query, key, value, mask=None, dtype=None):
+    if mask is not None:
+      raise ValueError("pass causal=True instead of a mask: the fused kernels build it themselves")
+    dtype = dtype or query.dtype
+    return jax.nn.dot_product_attention(query.astype(dtype), key.astype(dtype), value.astype(dtype),
+                                        is_causal=causal, implementation=implementation)
+
+  return attend

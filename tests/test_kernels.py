@@ -1,0 +1,104 @@
+"""Per-platform kernels: each implementation computes the same values and gradients, and a step
+lowered for CUDA or TPU on this CPU machine holds the native convolution gradient."""
+
+import re
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from sora_jax.config import load_config
+from sora_jax.models import encoder
+from sora_jax.models.frame_encoders import max_pool2x2
+from sora_jax.models.kernels import attention_fn, attention_implementation, conv3x3
+
+
+def _native_conv(x, k):
+  return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("platform", ["cpu", "cuda", None])
+def test_conv3x3_values_and_gradients_match_the_native_convolution(platform):
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
+
+  def ref(x, k):
+    return jnp.sum(jnp.sin(nn.max_pool(_native_conv(x, k), (2, 2), strides=(2, 2))))
+
+  def ours(x, k):
+    return jnp.sum(jnp.sin(max_pool2x2(conv3x3(x, k, platform=platform))))
+
+  np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), rtol=1e-5)
+  chex.assert_trees_all_close(jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k),
+                              rtol=1e-4, atol=1e-5)
+
+
+def _op_counts(fn, *args, platform):
+  text = jax.export.export(jax.jit(fn), platforms=(platform,))(*args).mlir_module()
+  return len(re.findall(r"stablehlo\.dot_general", text)), len(re.findall(r"stablehlo\.convolution", text))
+
+
+def test_conv3x3_filter_gradient_is_per_tap_matmuls_on_cpu_only():
+  x = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32)
+  k = jax.ShapeDtypeStruct((3, 3, 4, 6), jnp.float32)
+  grad = jax.grad(lambda x, k: jnp.sum(conv3x3(x, k) ** 2), (0, 1))
+  assert _op_counts(grad, x, k, platform="cpu") == (9, 2)  # forward + input gradient; 9 tap matmuls
+  for platform in ("cuda", "tpu", "rocm"):
+    assert _op_counts(grad, x, k, platform=platform) == (0, 3)  # forward, input and filter gradient
+
+
+def test_large_config_train_step_lowered_for_gpu_and_tpu_uses_native_convolution_gradients():
+  from sora_jax.training.optim import build_optimizer
+  from sora_jax.training.state import init_state
+  from sora_jax.training.step import make_train_step
+  config = load_config("large", ["train.batch_size=2", "data.num_frames=4", "data.frame_size=64"])
+  tx = build_optimizer(config)
+  state = jax.eval_shape(lambda: init_state(config, tx))
+  batch = {"video": jax.ShapeDtypeStruct((2, 2, 4, 64, 64, 3), jnp.uint8),
+           "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+  step = make_train_step(config, encoder(config), tx)
+  cpu_dots, cpu_convs = _op_counts(step, state, batch, platform="cpu")
+  for platform in ("cuda", "tpu"):
+    dots, convs = _op_counts(step, state, batch, platform=platform)
+    # every 3x3 filter gradient: 9 tap matmuls on CPU <-> one native convolution here
+    assert convs > cpu_convs and cpu_dots - dots == 9 * (convs - cpu_convs), (platform, dots, convs)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_flax_attention_with_a_causal_mask(causal):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 5, 16)), jnp.float32)
+  ours = nn.MultiHeadDotProductAttention(num_heads=4, deterministic=True, attention_fn=attention_fn(causal, "xla"))
+  ref = nn.MultiHeadDotProductAttention(num_heads=4, deterministic=True)
+  mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32)) if causal else None
+  params = ref.init(jax.random.key(0), x, x)
+
+  def loss(module, params, x, mask=None):
+    return jnp.sum(jnp.tanh(module.apply(params, x, x, mask=mask)))
+
+  np.testing.assert_allclose(loss(ours, params, x), loss(ref, params, x, mask), rtol=1e-5)
+  chex.assert_trees_all_close(jax.grad(lambda p, x: loss(ours, p, x), (0, 1))(params, x),
+                              jax.grad(lambda p, x: loss(ref, p, x, mask), (0, 1))(params, x), rtol=1e-4, atol=1e-6)
+  if causal:  # the last position changes nothing before it
+    y = ours.apply(params, x, x)
+    y2 = ours.apply(params, x, x.at[:, -1].set(0.0))
+    np.testing.assert_array_equal(y[:, :-1], y2[:, :-1])
+    assert not np.allclose(y[:, -1], y2[:, -1])
+
+
+def test_attention_implementation_is_cudnn_only_where_its_kernel_applies():
+  assert attention_implementation(jnp.bfloat16, 64, backend="gpu") == "cudnn"
+  assert attention_implementation(jnp.float16, 128, backend="gpu") == "cudnn"
+  assert attention_implementation(jnp.float32, 64, backend="gpu") == "xla"  # cuDNN's flash kernel: half only
+  assert attention_implementation(jnp.bfloat16, 12, backend="gpu") == "xla"  # head size not a multiple of 8
+  assert attention_implementation(jnp.bfloat16, 256, backend="gpu") == "xla"
+  assert attention_implementation(jnp.bfloat16, 64, backend="tpu") == "xla"
+  assert attention_implementation(jnp.bfloat16, 64) == "xla"  # this machine: CPU
+  with pytest.raises(ValueError, match="causal=True"):
+    attention_fn(True, "xla")(jnp.ones((1, 2, 1, 8)), jnp.ones((1, 2, 1, 8)), jnp.ones((1, 2, 1, 8)),
+                              mask=jnp.ones((1, 1, 2, 2), bool))
