@@ -21,6 +21,9 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from accelerator import timed_steps  # noqa: E402
 
 
 def matmul_gflops(n: int = 1024, reps: int = 10) -> float:
@@ -58,14 +61,7 @@ def jax_step(config, steps: int) -> dict:
   cost = compiled.cost_analysis()
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
   state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
-  state, m = compiled(state, batch)  # warm-up
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    state, m = compiled(state, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
+  state, times = timed_steps(compiled, state, batch, steps)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract.params))
   return {"compile_s": compile_s, "step_s": float(np.median(times)), "flops": flops, "params": n_params}
 

@@ -92,13 +92,14 @@ def test_attention_matches_flax_attention_with_a_causal_mask(causal):
 
 
 def test_attention_implementation_is_cudnn_only_where_its_kernel_applies():
-  assert attention_implementation(jnp.bfloat16, 64, backend="gpu") == "cudnn"
-  assert attention_implementation(jnp.float16, 128, backend="gpu") == "cudnn"
-  assert attention_implementation(jnp.float32, 64, backend="gpu") == "xla"  # cuDNN's flash kernel: half only
-  assert attention_implementation(jnp.bfloat16, 12, backend="gpu") == "xla"  # head size not a multiple of 8
-  assert attention_implementation(jnp.bfloat16, 256, backend="gpu") == "xla"
-  assert attention_implementation(jnp.bfloat16, 64, backend="tpu") == "xla"
-  assert attention_implementation(jnp.bfloat16, 64) == "xla"  # this machine: CPU
+  assert attention_implementation(jnp.bfloat16, 64, 16, backend="gpu") == "cudnn"
+  assert attention_implementation(jnp.float16, 128, 8, backend="gpu") == "cudnn"
+  assert attention_implementation(jnp.float32, 64, 16, backend="gpu") == "xla"  # cuDNN's flash kernel: half only
+  assert attention_implementation(jnp.bfloat16, 12, 16, backend="gpu") == "xla"  # head size not a multiple of 8
+  assert attention_implementation(jnp.bfloat16, 256, 16, backend="gpu") == "xla"
+  assert attention_implementation(jnp.bfloat16, 64, 17, backend="gpu") == "xla"  # odd length (a CLS token)
+  assert attention_implementation(jnp.bfloat16, 64, 16, backend="tpu") == "xla"
+  assert attention_implementation(jnp.bfloat16, 64, 16) == "xla"  # this machine: CPU
   with pytest.raises(ValueError, match="causal=True"):
     attention_fn(True, "xla")(jnp.ones((1, 2, 1, 8)), jnp.ones((1, 2, 1, 8)), jnp.ones((1, 2, 1, 8)),
                               mask=jnp.ones((1, 1, 2, 2), bool))

@@ -339,3 +339,21 @@ def test_steps_on_one_batch_lower_the_loss_and_move_every_parameter():
   assert losses[-1] < 0.5 * losses[0], losses
   moved = [not np.array_equal(a, b) for a, b in zip(before, _leaves(state))]
   assert all(moved), f"{moved.count(False)} of {len(moved)} parameter leaves never changed"
+
+
+def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path):
+  import glob
+
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+  train(tiny_config(data_dir, train__num_steps=4, train__profile_steps="1:3"), tmp_path)
+  traces = glob.glob(str(tmp_path / "plugins" / "profile" / "*" / "*.xplane.pb"))
+  assert len(traces) == 1  # where `tensorboard --logdir WORKDIR` looks
+  space = xplane_pb2.XSpace()
+  space.ParseFromString(pathlib.Path(traces[0]).read_bytes())
+  calls = 0
+  for plane in space.planes:
+    # one launch of the step's executable per step (per-device events carry a '[i] ' prefix)
+    ids = {i for i, m in plane.event_metadata.items() if m.name.endswith("Execute (jit_train_step)")
+           and not m.name.startswith("[")}
+    calls += sum(e.metadata_id in ids for line in plane.lines for e in line.events)
+  assert calls == 2  # steps 1 and 2: not step 0, not step 3

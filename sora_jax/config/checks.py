@@ -6,6 +6,7 @@ sora_jax/config/validate.py.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from sora_jax.errors import ConfigError
@@ -14,7 +15,8 @@ Check = Callable[[str, Any], None]
 
 
 def is_number(v) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool)
+  """A finite int or float (not a bool): NaN and Inf are never valid settings."""
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
@@ -31,8 +33,10 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
 
 def number(minimum: float | None = None, maximum: float | None = None, exclusive_minimum: bool = False) -> Check:
   def check(dotted, value):
-    if not is_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ConfigError(f"config.{dotted}={value!r} must be a number")
+    if not math.isfinite(value):
+      raise ConfigError(f"config.{dotted}={value} must be a finite number")
     if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
       raise ConfigError(f"config.{dotted}={value} must be {'>' if exclusive_minimum else '>='} {minimum}")
     if maximum is not None and value > maximum:
@@ -71,6 +75,19 @@ def string() -> Check:
     if not isinstance(value, str):
       raise ConfigError(f"config.{dotted}={value!r} must be a string")
   check.describe = "str"
+  return check
+
+
+def step_range() -> Check:
+  """'' (off) or 'START:STOP', 0 <= START < STOP: steps START..STOP-1 (0-based, as the loop counts)."""
+  def check(dotted, value):
+    if value == "":
+      return
+    parts = value.split(":") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[0]) >= int(parts[1]):
+      raise ConfigError(f"config.{dotted}={value!r} must be 'START:STOP' with 0 <= START < STOP (e.g. '10:13'), "
+                        "or '' for none")
+  check.describe = "'' or START:STOP"
   return check
 
 

@@ -109,6 +109,9 @@ FIELDS: tuple[Field, ...] = (
     F("model.bidirectional", False, c.boolean(), "run the LSTM/GRU both ways"),
     F("model.num_heads", 4, c.integer(1), "attention heads (temporal=transformer)"),
     F("model.causal", False, c.boolean(), "sequence[t] sees frames <= t only"),
+    F("model.attention", "auto", c.choice("auto", "xla", "cudnn"), "attention kernel (temporal=transformer): "
+      "auto (cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16, head size a multiple of 8 up to 128 and an even "
+      "sequence; XLA elsewhere) | xla | cudnn"),
     F("model.remat", False, c.boolean(), "recompute activations in the backward pass (saves memory)"),
     F("model.remat_frames", "none", c.choice("none", "block", "time"), "frame-encoder activations recomputed "
       "in the backward pass: none | block (per ResNet block; left to XLA's scheduler, which on CPU keeps them "
@@ -139,6 +142,8 @@ FIELDS: tuple[Field, ...] = (
     F("train.keep_checkpoints", 3, c.integer(1), "checkpoints kept on disk"),
     F("train.log_every", 10, c.integer(1), "steps between metric lines"),
     F("train.quick_eval_every", 100, c.integer(0), "steps between quick kNN evaluations; 0 = off"),
+    F("train.profile_steps", "", c.step_range(), "'START:STOP': a profiler trace of steps START..STOP-1 in "
+      "WORKDIR/plugins/profile (TensorBoard's profile tab, `tensorboard --logdir WORKDIR`); '' = none"),
 
     F("optimizer.name", "adamw", c.choice("adamw", "sgd", "lars"), "adamw | sgd | lars"),
     F("optimizer.learning_rate", 3e-3, c.number(0.0, exclusive_minimum=True), "peak learning rate"),

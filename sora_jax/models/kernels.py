@@ -59,12 +59,14 @@ def conv3x3(x, k, *, platform: str | None = None):
   return lax.platform_dependent(x, k, cpu=_conv3x3_tap_matmuls, default=_conv3x3_native)
 
 
-def attention_implementation(dtype, head_dim: int, backend: str | None = None) -> str:
-  """'cudnn' on an NVIDIA GPU for half-precision activations and a head size cuDNN's flash kernel
-  takes (a multiple of 8, at most 128); 'xla' otherwise. `backend` defaults to JAX's default backend."""
+def attention_implementation(dtype, head_dim: int, length: int, backend: str | None = None) -> str:
+  """'cudnn' on an NVIDIA GPU where cuDNN's flash kernel takes the shapes (half-precision activations,
+  a head size that is a multiple of 8 up to 128, an even sequence length: JAX 0.11 refuses odd ones
+  when training); 'xla' otherwise. `backend` defaults to JAX's default backend."""
   backend = backend or jax.default_backend()
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  return "cudnn" if backend == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128 else "xla"
+  fits = half and head_dim % 8 == 0 and head_dim <= 128 and length % 2 == 0
+  return "cudnn" if backend == "gpu" and fits else "xla"
 
 
 def attention_fn(causal: bool, implementation: str):

@@ -130,19 +130,21 @@ class TransformerBlock(nn.Module):
 
 class Transformer(nn.Module):
   """Transformer over time: [B, S, H] (already projected, positions added) -> [B, S, H].
-  attention None = `kernels.attention_implementation` for this dtype and head size on this backend."""
+  attention 'auto' = `kernels.attention_implementation` for these shapes and dtype on this backend."""
   hidden: int
   num_layers: int
   num_heads: int
   causal: bool = False
   remat: bool = False
   scan_layers: bool = False
-  attention: str | None = None
+  attention: str = "auto"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    attention = self.attention or attention_implementation(self.dtype, self.hidden // self.num_heads)
+    attention = self.attention
+    if attention == "auto":
+      attention = attention_implementation(self.dtype, self.hidden // self.num_heads, x.shape[1])
     block = nn.remat(TransformerBlock) if self.remat else TransformerBlock
     args = (self.hidden, self.num_heads, self.causal, attention, self.dtype)
     if self.scan_layers:
@@ -166,6 +168,7 @@ class TemporalModel(nn.Module):
   remat: bool = False
   scan_layers: bool = False
   pooling: str = "last"
+  attention: str = "auto"
   unroll: int = 1
   dtype: Any = jnp.float32
 
@@ -185,7 +188,7 @@ class TemporalModel(nn.Module):
                     name="rnn")(x)
     elif self.kind == "transformer":
       y = Transformer(self.hidden, self.num_layers, self.num_heads, self.causal, self.remat,
-                      self.scan_layers, dtype=self.dtype, name="transformer")(x)
+                      self.scan_layers, self.attention, self.dtype, name="transformer")(x)
     else:
       y = x
     sequence = y[:, :t]
@@ -204,5 +207,6 @@ class TemporalModel(nn.Module):
 def make_temporal(m, dtype, unroll: int = 1) -> TemporalModel:
   return TemporalModel(kind=m.temporal, hidden=m.hidden_size, num_layers=m.num_layers,
                        bidirectional=m.bidirectional, num_heads=m.num_heads, causal=m.causal,
-                       remat=m.remat, scan_layers=m.scan_layers, pooling=m.pooling, unroll=unroll,
+                       remat=m.remat, scan_layers=m.scan_layers, pooling=m.pooling, attention=m.attention,
+                       unroll=unroll,
                        dtype=dtype, name="temporal")

@@ -29,6 +29,7 @@ from sora_jax.models import encoder
 from sora_jax.parallel import distributed, mesh as mesh_lib
 from sora_jax.training import checkpoint as ckpt
 from sora_jax.training.optim import build_optimizer
+from sora_jax.training.profile import StepProfiler
 from sora_jax.training.state import init_state
 from sora_jax.training.step import device_batch, jit_train_step
 
@@ -121,10 +122,13 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
     (workdir / "config.json").write_text(to_json(config))
   writer = _Writer(workdir)
   bar = _progress(config.train.num_steps, start)
+  profiler = StepProfiler(config.train.profile_steps, workdir, jax.process_index() == 0)
   try:
     with _Preemption() as preempt:
-      state = _loop(run, state, start, tuple(hooks), writer, bar, preempt, stop_at_step, batch_callback)
+      state = _loop(run, state, start, tuple(hooks), writer, bar, preempt, stop_at_step, batch_callback,
+                    profiler)
   finally:
+    profiler.close()
     run.manager.wait_until_finished()
     run.manager.close()
     writer.close()
@@ -162,7 +166,7 @@ class _Run:
     return state, start
 
 
-def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, batch_callback):
+def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, batch_callback, profiler):
   tc = run.config.train
   last_good = run.manager.latest_step()
   window: list[dict] = []
@@ -176,11 +180,14 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
     if step == start and jax.process_count() > 1:
       step_fn = step_fn.lower(state, global_batch).compile()  # every process compiles, then all meet
       distributed.barrier(f"sora_jax_first_step_{start}")
+    profiler.before_step(step)
     state, metrics = step_fn(state, global_batch)
     # Waits for the whole launch (its outputs are ready together), so on CPU meshes no second
     # launch is in flight before this one ends (see sora_jax/parallel/inflight.py).
     metrics = jax.device_get(metrics)
     step += 1
+    if (traced := profiler.after_step(step, state)) is not None:
+      bar.write(traced)
     if not metrics.pop("finite"):
       run.manager.wait_until_finished()
       raise DivergedError(

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One accelerator session, as run on the lent GPU (README, "Benchmarks"): bench/accelerator.py for
+# configs/large.py at 8 and 32 clips per device and with remat_frames=time, the default config,
+# a profiler trace of one step of each. Logs, JSON lines and the trace land in $OUT (default
+# ./accelerator_out). Wheels in .whl/ (packages the machine lacks, e.g. ml_collections) are
+# installed first; nothing is downloaded.
+#   bash bench/on_accelerator.sh
+set -u
+OUT=${OUT:-accelerator_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+python3 -c "import jax, flax, optax, orbax.checkpoint as o, ml_collections; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" || exit 1
+run() {  # NAME TIMEOUT ARGS...
+  local name=$1 limit=$2; shift 2
+  echo "== $name"
+  timeout "$limit" python3 bench/accelerator.py "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"
+  grep -v '^{' "$OUT/$name.log" | tail -8; tail -1 "$OUT/$name.log" > "$OUT/$name.json"
+}
+run main 270 --configs large,default --per-device-batch large=8,default=64 --profile /tmp/profile
+tar czf "$OUT/profile.tgz" -C /tmp profile 2>/dev/null
+run large32 130 --configs large --per-device-batch large=32 --input-steps 0
+run large8_remat_time 130 --configs large --per-device-batch large=8 --input-steps 0 --set large:model.remat_frames=time --set large:model.remat=true
+ls -la "$OUT"
