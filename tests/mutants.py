@@ -67,15 +67,23 @@ MUTANTS = {
         "sora_jax/config/load.py", "      value = LEGACY.get(f.name, f.default)", "      value = f.default",
         ["tests/test_config.py"]),
     "resume-loses-data-position": (
-        "sora_jax/training/loop.py", "      self.data.set_state(data_state)", "      pass",
+        "sora_jax/training/loop.py", "    self.data.seek(start)\n", "\n",
         ["tests/test_training.py::test_stop_and_resume_is_bitwise_identical"]),
     "knn-bank-without-validation": (
         "sora_jax/evaluation/suite.py",
         "gallery_x = np.concatenate([train[feature], val[feature]])\n  gallery_y = np.concatenate([ty, val[label_key]])",
         "gallery_x, gallery_y = train[feature], ty", ["tests/test_eval_entry.py"]),
-    "multi-process-resume-restarts-stream": (
-        "sora_jax/training/checkpoint.py", "  if data.get(\"process_count\") == jax.process_count():", "  if False:",
-        ["tests/test_training.py::test_two_processes_stopped_and_resumed_continue_each_on_its_own_slice"]),
+    "resume-position-from-the-process-slice": (
+        "sora_jax/data/pipeline.py", "    epoch, step = divmod(int(global_step), self.steps_per_epoch)",
+        "    epoch, step = divmod(int(global_step) // self.process_count, self.steps_per_epoch)",
+        ["tests/test_training.py::test_one_process_of_8_stopped_and_continued_as_two_processes_of_4",
+         "tests/test_training.py::test_two_processes_stopped_and_resumed_continue_each_on_its_own_slice"]),
+    "metrics-stay-unchecked-between-logs": (
+        "sora_jax/training/loop.py", "      window.fetch()  # the finite check", "      pass  # the finite check",
+        ["tests/test_training.py::test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint"]),
+    "resumed-log-keeps-redone-steps": (
+        "sora_jax/training/log.py", "json.loads(line).get(\"step\", 0) <= start]", "True]",
+        ["tests/test_training.py::test_resume_after_a_lost_checkpoint_redoes_the_steps_and_logs_each_step_once"]),
 }
 
 

@@ -13,8 +13,7 @@ from jax import lax
 
 from sora_jax.config import load_config
 from sora_jax.models import encoder
-from sora_jax.models.frame_encoders import max_pool2x2
-from sora_jax.models.kernels import attention_fn, attention_implementation, conv3x3
+from sora_jax.models.kernels import attention_fn, attention_implementation, conv3x3, max_pool2x2
 
 
 def _native_conv(x, k):
@@ -31,11 +30,27 @@ def test_conv3x3_values_and_gradients_match_the_native_convolution(platform):
     return jnp.sum(jnp.sin(nn.max_pool(_native_conv(x, k), (2, 2), strides=(2, 2))))
 
   def ours(x, k):
-    return jnp.sum(jnp.sin(max_pool2x2(conv3x3(x, k, platform=platform))))
+    return jnp.sum(jnp.sin(max_pool2x2(conv3x3(x, k, platform=platform), platform=platform)))
 
   np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), rtol=1e-5)
   chex.assert_trees_all_close(jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k),
                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 2), (1, 1, 4, 2)])
+def test_max_pool_gradient_on_cpu_equals_the_reductions_gradient_with_ties_and_odd_sizes(shape):
+  rng = np.random.default_rng(3)
+  # few distinct values: most windows hold tied maxima, which share the gradient as jnp.max's do
+  x = jnp.asarray(rng.integers(-2, 3, size=shape), jnp.float32)
+  w = jnp.asarray(rng.normal(size=max_pool2x2(x).shape), jnp.float32)
+
+  def loss(x, platform):
+    return jnp.sum(max_pool2x2(x, platform=platform) * w)
+
+  plain, masked = (jax.jit(jax.grad(loss), static_argnums=1)(x, p) for p in ("cuda", "cpu"))
+  np.testing.assert_allclose(masked, plain, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(max_pool2x2(x, platform="cpu"), max_pool2x2(x, platform="cuda"))
+  assert float(jnp.sum(masked)) == pytest.approx(float(jnp.sum(w)), rel=1e-5)  # each window passes its gradient once
 
 
 def _op_counts(fn, *args, platform):

@@ -90,6 +90,8 @@ FIELDS: tuple[Field, ...] = (
     F("data.shuffle_buffer", 1024, c.integer(0), "examples in the shuffle buffer of each host"),
     F("data.num_parallel_calls", -1, c.integer(-1), "tf.data parallelism; -1 = AUTOTUNE (0 is not allowed)"),
     F("data.prefetch", 2, c.integer(0), "host batches prepared ahead"),
+    F("data.device_prefetch", 2, c.integer(0, 64), "global batches placed on the devices ahead of the step "
+      "(their reads and transfers overlap the running step); 0 = each just before its step"),
 
     F("model.frame_encoder", "seed_cnn", c.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet"),
     F("model.width", 0.25, c.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
@@ -141,6 +143,8 @@ FIELDS: tuple[Field, ...] = (
     F("train.checkpoint_every", 100, c.integer(0), "steps between checkpoints (0 = only at the end)"),
     F("train.keep_checkpoints", 3, c.integer(1), "checkpoints kept on disk"),
     F("train.log_every", 10, c.integer(1), "steps between metric lines"),
+    F("train.preemption_check_every", 10, c.integer(1), "steps between the processes' agreement on a SIGTERM "
+      "(an allgather; a single process checks every step)"),
     F("train.quick_eval_every", 100, c.integer(0), "steps between quick kNN evaluations; 0 = off"),
     F("train.profile_steps", "", c.step_range(), "'START:STOP': a profiler trace of steps START..STOP-1 in "
       "WORKDIR/plugins/profile (TensorBoard's profile tab, `tensorboard --logdir WORKDIR`); '' = none"),

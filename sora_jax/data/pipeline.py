@@ -117,6 +117,16 @@ class TrainInput:
     self._epoch, self._step = epoch, step
     self._it = None
 
+  def position(self, global_step: int) -> dict:
+    """The stream position of global batch `global_step` (0-based): the same on every process and
+    for any process count, since the batch order is fixed by the seed and the global step alone."""
+    epoch, step = divmod(int(global_step), self.steps_per_epoch)
+    return dict(self.get_state(), epoch=epoch, step=step)
+
+  def seek(self, global_step: int) -> None:
+    """The next batch is this process's slice of global batch `global_step`."""
+    self.set_state(self.position(global_step))
+
   # ----- iteration
   def _indices(self, start_epoch, start_step):
     """(epoch, example index) pairs this process reads, from the given position on."""

@@ -1,8 +1,9 @@
 """Orbax checkpoints under `<workdir>/checkpoints`: the train state, the data position and the config.
 
 Each checkpoint step holds three items: `state` (TrainState, restored onto whatever mesh the
-current run has: written on N devices, restored on M), `data` (every process's
-`TrainInput.get_state()`), `config` (the resolved config). Saves are asynchronous (the arrays
+current run has: written on N devices, restored on M), `data` (the input stream's position,
+`TrainInput.position(step)`: the same on every process, since the batch order depends on the seed
+and the global step alone), `config` (the resolved config). Saves are asynchronous (the arrays
 are copied off the devices before `save` returns, the files are written in the background) and
 atomic (orbax writes to a temporary directory and renames it when complete, so a run killed in
 the middle of a save leaves the previous checkpoints intact).
@@ -15,9 +16,7 @@ import pathlib
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 from orbax.checkpoint._src.serialization import jax_array_handlers
 
 from sora_jax.config import migrate, to_dict, validate
@@ -51,32 +50,16 @@ def saved_config(d: dict) -> ml_collections.ConfigDict:
   return validate(migrate(d))
 
 
-def _allgather_json(obj) -> list:
-  """Every process's JSON-able `obj`, in process order (one entry on a single process)."""
-  if jax.process_count() == 1:
-    return [obj]
-  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
-  n = int(np.max(multihost_utils.process_allgather(np.array([raw.size]))))
-  padded = np.zeros(n, np.uint8)
-  padded[: raw.size] = raw
-  everyone = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in np.asarray(everyone).reshape(-1, n)]
-
-
 def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config, *, force: bool = False) -> bool:
-  """Starts an asynchronous save of `state` at `step` (all processes call it)."""
-  data = {"process_count": jax.process_count(), "processes": _allgather_json(data_state)}
+  """Starts an asynchronous save of `state` at `step` (all processes call it). `data_state`: the
+  input position, JSON-able and the same on every process."""
   return manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data),
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
       config=ocp.args.JsonSave(to_dict(config))), force=force)
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
-  """Restores (state, data position of this process or None, step) onto `abstract_state`'s shardings.
-
-  The data position is returned only when the process count is the one that wrote it (else the
-  input restarts from a fresh, seeded stream and the caller says so).
-  """
+  """Restores (state, the saved input position or None, step) onto `abstract_state`'s shardings."""
   step = manager.latest_step() if step is None else step
   if step is None:
     raise CheckpointError(f"no checkpoint in {manager.directory}")
@@ -86,11 +69,10 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   except (ValueError, KeyError, FileNotFoundError) as e:
     raise CheckpointError(f"checkpoint {manager.directory}/{step} does not fit this model/config "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); use a fresh --workdir") from e
-  data = out["data"] or {}
-  data_state = None
-  if data.get("process_count") == jax.process_count():
-    data_state = data["processes"][jax.process_index()]
-  return out["state"], data_state, step
+  data = out["data"] or None
+  if data is not None and "processes" in data:  # written by an earlier version: one entry per process
+    data = data["processes"][0]
+  return out["state"], data, step
 
 
 def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
