@@ -1,9 +1,10 @@
 """Train-step benchmark: the JAX step (compile, median step time, clips/s, MFU against this
 machine's measured float32 matmul rate) beside the same model and step in PyTorch, for the
-default and seed configs; then the peak memory of a default training run (train.py, a few steps
-with a quick kNN evaluation). Prints a table, then one JSON line.
+default and seed configs; the peak memory of a default training run (train.py, a few steps
+with a quick kNN evaluation); the training loop's host wait per step with and without device
+prefetch. Prints a table, then one JSON line.
 
-  .venv/bin/python bench/train_step.py [--steps 5] [--skip_torch] [--skip_run]
+  .venv/bin/python bench/train_step.py [--steps 5] [--skip_torch] [--skip_run] [--loop_steps 12]
 """
 
 from __future__ import annotations
@@ -152,6 +153,25 @@ def peak_memory_of_default_run(steps: int) -> dict:
           "wall_s": wall}
 
 
+def loop_wait(steps: int) -> dict:
+  """The real training loop (`loop.train`) on the default config, with data.device_prefetch 2 and
+  0 (twice each, interleaved): median host wait per step (reading + transferring the next batch, the loop's data_wait_share x
+  step_time) and step time over the steps after the first two (compilation)."""
+  from sora_jax.config import load_config
+  from sora_jax.training.loop import train
+  out = {}
+  for depth in (2, 0, 2, 0):
+    config = load_config("default", [f"data.device_prefetch={depth}", f"train.num_steps={steps}", "train.log_every=1",
+                                     "train.checkpoint_every=0", "train.quick_eval_every=0"])
+    with tempfile.TemporaryDirectory() as workdir:
+      train(config, workdir)
+      rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")][2:]
+    out.setdefault(f"prefetch_{depth}", []).extend(rows)  # two runs each, interleaved: noise hits both
+  return {k: {"host_wait_s": float(np.median([r["data_wait_share"] * r["step_time"] for r in rows])),
+              "step_s": float(np.median([r["step_time"] for r in rows])), "steps": len(rows)}
+          for k, rows in out.items()}
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--steps", type=int, default=5)
@@ -159,6 +179,7 @@ def main():
   ap.add_argument("--skip_torch", action="store_true")
   ap.add_argument("--skip_run", action="store_true")
   ap.add_argument("--run_steps", type=int, default=10)
+  ap.add_argument("--loop_steps", type=int, default=12, help="steps of the loop-wait comparison (0 = skip)")
   ap.add_argument("--seed_batch_size", type=int, default=8,
                   help="global batch for the seed config (16x64x64 clips; 32 needs >14 GB on CPU)")
   args = ap.parse_args()
@@ -182,6 +203,7 @@ def main():
     r["batch_size"] = config.train.batch_size
     rows[name] = r
   run = None if args.skip_run else peak_memory_of_default_run(args.run_steps)
+  loop = loop_wait(args.loop_steps) if args.loop_steps else None
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; matmul peak {peak:.1f} GFLOP/s (f32, 1024^2)")
   print(f"{'config':<9}{'batch':>6}{'params':>10}{'GFLOP/step':>11}{'compile s':>10}{'step s':>9}{'clips/s':>9}{'MFU':>7}"
@@ -194,7 +216,12 @@ def main():
   if run:
     print(f"default training run ({run['steps']} steps + quick eval): peak RSS {run['peak_rss_mb']:.0f} MB, "
           f"wall {run['wall_s']:.0f} s")
-  print(json.dumps({"matmul_gflops": peak, "configs": rows, "default_run": run}, default=float))
+  if loop:
+    p0, p2 = loop["prefetch_0"], loop["prefetch_2"]
+    print(f"training loop, default config, {jax.device_count()} device(s): host wait per step {p0['host_wait_s'] * 1e3:.1f} ms "
+          f"without prefetch vs {p2['host_wait_s'] * 1e3:.1f} ms with data.device_prefetch=2; step {p0['step_s']:.3f} s vs "
+          f"{p2['step_s']:.3f} s (medians of {p2['steps']} steps)")
+  print(json.dumps({"matmul_gflops": peak, "configs": rows, "default_run": run, "loop": loop}, default=float))
 
 
 if __name__ == "__main__":

@@ -137,6 +137,21 @@ def test_without_device_prefetch_the_run_is_the_same(straight, data_dir, tmp_pat
     assert r["step_time"] > 0 and 0 <= r["data_wait_share"] <= 1
 
 
+def test_fsdp_2_by_data_4_trains_like_data_8_with_sharded_kernels_and_moments(straight, data_dir, tmp_path):
+  workdir, params, _ = straight
+  state, _ = _run(tiny_config(data_dir, mesh__data=4, mesh__fsdp=2, mesh__fsdp_min_size=0), tmp_path)
+  one, two = _metrics(workdir), _metrics(tmp_path)
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
+  for a, b in zip(params, _leaves(state)):
+    np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6)
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  kernels = [(jax.tree_util.keystr(p), x) for p, x in leaves if jax.tree_util.keystr(p).endswith("['kernel']")]
+  assert any("opt_state" in name for name, _ in kernels) and any(".params" in name for name, _ in kernels)
+  for name, x in kernels:  # parameters and optimizer moments: each device holds half of every kernel
+    assert "fsdp" in x.sharding.spec, (name, x.sharding.spec)
+    assert x.addressable_shards[0].data.size * 2 == x.size, name
+
+
 @pytest.fixture
 def nan_marker(monkeypatch):
   """The loss becomes NaN when a batch's first label is -99 (never in real data), injected by a
@@ -328,7 +343,8 @@ def test_one_process_of_8_stopped_and_continued_as_two_processes_of_4(straight, 
   np.testing.assert_array_equal([r["loss"] for r in two], [r["loss"] for r in one])
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path, signum):
   config = tiny_config(data_dir, train__num_steps=1000, train__checkpoint_every=0)
   (tmp_path / "config.json").write_text(json.dumps(to_dict(config)))
   script = tmp_path / "run.py"
@@ -348,13 +364,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
       time.sleep(0.5)  # wait for the first step
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out = proc.communicate(timeout=120)[0]
   finally:
     proc.kill()
   assert proc.returncode == 0, out[-3000:]
   saved = ckpt.make_manager(tmp_path / "run").latest_step()
   assert saved is not None and 1 <= saved < 1000 and f"returned at step {saved}" in out
+  assert ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM") in out and "Traceback" not in out
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(straight, data_dir, tmp_path,
+                                                                             monkeypatch):
+  workdir, params, _ = straight
+  shutil.copytree(workdir, tmp_path / "run")
+  for f in (tmp_path / "run" / "checkpoints" / "4" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated, as by a full disk
+  messages = []
+  import sora_jax.training.loop as loop_lib
+  monkeypatch.setattr(loop_lib, "_say", messages.append)
+  state, _ = _run(tiny_config(data_dir), tmp_path / "run")
+  assert any(m.startswith("checkpoint 4 is damaged (") and "resuming from 2" in m for m in messages), messages
+  assert (tmp_path / "run" / "checkpoints" / "4.damaged").is_dir()  # kept, not deleted
+  assert int(state.step) == 4 and _metrics(tmp_path / "run") == _metrics(workdir)
+  for a, b in zip(params, _leaves(state)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_steps_on_one_batch_lower_the_loss_and_move_every_parameter():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sora_jax.config import load_config, validate
+from sora_jax.errors import ConfigError
 from sora_jax.models import build_encoder
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training.optim import build_optimizer, decay_mask, learning_rate_schedule
@@ -44,13 +45,25 @@ def test_fsdp_rules_shard_large_kernels_and_replicate_small_arrays():
   config = load_config(ROOT / "configs/large.py")
   config.mesh.data, config.mesh.fsdp = 4, 2
   mesh = mesh_lib.make_mesh(config)
-  params = {"dense": {"kernel": jax.ShapeDtypeStruct((768, 3072), jnp.float32),
-                      "bias": jax.ShapeDtypeStruct((3072,), jnp.float32)},
-            "tiny": {"kernel": jax.ShapeDtypeStruct((3, 3), jnp.float32)}}
-  shardings = mesh_lib.tree_shardings(params, mesh)
-  assert shardings["dense"]["kernel"].spec == jax.sharding.PartitionSpec(None, "fsdp")
-  assert shardings["dense"]["bias"].spec == jax.sharding.PartitionSpec()
-  assert shardings["tiny"]["kernel"].spec == jax.sharding.PartitionSpec()
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+  params = {"dense": {"kernel": f32(768, 3072), "bias": f32(3072)}, "tiny": {"kernel": f32(3, 3)},
+            "conv": {"kernel": f32(3, 3, 256, 512)}, "odd": {"kernel": f32(768, 3071)},
+            "attn": {"query": {"kernel": f32(768, 12, 64), "bias": f32(12, 64)}, "out": {"kernel": f32(12, 64, 768)}},
+            "layers": {"mlp_in": {"kernel": f32(4, 768, 3072)}}}  # a scanned stack: leading layer axis
+  spec = jax.tree_util.tree_map(lambda s: s.spec, mesh_lib.tree_shardings(params, mesh))
+  P = jax.sharding.PartitionSpec
+  assert spec["dense"] == {"kernel": P(None, "fsdp"), "bias": P()}
+  assert spec["tiny"]["kernel"] == P() and spec["odd"]["kernel"] == P()  # too small; 3071 does not split
+  assert spec["conv"]["kernel"] == P(None, None, None, "fsdp")
+  assert spec["attn"] == {"query": {"kernel": P("fsdp", None, None), "bias": P()}, "out": {"kernel": P(None, None, "fsdp")}}
+  assert spec["layers"]["mlp_in"]["kernel"] == P(None, None, "fsdp")
+  with pytest.raises(ConfigError, match="no sharding rule for embedding/table"):
+    mesh_lib.tree_shardings({"embedding": {"table": f32(50000, 768)}}, mesh)
+  # every array of the shipped configs has a rule
+  for name in ("large", "default", "seed", "dpc", "supervised"):
+    c = load_config(name, ["mesh.fsdp_min_size=0"])
+    tx = build_optimizer(c)
+    mesh_lib.tree_shardings(jax.eval_shape(lambda: init_state(c, tx)), mesh, 0)
 
 
 def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():

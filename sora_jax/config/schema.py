@@ -159,6 +159,8 @@ FIELDS: tuple[Field, ...] = (
 
     F("mesh.data", -1, c.integer(-1), "devices on the data axis; -1 = all devices not used by other axes"),
     F("mesh.fsdp", 1, c.integer(1), "devices that shard parameters and optimizer state"),
+    F("mesh.fsdp_min_size", 2 ** 14, c.integer(0), "with mesh.fsdp > 1, arrays of fewer elements stay replicated "
+      "(the rules: PARAM_RULES in sora_jax/parallel/mesh.py)"),
 
     F("eval.batch_size", 64, c.integer(1), "clips per embedding batch"),
     F("eval.num_clips", 1, c.integer(1), "clips per video averaged into one feature"),

@@ -1,9 +1,11 @@
 """The device mesh ('data', 'fsdp') and every partitioning rule, in one place.
 
 - Batch: rows sharded over ('data', 'fsdp') together (FSDP is data parallel too).
-- Parameters and optimizer state: replicated when mesh.fsdp == 1; otherwise each array matched by
-  PARAM_RULES gets that spec, and other large arrays are sharded over 'fsdp' on their largest
-  dimension divisible by the fsdp size (small ones stay replicated).
+- Parameters and optimizer state: replicated when mesh.fsdp == 1. Otherwise each array takes the
+  spec of the first rule in PARAM_RULES whose pattern matches its path and whose spec has its
+  rank (a scanned stack of layers adds a leading axis: its spec gets a leading None). Arrays below
+  mesh.fsdp_min_size elements, and arrays whose sharded dimension the fsdp size does not divide,
+  stay replicated. A large array no rule covers is an error naming it: add a rule here.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from sora_jax.errors import ConfigError
 
 AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
-# (regex on the '/'-joined parameter path, spec); first match wins. Biases/scales: replicate.
+# (regex on the '/'-joined path of a parameter or optimizer moment, spec); first match wins.
+# Kernels are sharded on their output features (convolutions, dense layers, LSTM/GRU gates) or,
+# for attention, on the model width, as MaxText and big_vision shard their weights.
 PARAM_RULES: tuple[tuple[str, P], ...] = (
-    (r".*(bias|scale|log_temperature)$", P()),
+    (r"(.*/)?(bias|scale|log_temperature|cls_token|step|rng|count)$", P()),  # vectors, counters, keys
+    (r"(.*/)?attn/(query|key|value)/kernel$", P("fsdp", None, None)),  # [width, heads, head_dim]
+    (r"(.*/)?attn/out/kernel$", P(None, None, "fsdp")),  # [heads, head_dim, width]
+    (r".*/kernel$", P(None, None, None, "fsdp")),  # convolutions [kh, kw, in, out]
+    (r".*/kernel$", P(None, "fsdp")),  # dense layers and recurrent gates [in, out]
 )
-FSDP_MIN_SIZE = 2 ** 14  # arrays smaller than this are not worth sharding
-
-
 def make_mesh(config, devices=None) -> Mesh:
   """Mesh of shape (mesh.data, mesh.fsdp) over `devices` (default: all); -1 = the rest.
 
@@ -69,21 +74,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def param_spec(path: str, shape: tuple[int, ...], fsdp_size: int) -> P:
-  """PartitionSpec of one parameter (or optimizer moment) from its path and shape."""
-  if fsdp_size == 1 or len(shape) == 0:
+def param_spec(path: str, shape: tuple[int, ...], fsdp_size: int, min_size: int = 2 ** 14) -> P:
+  """PartitionSpec of one parameter (or optimizer moment) from its path and shape (module docstring)."""
+  if fsdp_size == 1 or len(shape) == 0 or int(np.prod(shape)) < min_size:
     return P()
   for pattern, spec in PARAM_RULES:
-    if re.fullmatch(pattern, path):
-      return spec
-  if int(np.prod(shape)) < FSDP_MIN_SIZE:
-    return P()
-  for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
-    if shape[axis] % fsdp_size == 0:
-      spec = [None] * len(shape)
-      spec[axis] = "fsdp"
-      return P(*spec)
-  return P()
+    if not re.fullmatch(pattern, path):
+      continue
+    if len(spec) == 0:
+      return P()
+    if len(spec) in (len(shape), len(shape) - 1):  # - 1: a scanned stack's leading layer axis
+      spec = (None,) * (len(shape) - len(spec)) + tuple(spec)
+      axis = spec.index("fsdp")
+      return P(*spec) if shape[axis] % fsdp_size == 0 else P()
+  raise ConfigError(f"no sharding rule for {path} {tuple(shape)} with config.mesh.fsdp={fsdp_size}; add one "
+                    "to PARAM_RULES in sora_jax/parallel/mesh.py, or raise config.mesh.fsdp_min_size above "
+                    f"{int(np.prod(shape))} to keep it replicated")
 
 
 def _path_str(path) -> str:
@@ -98,12 +104,12 @@ def _path_str(path) -> str:
   return "/".join(parts)
 
 
-def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+def tree_shardings(tree: Any, mesh: Mesh, min_size: int = 2 ** 14) -> Any:
   """NamedSharding for every array leaf of `tree` (params, optimizer state, train state)."""
   fsdp_size = mesh.shape["fsdp"]
 
   def one(path, leaf):
     shape = tuple(getattr(leaf, "shape", ()))
-    return NamedSharding(mesh, param_spec(_path_str(path), shape, fsdp_size))
+    return NamedSharding(mesh, param_spec(_path_str(path), shape, fsdp_size, min_size))
 
   return jax.tree_util.tree_map_with_path(one, tree)

@@ -17,6 +17,7 @@ import pathlib
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint._src.serialization import jax_array_handlers
 
 from sora_jax.config import migrate, to_dict, validate
@@ -66,13 +67,42 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
   try:
     out = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    raise CheckpointError(f"checkpoint {manager.directory}/{step} does not fit this model/config "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); use a fresh --workdir") from e
+  except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds; the caller gets one
+    raise CheckpointError(f"checkpoint {manager.directory}/{step} is damaged or does not fit this "
+                          f"model/config ({_reason(e)})") from e
   data = out["data"] or None
   if data is not None and "processes" in data:  # written by an earlier version: one entry per process
     data = data["processes"][0]
   return out["state"], data, step
+
+
+def _reason(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:160] if text else ''}"
+
+
+def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state, say) -> tuple:
+  """`restore` of the newest checkpoint that restores. Each newer one that does not is reported
+  through `say` in one line and moved aside to `<step>.damaged` (by process 0; never deleted), so
+  the resumed run can save that step again. Raises the newest one's CheckpointError if none does."""
+  errors = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      out = restore(manager, abstract_state, step)
+    except CheckpointError as e:
+      errors.append((step, e))
+      continue
+    for bad, e in errors:
+      aside = pathlib.Path(manager.directory) / f"{bad}.damaged"
+      if jax.process_index() == 0:
+        (pathlib.Path(manager.directory) / str(bad)).rename(aside)
+      say(f"checkpoint {bad} is damaged ({_reason(e.__cause__ or e)}); resuming from {step} (moved to {aside})")
+    if errors and jax.process_count() > 1:
+      multihost_utils.sync_global_processes("sora_jax_checkpoints_set_aside")
+    return out
+  if errors:
+    raise errors[0][1]
+  raise CheckpointError(f"no checkpoint in {manager.directory}")
 
 
 def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:

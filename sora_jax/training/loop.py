@@ -50,24 +50,31 @@ def _say(message: str) -> None:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop saves at the next step where all processes agree and returns."""
+  """SIGTERM or Ctrl-C (SIGINT) sets a flag; the loop saves at the next step where all processes
+  agree and returns. A second Ctrl-C aborts at once."""
+
+  SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
   def __init__(self, every: int):
-    self.requested, self.every = False, every
-    self._old = None
+    self.requested, self.every, self.reason = False, every, ""
+    self._old = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt  # the second Ctrl-C: abort now, without the save
+    self.requested, self.reason = True, self.SIGNALS[signum]
+    if signum == signal.SIGINT:
+      _say("\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to abort without saving)")
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
   def agreed(self, step: int) -> bool:
     """All processes stop at the same step: any process's request counts for all. With several
@@ -134,7 +141,9 @@ class _Run:
       return state, 0
     target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                     self.abstract, self.shardings)
-    state, saved, start = ckpt.restore(self.manager, target)
+    state, saved, start = ckpt.restore_newest_intact(self.manager, target, _say)
+    self.manager.close()  # a fresh manager: it lists the steps without the ones set aside
+    self.manager = ckpt.make_manager(self.workdir, keep=self.config.train.keep_checkpoints)
     self.data.seek(start)
     if saved is not None and saved.get("num_examples") not in (None, self.data.num_examples):
       _say(f"the training split held {saved['num_examples']} videos when checkpoint {start} was written and "
@@ -186,7 +195,7 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
         ckpt.save(run.manager, step, state, run.data.position(step), run.config, force=True)
         last_good = step
       if stopping:
-        _say(f"stopping at step {step} ({'preempted' if preempt.requested else 'stop_at_step'}); "
+        _say(f"stopping at step {step} ({preempt.reason or 'stop_at_step'}); "
              "checkpoint saved, rerun the same command to resume")
         break
   except DivergedError as e:

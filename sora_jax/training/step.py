@@ -82,7 +82,7 @@ def device_batch(batch: dict) -> dict:
 def jit_train_step(config, model, tx, abstract_state, mesh):
   """jit once: state sharded by the rules in parallel.mesh (donated), batch over the batch axes,
   metrics replicated. Returns (jitted_step, state_shardings)."""
-  state_shardings = mesh_lib.tree_shardings(abstract_state, mesh)
+  state_shardings = mesh_lib.tree_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh) for k in DEVICE_KEYS}
   step = jax.jit(make_train_step(config, model, tx), in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
