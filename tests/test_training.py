@@ -374,13 +374,29 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_pa
   assert ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM") in out and "Traceback" not in out
 
 
+def _truncate_state(checkpoint: pathlib.Path):
+  for f in (checkpoint / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated, as by a full disk
+
+
+def test_readers_fall_back_from_a_damaged_latest_checkpoint_unless_it_is_pinned(straight, tmp_path, capsys):
+  workdir, params, _ = straight
+  shutil.copytree(workdir, tmp_path / "run")
+  _truncate_state(tmp_path / "run" / "checkpoints" / "4")
+  _, _, step = ckpt.load_for_inference(tmp_path / "run")  # what embed, eval and predict call
+  assert step == 2 and "checkpoint 4 in" in capsys.readouterr().err
+  with pytest.raises(ckpt.CheckpointError, match=r"^checkpoint 4 in .* cannot be read \(") as e:
+    ckpt.load_for_inference(tmp_path / "run", step=4)
+  assert "\n" not in str(e.value)
+  assert (tmp_path / "run" / "checkpoints" / "4").is_dir()  # a reader changes nothing
+
+
 def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(straight, data_dir, tmp_path,
                                                                              monkeypatch):
   workdir, params, _ = straight
   shutil.copytree(workdir, tmp_path / "run")
-  for f in (tmp_path / "run" / "checkpoints" / "4" / "state").rglob("*"):
-    if f.is_file():
-      f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated, as by a full disk
+  _truncate_state(tmp_path / "run" / "checkpoints" / "4")
   messages = []
   import sora_jax.training.loop as loop_lib
   monkeypatch.setattr(loop_lib, "_say", messages.append)

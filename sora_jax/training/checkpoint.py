@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import jax
 import ml_collections
@@ -132,19 +133,34 @@ def load_for_inference(workdir, step: int | None = None):
   steps = manager.all_steps()
   if not steps:
     raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first")
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise CheckpointError(f"workdir {str(workdir)!r} has no checkpoint at step {step}; it has {sorted(steps)}")
-  meta = manager.item_metadata(step)["state"]
-  if meta is None:
-    raise CheckpointError(f"checkpoint {step} in {str(workdir)!r} has no readable state")
-  # The whole state (with the optimizer moments) onto one local device: the saved tree's shapes
-  # and dtypes, so no model or optimizer has to be rebuilt and any writing mesh works.
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(meta))
-  out = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
-  state = out["state"]
-  variables = {"params": state["params"]["encoder"], **dict(state["model_state"])}
-  return saved_config(out["config"]), variables, int(step)
+  candidates = [step] if step is not None else sorted(steps, reverse=True)
+  for i, s in enumerate(candidates):
+    try:
+      config, variables = _read_for_inference(manager, s)
+    except CheckpointError as e:
+      if i + 1 == len(candidates):
+        raise
+      print(f"checkpoint {s} in {str(workdir)!r} is damaged ({_reason(e.__cause__ or e)}); using checkpoint {candidates[i + 1]}",
+            file=sys.stderr)
+      continue
+    return config, variables, int(s)
+
+
+def _read_for_inference(manager, step: int):
+  try:
+    meta = manager.item_metadata(step)["state"]
+    if meta is None:
+      raise ValueError("no readable state")
+    # The whole state (with the optimizer moments) onto one local device: the saved tree's shapes
+    # and dtypes, so no model or optimizer has to be rebuilt and any writing mesh works.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), dict(meta))
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
+    state = out["state"]
+    variables = {"params": state["params"]["encoder"], **dict(state["model_state"])}
+  except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds; the caller gets one
+    raise CheckpointError(f"checkpoint {step} in {str(manager.directory)!r} cannot be read ({_reason(e)})") from e
+  return saved_config(out["config"]), variables

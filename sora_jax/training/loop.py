@@ -30,6 +30,7 @@ from sora_jax.parallel import distributed, mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training import checkpoint as ckpt
 from sora_jax.training.feed import DeviceFeed
+from sora_jax.training.lock import WorkdirLock
 from sora_jax.training.log import DivergedError, Window, Writer
 from sora_jax.training.optim import build_optimizer
 from sora_jax.training.profile import StepProfiler
@@ -99,6 +100,11 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
+    return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback)
+
+
+def _train(config, workdir: pathlib.Path, hooks, stop_at_step, batch_callback):
   run = _Run(config, workdir)
   state, start = run.restore_or_init()
   if jax.process_index() == 0:
@@ -108,8 +114,7 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   profiler = StepProfiler(config.train.profile_steps, workdir, jax.process_index() == 0)
   try:
     with _Preemption(config.train.preemption_check_every) as preempt:
-      state = _loop(run, state, start, tuple(hooks), writer, bar, preempt, stop_at_step, batch_callback,
-                    profiler)
+      state = _loop(run, state, start, hooks, writer, bar, preempt, stop_at_step, batch_callback, profiler)
   finally:
     profiler.close()
     run.manager.wait_until_finished()
