@@ -121,6 +121,8 @@ def test_resume_after_a_lost_checkpoint_redoes_the_steps_and_logs_each_step_once
   workdir, params, _ = straight
   shutil.copytree(workdir, tmp_path / "run")
   shutil.rmtree(tmp_path / "run" / "checkpoints" / "4")
+  with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+    f.write('{"step": 5, "loss": 0.1')  # a line cut by the kill
   state, _ = _run(tiny_config(data_dir), tmp_path / "run")
   assert int(state.step) == 4 and _metrics(tmp_path / "run") == _metrics(workdir)
   for a, b in zip(params, _leaves(state)):

@@ -116,7 +116,12 @@ def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
   if not path.is_file():
     raise CheckpointError(f"no checkpoint and no config.json in workdir {str(workdir)!r}; train first "
                           f"(python train.py --workdir {workdir})")
-  return saved_config(json.loads(path.read_text()))
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from a checkpoint's config or "
+                          "train again") from None
+  return saved_config(saved)
 
 
 def load_for_inference(workdir, step: int | None = None):

@@ -69,6 +69,15 @@ class Window:
     return record
 
 
+def _step_of(line: str) -> float:
+  """The step of a metrics.jsonl line; inf for one that is not a record (e.g. cut by a kill)."""
+  try:
+    record = json.loads(line)
+    return float(record["step"]) if isinstance(record, dict) else float("inf")
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
+
+
 class Writer:
   """metrics.jsonl + TensorBoard event files on process 0; nothing elsewhere. On resume at step
   `start`, lines after it (steps that are being redone) are dropped, so the log reads as one run."""
@@ -78,8 +87,7 @@ class Writer:
     if self.active:
       path = workdir / "metrics.jsonl"
       if path.exists():
-        keep = [line for line in path.read_text().splitlines(keepends=True)
-                if line.strip() and json.loads(line).get("step", 0) <= start]
+        keep = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= start]
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(keep))
         os.replace(tmp, path)
