@@ -151,3 +151,22 @@ def test_predictive_objective_refuses_a_model_that_sees_the_future(overrides):
   with pytest.raises(ConfigError, match="must not see frames after t"):
     validate(load_config("dpc", overrides))
   validate(load_config("dpc", ["model.temporal=transformer", "model.causal=true"]))  # causal: accepted
+
+
+@pytest.mark.parametrize("override", ["optimizer.learning_rate=nan", "optimizer.learning_rate=inf",
+                                      "objective.temperature=-inf", "data.augment.flip_prob=nan",
+                                      "model.input_std=(0.25, inf, 0.25)", "data.augment.crop_scale=(nan, 1.0)"])
+def test_non_finite_numbers_are_refused_before_anything_runs(override):
+  with pytest.raises(ConfigError, match=override.split("=")[0]):
+    validate(load_config("default", [override]))
+
+
+@pytest.mark.parametrize("value,ok", [("", True), ("10:13", True), ("0:1", True), ("3:3", False), ("5:2", False),
+                                      ("a:b", False), ("10", False), ("-1:2", False)])
+def test_profile_steps_takes_a_start_stop_window(value, ok):
+  config = load_config("default", [f"train.profile_steps={value}"]) if value else load_config("default")
+  if ok:
+    validate(config)
+  else:
+    with pytest.raises(ConfigError, match="START:STOP"):
+      validate(config)
