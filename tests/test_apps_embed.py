@@ -173,3 +173,35 @@ def test_embed_dataset_split_resumes_and_finds_itself(run_dir, tmp_path, capsys)
   assert cli.main(["search", "--index", out, "--query", some_id, "--k", "2", "--approx", "--nprobe", "4"]) == 0
   assert capsys.readouterr().out.splitlines()[1].split()[2] == idx.items[17]["path"]
   assert (tmp_path / "ds" / "ivf.faiss").is_file()
+
+
+def test_rows_are_appended_every_flush_count_so_an_interrupted_run_keeps_them(run_dir, videos, tmp_path, capsys):
+  from sora_jax.apps.index import Index
+  out = tmp_path / "index"
+  assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(out), "--batch-size", "1",
+                   "--flush-every", "2", "--no-progress"]) == 0
+  idx = Index.load(out)
+  assert idx.count == 6 and [s["count"] for s in idx.meta["shards"]] == [2, 2, 2]
+  assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(tmp_path / "x"),
+                   "--flush-every", "0"]) == 1 and "--flush-every=0 must be >= 1" in capsys.readouterr().err
+
+
+def test_a_model_giving_non_finite_embeddings_adds_nothing_and_lists_every_file(videos, tmp_path, capsys,
+                                                                                shared_data_dir):
+  import jax
+  import jax.numpy as jnp
+  from sora_jax.apps.index import Index
+  from sora_jax.training import checkpoint as ckpt
+  from sora_jax.training.optim import build_optimizer
+  from sora_jax.training.state import init_state
+  config = _tiny_config(shared_data_dir)
+  state = jax.jit(lambda: init_state(config, build_optimizer(config)))()
+  state = state.replace(params=jax.tree_util.tree_map(lambda x: x * jnp.nan, state.params))  # a diverged model
+  manager = ckpt.make_manager(tmp_path / "run", async_save=False)
+  ckpt.save(manager, 0, state, {}, config, force=True)
+  manager.wait_until_finished()
+  out = tmp_path / "index"
+  assert cli.main(["embed", "--workdir", str(tmp_path / "run"), "--videos", str(videos), "--out", str(out),
+                   "--no-progress"]) == 1
+  printed = capsys.readouterr()
+  assert printed.out.count("not finite") == 6 and Index.load(out).count == 0

@@ -74,3 +74,59 @@ def test_html_page_is_self_contained(tmp_path):
   b64 = page.split("data:image/png;base64,")[1].split('"')[0]
   img = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
   assert img.shape[0] == 64 and img[10, 5, 0] == 255 and img[10, 5, 1] == 0  # red left half of frame 0
+
+
+_WRITER = """
+import sys, numpy as np
+from sora_jax.apps.index import Index
+out, name = sys.argv[1], sys.argv[2]
+idx = Index.open_or_create(out, dim=4)
+rng = np.random.default_rng(abs(hash(name)) % 2**32)
+for i in range(15):
+  idx.append(rng.standard_normal((3, 4)), [{"path": f"{name}/{i}/{j}"} for j in range(3)])
+"""
+
+
+def test_two_processes_appending_to_one_index_both_land(tmp_path):
+  import subprocess
+  import sys
+  (tmp_path / "writer.py").write_text(_WRITER)
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(tmp_path / "ix"), name],
+                            stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+  for p in procs:
+    assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
+  idx = Index.load(tmp_path / "ix")
+  assert idx.count == 90 and len(set(idx.paths)) == 90 and len(idx.meta["shards"]) == 30
+  assert sorted(idx.ids.tolist()) == list(range(90))
+  np.testing.assert_allclose(np.linalg.norm(idx.embeddings(), axis=1), 1.0, atol=1e-5)
+
+
+def test_embeddings_that_are_not_finite_are_refused_and_never_ranked(tmp_path):
+  idx = Index.create(tmp_path / "ix", dim=4)
+  bad = np.eye(4, dtype=np.float32)
+  bad[1, 2] = np.nan
+  with pytest.raises(DataError, match=r"rows \[1\] are not finite"):
+    idx.append(bad, _records(["a", "b", "c", "d"]))
+  assert Index.load(tmp_path / "ix").count == 0
+  idx.append(np.eye(4, dtype=np.float32), _records(["a", "b", "c", "d"]))
+  shard = tmp_path / "ix" / idx.meta["shards"][0]["file"]  # an index damaged on disk: a NaN row
+  rows = np.load(shard)
+  rows[1] = np.nan
+  np.save(shard, rows)
+  hits = search_index(Index.load(tmp_path / "ix"), np.eye(4, dtype=np.float32)[[0]], k=4)[0]
+  assert hits[0]["row"] == 0 and hits[0]["score"] == pytest.approx(1.0)
+  assert 1 not in [h["row"] for h in hits] and all(np.isfinite(h["score"]) for h in hits)  # never ranked
+
+
+def test_approximate_search_builds_without_the_rows_that_are_not_finite(tmp_path):
+  pytest.importorskip("faiss")
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((200, 8)).astype(np.float32)
+  idx = Index.create(tmp_path / "ix", dim=8)
+  idx.append(x, _records([str(i) for i in range(200)]))
+  shard = tmp_path / "ix" / idx.meta["shards"][0]["file"]
+  rows = np.load(shard)
+  rows[5] = np.nan
+  np.save(shard, rows)
+  hits = search_index(Index.load(tmp_path / "ix"), x[[7]], k=5, approximate=True)[0]
+  assert hits[0]["row"] == 7 and 5 not in [h["row"] for h in hits]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import pathlib
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -214,11 +215,12 @@ def _check_same_model(index, embedder, out) -> None:
 
 def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int | None = None,
                  step: int | None = None, dtype: str = "float32", progress: bool = True, mesh=None,
-                 chunk: int = 1024, split: str | None = None) -> EmbedReport:
+                 chunk: int = 256, flush_seconds: float = 60.0, split: str | None = None) -> EmbedReport:
   """Embeds a folder / manifest / `dataset:NAME` into the index at `out` (created or extended).
 
-  Returns an EmbedReport; the index's rows are appended every `chunk` videos, so an interrupted
-  run keeps what it had embedded and the next run resumes from there.
+  Returns an EmbedReport. Rows are appended every `chunk` videos or `flush_seconds`, whichever
+  comes first, and on Ctrl-C before it stops, so an interrupted run keeps what it had embedded
+  and the next run resumes from there. A video whose embedding is not finite is listed as failed.
   """
   embedder = Embedder(workdir, step=step, num_clips=num_clips, mesh=mesh) if mesh else \
       get_embedder(workdir, step=step, num_clips=num_clips)
@@ -246,21 +248,29 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
     if progress:
       print(f"sora-jax embed: skipped {path}: {err}", file=sys.stderr)
 
-  added, buf_e, buf_r = 0, [], []
+  added, buf_e, buf_r, flushed_at = 0, [], [], time.monotonic()
 
   def flush():
-    nonlocal added, buf_e, buf_r
+    nonlocal added, buf_e, buf_r, flushed_at
     if buf_r:
       index.append(np.concatenate(buf_e), buf_r, label_names=label_names or None)
       added += len(buf_r)
       buf_e, buf_r = [], []
+    flushed_at = time.monotonic()
 
   paths = [r["path"] for r in todo]
-  for rows, outs in embedder.embed_files(paths, batch_size=batch_size, progress=progress, on_error=on_error):
-    buf_e.append(outs["embedding"])
-    buf_r.extend({k: v for k, v in todo[i].items() if v is not None} for i in rows)
-    if len(buf_r) >= chunk:
-      flush()
+  try:
+    for rows, outs in embedder.embed_files(paths, batch_size=batch_size, progress=progress, on_error=on_error):
+      finite = np.isfinite(outs["embedding"]).all(axis=1)
+      for i in np.asarray(rows)[~finite]:
+        on_error(i, todo[i]["path"], "its embedding is not finite (NaN or Inf); not added")
+      buf_e.append(outs["embedding"][finite])
+      buf_r.extend({k: v for k, v in todo[i].items() if v is not None} for i in np.asarray(rows)[finite])
+      if len(buf_r) >= chunk or time.monotonic() - flushed_at >= flush_seconds:
+        flush()
+  except KeyboardInterrupt:
+    flush()  # keep what was embedded; rerunning the command continues from there
+    raise
   flush()
   return EmbedReport(index=index, added=added, skipped=skipped, failed=failed)
 

@@ -6,11 +6,16 @@ Layout of an index directory:
   items.jsonl       one JSON object per row, in row order: id, path, label, label_name, caption
 
 Appends write a new shard, then the item lines, then `index.json` (atomically, last), so a crash
-mid-append leaves the previous index intact: rows past `count` in items.jsonl are ignored.
+mid-append leaves the previous index intact: rows past `count` in items.jsonl are ignored. Each
+append holds an exclusive lock on `index.lock` and re-reads the metadata first, so concurrent
+writers (two `embed` runs into one index) both land, one append after the other. Rows that are
+not finite are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -25,6 +30,17 @@ INDEX_VERSION = 1
 _META = "index.json"
 _ITEMS = "items.jsonl"
 _DTYPES = ("float32", "float16")
+
+
+@contextlib.contextmanager
+def _locked(directory: pathlib.Path):
+  """An exclusive lock on the index for one append (other writers wait)."""
+  with open(directory / "index.lock", "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
@@ -91,9 +107,12 @@ class Index:
 
   @classmethod
   def open_or_create(cls, directory, **kwargs) -> "Index":
-    if (pathlib.Path(directory) / _META).exists():
-      return cls.load(directory)
-    return cls.create(directory, **kwargs)
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory):  # two writers starting together: one creates, the other opens
+      if (directory / _META).exists():
+        return cls.load(directory)
+      return cls.create(directory, **kwargs)
 
   # ---- writing ----------------------------------------------------------------------------------
 
@@ -111,7 +130,15 @@ class Index:
       raise DataError(f"{len(embeddings)} embeddings but {len(records)} records")
     if not len(embeddings):
       return
-    embeddings = l2_normalize(embeddings)
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if bad.size:
+      raise DataError(f"embeddings of rows {bad[:10].tolist()} are not finite (NaN or Inf); drop those rows")
+    with _locked(self.directory):
+      self._append_locked(l2_normalize(embeddings), records, label_names)
+
+  def _append_locked(self, embeddings: np.ndarray, records, label_names) -> None:
+    latest = Index.load(self.directory)  # another writer may have appended since we read it
+    self.meta, self.items, self._lookup = latest.meta, latest.items, None
     start = self.count
     items = []
     for i, r in enumerate(records):
@@ -136,9 +163,6 @@ class Index:
     self.meta = meta
     self.items.extend(items)
     self._shards = None
-    if self._lookup is not None:
-      for row, it in enumerate(items, start):
-        self._add_lookup(row, it)
 
   # ---- reading ----------------------------------------------------------------------------------
 

@@ -109,12 +109,15 @@ class IVFIndex:
     rng = np.random.default_rng(seed)
     sample_rows = np.sort(rng.choice(total, size=min(train_size, total), replace=False))
     sample = _gather_rows(shards, sample_rows)
+    sample = np.ascontiguousarray(sample[np.isfinite(sample).all(axis=1)])  # rows that are not finite: left out
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
     ivf.train(sample)
-    for _, block in blocks(shards, 65536):
-      ivf.add(np.ascontiguousarray(block, np.float32))
+    for offset, block in blocks(shards, 65536):
+      block = np.asarray(block, np.float32)
+      keep = np.isfinite(block).all(axis=1)
+      ivf.add_with_ids(np.ascontiguousarray(block[keep]), (offset + np.flatnonzero(keep)).astype(np.int64))
     return cls(ivf, nprobe)
 
   def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
   parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored embedding dtype")
   parser.add_argument("--split", default=None, help="with dataset:NAME, the split (default: data.eval_split)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  parser.add_argument("--flush-every", type=int, default=256, help="append the embedded rows to the index every N "
+                      "videos (an interrupted run keeps what was appended)")
+  parser.add_argument("--flush-seconds", type=float, default=60.0, help="... or every S seconds, whichever comes first")
 
 
 def run(args) -> int:
@@ -22,7 +25,10 @@ def run(args) -> int:
   from sora_jax.errors import DataError
   if args.batch_size < 1:
     raise DataError(f"--batch-size={args.batch_size} must be >= 1")
+  if args.flush_every < 1 or not args.flush_seconds > 0:
+    raise DataError(f"--flush-every={args.flush_every} must be >= 1 and --flush-seconds={args.flush_seconds} > 0")
   report = embed_videos(args.workdir, args.videos, args.out, batch_size=args.batch_size, num_clips=args.num_clips,
-                        step=args.step, dtype=args.dtype, progress=not args.no_progress, split=args.split)
+                        step=args.step, dtype=args.dtype, progress=not args.no_progress, split=args.split,
+                        chunk=args.flush_every, flush_seconds=args.flush_seconds)
   print(summary(report))
   return 1 if report.failed and not report.index.count else 0

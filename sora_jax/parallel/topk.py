@@ -94,7 +94,7 @@ def _make_step(mesh, k: int, block_rows: int):
   def local_topk(q, block, iota, offset, n_valid):
     # q [Q, E] replicated; block [B/ndev, E] and iota [B/ndev] are this device's rows.
     s = jnp.matmul(q, block.astype(jnp.float32).T, precision=jax.lax.Precision.HIGHEST)
-    s = jnp.where((iota < n_valid)[None, :], s, -jnp.inf)
+    s = jnp.where((iota < n_valid)[None, :] & jnp.isfinite(s), s, -jnp.inf)  # a NaN/Inf row ranks last
     ts, ti = jax.lax.top_k(s, local_k)
     tr = iota[ti] + offset
     ts = jax.lax.all_gather(ts, axes, axis=1, tiled=True)  # [Q, ndev * local_k]
@@ -212,6 +212,7 @@ def exact_search(queries: np.ndarray, index, k: int, *, block_size: int = 65536,
 def brute_force(queries: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
   """The numpy reference: full score matrix, argsort. scores [Q, k], rows [Q, k]."""
   s = np.asarray(queries, np.float64) @ np.asarray(embeddings, np.float64).T
+  s = np.where(np.isfinite(s), s, -np.inf)
   k = min(k, s.shape[1])
   rows = np.argsort(-s, axis=1, kind="stable")[:, :k]
   return np.take_along_axis(s, rows, axis=1).astype(np.float32), rows.astype(np.int64)
