@@ -1,0 +1,164 @@
+"""Training across processes and interruptions: 2 processes x 4 devices against 1 x 8, a resume on
+another process count, SIGTERM / Ctrl-C, damaged checkpoints. Helpers and the shared 4-step run
+(`straight`) come from test_training.py."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from sora_jax.config import to_dict
+from sora_jax.training import checkpoint as ckpt
+from test_training import (_leaves, _metrics, _run, compile_cache, shared_data_dir, straight,  # noqa: F401
+                           tiny_config)
+
+
+_WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from sora_jax.parallel import distributed
+    address, process_id, config_path, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    stop = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    assert distributed.initialize(address, 2, process_id)
+    import jax
+    from sora_jax.training import checkpoint as ckpt
+    from sora_jax.training.loop import train
+    assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
+    state = train(ckpt.saved_config(json.load(open(config_path))), workdir, stop_at_step=stop)
+    print("final step", int(state.step))
+""")
+
+
+def _two_processes(tmp_path, data_dir, *extra) -> list[str]:
+  """Runs the worker as 2 local jax.distributed processes x 4 CPU devices; -> their outputs."""
+  (tmp_path / "config.json").write_text(json.dumps(to_dict(tiny_config(data_dir))))
+  (tmp_path / "worker.py").write_text(_WORKER)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i),
+                             str(tmp_path / "config.json"), str(tmp_path / "two"), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return outs
+
+
+def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
+  workdir, params, _ = straight
+  outs = _two_processes(tmp_path, data_dir)
+  assert all("final step 4" in out for out in outs), outs[0][-2000:]
+  two, one = _metrics(tmp_path / "two"), _metrics(workdir)
+  assert [r["step"] for r in two] == [1, 2, 3, 4]  # written once (process 0), not per process
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
+  # The 2-process checkpoint restores in this single process, parameters as the 1-process run's.
+  _, variables, step = ckpt.load_for_inference(tmp_path / "two")
+  assert step == 4
+  for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), params):
+    np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-6)
+
+
+def test_two_processes_stopped_and_resumed_continue_each_on_its_own_slice(straight, data_dir, tmp_path):
+  """Stopped at step 2 and resumed, 2 processes x 4 devices log the losses of the uninterrupted
+  single-process run: each process continues its own part of every global batch."""
+  workdir, _, _ = straight
+  assert all("final step 2" in out for out in _two_processes(tmp_path, data_dir, "2"))
+  assert all("final step 4" in out for out in _two_processes(tmp_path, data_dir))
+  two, one = _metrics(tmp_path / "two"), _metrics(workdir)
+  assert [r["step"] for r in two] == [1, 2, 3, 4]
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
+
+
+def test_one_process_of_8_stopped_and_continued_as_two_processes_of_4(straight, data_dir, tmp_path):
+  """The input position comes from the global step, not from the process count that wrote the
+  checkpoint: 1 x 8 devices stopped at step 2, continued as 2 x 4, logs the uninterrupted losses."""
+  workdir, _, _ = straight
+  shutil.copytree(workdir, tmp_path / "two")
+  shutil.rmtree(tmp_path / "two" / "checkpoints" / "4")
+  outs = _two_processes(tmp_path, data_dir)
+  assert all("final step 4" in out for out in outs) and "restarts its stream" not in outs[0], outs[0][-2000:]
+  two, one = _metrics(tmp_path / "two"), _metrics(workdir)
+  assert [r["step"] for r in two] == [1, 2, 3, 4]
+  np.testing.assert_array_equal([r["loss"] for r in two], [r["loss"] for r in one])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path, signum):
+  config = tiny_config(data_dir, train__num_steps=1000, train__checkpoint_every=0)
+  (tmp_path / "config.json").write_text(json.dumps(to_dict(config)))
+  script = tmp_path / "run.py"
+  script.write_text(textwrap.dedent("""
+      import json, sys
+      from sora_jax.training import checkpoint as ckpt
+      from sora_jax.training.loop import train
+      state = train(ckpt.saved_config(json.load(open(sys.argv[1]))), sys.argv[2])
+      print("returned at step", int(state.step))
+  """))
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "config.json"), str(tmp_path / "run")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+  metrics = tmp_path / "run" / "metrics.jsonl"
+  try:
+    import time
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+      time.sleep(0.5)  # wait for the first step
+    proc.send_signal(signum)
+    out = proc.communicate(timeout=120)[0]
+  finally:
+    proc.kill()
+  assert proc.returncode == 0, out[-3000:]
+  saved = ckpt.make_manager(tmp_path / "run").latest_step()
+  assert saved is not None and 1 <= saved < 1000 and f"returned at step {saved}" in out
+  assert ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM") in out and "Traceback" not in out
+
+
+def _truncate_state(checkpoint: pathlib.Path):
+  for f in (checkpoint / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated, as by a full disk
+
+
+def test_readers_fall_back_from_a_damaged_latest_checkpoint_unless_it_is_pinned(straight, tmp_path, capsys):
+  workdir, params, _ = straight
+  shutil.copytree(workdir, tmp_path / "run")
+  _truncate_state(tmp_path / "run" / "checkpoints" / "4")
+  _, _, step = ckpt.load_for_inference(tmp_path / "run")  # what embed, eval and predict call
+  assert step == 2 and "checkpoint 4 in" in capsys.readouterr().err
+  with pytest.raises(ckpt.CheckpointError, match=r"^checkpoint 4 in .* cannot be read \(") as e:
+    ckpt.load_for_inference(tmp_path / "run", step=4)
+  assert "\n" not in str(e.value)
+  assert (tmp_path / "run" / "checkpoints" / "4").is_dir()  # a reader changes nothing
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(straight, data_dir, tmp_path,
+                                                                             monkeypatch):
+  workdir, params, _ = straight
+  shutil.copytree(workdir, tmp_path / "run")
+  _truncate_state(tmp_path / "run" / "checkpoints" / "4")
+  messages = []
+  import sora_jax.training.loop as loop_lib
+  monkeypatch.setattr(loop_lib, "_say", messages.append)
+  state, _ = _run(tiny_config(data_dir), tmp_path / "run")
+  assert any(m.startswith("checkpoint 4 is damaged (") and "resuming from 2" in m for m in messages), messages
+  assert (tmp_path / "run" / "checkpoints" / "4.damaged").is_dir()  # kept, not deleted
+  assert int(state.step) == 4 and _metrics(tmp_path / "run") == _metrics(workdir)
+  for a, b in zip(params, _leaves(state)):
+    np.testing.assert_array_equal(a, b)
