@@ -84,6 +84,21 @@ MUTANTS = {
     "resumed-log-keeps-redone-steps": (
         "sora_jax/training/log.py", "json.loads(line).get(\"step\", 0) <= start]", "True]",
         ["tests/test_training.py::test_resume_after_a_lost_checkpoint_redoes_the_steps_and_logs_each_step_once"]),
+    "index-append-keeps-a-stale-view": (
+        "sora_jax/apps/index.py", "    self.meta, self.items, self._lookup = latest.meta, latest.items, None\n", "",
+        ["tests/test_apps_index.py::test_two_processes_appending_to_one_index_both_land"]),
+    "search-ranks-nan-rows": (
+        "sora_jax/parallel/topk.py", "(iota < n_valid)[None, :] & jnp.isfinite(s)", "(iota < n_valid)[None, :]",
+        ["tests/test_apps_index.py::test_embeddings_that_are_not_finite_are_refused_and_never_ranked"]),
+    "prepare-keys-by-spelling": (
+        "sora_jax/data/prepare.py", '"rel": _key(path, src.parent)', '"rel": str(row["path"])',
+        ["tests/test_data_prepare.py::test_one_file_under_several_spellings_is_one_video_in_one_split"]),
+    "fsdp-leaves-dense-kernels-whole": (
+        "sora_jax/parallel/mesh.py", '(r".*/kernel$", P(None, "fsdp")),', '(r".*/kernel$", P()),',
+        ["tests/test_training.py::test_fsdp_2_by_data_4_trains_like_data_8_with_sharded_kernels_and_moments"]),
+    "cpu-max-pool-gradient-ignores-ties": (
+        "sora_jax/models/kernels.py", "share = dy / mask.sum(axis=(2, 4)).astype(dy.dtype)", "share = dy",
+        ["tests/test_kernels.py"]),
 }
 
 
