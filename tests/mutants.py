@@ -82,7 +82,7 @@ MUTANTS = {
         "sora_jax/training/loop.py", "      window.fetch()  # the finite check", "      pass  # the finite check",
         ["tests/test_training.py::test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint"]),
     "resumed-log-keeps-redone-steps": (
-        "sora_jax/training/log.py", "json.loads(line).get(\"step\", 0) <= start]", "True]",
+        "sora_jax/training/log.py", "if _step_of(line) <= start]", "if _step_of(line) < float(\"inf\")]",
         ["tests/test_training.py::test_resume_after_a_lost_checkpoint_redoes_the_steps_and_logs_each_step_once"]),
     "index-append-keeps-a-stale-view": (
         "sora_jax/apps/index.py", "    self.meta, self.items, self._lookup = latest.meta, latest.items, None\n", "",
@@ -99,6 +99,9 @@ MUTANTS = {
     "cpu-max-pool-gradient-ignores-ties": (
         "sora_jax/models/kernels.py", "share = dy / mask.sum(axis=(2, 4)).astype(dy.dtype)", "share = dy",
         ["tests/test_kernels.py"]),
+    "bidirectional-pools-backward-last": (
+        "sora_jax/models/temporal.py", "sequence[:, -1, :h], sequence[:, 0, h:]", "sequence[:, -1, :h], sequence[:, -1, h:]",
+        ["tests/test_models.py::test_bidirectional_last_pooling_is_each_direction_final_state_computed_independently"]),
 }
 
 

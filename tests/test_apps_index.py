@@ -77,13 +77,17 @@ def test_html_page_is_self_contained(tmp_path):
 
 
 _WRITER = """
-import sys, numpy as np
+import os, sys, time, numpy as np
 from sora_jax.apps.index import Index
-out, name = sys.argv[1], sys.argv[2]
-idx = Index.open_or_create(out, dim=4)
+out, name, other = sys.argv[1], sys.argv[2], sys.argv[3]
+idx = Index.open_or_create(out, dim=4)  # both open the index before either appends
+open(os.path.join(os.path.dirname(out), "ready-" + name), "w").close()
+while not os.path.exists(os.path.join(os.path.dirname(out), "ready-" + other)):
+  time.sleep(0.01)
 rng = np.random.default_rng(abs(hash(name)) % 2**32)
 for i in range(15):
   idx.append(rng.standard_normal((3, 4)), [{"path": f"{name}/{i}/{j}"} for j in range(3)])
+  time.sleep(0.01)  # the two writers' appends interleave
 """
 
 
@@ -91,8 +95,8 @@ def test_two_processes_appending_to_one_index_both_land(tmp_path):
   import subprocess
   import sys
   (tmp_path / "writer.py").write_text(_WRITER)
-  procs = [subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(tmp_path / "ix"), name],
-                            stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(tmp_path / "ix"), name, other],
+                            stderr=subprocess.PIPE, text=True) for name, other in (("a", "b"), ("b", "a"))]
   for p in procs:
     assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
   idx = Index.load(tmp_path / "ix")

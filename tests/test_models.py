@@ -132,12 +132,39 @@ def test_bidirectional_output_at_t_depends_on_later_frames(temporal, extra):
   assert np.abs(f(a)[:, 0] - f(b)[:, 0]).max() > 1e-5
 
 
-def test_bidirectional_last_pooling_joins_forward_last_and_backward_first():
+def _numpy_lstm(x, p, reverse):
+  """One LSTM direction in float64 numpy, from the layer's parameters: x [B, T, F] -> h [B, T, H],
+  the backward direction reading t = T-1 .. 0 and writing its state at t."""
+  wi, bi = np.asarray(p["input"]["kernel"], np.float64), np.asarray(p["input"]["bias"], np.float64)
+  wh = np.asarray(p["cell"]["hidden"]["kernel"], np.float64)
+  b, t, _ = x.shape
+  h = c = np.zeros((b, wh.shape[0]))
+  out = np.zeros((b, t, wh.shape[0]))
+  sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+  for s in (range(t - 1, -1, -1) if reverse else range(t)):
+    i, f, u, o = np.split(x[:, s] @ wi + bi + h @ wh, 4, axis=-1)
+    c = sig(f) * c + sig(i) * np.tanh(u)
+    h = sig(o) * np.tanh(c)
+    out[:, s] = h
+  return out
+
+
+def test_bidirectional_last_pooling_is_each_direction_final_state_computed_independently():
+  """A 2-layer bidirectional LSTM written out in numpy from the model's parameters: the sequence
+  matches, and 'last' pooling is the forward direction's state after frame T-1 joined with the
+  backward direction's state after reading back to frame 0 (each direction's final state)."""
   c = tiny(temporal="lstm", bidirectional=True, num_layers=2, pooling="last")
-  out = fast_jit(build_encoder(c).apply)(init_variables(c, jax.random.key(0)), video())
-  h = c.model.hidden_size
-  want = np.concatenate([out["sequence"][:, -1, :h], out["sequence"][:, 0, h:]], axis=-1)
-  np.testing.assert_allclose(out["pooled"], want)
+  variables = init_variables(c, jax.random.key(0))
+  out = fast_jit(build_encoder(c).apply)(variables, video())
+  rnn = variables["params"]["temporal"]["rnn"]
+  x = np.asarray(out["frames"], np.float64)
+  for layer in range(2):
+    fwd = _numpy_lstm(x, rnn[f"layer{layer}_fwd"], reverse=False)
+    bwd = _numpy_lstm(x, rnn[f"layer{layer}_bwd"], reverse=True)
+    x = np.concatenate([fwd, bwd], axis=-1)
+  np.testing.assert_allclose(out["sequence"], x, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out["pooled"], np.concatenate([fwd[:, -1], bwd[:, 0]], axis=-1), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(bwd[:, 0], bwd[:, -1], atol=1e-3)  # the two ends of the backward pass differ
 
 
 @pytest.mark.parametrize("temporal,bidirectional", [("lstm", True), ("gru", False)])
