@@ -15,12 +15,10 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from test_training import _leaves, _metrics, _run, compile_cache, shared_data_dir, straight, tiny_config  # noqa: F401
 
 from sora_jax.config import to_dict
 from sora_jax.training import checkpoint as ckpt
-from test_training import (_leaves, _metrics, _run, compile_cache, shared_data_dir, straight,  # noqa: F401
-                           tiny_config)
-
 
 _WORKER = textwrap.dedent("""
     import json, os, sys
