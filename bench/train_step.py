@@ -155,8 +155,9 @@ def peak_memory_of_default_run(steps: int) -> dict:
 
 def loop_wait(steps: int) -> dict:
   """The real training loop (`loop.train`) on the default config, with data.device_prefetch 2 and
-  0 (twice each, interleaved): median host wait per step (reading + transferring the next batch, the loop's data_wait_share x
-  step_time) and step time over the steps after the first two (compilation)."""
+  0 (twice each, interleaved): median host wait per step (the time the loop is blocked waiting for
+  its next batch, the loop's data_wait_share x step_time) and step time over the steps after the
+  first two (compilation)."""
   from sora_jax.config import load_config
   from sora_jax.training.loop import train
   out = {}

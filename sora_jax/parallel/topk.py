@@ -13,8 +13,6 @@ not the scores) and merged into a running top-k. One compiled step serves every 
 from __future__ import annotations
 
 import functools
-import queue
-import threading
 from typing import Iterator, Sequence
 
 import jax
@@ -24,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sora_jax.errors import DataError
 from sora_jax.parallel import inflight
+from sora_jax.parallel.prefetch import prefetch
 
 
 def default_mesh():
@@ -47,42 +46,6 @@ def blocks(shards: Sequence[np.ndarray], block_size: int) -> Iterator[tuple[int,
         pieces, have = [], 0
   if have:
     yield offset, np.concatenate(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
-
-
-def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
-  """Reads the next blocks from disk in a thread while the devices work on the current one."""
-  q: queue.Queue = queue.Queue(maxsize=depth)
-  done, stop = object(), threading.Event()
-
-  def put(item) -> bool:
-    while not stop.is_set():
-      try:
-        q.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def worker():
-    try:
-      for item in iterator:
-        if not put(item):
-          return  # the consumer went away
-      put(done)
-    except BaseException as e:  # surfaced in the consumer
-      put(e)
-
-  threading.Thread(target=worker, daemon=True).start()
-  try:
-    while True:
-      item = q.get()
-      if item is done:
-        return
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-  finally:
-    stop.set()
 
 
 @functools.lru_cache(maxsize=16)
@@ -177,7 +140,7 @@ class ExactSearch:
     q_dev = [jax.device_put(queries[a:b], self.replicated) for a, b in chunks]
     best = [(jax.device_put(np.full((b - a, k), -np.inf, np.float32), self.replicated),
              jax.device_put(np.full((b - a, k), -1, np.int32), self.replicated)) for a, b in chunks]
-    blocks = self.resident if self.resident is not None else self._device_blocks(_prefetch(self._host_blocks()))
+    blocks = self.resident if self.resident is not None else self._device_blocks(prefetch(self._host_blocks()))
     wait = inflight.wait_each_launch(self.mesh)
     for offset, n, block_dev in blocks:
       for c, qd in enumerate(q_dev):

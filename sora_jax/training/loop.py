@@ -3,8 +3,8 @@
 One process per host; every process runs the same loop on its own slice of the input; the step
 sees one global batch. Randomness: state.rng from config.seed, step keys by fold_in(step).
 
-The host runs ahead of the devices: steps are dispatched asynchronously, the next global batches
-are read and transferred while a step runs (`data.device_prefetch`), and metrics stay on the
+The host runs ahead of the devices: steps are dispatched asynchronously, a thread reads and
+transfers the next global batches while a step runs (`data.device_prefetch`), and metrics stay on the
 devices until a log, checkpoint or hook step. Only multi-device CPU meshes wait for each step
 (`sora_jax/parallel/inflight.py`).
 """
@@ -162,7 +162,6 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
   last_good = run.manager.latest_step()
   wait = wait_each_launch(run.mesh)
   feed = DeviceFeed(run.data, run.mesh, run.config.data.device_prefetch, start, tc.num_steps, batch_callback)
-  feed.refill()
   window = Window(tc.batch_size, run.mesh.size)
   step_fn, step = run.step_fn, start
   try:
@@ -175,7 +174,6 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
       state, metrics = step_fn(state, batch)
       if wait:  # no second launch in flight on CPU meshes (sora_jax/parallel/inflight.py)
         jax.block_until_ready(metrics)
-      feed.refill()  # the next batches' reads and transfers overlap this step
       step += 1
       window.add(step, metrics, feed.take_wait())
       if (traced := profiler.after_step(step, state)) is not None:
@@ -209,6 +207,8 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
         f"{e}; stopped without saving it. Last good checkpoint: step {last_good} in "
         f"{ckpt.checkpoint_dir(run.workdir)}. Lower optimizer.learning_rate or set optimizer.clip_norm, "
         "then rerun to resume from it") from None
+  finally:
+    feed.close()  # stops the reading thread
   return state
 
 
