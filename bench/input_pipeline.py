@@ -6,9 +6,13 @@
    PyAV and crops with numpy (what one writes first), in the same run, as a ratio.
 2. The training step (sora_jax.training) fed by the real pipeline vs the same step fed by one
    batch held in memory: median step times and their ratio (target <= 1.10).
+3. The record reader on the prepared shards, random order, 1 and 8 threads: `pread` (local files
+   today), fsspec ranged reads (the path a bucket takes) on the same local files, ArrayRecord (the
+   random-access format TFDS also uses) holding the same records, and with --gcs, ranged reads
+   from a GCS API on 127.0.0.1 (tests/gcs_emulator.py: measures the emulator as much as the reader).
 
 Prints a table, then one JSON line. Usage:
-  .venv/bin/python bench/input_pipeline.py [--windows 5] [--batches 8] [--steps 8]
+  .venv/bin/python bench/input_pipeline.py [--windows 5] [--batches 8] [--steps 8] [--gcs] [--reader-only]
 """
 
 from __future__ import annotations
@@ -114,6 +118,86 @@ def prepare_real(work: pathlib.Path, copies: int, short_side: int, max_frames: i
   return work / "out", paths, len(paths) / (time.perf_counter() - t)
 
 
+def _read_rate(read, n: int, threads: int, windows: int, seed: int = 0, reads: int = 2000) -> float:
+  """Median records/s of `read(i)` over seeded random orders of the n records (>= `reads` per window)."""
+  from concurrent.futures import ThreadPoolExecutor
+  rng = np.random.default_rng(seed)
+  order = np.concatenate([rng.permutation(n) for _ in range(-(-reads // n))])
+  rates = []
+  with ThreadPoolExecutor(threads) as pool:
+    for _ in range(windows):
+      t = time.perf_counter()
+      list(pool.map(read, order)) if threads > 1 else [read(i) for i in order]
+      rates.append(len(order) / (time.perf_counter() - t))
+  return statistics.median(rates)
+
+
+def reader_rates(out: pathlib.Path, windows: int, gcs: bool) -> dict:
+  """records/s of each reader over the prepared train split at `out` (see the docstring, 3)."""
+  import fsspec
+  from array_record.python import array_record_module
+
+  from sora_jax.data.sources import INFO_FILE, RecordIndex
+  info = json.loads((out / INFO_FILE).read_text())
+  split = info["splits"]["train"]
+  paths = [out / s for s in split["shards"]]
+  local = RecordIndex(paths, split["record_lengths"])
+  records = [local.read(i) for i in range(len(local))]
+  via_fsspec = fsspec.filesystem("file")
+  readers = {
+      "pread (local files)": local.read,
+      "fsspec ranged reads, local files": lambda i: via_fsspec.cat_file(
+          local.paths[local.files[i]], start=int(local.offsets[i]), end=int(local.offsets[i] + local.lengths[i])),
+  }
+  ar_path = str(out / "train.array_record")
+  writer = array_record_module.ArrayRecordWriter(ar_path, "group_size:1")
+  for r in records:
+    writer.write(r)
+  writer.close()
+  ar = array_record_module.ArrayRecordReader(ar_path)
+  readers["ArrayRecord (group_size 1), local file"] = lambda i: ar.read([int(i)])[0]
+  emulator = None
+  if gcs:
+    emulator, url = _start_emulator()
+    os.environ.update(STORAGE_EMULATOR_HOST=url, GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
+    from sora_jax import storage
+    for p in paths:
+      storage.upload(p, f"gs://bench/{p.name}")
+    remote = RecordIndex([f"gs://bench/{p.name}" for p in paths], split["record_lengths"])
+    readers["fsspec ranged reads, GCS emulator"] = remote.read
+  try:
+    for name, read in readers.items():
+      assert all(read(i) == records[i] for i in range(len(records))), name  # the same bytes
+    mb = sum(map(len, records)) / len(records) / 1e6
+    return {name: {"threads_1": _read_rate(read, len(records), 1, windows),
+                   "threads_8": _read_rate(read, len(records), 8, windows), "mb_per_record": mb}
+            for name, read in readers.items()}
+  finally:
+    ar.close()
+    if emulator is not None:
+      emulator.terminate()
+
+
+def _start_emulator():
+  import socket
+  import subprocess
+  import urllib.request
+  s = socket.socket()
+  s.bind(("127.0.0.1", 0))
+  port = s.getsockname()[1]
+  s.close()
+  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), "--port", str(port),
+                           "--bucket", "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  url = f"http://127.0.0.1:{port}"
+  for _ in range(300):
+    try:
+      urllib.request.urlopen(f"{url}/storage/v1/b/bench/o", timeout=2).read()
+      return proc, url
+    except OSError:
+      time.sleep(0.1)
+  raise SystemExit("the GCS emulator did not start")
+
+
 def step_ratio(config, steps: int, blocks: int) -> dict:
   """Median step time fed by the pipeline vs fed by one batch held in memory (alternating blocks)."""
   import jax
@@ -160,6 +244,9 @@ def main() -> int:
   ap.add_argument("--steps", type=int, default=8, help="train steps per block (4 blocks per mode)")
   ap.add_argument("--copies", type=int, default=12, help="links of each real clip (>= batch / 3)")
   ap.add_argument("--data-dir", default="", help="data dir for moving_shapes (default: the usual cache)")
+  ap.add_argument("--gcs", action="store_true", help="also read the shards from a local GCS emulator (needs gcsfs "
+                  "and gcp-storage-emulator)")
+  ap.add_argument("--reader-only", action="store_true", help="only prepare the real videos and compare readers")
   args = ap.parse_args()
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
@@ -171,11 +258,19 @@ def main() -> int:
   shape = f"{d.num_views}x{d.num_frames}x{d.frame_size}x{d.frame_size}"
   res = {"clip_shape": shape, "batch_size": config.train.batch_size, "cpus": os.cpu_count(),
          "load_avg_1min": os.getloadavg()[0]}
+  short_side, max_frames = 40, 64
+  if args.reader_only:
+    with tempfile.TemporaryDirectory() as tmp:
+      out, _, _ = prepare_real(pathlib.Path(tmp), args.copies, short_side, max_frames)
+      res["readers"] = reader_rates(out, args.windows, args.gcs)
+    _print_readers(res["readers"])
+    print(json.dumps({"bench": "input_pipeline", **res}))
+    return 0
   res["moving_shapes"] = pipeline_rate(config, args.windows, args.batches)
 
-  short_side, max_frames = 40, 64
   with tempfile.TemporaryDirectory() as tmp:
     out, paths, prep_rate = prepare_real(pathlib.Path(tmp), args.copies, short_side, max_frames)
+    res["readers"] = reader_rates(out, args.windows, args.gcs)
     real = default_config()
     real.data.name = f"tfrecord:{out}"
     res["prepare_videos_per_s"] = prep_rate
@@ -197,8 +292,17 @@ def main() -> int:
   st = res["train_step"]
   print(f"train step (median): held batch {st['step_s_memory'] * 1e3:.1f} ms, fed by the pipeline "
         f"{st['step_s_pipeline'] * 1e3:.1f} ms, ratio {st['ratio']:.3f} (target <= 1.10)")
+  _print_readers(res["readers"])
   print(json.dumps({"bench": "input_pipeline", **res}))
   return 0
+
+
+def _print_readers(readers: dict) -> None:
+  base = readers["pread (local files)"]
+  mb = base["mb_per_record"]
+  print(f"\nrecord reader, random order ({mb * 1e3:.0f} kB/record) {'1 thread':>10s} {'8 threads':>10s} {'vs pread':>9s}")
+  for name, r in readers.items():
+    print(f"{name:45s} {r['threads_1']:10.0f} {r['threads_8']:10.0f} {r['threads_8'] / base['threads_8']:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 # a profiler trace of one step of each. Logs, JSON lines and the trace land in $OUT (default
 # ./accelerator_out). Wheels in .whl/ (packages the machine lacks, e.g. ml_collections) are
 # installed first; nothing is downloaded.
-#   bash bench/on_accelerator.sh
+#   bash bench/on_accelerator.sh            # the full set above
+#   MODE=mfu bash bench/on_accelerator.sh   # large.py's per-device batch sweep without remat (8, 32, 64) + a trace at 32
 set -u
 OUT=${OUT:-accelerator_out}
 mkdir -p "$OUT"
@@ -21,6 +22,14 @@ run() {  # NAME TIMEOUT ARGS...
   timeout "$limit" python3 bench/accelerator.py "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"
   grep -v '^{' "$OUT/$name.log" | tail -8; tail -1 "$OUT/$name.log" > "$OUT/$name.json"
 }
+if [ "${MODE:-all}" = mfu ]; then
+  run large8 150 --configs large --per-device-batch large=8 --input-steps 0
+  run large32 170 --configs large --per-device-batch large=32 --input-steps 0 --profile /tmp/profile
+  tar czf "$OUT/profile.tgz" -C /tmp profile 2>/dev/null
+  run large64 170 --configs large --per-device-batch large=64 --input-steps 0
+  ls -la "$OUT"
+  exit 0
+fi
 run main 270 --configs large,default --per-device-batch large=8,default=64 --profile /tmp/profile
 tar czf "$OUT/profile.tgz" -C /tmp profile 2>/dev/null
 run large32 130 --configs large --per-device-batch large=32 --input-steps 0

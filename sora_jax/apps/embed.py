@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import sys
 import time
@@ -23,6 +24,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from sora_jax import storage
 from sora_jax.apps.index import Index
 from sora_jax.config import to_dict
 from sora_jax.data import pipeline
@@ -48,7 +50,7 @@ class Embedder:
 
   def __init__(self, workdir, *, step: int | None = None, num_clips: int | None = None, mesh=None,
                decode_threads: int = 2):
-    self.workdir = str(pathlib.Path(workdir).absolute())
+    self.workdir = os.fspath(storage.path(workdir))
     self.config, variables, self.step = load_for_inference(workdir, step)
     self.num_clips = int(num_clips or self.config.eval.num_clips)
     if self.num_clips < 1:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import html as html_lib
 import io
-import pathlib
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from sora_jax import storage
 
 
 def frame_strip(frames: np.ndarray, *, num: int = 6, height: int = 64, fmt: str = "PNG") -> bytes:
@@ -75,9 +76,9 @@ def render_html(query: dict, results: Sequence[dict], *, title: str = "sora-jax 
           f"<tr><th>rank</th><th>score</th><th>label</th><th>video</th></tr>{''.join(rows)}</table></body></html>")
 
 
-def write_html(path, query: dict, results: Sequence[dict], **kwargs) -> pathlib.Path:
-  """Writes `render_html(...)` to `path` and returns it."""
-  path = pathlib.Path(path)
+def write_html(path, query: dict, results: Sequence[dict], **kwargs):
+  """Writes `render_html(...)` to `path` (a local path or a URL) and returns it."""
+  path = storage.path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(render_html(query, results, **kwargs), encoding="utf-8")
+  storage.write_text(path, render_html(query, results, **kwargs))
   return path

@@ -1,4 +1,4 @@
-"""The on-disk embedding index: an append-only directory that search streams from.
+"""The embedding index: an append-only directory (local or in a bucket) that search streams from.
 
 Layout of an index directory:
   index.json        metadata: dim, dtype, count, shards, checkpoint step, config hash, workdir
@@ -14,15 +14,13 @@ not finite are refused.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import pathlib
 from typing import Any, Sequence
 
 import numpy as np
 
+from sora_jax import storage
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
 
@@ -32,21 +30,13 @@ _ITEMS = "items.jsonl"
 _DTYPES = ("float32", "float16")
 
 
-@contextlib.contextmanager
-def _locked(directory: pathlib.Path):
+def _locked(directory):
   """An exclusive lock on the index for one append (other writers wait)."""
-  with open(directory / "index.lock", "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  return storage.exclusive(directory / "index.lock")
 
 
-def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-  os.replace(tmp, path)
+def _write_json_atomic(path, obj: Any) -> None:
+  storage.write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 class Index:
@@ -56,7 +46,7 @@ class Index:
   """
 
   def __init__(self, directory, meta: dict, items: list[dict]):
-    self.directory = pathlib.Path(directory)
+    self.directory = storage.path(directory)
     self.meta = meta
     self.items = items
     self._shards: list[np.ndarray] | None = None
@@ -69,7 +59,7 @@ class Index:
              config_hash: str | None = None, workdir: str | None = None,
              label_names: Sequence[str] | None = None, extra: dict | None = None) -> "Index":
     """Makes an empty index directory (fails if one already exists there)."""
-    directory = pathlib.Path(directory)
+    directory = storage.path(directory)
     if dtype not in _DTYPES:
       raise DataError(f"index dtype {dtype!r} is not supported; choose one of {', '.join(_DTYPES)}")
     if (directory / _META).exists():
@@ -85,7 +75,7 @@ class Index:
   @classmethod
   def load(cls, directory) -> "Index":
     """Opens an index directory written by `create`/`append` (embeddings are memory-mapped)."""
-    directory = pathlib.Path(directory)
+    directory = storage.path(directory)
     meta_path = directory / _META
     if not meta_path.is_file():
       raise DataError(f"no index at {str(directory)!r} (missing {_META}); build one with `sora-jax embed --out`")
@@ -96,7 +86,7 @@ class Index:
     if meta.get("version") != INDEX_VERSION:
       raise DataError(f"index {str(directory)!r} has version {meta.get('version')!r}; this code reads {INDEX_VERSION}")
     items = []
-    with open(directory / _ITEMS) as f:
+    with (directory / _ITEMS).open() as f:
       for line in f:
         if len(items) == meta["count"]:
           break  # lines of an append that did not finish
@@ -107,7 +97,7 @@ class Index:
 
   @classmethod
   def open_or_create(cls, directory, **kwargs) -> "Index":
-    directory = pathlib.Path(directory)
+    directory = storage.path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):  # two writers starting together: one creates, the other opens
       if (directory / _META).exists():
@@ -148,14 +138,20 @@ class Index:
           item[key] = r[key]
       items.append(item)
     name = f"emb-{len(self.meta['shards']):05d}.npy"
-    np.save(self.directory / name, embeddings.astype(self.meta["dtype"]))
-    with open(self.directory / _ITEMS, "rb+") as f:
-      # Drop lines of an earlier unfinished append before adding ours.
-      for _ in range(start):
-        f.readline()
-      f.truncate(f.tell())
-      f.seek(0, os.SEEK_END)
-      f.write("".join(json.dumps(item) + "\n" for item in items).encode("utf-8"))
+    with (self.directory / name).open("wb") as f:
+      np.save(f, embeddings.astype(self.meta["dtype"]))
+    lines = "".join(json.dumps(item) + "\n" for item in items)
+    if storage.is_local(self.directory):
+      with open(self.directory / _ITEMS, "rb+") as f:
+        # Drop lines of an earlier unfinished append before adding ours.
+        for _ in range(start):
+          f.readline()
+        f.truncate(f.tell())
+        f.seek(0, os.SEEK_END)
+        f.write(lines.encode("utf-8"))
+    else:  # an object has no append: rewritten whole
+      kept = (self.directory / _ITEMS).read_text().splitlines(keepends=True)[:start]
+      (self.directory / _ITEMS).write_text("".join(kept) + lines)
     meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [{"file": name, "count": len(items)}])
     if label_names is not None:
       meta["label_names"] = list(label_names)
@@ -198,10 +194,18 @@ class Index:
     return np.asarray([it.get("label", -1) for it in self.items], np.int64)
 
   def shards(self) -> list[np.ndarray]:
-    """The embedding shards, memory-mapped (read lazily from disk when a block is used)."""
+    """The embedding shards, memory-mapped (read lazily from disk when a block is used); an index in
+    a bucket is read into memory."""
     if self._shards is None:
-      self._shards = [np.load(self.directory / s["file"], mmap_mode="r") for s in self.meta["shards"]]
+      self._shards = [self._load_shard(self.directory / s["file"]) for s in self.meta["shards"]]
     return self._shards
+
+  @staticmethod
+  def _load_shard(p) -> np.ndarray:
+    if storage.is_local(p):
+      return np.load(p, mmap_mode="r")
+    with p.open("rb") as f:
+      return np.load(f)
 
   def embeddings(self) -> np.ndarray:
     """All embeddings in memory, float32 [N, E] (small indexes; search streams instead)."""

@@ -7,12 +7,13 @@ stored embedding, or a file embedded afresh by the run that built the index.
 from __future__ import annotations
 
 import os
-import pathlib
+import tempfile
 import weakref
 from typing import Sequence
 
 import numpy as np
 
+from sora_jax import storage
 from sora_jax.apps.embed import get_embedder
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.linalg import l2_normalize
@@ -125,16 +126,24 @@ class IVFIndex:
     return scores, rows.astype(np.int64)
 
   def save(self, path) -> None:
-    _faiss().write_index(self.index, str(path))
+    staged = storage.Staged(path, suffix=".faiss")  # faiss writes local files only
+    _faiss().write_index(self.index, staged.name)
+    staged.commit()
 
   @classmethod
   def load(cls, path, nprobe: int = 8) -> "IVFIndex":
-    return cls(_faiss().read_index(str(path)), nprobe)
+    path = storage.path(path)
+    if storage.is_local(path):
+      return cls(_faiss().read_index(os.fspath(path)), nprobe)
+    with tempfile.NamedTemporaryFile(suffix=".faiss") as f:
+      f.write(path.read_bytes())
+      f.flush()
+      return cls(_faiss().read_index(f.name), nprobe)
 
   @classmethod
   def load_or_build(cls, index, *, nprobe: int = 8, **build_kwargs) -> "IVFIndex":
     """The IVF index cached in an `Index` directory, rebuilt when rows were appended since."""
-    path = pathlib.Path(index.directory) / cls.FILE
+    path = storage.path(index.directory) / cls.FILE
     if path.is_file():
       ivf = cls.load(path, nprobe)
       if ivf.index.ntotal == index.count:

@@ -9,8 +9,8 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("src", metavar="SRC", help="folder of class sub-folders of videos (UCF101 layout), or a "
                       ".csv/.jsonl manifest with path[,label,caption,split]")
-  parser.add_argument("out", metavar="OUT", help="output folder (TFRecord shards + dataset_info.json); a second "
-                      "run resumes")
+  parser.add_argument("out", metavar="OUT", help="output folder or URL such as gs://bucket/data (TFRecord shards + "
+                      "dataset_info.json); a second run resumes")
   parser.add_argument("--fps", type=float, default=0.0, help="resample to this frame rate (0 = keep the source's)")
   parser.add_argument("--short-side", type=int, default=128, help="resize so the short side has this many pixels "
                       "(0 = keep)")
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
   import os
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from sora_jax import storage
   from sora_jax.data import prepare
 
   info = prepare.prepare(args.src, args.out, fps=args.fps, short_side=args.short_side, max_frames=args.max_frames,
@@ -39,13 +40,13 @@ def run(args) -> int:
   print(f"prepared {rep['num_prepared']} of {rep['num_files']} videos into {args.out} ({counts}; "
         f"{len(info['classes'])} classes; {info['resumed_shards']} shards already done)")
   if rep["num_skipped"]:
-    print(f"skipped {rep['num_skipped']} files (details in {os.path.join(args.out, prepare.REPORT_FILE)}):")
+    print(f"skipped {rep['num_skipped']} files (details in {storage.path(args.out) / prepare.REPORT_FILE}):")
     for x in rep["skipped"][:20]:
       print(f"  {x['path']}: {x['reason']}")
   if rep["num_rejected"]:
     print(f"left out {rep['num_rejected']} rows ({rep['num_duplicates']} duplicates of a file already listed; "
-          f"details in {os.path.join(args.out, prepare.REPORT_FILE)}):")
+          f"details in {storage.path(args.out) / prepare.REPORT_FILE}):")
     for x in rep["rejected"][:20]:
       print(f"  {x['path']}: {x['reason']}")
-  print(f"train on it with --config.data.name=tfrecord:{os.path.abspath(args.out)}")
+  print(f"train on it with --config.data.name=tfrecord:{storage.path(args.out)}")
   return 0

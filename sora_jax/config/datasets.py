@@ -35,4 +35,4 @@ def parse_data_name(name) -> tuple[str, str]:
 def data_dir(config) -> str:
   """config.data.data_dir, else $SORA_JAX_DATA_DIR, else ~/.cache/sora_jax/datasets."""
   d = config.data.data_dir or os.environ.get("SORA_JAX_DATA_DIR", "") or "~/.cache/sora_jax/datasets"
-  return str(pathlib.Path(d).expanduser())
+  return d if "://" in d else str(pathlib.Path(d).expanduser())

@@ -8,7 +8,9 @@ fps resampling and short-side resizing), `label` (-1 unknown), `video_id` (stabl
 path), `caption`, `path`, `num_frames`, `height`, `width`.
 
 Work is split into shards (many more than hosts); each shard is written to a temporary file and
-renamed when complete, with a small JSON receipt, so a second run skips finished shards. Files
+renamed (or, for OUT in a bucket such as gs://b/data, uploaded) when complete, with a small JSON
+receipt holding its record lengths (readers index a shard without scanning it), so a second run
+skips finished shards. Files
 that cannot be decoded are skipped and listed with the reason in OUT/prepare_report.json.
 """
 
@@ -27,6 +29,7 @@ import tensorflow as tf
 from PIL import Image
 from tqdm import tqdm
 
+from sora_jax import storage
 from sora_jax.data import video_io
 from sora_jax.errors import DataError
 
@@ -171,9 +174,9 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
 
   feature = tf.train.Feature
   cls_index = {c: i for i, c in enumerate(classes)}
-  tmp = os.path.join(out, shard["name"] + ".tmp")
-  written, skipped, frames_total, sizes = 0, [], 0, {}
-  with tf.io.TFRecordWriter(tmp) as writer:
+  staged = storage.Staged(storage.path(out) / shard["name"], suffix=".tfrecord")
+  written, skipped, frames_total, sizes, lengths = 0, [], 0, {}, []
+  with tf.io.TFRecordWriter(staged.name) as writer:
     for it in shard["items"]:
       try:
         frames = video_io.decode_video(it["path"], fps=options["fps"] or None, short_side=options["short_side"] or None,
@@ -192,24 +195,24 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
           "caption": feature(bytes_list=tf.train.BytesList(value=[it["caption"].encode()])),
           "path": feature(bytes_list=tf.train.BytesList(value=[it["rel"].encode()])),
       }))
-      writer.write(ex.SerializeToString())
+      record = ex.SerializeToString()
+      writer.write(record)
+      lengths.append(len(record))
       written += 1
       frames_total += len(jpegs)
       hw = f"{frames.shape[1]}x{frames.shape[2]}"
       sizes[hw] = sizes.get(hw, 0) + 1
-  os.replace(tmp, os.path.join(out, shard["name"]))
+  staged.commit()
   receipt = {"name": shard["name"], "split": shard["split"], "num_examples": written, "num_frames": frames_total,
-             "planned": len(shard["items"]), "skipped": skipped, "sizes": sizes}
-  with open(os.path.join(out, RECEIPTS, shard["name"] + ".json"), "w") as f:
-    json.dump(receipt, f)
+             "planned": len(shard["items"]), "skipped": skipped, "sizes": sizes, "record_lengths": lengths}
+  storage.write_text(storage.path(out) / RECEIPTS / (shard["name"] + ".json"), json.dumps(receipt))
   return receipt
 
 
 def _load_receipt(out: str, shard: dict):
-  path = os.path.join(out, RECEIPTS, shard["name"] + ".json")
-  if os.path.isfile(path) and os.path.isfile(os.path.join(out, shard["name"])):
-    with open(path) as f:
-      return json.load(f)
+  path = storage.path(out) / RECEIPTS / (shard["name"] + ".json")
+  if path.is_file() and (storage.path(out) / shard["name"]).is_file():
+    return json.loads(path.read_text())
   return None
 
 
@@ -223,8 +226,8 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
     raise DataError(f"videos_per_shard={videos_per_shard} and workers={workers} must be >= 1, "
                     f"jpeg_quality={jpeg_quality} in [1, 100]")
   items, classes, rejected = scan(src, val_fraction=val_fraction, test_fraction=test_fraction)
-  out = os.path.abspath(os.path.expanduser(str(out)))
-  os.makedirs(os.path.join(out, RECEIPTS), exist_ok=True)
+  out = os.fspath(storage.path(out))
+  (storage.path(out) / RECEIPTS).mkdir(parents=True, exist_ok=True)
   options = {"fps": float(fps), "short_side": int(short_side), "max_frames": int(max_frames),
              "jpeg_quality": int(jpeg_quality), "videos_per_shard": int(videos_per_shard), "threads": int(threads)}
   shards = plan_shards(items, videos_per_shard)
@@ -233,10 +236,8 @@ def prepare(src, out, *, fps: float = 0.0, short_side: int = 128, max_frames: in
   todo = [s for s in shards if receipts[s["name"]] is None]
   receipts.update(_write_shards(todo, out, options, classes, workers, progress, len(shards)))
   info, report = _summarise(src, items, classes, options, shards, receipts, rejected)
-  with open(os.path.join(out, REPORT_FILE), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out, INFO_FILE), "w") as f:
-    json.dump(info, f, indent=2)
+  storage.write_text(storage.path(out) / REPORT_FILE, json.dumps(report, indent=2))
+  storage.write_text(storage.path(out) / INFO_FILE, json.dumps(info, indent=2))
   info["report"] = report
   info["resumed_shards"] = len(shards) - len(todo)
   return info
@@ -246,16 +247,14 @@ def _check_plan(out: str, options: dict, classes, shards) -> None:
   """A second run into OUT resumes only the same videos with the same options (else DataError)."""
   plan = {"options": {k: v for k, v in options.items() if k != "threads"}, "classes": classes,
           "shards": [[s["name"], [it["rel"] for it in s["items"]]] for s in shards]}
-  plan_path = os.path.join(out, PLAN_FILE)
-  if os.path.isfile(plan_path):
-    with open(plan_path) as f:
-      old = json.load(f)
+  plan_path = storage.path(out) / PLAN_FILE
+  if plan_path.is_file():
+    old = json.loads(plan_path.read_text())
     if old != plan:
       raise DataError(f"OUT {out!r} was prepared from other videos or options; use an empty OUT folder "
                       "(or delete it) to start again")
   else:
-    with open(plan_path, "w") as f:
-      json.dump(plan, f)
+    storage.write_text(plan_path, json.dumps(plan))
 
 
 def _write_shards(todo, out: str, options: dict, classes, workers: int, progress: bool, total: int) -> dict:
@@ -293,10 +292,11 @@ def _summarise(src, items, classes, options: dict, shards, receipts: dict, rejec
   splits = {}
   for s in shards:
     r = receipts[s["name"]]
-    d = splits.setdefault(s["split"], {"num_examples": 0, "num_frames": 0, "shards": []})
+    d = splits.setdefault(s["split"], {"num_examples": 0, "num_frames": 0, "shards": [], "record_lengths": []})
     d["num_examples"] += r["num_examples"]
     d["num_frames"] += r["num_frames"]
     d["shards"].append(s["name"])
+    d["record_lengths"].append(r.get("record_lengths"))
   if sum(d["num_examples"] for d in splits.values()) == 0:
     raise DataError(f"none of the {len(items)} files in {str(src)!r} could be decoded; see {REPORT_FILE}: "
                     + "; ".join(f"{x['path']}: {x['reason']}" for x in skipped[:3]))

@@ -2,8 +2,9 @@
 
 Every source gives random access by example index (0..N-1 of a split), so that the pipeline can
 order a whole epoch by a seeded permutation and split it between hosts exactly. TFRecord files
-are indexed once (record offsets, read from the headers) and records are read with `pread`:
-memory stays bounded whatever the dataset size.
+are indexed once (record offsets, from prepare's record lengths or the headers) and records are
+read with ranged reads (`pread` for local files, fsspec elsewhere: `storage.RangeReader`), so
+memory stays bounded whatever the dataset size and shards may sit in a bucket.
 
 A `Split` offers, inside tf.data:
   load(index int64 []) -> dict(encoded, num_frames int32, label, motion_label, video_id)
@@ -13,7 +14,6 @@ A `Split` offers, inside tf.data:
 from __future__ import annotations
 
 import json
-import os
 import struct
 import threading
 
@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from sora_jax import storage
 from sora_jax.config.datasets import data_dir, parse_data_name
 from sora_jax.data import synthetic
 from sora_jax.errors import DataError
@@ -29,51 +30,59 @@ INFO_FILE = "dataset_info.json"
 
 
 class RecordIndex:
-  """Random access to the records of TFRecord files (uncompressed), in file order."""
+  """Random access to the records of TFRecord files (uncompressed), in file order, local or in a
+  bucket (`storage.RangeReader`). `lengths[i]`, when given (prepare's receipts hold them), are the
+  record sizes of file i, so the file need not be scanned: a bucket's shards are indexed from
+  dataset_info.json alone."""
 
-  def __init__(self, paths):
-    self.paths = [os.fspath(p) for p in paths]
-    offsets, lengths, files = [], [], []
+  def __init__(self, paths, lengths=None):
+    self.reader = storage.RangeReader(paths)
+    self.paths = self.reader.paths
+    offsets, sizes, files = [], [], []
     for fi, path in enumerate(self.paths):
-      size = os.path.getsize(path)
-      with open(path, "rb") as f:
-        pos = 0
-        while pos < size:
-          head = f.read(12)
-          if len(head) < 12:
-            raise DataError(f"TFRecord file {path!r} is truncated at byte {pos}; prepare it again")
-          (n,) = struct.unpack("<Q", head[:8])
-          offsets.append(pos + 12)
-          lengths.append(n)
-          files.append(fi)
-          pos += 12 + n + 4
-          f.seek(pos)
+      known = lengths[fi] if lengths is not None else None
+      found = _record_sizes(self.reader, fi) if known is None else [(n, o) for n, o in _offsets(known)]
+      sizes += [n for n, _ in found]
+      offsets += [o for _, o in found]
+      files += [fi] * len(found)
     self.offsets = np.asarray(offsets, np.int64)
-    self.lengths = np.asarray(lengths, np.int64)
+    self.lengths = np.asarray(sizes, np.int64)
     self.files = np.asarray(files, np.int32)
-    self._fds: dict = {}
-    self._lock = threading.Lock()
 
   def __len__(self) -> int:
     return len(self.offsets)
 
-  def _fd(self, fi: int) -> int:
-    fd = self._fds.get(fi)
-    if fd is None:
-      with self._lock:
-        fd = self._fds.get(fi)
-        if fd is None:
-          fd = self._fds[fi] = os.open(self.paths[fi], os.O_RDONLY)
-    return fd
-
   def read(self, index) -> bytes:
     i = int(index)
-    return os.pread(self._fd(int(self.files[i])), int(self.lengths[i]), int(self.offsets[i]))
+    return self.reader.read(int(self.files[i]), int(self.offsets[i]), int(self.lengths[i]))
 
   def tf_read(self, index):
     """tf.string [] record `index`, usable inside tf.data.map (reads release the GIL)."""
     out = tf.numpy_function(lambda i: np.bytes_(self.read(i)), [index], tf.string, stateful=False)
     return tf.reshape(out, [])
+
+
+def _offsets(lengths):
+  """(length, data offset) of each record of a TFRecord file whose record sizes are `lengths`."""
+  pos = 0
+  for n in lengths:
+    yield int(n), pos + 12
+    pos += 12 + int(n) + 4
+
+
+def _record_sizes(reader, fi) -> list[tuple[int, int]]:
+  """(length, data offset) of each record of file `fi`, read from the record headers."""
+  path, size, out, pos = reader.paths[fi], reader.size(fi), [], 0
+  with reader.open(fi) as f:
+    while pos < size:
+      head = f.read(12)
+      if len(head) < 12:
+        raise DataError(f"TFRecord file {path!r} is truncated at byte {pos}; prepare it again")
+      (n,) = struct.unpack("<Q", head[:8])
+      out.append((n, pos + 12))
+      pos += 12 + n + 4
+      f.seek(pos)
+  return out
 
 
 def _gather_decode(encoded, frame_indices, channels=3):
@@ -122,10 +131,11 @@ class PreparedSplit(Split):
 
   def __init__(self, root, split, info):
     shards = info["splits"][split]["shards"]
-    self.records = RecordIndex([os.path.join(root, s) for s in shards])
+    lengths = info["splits"][split].get("record_lengths")
+    self.records = RecordIndex([root / s for s in shards], lengths)
     self.num_examples = len(self.records)
     if self.num_examples != info["splits"][split]["num_examples"]:
-      raise DataError(f"{root!r}: split {split!r} holds {self.num_examples} records but {INFO_FILE} says "
+      raise DataError(f"{str(root)!r}: split {split!r} holds {self.num_examples} records but {INFO_FILE} says "
                       f"{info['splits'][split]['num_examples']}; run `sora-jax prepare` again")
 
   def load(self, index):
@@ -213,14 +223,14 @@ def _builtin(name, root):
   return Source(info, lambda s: BuiltinSplit(b, s))
 
 
-def _prepared(path):
-  info_path = os.path.join(path, INFO_FILE)
-  if not os.path.isfile(info_path):
-    raise DataError(f"{path!r} holds no {INFO_FILE}; create it with `sora-jax prepare SRC {path}`")
-  with open(info_path) as f:
-    meta = json.load(f)
+def _prepared(name):
+  path = storage.path(name)
+  info_path = path / INFO_FILE
+  if not info_path.is_file():
+    raise DataError(f"{name!r} holds no {INFO_FILE}; create it with `sora-jax prepare SRC {name}`")
+  meta = json.loads(info_path.read_text())
   classes = list(meta.get("classes", []))
-  info = {"name": f"tfrecord:{path}", "num_classes": len(classes), "class_names": classes,
+  info = {"name": f"tfrecord:{name}", "num_classes": len(classes), "class_names": classes,
           "num_motion_classes": 0, "motion_names": [],
           "splits": {k: int(v["num_examples"]) for k, v in meta["splits"].items()},
           "fps": meta.get("fps"), "short_side": meta.get("short_side")}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import pathlib
 
 import jax
 
+from sora_jax import storage
 from sora_jax.config import load_config
 from sora_jax.models import init_variables
 from sora_jax.training import checkpoint
@@ -51,7 +51,7 @@ def supervised_config(config, info: dict):
 def supervised_variables(config, workdir, info: dict):
   """Trains (or reuses) the supervised baseline; -> (its config, variables, step)."""
   sup = supervised_config(config, info)
-  sup_dir = pathlib.Path(workdir) / "baselines" / "supervised"
+  sup_dir = storage.path(workdir) / "baselines" / "supervised"
   done = None
   if checkpoint.checkpoint_dir(sup_dir).is_dir():
     done = checkpoint.make_manager(sup_dir, async_save=False).latest_step()

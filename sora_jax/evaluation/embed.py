@@ -10,9 +10,8 @@ examples, so that a split larger than memory can be embedded. Stored per example
 
 from __future__ import annotations
 
+import io
 import json
-import pathlib
-import shutil
 import sys
 
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
+from sora_jax import storage
 from sora_jax.data import pipeline
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
@@ -102,10 +102,10 @@ class ShardWriter:
   """Appends rows and writes `shard-00000.npz`, ... every `chunk` examples, then `meta.json`."""
 
   def __init__(self, out_dir, chunk: int = 4096):
-    self.dir = pathlib.Path(out_dir)
+    self.dir = storage.path(out_dir)
     if self.dir.exists():
-      shutil.rmtree(self.dir)
-    self.dir.mkdir(parents=True)
+      storage.rmtree(self.dir)
+    self.dir.mkdir(parents=True, exist_ok=True)
     self.chunk, self.buffer, self.shards, self.count = chunk, [], 0, 0
 
   def add(self, rows: dict) -> None:
@@ -117,7 +117,8 @@ class ShardWriter:
     if not self.buffer:
       return
     merged = {k: np.concatenate([r[k] for r in self.buffer]) for k in self.buffer[0]}
-    np.savez(self.dir / f"shard-{self.shards:05d}.npz", **merged)
+    with (self.dir / f"shard-{self.shards:05d}.npz").open("wb") as f:
+      np.savez(f, **merged)
     self.shards += 1
     self.count += len(merged["video_id"])
     self.buffer = []
@@ -125,22 +126,22 @@ class ShardWriter:
   def close(self, meta: dict) -> dict:
     self._flush()
     meta = dict(meta, count=self.count, shards=self.shards, complete=True)
-    (self.dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    storage.write_text(self.dir / "meta.json", json.dumps(meta, indent=2, default=str))
     return meta
 
 
 def read_meta(out_dir) -> dict | None:
-  path = pathlib.Path(out_dir) / "meta.json"
+  path = storage.path(out_dir) / "meta.json"
   return json.loads(path.read_text()) if path.is_file() else None
 
 
 def load(out_dir, fields=None) -> dict[str, np.ndarray]:
   """Concatenates the shards written by `extract` ({field: [N, ...]})."""
-  out_dir = pathlib.Path(out_dir)
+  out_dir = storage.path(out_dir)
   meta = read_meta(out_dir)
   if not meta or not meta.get("complete"):
     raise DataError(f"no complete embeddings in {str(out_dir)!r}; run the extraction again")
-  parts = [np.load(p) for p in sorted(out_dir.glob("shard-*.npz"))]
+  parts = [np.load(io.BytesIO(p.read_bytes())) for p in sorted(out_dir.glob("shard-*.npz"))]
   if not parts:
     raise DataError(f"split {meta.get('split')!r} gave no examples ({out_dir}); check the dataset and split name")
   keys = fields or parts[0].files

@@ -6,8 +6,8 @@ projection of test embeddings coloured by class, and a retrieval gallery of thum
 
 from __future__ import annotations
 
+import io
 import json
-import pathlib
 
 import matplotlib
 import numpy as np
@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
+from sora_jax import storage
 from sora_jax.linalg import l2_normalize
 
 # (column title, path in a model's figures) of the main table, in order.
@@ -82,9 +83,9 @@ def protocol_text(report: dict) -> str:
 
 def write_report(out_dir, report: dict) -> dict[str, str]:
   """Writes report.json and report.md under out_dir; returns their paths."""
-  out = pathlib.Path(out_dir)
+  out = storage.path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default))
+  storage.write_text(out / "report.json", json.dumps(report, indent=2, sort_keys=True, default=_json_default))
   ds = report.get("dataset", {})
   md = [
       f"# Evaluation of `{report.get('workdir', '')}`",
@@ -101,9 +102,18 @@ def write_report(out_dir, report: dict) -> dict[str, str]:
   ]
   plots = report.get("plots", {})
   if plots:
-    md += ["## Plots", ""] + [f"![{k}]({pathlib.Path(v).name})" for k, v in plots.items()] + [""]
-  (out / "report.md").write_text("\n".join(md))
+    md += ["## Plots", ""] + [f"![{k}]({storage.path(v).name})" for k, v in plots.items()] + [""]
+  storage.write_text(out / "report.md", "\n".join(md))
   return {"json": str(out / "report.json"), "md": str(out / "report.md")}
+
+
+def _save_figure(fig, out_png) -> None:
+  """A figure as PNG at `out_png` (a local path or a URL)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  out = storage.path(out_png)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_bytes(buf.getvalue())
 
 
 def _json_default(x):
@@ -119,7 +129,7 @@ def _json_default(x):
 def read_metrics(path) -> list[dict]:
   """Rows of metrics.jsonl (malformed lines, e.g. a line cut by a crash, are skipped)."""
   rows = []
-  path = pathlib.Path(path)
+  path = storage.path(path)
   if not path.is_file():
     return rows
   for line in path.read_text().splitlines():
@@ -145,7 +155,7 @@ def plot_training_curves(metrics_path, out_png, keys=("loss", "contrastive_accur
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(out_png, dpi=100)
+  _save_figure(fig, out_png)
   return str(out_png)
 
 
@@ -175,7 +185,7 @@ def plot_projection(features, labels, out_png, *, class_names=None, method="pca"
   if len(classes) <= 20:
     ax.legend(fontsize=7, markerscale=2, loc="best")
   fig.tight_layout()
-  fig.savefig(out_png, dpi=100)
+  _save_figure(fig, out_png)
   return str(out_png)
 
 
@@ -209,5 +219,5 @@ def plot_retrieval_gallery(query_clips, result_clips, hits, out_png, *, query_ti
         spine.set_linewidth(3)
       ax.set_title(title, fontsize=7, color=color if color != "black" else "black")
   fig.tight_layout()
-  fig.savefig(out_png, dpi=100)
+  _save_figure(fig, out_png)
   return str(out_png)

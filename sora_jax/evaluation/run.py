@@ -9,11 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import pathlib
 
 import jax
 import numpy as np
 
+from sora_jax import storage
 from sora_jax.config import apply_overrides, validate
 from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
@@ -39,7 +39,7 @@ def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool
   max_n = int(config.eval.max_examples)
   seed = config.seed + 1 if shuffled else None
   suffix = "-shuffled" if shuffled else ""
-  get = lambda split, cap: embed.extract(config, variables, split, pathlib.Path(out_dir) / f"{split}{suffix}",
+  get = lambda split, cap: embed.extract(config, variables, split, storage.path(out_dir) / f"{split}{suffix}",
                                          fingerprint=fingerprint, shuffle_seed=seed, max_examples=cap,
                                          progress=progress, embed_fn=embed_fn)
   train = get(train_split, max_n)
@@ -76,7 +76,7 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
   the model and data are what was trained). Returns the report (also in W/eval/report.json), with
   the written files under "paths".
   """
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   config, variables, ckpt_step = load_for_inference(workdir, step)
   _override(config, overrides)
   info = pipeline.dataset_info(config)

@@ -5,30 +5,33 @@ current run has: written on N devices, restored on M), `data` (the input stream'
 `TrainInput.position(step)`: the same on every process, since the batch order depends on the seed
 and the global step alone), `config` (the resolved config). Saves are asynchronous (the arrays
 are copied off the devices before `save` returns, the files are written in the background) and
-atomic (orbax writes to a temporary directory and renames it when complete, so a run killed in
-the middle of a save leaves the previous checkpoints intact).
+atomic (orbax writes to a temporary directory and renames it when complete, or on an object store
+marks it complete, so a run killed in the middle of a save leaves the previous checkpoints
+intact). The workdir may be a URL (gs://bucket/run): orbax writes through tensorstore.
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 import sys
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint._src.serialization import jax_array_handlers
 
+from sora_jax import storage
 from sora_jax.config import migrate, to_dict, validate
 from sora_jax.errors import CheckpointError
 
 ITEMS = ("state", "data", "config")
 
 
-def checkpoint_dir(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir).absolute() / "checkpoints"
+def checkpoint_dir(workdir) -> epath.Path:
+  """`<workdir>/checkpoints`, local or a URL (orbax takes the epath as is)."""
+  return storage.path(workdir) / "checkpoints"
 
 
 def _serial_saves_on_cpu() -> None:
@@ -94,9 +97,9 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state, say) -
       errors.append((step, e))
       continue
     for bad, e in errors:
-      aside = pathlib.Path(manager.directory) / f"{bad}.damaged"
+      aside = epath.Path(manager.directory) / f"{bad}.damaged"
       if jax.process_index() == 0:
-        (pathlib.Path(manager.directory) / str(bad)).rename(aside)
+        storage.move(epath.Path(manager.directory) / str(bad), aside)
       say(f"checkpoint {bad} is damaged ({_reason(e.__cause__ or e)}); resuming from {step} (moved to {aside})")
     if errors and jax.process_count() > 1:
       multihost_utils.sync_global_processes("sora_jax_checkpoints_set_aside")
@@ -112,7 +115,7 @@ def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
   step = manager.latest_step() if step is None else step
   if step is not None:
     return saved_config(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
-  path = pathlib.Path(workdir) / "config.json"
+  path = storage.path(workdir) / "config.json"
   if not path.is_file():
     raise CheckpointError(f"no checkpoint and no config.json in workdir {str(workdir)!r}; train first "
                           f"(python train.py --workdir {workdir})")

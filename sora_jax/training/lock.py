@@ -3,20 +3,20 @@
 A second `train` on the same workdir (the same command twice, or another learning rate) would
 interleave two runs' checkpoints and metrics; it stops instead with a one-line error naming the
 holder. A lock left by a process that is gone (same host, pid not running) is taken over. On start
-the holder also removes orbax's temporary directories left by a save that never finished.
+the holder also removes orbax's temporary directories left by a save that never finished. In a
+bucket (gs://), where nothing creates a file exclusively, the lock is written and read back.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
 import socket
 import time
 
 import jax
 
+from sora_jax import storage
 from sora_jax.errors import SoraError
 
 NAME = "train.lock"
@@ -38,16 +38,18 @@ def _alive(pid: int) -> bool:
 
 class WorkdirLock:
 
-  def __init__(self, workdir: pathlib.Path, say=print):
-    self.path, self.say, self.held = pathlib.Path(workdir) / NAME, say, False
+  def __init__(self, workdir, say=print):
+    self.path, self.say, self.held = storage.path(workdir) / NAME, say, False
+    self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
   def __enter__(self):
     if jax.process_index() != 0:
       return self
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "token": self.token}
     for _ in range(2):
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        self._create(me)
       except FileExistsError:
         holder = self._holder()
         if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
@@ -58,14 +60,28 @@ class WorkdirLock:
             f"workdir {self.path.parent} is in use by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
             f"(since {holder.get('since', '?')}); stop that run or use another --workdir (if it is not running, "
             f"delete {self.path})") from None
-      with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
       self.held = True
       break
     for tmp in (self.path.parent / "checkpoints").glob("*.orbax-checkpoint-tmp*"):
       self.say(f"removing {tmp.name}: a save that never finished")
-      shutil.rmtree(tmp, ignore_errors=True)
+      storage.rmtree(tmp)
     return self
+
+  def _create(self, me: dict) -> None:
+    """Creates the lock file or raises FileExistsError. Locally O_EXCL makes it atomic; an object
+    store has no exclusive create here, so the lock is written, then read back after a pause: of
+    two runs starting together, the one whose token is not there stops."""
+    if storage.is_local(self.path):
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+      return
+    if self.path.exists():
+      raise FileExistsError(os.fspath(self.path))
+    self.path.write_text(json.dumps(me))
+    time.sleep(storage.SETTLE_S)
+    if self._holder().get("token") != self.token:
+      raise FileExistsError(os.fspath(self.path))
 
   def _holder(self) -> dict:
     try:
@@ -76,5 +92,6 @@ class WorkdirLock:
 
   def __exit__(self, *exc):
     if self.held:
-      self.path.unlink(missing_ok=True)
+      if self._holder().get("token", self.token) == self.token:
+        self.path.unlink(missing_ok=True)
       self.held = False

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
+import shutil
+import tempfile
 import time
 
 import jax
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from sora_jax import storage
 from sora_jax.errors import SoraError
 
 # What tensorboard.summary.v2.scalar writes: the 'scalars' plugin, scalar data class.
@@ -80,19 +82,21 @@ def _step_of(line: str) -> float:
 
 class Writer:
   """metrics.jsonl + TensorBoard event files on process 0; nothing elsewhere. On resume at step
-  `start`, lines after it (steps that are being redone) are dropped, so the log reads as one run."""
+  `start`, lines after it (steps that are being redone) are dropped, so the log reads as one run.
+  In a bucket, the event files are written locally and uploaded at each write (TensorFlow's own
+  GCS client would bypass `storage`), and metrics.jsonl is rewritten whole (objects have no append)."""
 
-  def __init__(self, workdir: pathlib.Path, start: int):
+  def __init__(self, workdir, start: int):
     self.active = jax.process_index() == 0
     if self.active:
-      path = workdir / "metrics.jsonl"
+      self.workdir = storage.path(workdir)
+      path = self.workdir / "metrics.jsonl"
+      keep = ""
       if path.exists():
-        keep = [line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= start]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(keep))
-        os.replace(tmp, path)
-      self.tb = tf.summary.create_file_writer(str(workdir))
-      self.jsonl = open(path, "a")
+        keep = "".join(line for line in path.read_text().splitlines(keepends=True) if _step_of(line) <= start)
+      self.jsonl = storage.Appender(path, keep)
+      self.staging = None if storage.is_local(self.workdir) else tempfile.mkdtemp(prefix="sora_jax_events_")
+      self.tb = tf.summary.create_file_writer(self.staging or os.fspath(self.workdir))
 
   def write(self, step: int, record: dict) -> None:
     if not self.active:
@@ -103,8 +107,18 @@ class Writer:
         tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=_SCALAR)
     self.jsonl.write(json.dumps({"step": step, **record}) + "\n")
     self.jsonl.flush()
+    self._upload_events()
+
+  def _upload_events(self) -> None:
+    if self.staging is not None:
+      self.tb.flush()
+      for name in os.listdir(self.staging):
+        storage.upload(os.path.join(self.staging, name), self.workdir / name)
 
   def close(self):
     if self.active:
       self.tb.flush()
+      self._upload_events()
       self.jsonl.close()
+      if self.staging is not None:
+        shutil.rmtree(self.staging, ignore_errors=True)

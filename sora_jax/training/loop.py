@@ -12,7 +12,6 @@ devices until a log, checkpoint or hook step. Only multi-device CPU meshes wait 
 from __future__ import annotations
 
 import logging
-import pathlib
 import signal
 import sys
 import threading
@@ -20,9 +19,11 @@ from typing import Callable, Iterable
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from sora_jax import storage
 from sora_jax.config import to_json, validate
 from sora_jax.data.pipeline import TrainInput
 from sora_jax.models import encoder
@@ -98,17 +99,17 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
     data.device_prefetch steps ahead of its step; tests check the batch order with it).
   """
   validate(config)
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)  # a local folder or a URL (gs://bucket/run)
   workdir.mkdir(parents=True, exist_ok=True)
   with WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
     return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback)
 
 
-def _train(config, workdir: pathlib.Path, hooks, stop_at_step, batch_callback):
+def _train(config, workdir: epath.Path, hooks, stop_at_step, batch_callback):
   run = _Run(config, workdir)
   state, start = run.restore_or_init()
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(to_json(config))
+    storage.write_text(workdir / "config.json", to_json(config))
   writer = Writer(workdir, start)
   bar = _progress(config.train.num_steps, start)
   profiler = StepProfiler(config.train.profile_steps, workdir, jax.process_index() == 0)
@@ -127,7 +128,7 @@ def _train(config, workdir: pathlib.Path, hooks, stop_at_step, batch_callback):
 class _Run:
   """What a run is made of: mesh, jitted step, checkpoint manager, input stream."""
 
-  def __init__(self, config, workdir: pathlib.Path):
+  def __init__(self, config, workdir: epath.Path):
     self.config, self.workdir = config, workdir
     self.mesh = mesh_lib.make_mesh(config)  # ConfigError here, before anything compiles
     self.tx = build_optimizer(config)

@@ -7,21 +7,29 @@ left of it. The trace stops once the window's last step has finished on the devi
 
 from __future__ import annotations
 
-import pathlib
+import os
+import shutil
+import tempfile
 
 import jax
+
+from sora_jax import storage
 
 
 class StepProfiler:
 
-  def __init__(self, spec: str, logdir: pathlib.Path, active: bool):
+  def __init__(self, spec: str, logdir, active: bool):
     self.start, self.stop = (int(s) for s in spec.split(":")) if spec else (-1, -1)
-    self.logdir, self.active, self.tracing = logdir, active and bool(spec), False
+    self.logdir, self.active, self.tracing = storage.path(logdir), active and bool(spec), False
+    # The profiler writes through its own file layer: a trace for a bucket is written locally, then uploaded.
+    self.local = os.fspath(self.logdir) if storage.is_local(self.logdir) else None
 
   def before_step(self, step: int) -> None:
     """`step`: the 0-based index of the step about to run."""
     if self.active and not self.tracing and self.start <= step < self.stop:
-      jax.profiler.start_trace(str(self.logdir))
+      if self.local is None:
+        self.staging = tempfile.mkdtemp(prefix="sora_jax_profile_")
+      jax.profiler.start_trace(self.local or self.staging)
       self.tracing = True
 
   def after_step(self, done: int, outputs) -> str | None:
@@ -36,4 +44,12 @@ class StepProfiler:
       return None
     jax.profiler.stop_trace()
     self.tracing, self.active = False, False
+    if self.local is None:
+      for root, _, files in os.walk(self.staging):
+        rel = os.path.relpath(root, self.staging)
+        for name in files:
+          dest = self.logdir / rel / name if rel != "." else self.logdir / name
+          dest.parent.mkdir(parents=True, exist_ok=True)
+          storage.upload(os.path.join(root, name), dest)
+      shutil.rmtree(self.staging, ignore_errors=True)
     return f"profiler trace of steps {self.start}..{self.stop - 1} in {self.logdir / 'plugins' / 'profile'}"

@@ -1,0 +1,180 @@
+"""Every path on gs://, against a real GCS JSON API served on 127.0.0.1 (gcp-storage-emulator):
+prepare -> train -> kill -> resume -> eval -> embed -> search, through the command line. Nothing
+may land in a local folder named `gs:`. Also: schemes without a filesystem fail in one line."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import av
+import numpy as np
+import pytest
+
+from sora_jax import storage
+from sora_jax.errors import SoraError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUCKET = "sora-test"
+CLI = [sys.executable, "-c", "import sys; from sora_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
+TINY = ["--config.data.num_frames=4", "--config.data.frame_size=16", "--config.data.num_parallel_calls=2",
+        "--config.model.width=0.125", "--config.model.hidden_size=16", "--config.model.head_hidden=16",
+        "--config.model.embed_dim=8", "--config.train.batch_size=4", "--config.train.log_every=1",
+        "--config.train.checkpoint_every=2", "--config.optimizer.warmup_steps=1", "--no_quick_eval"]
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """(env for subprocesses, emulator URL): a GCS emulator with one bucket, for this module."""
+  pytest.importorskip("gcsfs")
+  pytest.importorskip("gcp_storage_emulator")
+  s = socket.socket()
+  s.bind(("127.0.0.1", 0))
+  port = s.getsockname()[1]
+  s.close()
+  url = f"http://127.0.0.1:{port}"
+  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), "--port", str(port), "--bucket", BUCKET],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 60
+  while True:
+    try:
+      urllib.request.urlopen(f"{url}/storage/v1/b/{BUCKET}/o", timeout=2).read()
+      break
+    except OSError:
+      assert time.time() < deadline and proc.poll() is None, "the GCS emulator did not start"
+      time.sleep(0.2)
+  env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "EPATH_USE_TF": "false",
+         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+  yield env, url
+  proc.terminate()
+  proc.wait(timeout=30)
+
+
+def _objects(url: str, prefix: str) -> dict:
+  """name -> size of the bucket's objects under `prefix`, straight from the JSON API."""
+  out, token = {}, None
+  while True:
+    query = {"prefix": prefix, **({"pageToken": token} if token else {})}
+    page = json.loads(urllib.request.urlopen(f"{url}/storage/v1/b/{BUCKET}/o?{urllib.parse.urlencode(query)}").read())
+    out.update({o["name"]: int(o["size"]) for o in page.get("items", [])})
+    token = page.get("nextPageToken")
+    if not token:
+      return out
+
+
+def _read(url: str, name: str) -> bytes:
+  return urllib.request.urlopen(f"{url}/download/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe='')}"
+                                "?alt=media").read()
+
+
+def _videos(root: pathlib.Path, per_class: int = 6) -> pathlib.Path:
+  """Small real MPEG-4 files in two classes (a square moving right / down)."""
+  for cls, (dx, dy) in {"right": (1, 0), "down": (0, 1)}.items():
+    (root / cls).mkdir(parents=True)
+    for k in range(per_class):
+      with av.open(str(root / cls / f"{cls}{k}.mp4"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for t in range(12):
+          frame = np.full((32, 32, 3), 30 * k % 200, np.uint8)
+          x, y = 4 + dx * t + k % 3, 4 + dy * t + k % 3
+          frame[y:y + 8, x:x + 8] = 255
+          container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+  return root
+
+
+def _run(args, env, cwd, timeout=400):
+  proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+  return proc.stdout + proc.stderr
+
+
+def _committed_steps(url: str) -> list[int]:
+  """Checkpoint steps orbax finished in gs://BUCKET/run (a step with its commit marker)."""
+  names = _objects(url, "run/checkpoints/")
+  return sorted({int(n.split("/")[2]) for n in names if n.split("/")[2].isdigit() and n.endswith("commit_success.txt")})
+
+
+def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
+  env, url = gcs
+  src = _videos(tmp_path / "videos")
+  data, run, index = f"gs://{BUCKET}/data", f"gs://{BUCKET}/run", f"gs://{BUCKET}/index"
+
+  out = _run([*CLI, "prepare", str(src), data, "--short-side", "24", "--videos-per-shard", "4",
+              "--test-fraction", "0.25", "--no-progress"], env, tmp_path)
+  info = json.loads(_read(url, "data/dataset_info.json"))
+  shards = [s for split in info["splits"].values() for s in split["shards"]]
+  assert set(_objects(url, "data/")) >= {f"data/{s}" for s in shards} and f"tfrecord:{data}" in out
+  assert sum(s["num_examples"] for s in info["splits"].values()) == 12
+
+  train = [sys.executable, str(ROOT / "train.py"), "--config", "default", "--workdir", run,
+           f"--config.data.name=tfrecord:{data}", "--config.data.train_split=train",
+           "--config.data.eval_split=test", *TINY]
+  first = subprocess.Popen([*train, "--config.train.num_steps=100000"], env=env, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.time() + 300
+    while not _committed_steps(url):
+      assert time.time() < deadline and first.poll() is None, first.stdout.read()[-3000:] if first.poll() else "slow"
+      time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)  # no save, no cleanup: the lock and maybe a half-written save stay
+    first.wait(timeout=60)
+  finally:
+    first.kill()
+  done = _committed_steps(url)[-1]
+  assert "run/train.lock" in _objects(url, "run/")
+
+  out = _run([*train, f"--config.train.num_steps={done + 2}"], env, tmp_path)
+  assert "is gone" in out and f"resumed from {run}/checkpoints at step {done}" in out, out[-3000:]
+  steps = [json.loads(line)["step"] for line in _read(url, "run/metrics.jsonl").decode().splitlines()]
+  assert steps == sorted(set(steps)) and steps[-1] == done + 2  # one run's lines: redone steps logged once
+  assert done + 2 in _committed_steps(url) and "run/train.lock" not in _objects(url, "run/")
+  assert any(n.startswith("run/events.out.tfevents") for n in _objects(url, "run/"))
+
+  _run([sys.executable, str(ROOT / "eval.py"), "--workdir", run, "--baselines", "none", "--no-progress",
+        "--config.eval.finetune_epochs=0", "--config.eval.probe_steps=20"], env, tmp_path)
+  report = json.loads(_read(url, "run/eval/report.json"))
+  assert report["checkpoint_step"] == done + 2 and report["workdir"] == run
+
+  _run([*CLI, "embed", "--workdir", run, "--videos", str(src), "--out", index, "--no-progress"], env, tmp_path)
+  meta = json.loads(_read(url, "index/index.json"))
+  assert meta["count"] == 12 and meta["workdir"] == run
+  out = _run([*CLI, "search", "--index", index, "--query", str(src / "right" / "right0.mp4"), "--k", "3",
+              "--html", f"gs://{BUCKET}/search.html"], env, tmp_path)
+  assert "right0.mp4" in out.splitlines()[2] or "right0.mp4" in out  # the query itself ranks first
+  assert b"<html" in _read(url, "search.html")
+  assert not (tmp_path / "gs:").exists()  # nothing went to a local folder named after the URL
+
+
+def test_a_scheme_without_a_filesystem_is_one_line_naming_the_package(tmp_path):
+  with pytest.raises(SoraError, match=r"s3:// paths need s3fs; install it \(pip install s3fs\)"):
+    storage.path("s3://bucket/run")
+  with pytest.raises(SoraError, match="no filesystem knows the scheme nosuch://"):
+    storage.path("nosuch://bucket/run")
+  proc = subprocess.run([*CLI, "train", "--config", "default", "--workdir", "nosuch://b/run"], capture_output=True,
+                        text=True, cwd=tmp_path, timeout=120)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("sora-jax: error")]
+  assert proc.returncode == 1 and len(errors) == 1 and "nosuch://" in errors[0], proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "nosuch:").exists()
+
+
+def test_local_paths_stay_local_and_urls_stay_urls(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert storage.path("run") == storage.path(tmp_path / "run") and storage.is_local(storage.path("~/x"))
+  assert str(storage.path("file://" + str(tmp_path / "a"))) == str(tmp_path / "a")
+  assert storage.scheme("gs://b/x") == "gs" and not storage.is_local("gs://b/x")
+  from sora_jax.config import defaults
+  from sora_jax.config.datasets import data_dir, parse_data_name
+  config = defaults()
+  config.data.data_dir = "gs://b/datasets"  # reaches TFDS as a URL (pathlib made it gs:/b/datasets)
+  assert data_dir(config) == "gs://b/datasets" and parse_data_name("tfrecord:gs://b/d") == ("tfrecord", "gs://b/d")
