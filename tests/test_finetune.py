@@ -21,10 +21,11 @@ def test_merge_keeps_the_new_head_and_takes_the_pretrained_encoder():
 
 def test_the_new_head_has_its_own_learning_rate():
   from sora_jax.evaluation.finetune import optimizer
-  params = {"frame_encoder": {"kernel": jnp.ones((3,))}, "classifier": {"kernel": jnp.ones((3,))}}
+  params = {"encoder": {"frame_encoder": {"kernel": jnp.ones((3,))}, "classifier": {"kernel": jnp.ones((3,))}},
+            "objective": {}}  # the train state's layout: fine-tuning runs on pretraining's step
   tx = optimizer(params, steps=10, learning_rate=1e-3, head_learning_rate=1e-1)
   grads = jax.tree.map(jnp.ones_like, params)
-  updates, _ = tx.update(grads, tx.init(params), params)
+  updates = tx.update(grads, tx.init(params), params)[0]["encoder"]
   enc, head = float(jnp.abs(updates["frame_encoder"]["kernel"]).mean()), float(jnp.abs(updates["classifier"]["kernel"]).mean())
   assert 50 < head / enc < 150  # Adam's first step is about lr * sign(g) (+ weight decay)
 
@@ -67,3 +68,34 @@ def _head_accuracy(c, info, variables) -> float:
     correct += int((logp.mean(axis=1).argmax(-1)[keep] == labels[keep]).sum())
     total += int(keep.sum())
   return correct / total
+
+
+def test_finetune_and_embedding_run_on_the_configs_fsdp_mesh(data_dir):
+  """mesh.fsdp=2 x data=4: the fine-tuning step and the embedding place the variables by the
+  training's sharding rules (kernels really sharded) and give what data parallelism gives."""
+  from sora_jax.data import pipeline
+  from sora_jax.evaluation import embed
+  from sora_jax.evaluation.finetune import finetune
+  from sora_jax.models import init_variables
+  from sora_jax.parallel import mesh as mesh_lib
+  results = {}
+  for fsdp in (1, 2):
+    c = tiny_config()
+    c.data.data_dir = data_dir
+    c.train.batch_size = 16
+    c.mesh.data, c.mesh.fsdp, c.mesh.fsdp_min_size = 8 // fsdp, fsdp, 0
+    info = pipeline.dataset_info(c)
+    variables = init_variables(c, jax.random.PRNGKey(0))
+    mesh = mesh_lib.inference_mesh(c)
+    assert dict(mesh.shape) == {"data": 8 // fsdp, "fsdp": fsdp}
+    placed = embed.place_variables(c, variables, mesh)
+    specs = [x.sharding.spec for x in jax.tree.leaves(placed) if x.ndim >= 2]
+    assert all(("fsdp" in s) == (fsdp == 2) for s in specs), specs  # every kernel sharded under FSDP only
+    batches = pipeline.eval_batches(c, "test", batch_size=16, num_clips=1, num_crops=1)
+    rows = list(embed.embed_batches(c, variables, batches, mesh=mesh))
+    results[fsdp] = (np.concatenate([r["embedding"] for r in rows]),
+                     finetune(c, variables, info, epochs=1, learning_rate=1e-3, progress=False, return_variables=True))
+  np.testing.assert_allclose(results[2][0], results[1][0], atol=1e-5)
+  tuned = [jax.tree.leaves(results[f][1]["variables"]["params"]) for f in (1, 2)]
+  for a, b in zip(*tuned):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)

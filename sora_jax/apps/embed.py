@@ -2,7 +2,8 @@
 
 Files are decoded with PyAV and cut into clips exactly as evaluation does
 (`data.video_io.clips_from_frames`); each video's clips are embedded and averaged
-(`evaluation.embed.make_embed_fn`: the batch is sharded over every device, parameters replicated).
+(`evaluation.embed.make_embed_fn`: the batch is sharded over every device, parameters placed by the
+training's sharding rules: replicated, or FSDP-sharded when the run's config.mesh.fsdp > 1).
 Decoding runs in threads ahead of the devices. A second run into the same index skips the files it
 already holds and adds the new ones; files that fail to decode are skipped and reported.
 """
@@ -55,9 +56,9 @@ class Embedder:
     self.num_clips = int(num_clips or self.config.eval.num_clips)
     if self.num_clips < 1:
       raise DataError(f"num_clips={num_clips} must be >= 1")
-    self.mesh = mesh or eval_embed.data_mesh()
-    self.embed_fn = eval_embed.make_embed_fn(self.config, self.mesh)
-    self.variables = jax.device_put(variables, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+    self.embed_fn = eval_embed.make_embed_fn(self.config, mesh)  # default: the run's mesh axes on these devices
+    self.mesh = self.embed_fn.mesh
+    self.variables = eval_embed.place_variables(self.config, variables, self.mesh)
     self.config_hash = config_hash(self.config, self.num_clips)
     self.decode_threads = decode_threads
 

@@ -17,7 +17,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from sora_jax import storage
@@ -25,22 +24,28 @@ from sora_jax.data import pipeline
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
 from sora_jax.models import encoder
+from sora_jax.parallel import mesh as mesh_lib
 
 FIELDS = ("pooled", "embedding", "logits")
 
 
-def data_mesh(devices=None):
-  """A 1-D ('data',) mesh over all (or the given) devices."""
-  return Mesh(np.asarray(jax.devices() if devices is None else devices), ("data",))
+def place_variables(config, variables, mesh):
+  """The encoder's variables on `mesh` by the sharding rules of training (replicated unless
+  config.mesh.fsdp > 1, then sharded as the train state is)."""
+  return jax.device_put(variables, mesh_lib.tree_shardings(variables, mesh, config.mesh.fsdp_min_size))
 
 
 def make_embed_fn(config, mesh=None):
   """-> f(variables, video uint8 [B, C, T, H, W, 3]) -> {field: [B, D]} averaged over the C clips.
 
-  Jitted once per batch shape; B must be a multiple of the mesh size (`embed_batches` pads).
+  On `mesh` (default: `parallel.mesh.inference_mesh(config)`, the training axes over this
+  machine's devices); `f.mesh` is it. The batch is sharded over the batch axes: B must be a
+  multiple of the mesh size (`embed_batches` pads); variables should be placed with
+  `place_variables`. Jitted once per batch shape.
   """
   model = encoder(config)
-  mesh = mesh or data_mesh()
+  mesh = mesh or mesh_lib.inference_mesh(config)
+  rows = mesh_lib.batch_sharding(mesh)
 
   def fn(variables, video):
     b, c = video.shape[:2]
@@ -56,8 +61,13 @@ def make_embed_fn(config, mesh=None):
         res[name] = x.reshape(b, c, -1).mean(axis=1)
     return res
 
-  return jax.jit(fn, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))),
-                 out_shardings=NamedSharding(mesh, P("data")))
+  jitted = jax.jit(fn, out_shardings=rows)
+
+  def call(variables, video):
+    return jitted(variables, jax.device_put(video, rows))
+
+  call.mesh = mesh
+  return call
 
 
 def shuffle_frames(video: np.ndarray, seed: int) -> np.ndarray:
@@ -75,9 +85,9 @@ def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
 
 def embed_batches(config, variables, batches, *, mesh=None, shuffle_seed: int | None = None, embed_fn=None):
   """Yields host dicts {pooled, embedding[, logits], label, motion_label, video_id} of the real (unmasked) rows."""
-  mesh = mesh or data_mesh()
+  mesh = embed_fn.mesh if embed_fn is not None else (mesh or mesh_lib.inference_mesh(config))
   embed_fn = embed_fn or make_embed_fn(config, mesh)
-  variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  variables = place_variables(config, variables, mesh)
   n_dev = mesh.size
   for i, batch in enumerate(batches):
     video = np.asarray(batch["video"])

@@ -2,6 +2,10 @@
 supervised cross-entropy for config.eval.finetune_epochs epochs of the train split (one augmented
 view per clip, the training input pipeline), then scored on the test split (clip-averaged
 log-probabilities).
+
+It runs on pretraining's machinery: the config's mesh and sharding rules, the same jitted and
+donated step (`training.step.jit_train_step`) with the `supervised` objective and its own
+optimizer, fed by `training.feed.DeviceFeed`.
 """
 
 from __future__ import annotations
@@ -10,24 +14,31 @@ import copy
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from sora_jax.data import pipeline
 from sora_jax.evaluation import embed
 from sora_jax.models import encoder, init_variables
-from sora_jax.objectives.supervised import supervised
-from sora_jax.parallel import inflight
+from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.parallel.inflight import wait_each_launch
+from sora_jax.training.feed import DeviceFeed
+from sora_jax.training.state import TrainState
+from sora_jax.training.step import jit_train_step
 
 
 def classifier_config(config, num_classes: int):
-  """The run's config with a classifier head of num_classes and one view per example."""
+  """The run's config with a classifier head of num_classes, one view per example and the
+  supervised objective."""
   cfg = copy.deepcopy(config)
   cfg.model.num_classes = int(num_classes)
   cfg.data.num_views = 1
+  cfg.objective.name = "supervised"
+  cfg.objective.learn_temperature = False
+  cfg.train.grad_accum_steps = 1
   return cfg
 
 
@@ -43,8 +54,8 @@ def optimizer(params, steps: int, learning_rate: float, head_learning_rate: floa
   """AdamW with a cosine schedule; the new classifier head gets its own (larger) rate: at the
   encoder's rate it barely moves in an epoch or two, and its random logits push the pretrained
   features around instead (1 epoch on moving_shapes: 63.5% at one rate, 67.8% with the head at 10x)."""
-  def labels(tree):
-    return traverse_util.path_aware_map(lambda path, _: "head" if path[0] == "classifier" else "encoder", tree)
+  def labels(tree):  # params = {'encoder': {..., 'classifier': ...}, 'objective': {}}
+    return traverse_util.path_aware_map(lambda path, _: "head" if path[1:2] == ("classifier",) else "encoder", tree)
 
   def adamw(lr):
     return optax.adamw(optax.cosine_decay_schedule(lr, steps), weight_decay=1e-4)
@@ -60,52 +71,44 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
   defaults to 10x learning_rate."""
   seed = config.seed if seed is None else seed
   cfg = classifier_config(config, info["num_classes"])
-  mesh = embed.data_mesh()
+  devices = mesh_lib.make_mesh(config).size  # the run's mesh (checks it fits the devices)
+  cfg.train.batch_size = max(devices, cfg.train.batch_size // devices * devices)
+  mesh = mesh_lib.make_mesh(cfg)
   fresh = init_variables(cfg, jax.random.PRNGKey(seed + 1))
-  params = merge_params(jax.device_get(fresh["params"]), jax.device_get(variables["params"]))
+  params = {"encoder": merge_params(jax.device_get(fresh["params"]), jax.device_get(variables["params"])),
+            "objective": {}}
   others = {k: v for k, v in variables.items() if k != "params"}
   n_train = int(info["splits"].get(cfg.data.train_split, 0))
-  batch_size = max(mesh.size, cfg.train.batch_size // mesh.size * mesh.size)
-  steps = max(1, math.ceil(epochs * n_train / batch_size))
+  steps = max(1, math.ceil(epochs * n_train / cfg.train.batch_size))
   head_learning_rate = 10 * learning_rate if head_learning_rate is None else head_learning_rate
   tx = optimizer(params, steps, learning_rate, head_learning_rate)
-  cfg.train.batch_size = batch_size
-  params, train_acc = _tune(cfg, mesh, tx, params, others, steps, progress)
-  tuned = {"params": params, **others}
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=others, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(seed + 2))
+  state, train_acc = _tune(cfg, mesh, tx, state, steps, progress)
+  tuned = jax.device_get(state.inference_variables())
   res = {"accuracy": _test_accuracy(cfg, tuned, mesh), "train_accuracy": train_acc, "steps": steps,
          "epochs": epochs, "learning_rate": learning_rate, "head_learning_rate": head_learning_rate}
-  return {**res, "variables": jax.device_get(tuned)} if return_variables else res
+  return {**res, "variables": tuned} if return_variables else res
 
 
-def _tune(cfg, mesh, tx, params, others, steps: int, progress: bool):
-  """`steps` of cross-entropy on the train split -> (tuned params, accuracy over the last 10 steps)."""
-  model = encoder(cfg)
-  rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-
-  def loss_fn(p, video, label):
-    out = model.apply({"params": p, **others}, video, train=False)
-    return supervised(out["logits"], label)
-
-  @jax.jit
-  def step(p, opt, video, label):
-    (loss, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(p, video, label)
-    updates, opt = tx.update(g, opt, p)
-    return optax.apply_updates(p, updates), opt, loss, metrics["supervised_accuracy"]
-
-  data = pipeline.TrainInput(cfg)
-  params = jax.device_put(params, rep)
-  opt = jax.device_put(tx.init(params), rep)
+def _tune(cfg, mesh, tx, state, steps: int, progress: bool):
+  """`steps` of cross-entropy on the train split -> (tuned state, accuracy over the last 10 steps)."""
+  step_fn, shardings = jit_train_step(cfg, encoder(cfg), tx, jax.eval_shape(lambda: state), mesh)
+  state = jax.device_put(state, shardings)
+  data = pipeline.TrainInput(cfg, process_index=jax.process_index(), process_count=jax.process_count())
+  feed = DeviceFeed(data, mesh, cfg.data.device_prefetch, 0, steps)
+  wait = wait_each_launch(mesh)
   accs = []
-  wait = inflight.wait_each_launch(mesh)
-  for _ in tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False):
-    batch = next(data)
-    video = jax.device_put(np.asarray(batch["video"])[:, 0], shard)
-    label = jax.device_put(np.asarray(batch["label"], np.int32), shard)
-    params, opt, loss, acc = step(params, opt, video, label)
-    if wait:
-      jax.block_until_ready(params)
-    accs.append(acc)
-  return params, float(np.mean(jax.device_get(accs[-10:])))
+  try:
+    for _ in tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False):
+      state, metrics = step_fn(state, feed.next())
+      if wait:
+        jax.block_until_ready(state)
+      accs.append(metrics["supervised_accuracy"])
+  finally:
+    feed.close()
+    data.close()
+  return state, float(np.mean(jax.device_get(accs[-10:])))
 
 
 def _test_accuracy(cfg, variables, mesh) -> float:

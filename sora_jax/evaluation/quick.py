@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 
 from sora_jax.data import pipeline
 from sora_jax.evaluation import embed, probes
+from sora_jax.parallel import mesh as mesh_lib
 
 log = logging.getLogger("sora_jax.eval")
 
@@ -54,7 +55,7 @@ def make_quick_eval(config, num_examples: int | None = None):
     if not cache:
       cache["bank"] = _take(config, config.data.train_split, n)
       cache["queries"] = _take(config, config.data.eval_split, n)
-      cache["mesh"] = embed.data_mesh(jax.local_devices())
+      cache["mesh"] = mesh_lib.inference_mesh(config, jax.local_devices())
       cache["fn"] = embed.make_embed_fn(config, cache["mesh"])
     bank, queries = cache["bank"], cache["queries"]
     if jax.process_count() > 1:  # every process scores the same clips on its own devices

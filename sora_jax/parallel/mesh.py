@@ -65,6 +65,17 @@ def make_mesh(config, devices=None) -> Mesh:
   return Mesh(grid, AXES)
 
 
+def inference_mesh(config, devices=None) -> Mesh:
+  """The mesh that embeds (evaluation, fine-tuning's test, embed, search, predict): the axes of
+  training, `config.mesh.fsdp` where it divides the devices (else 1, e.g. a run trained on 8
+  devices embedding on 1) and 'data' over the rest. No batch check: embedding batches are padded
+  to the mesh size."""
+  devices = list(jax.devices() if devices is None else devices)
+  fsdp = int(config.mesh.fsdp)
+  fsdp = fsdp if fsdp >= 1 and len(devices) % fsdp == 0 else 1
+  return Mesh(np.array(devices).reshape(len(devices) // fsdp, fsdp), AXES)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis over ('data', 'fsdp'); other axes whole."""
   return NamedSharding(mesh, P(BATCH_AXES))

@@ -22,12 +22,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sora_jax.errors import DataError
 from sora_jax.parallel import inflight
+from sora_jax.parallel.mesh import AXES
 from sora_jax.parallel.prefetch import prefetch
 
 
 def default_mesh():
-  """A 1-D mesh over all local devices (the rows of each block are split over them)."""
-  return jax.sharding.Mesh(np.asarray(jax.local_devices()), ("index",))
+  """The training mesh's axes over all local devices (the rows of each block are split over them)."""
+  return jax.sharding.Mesh(np.asarray(jax.local_devices()).reshape(-1, 1), AXES)
 
 
 def blocks(shards: Sequence[np.ndarray], block_size: int) -> Iterator[tuple[int, np.ndarray]]:
