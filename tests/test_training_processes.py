@@ -160,3 +160,102 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(s
   assert int(state.step) == 4 and _metrics(tmp_path / "run") == _metrics(workdir)
   for a, b in zip(params, _leaves(state)):
     np.testing.assert_array_equal(a, b)
+
+
+_EVAL_WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from sora_jax.parallel import distributed
+    address, process_id, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    assert distributed.initialize(address, 2, process_id)
+    import jax
+    from sora_jax.evaluation.run import evaluate
+    rep = evaluate(workdir, progress=False, baselines=[], overrides=json.loads(sys.argv[4]))
+    print("MODELS", json.dumps(rep["models"], sort_keys=True, default=float))
+""")
+EVAL_OVERRIDES = ["eval.finetune_epochs=1", "eval.probe_steps=50", "eval.projection=pca"]
+
+
+def test_two_processes_evaluate_as_one_each_embedding_its_share(straight, tmp_path):
+  """`evaluate` in 2 processes x 4 devices: each embeds its share of every batch, the rows are
+  gathered in order, fine-tuning runs on the 8-device mesh; the figures and the stored embeddings
+  are those of 1 process x 8 devices, and only process 0 writes."""
+  from sora_jax.evaluation.embed import load
+  from sora_jax.evaluation.run import evaluate
+  workdir, _, _ = straight
+  one, two = tmp_path / "one", tmp_path / "two"
+  shutil.copytree(workdir, one)
+  shutil.copytree(workdir, two)
+  (tmp_path / "worker.py").write_text(_EVAL_WORKER)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i), str(two),
+                             json.dumps(EVAL_OVERRIDES)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  figures = [json.loads(next(line for line in out.splitlines() if line.startswith("MODELS "))[7:]) for out in outs]
+  assert figures[0] == figures[1]  # every process holds every row, so the same figures
+  single = evaluate(one, progress=False, baselines=[], overrides=EVAL_OVERRIDES)["models"]
+  a, b = json.loads(json.dumps(single["ssl"], default=float)), figures[0]["ssl"]
+  assert abs(a["finetune"].pop("train_accuracy") - b["finetune"].pop("train_accuracy")) < 1e-6
+  assert a == b  # probes, kNN, retrieval, motion, shuffled (seeded per video), fine-tuning
+  for split in ("test", "train"):
+    x, y = load(one / "eval" / "embeddings" / "ssl" / split), load(two / "eval" / "embeddings" / "ssl" / split)
+    np.testing.assert_array_equal(x["video_id"], y["video_id"])  # gathered in the split's order
+    np.testing.assert_allclose(x["embedding"], y["embedding"], atol=1e-5)
+  assert (two / "eval" / "report.json").exists() and len(list((two / "eval").glob("report*.json"))) == 1
+
+
+_EMBED_WORKER = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from sora_jax.parallel import distributed
+    address, process_id, workdir, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    assert distributed.initialize(address, 2, process_id)
+    from sora_jax.apps.embed import embed_videos
+    from sora_jax.errors import DataError
+    rep = embed_videos(workdir, "dataset:", out, batch_size=8, progress=False)
+    print("ADDED", rep.added, "COUNT", rep.index.count)
+    try:
+      embed_videos(workdir, os.path.dirname(out), out, progress=False)
+    except DataError as e:
+      print("FILES", e)
+""")
+
+
+def test_two_processes_embed_a_dataset_into_one_index_in_order(straight, tmp_path):
+  """`embed --videos dataset:` in 2 processes x 4 devices: each embeds its share of every batch,
+  process 0 appends the gathered rows: the index equals the one a single process writes."""
+  from sora_jax.apps.embed import embed_videos
+  from sora_jax.apps.index import Index
+  workdir, _, _ = straight
+  (tmp_path / "worker.py").write_text(_EMBED_WORKER)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i), str(workdir),
+                             str(tmp_path / "two")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+    assert "ADDED 64 COUNT 64" in out and "runs in one process" in out, out[-2000:]
+  one = embed_videos(workdir, "dataset:", tmp_path / "one", batch_size=8, progress=False).index
+  two = Index.load(tmp_path / "two")
+  assert two.paths == one.paths and two.count == 64  # the split's order, each video once
+  np.testing.assert_allclose(two.embeddings(), one.embeddings(), atol=1e-5)

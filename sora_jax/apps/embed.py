@@ -23,6 +23,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from sora_jax import storage
@@ -32,6 +33,7 @@ from sora_jax.data import pipeline
 from sora_jax.data.video_io import VIDEO_EXTENSIONS, clips_from_frames, decode_video
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.evaluation import embed as eval_embed
+from sora_jax.parallel import distributed
 from sora_jax.training.checkpoint import checkpoint_dir, load_for_inference
 
 DATASET_PREFIX = "dataset:"
@@ -230,6 +232,9 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   if isinstance(videos, str) and videos.startswith(DATASET_PREFIX):
     return embed_dataset(embedder, videos[len(DATASET_PREFIX):], out, split=split, batch_size=batch_size,
                          dtype=dtype, progress=progress)
+  if jax.process_count() > 1:
+    raise DataError(f"embedding files ({videos!r}) runs in one process; with {jax.process_count()} processes "
+                    "embed a prepared dataset: --videos dataset:tfrecord:PATH")
   records = list_videos(videos)
   index = Index.open_or_create(out, dim=int(embedder.config.model.embed_dim), dtype=dtype, step=embedder.step,
                                config_hash=embedder.config_hash, workdir=embedder.workdir,
@@ -284,7 +289,9 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
   data stage knows (built-in, tfrecord:, tfds:) into the index at `out`.
 
   Clips come from `data.pipeline.eval_batches` (as evaluation sees them); each row is keyed by
-  `dataset:NAME:SPLIT/<video_id>` so a second run skips what is already in the index.
+  `dataset:NAME:SPLIT/<video_id>` so a second run skips what is already in the index. With several
+  processes, each embeds its share of every batch on its own devices, the rows are gathered in the
+  split's order and process 0 appends them.
   """
   config = embedder.config.copy_and_resolve_references()
   if name:
@@ -292,33 +299,49 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
   split = split or config.data.eval_split
   info = pipeline.dataset_info(config)
   names = list(info.get("class_names") or [])
-  index = Index.open_or_create(out, dim=int(config.model.embed_dim), dtype=dtype, step=embedder.step,
-                               config_hash=embedder.config_hash, workdir=embedder.workdir, label_names=names or None,
-                               extra={"num_clips": embedder.num_clips})
+  lead, gather = jax.process_index() == 0, jax.process_count() > 1
+  if lead:
+    index = Index.open_or_create(out, dim=int(config.model.embed_dim), dtype=dtype, step=embedder.step,
+                                 config_hash=embedder.config_hash, workdir=embedder.workdir,
+                                 label_names=names or None, extra={"num_clips": embedder.num_clips})
+  if gather:
+    distributed.barrier("sora_jax_embed_index_open")
+  index = index if lead else Index.load(out)
   _check_same_model(index, embedder, out)
   prefix = f"dataset:{config.data.name}:{split}/"
   total = (info.get("splits") or {}).get(split)
   added = skipped = 0
-  bar = tqdm(total=total, unit="video", desc=f"embed {config.data.name}:{split}", disable=not progress, file=sys.stderr)
-  for batch in pipeline.eval_batches(config, split, batch_size=batch_size, num_clips=embedder.num_clips):
+  bar = tqdm(total=total, unit="video", desc=f"embed {config.data.name}:{split}", disable=not (progress and lead),
+             file=sys.stderr)
+  dim = int(config.model.embed_dim)
+  for batch in pipeline.eval_batches(config, split, batch_size=batch_size, num_clips=embedder.num_clips,
+                                     process_index=jax.process_index(), process_count=jax.process_count()):
     mask = np.asarray(batch["mask"], bool)
     ids = np.asarray(batch["video_id"], np.int64)
     new = np.array([m and not index.has_path(f"{prefix}{i}") for m, i in zip(mask, ids)], bool)
+    emb = np.zeros((len(ids), dim), np.float32)
+    if new.any():
+      emb[new] = embedder.embed_clips(np.asarray(batch["video"])[new])["embedding"]
+    labels = np.asarray(batch["label"], np.int64)
+    if gather:  # every process takes part in every gather, with or without new rows
+      mask, ids, new, emb, labels = multihost_utils.process_allgather((mask, ids, new, emb, labels), tiled=True)
     skipped += int(mask.sum() - new.sum())
     bar.update(int(mask.sum()))
     if not new.any():
       continue
-    outs = embedder.embed_clips(np.asarray(batch["video"])[new])
-    labels = np.asarray(batch["label"])[new]
     records = []
-    for vid, label in zip(ids[new], labels):
+    for vid, label in zip(ids[new], labels[new]):
       rec = {"id": int(vid), "path": f"{prefix}{vid}", "label": int(label)}
       if 0 <= label < len(names):
         rec["label_name"] = str(names[label])
       records.append(rec)
-    index.append(outs["embedding"], records)
+    if lead:
+      index.append(emb[new], records)
     added += len(records)
   bar.close()
+  if gather:
+    distributed.barrier("sora_jax_embed_index_done")
+    index = index if lead else Index.load(out)
   return EmbedReport(index=index, added=added, skipped=skipped, failed=[])
 
 

@@ -183,8 +183,9 @@ def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num
   """Finite iterator over every example of `split` exactly once (across processes).
 
   Yields dict: video uint8 [b, C, T, S, S, 3] (C = num_clips * num_crops, clip-major), label int32 [b],
-  motion_label int32 [b], video_id int64 [b], mask bool [b] (False = padding). Process p reads the
-  contiguous block p of the split; all processes yield ceil(ceil(N / P) / b) batches.
+  motion_label int32 [b], video_id int64 [b], mask bool [b] (False = padding). Batch j of process p
+  holds rows j*P*b + p*b .. + b of the split: all P processes yield ceil(N / (P*b)) batches, and
+  batch j of every process, in process order, is rows j*P*b .. (j+1)*P*b (gathered in order).
   """
   _check_processes(process_index, process_count)
   if batch_size < 1:
@@ -196,10 +197,10 @@ def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num
   c = config.data
   sp = sources.open_source(config).split(split)
   n = sp.num_examples
-  per_host = -(-n // process_count)
-  num_batches = -(-per_host // batch_size)
-  pos = process_index * per_host + np.arange(num_batches * batch_size)
-  mask = pos < min(n, (process_index + 1) * per_host)
+  num_batches = -(-n // (process_count * batch_size))
+  j, r = np.divmod(np.arange(num_batches * batch_size), batch_size)
+  pos = (j * process_count + process_index) * batch_size + r
+  mask = pos < n
   index = np.where(mask, pos, 0).astype(np.int64)
 
   def element(i, m):

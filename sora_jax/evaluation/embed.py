@@ -1,9 +1,10 @@
 """Embeddings of a whole split from an encoder's variables, streamed to disk in .npz shards.
 
 Each example's clips (num_clips x num_crops views from `pipeline.eval_batches`) are embedded,
-L2-normalised one by one and averaged: one vector per video. The batch axis is sharded over all
-devices (a 1-D 'data' mesh, parameters replicated), and results go to disk every `chunk`
-examples, so that a split larger than memory can be embedded. Stored per example: `pooled`
+L2-normalised one by one and averaged: one vector per video. The batch axis is sharded over this
+process's devices (training's mesh axes, parameters placed by its rules); with several processes
+each embeds its share of every batch and the rows are gathered in order. Process 0 writes them
+to disk every `chunk` examples. Stored per example: `pooled`
 `[D']` (the temporal model's output), `embedding` `[E]` (the projection head's), `label`,
 `motion_label`, `video_id`; `logits` `[C]` when the model has a classifier.
 """
@@ -17,6 +18,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from sora_jax import storage
@@ -70,10 +72,15 @@ def make_embed_fn(config, mesh=None):
   return call
 
 
-def shuffle_frames(video: np.ndarray, seed: int) -> np.ndarray:
-  """Permutes the time axis of each clip independently: `[B, C, T, H, W, 3]`, seeded."""
-  rng = np.random.default_rng(seed)
-  perm = np.argsort(rng.random(video.shape[:3]), axis=2)
+def shuffle_frames(video: np.ndarray, seed: int, keys=None) -> np.ndarray:
+  """Permutes the time axis of each clip independently: `[B, C, T, H, W, 3]`, seeded. With `keys`
+  (an int per row, e.g. video ids), row r's permutation depends on (seed, keys[r]) only, so it
+  does not depend on how the rows were batched or split between processes."""
+  if keys is None:
+    noise = np.random.default_rng(seed).random(video.shape[:3])
+  else:
+    noise = np.stack([np.random.default_rng([seed, int(k) % 2 ** 63]).random(video.shape[1:3]) for k in keys])
+  perm = np.argsort(noise, axis=2)
   return np.take_along_axis(video, perm[..., None, None, None], axis=2)
 
 
@@ -84,28 +91,33 @@ def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def embed_batches(config, variables, batches, *, mesh=None, shuffle_seed: int | None = None, embed_fn=None):
-  """Yields host dicts {pooled, embedding[, logits], label, motion_label, video_id} of the real (unmasked) rows."""
+  """Yields host dicts {pooled, embedding[, logits], label, motion_label, video_id} of the real (unmasked) rows.
+
+  Each process embeds its own batches on its own devices. With several processes (batches from
+  `pipeline.eval_batches(..., process_index, process_count)`), every batch is gathered from all of
+  them in process order, so each process yields every row of the split, in the split's order."""
   mesh = embed_fn.mesh if embed_fn is not None else (mesh or mesh_lib.inference_mesh(config))
   embed_fn = embed_fn or make_embed_fn(config, mesh)
   variables = place_variables(config, variables, mesh)
-  n_dev = mesh.size
-  for i, batch in enumerate(batches):
+  n_dev, gather = mesh.size, jax.process_count() > 1
+  for batch in batches:
     video = np.asarray(batch["video"])
     if video.ndim == 5:  # one clip per example
       video = video[:, None]
-    mask = np.asarray(batch.get("mask", np.ones(len(video), bool)), bool)
-    if not mask.any():
-      continue
-    if shuffle_seed is not None:
-      video = shuffle_frames(video, shuffle_seed * 1_000_003 + i)
     b = len(video)
-    padded = -(-b // n_dev) * n_dev
-    out = jax.device_get(embed_fn(variables, _pad_to(video, padded)))
-    row = {k: np.asarray(v)[:b][mask] for k, v in out.items()}
-    for key in ("label", "motion_label", "video_id"):
-      default = np.full(b, -1, np.int64)
-      row[key] = np.asarray(batch.get(key, default))[mask]
-    yield row
+    mask = np.asarray(batch.get("mask", np.ones(b, bool)), bool)
+    if not mask.any() and not gather:  # (with several processes every batch takes part in the gather)
+      continue
+    row = {key: np.asarray(batch.get(key, np.full(b, -1, np.int64))) for key in ("label", "motion_label", "video_id")}
+    if shuffle_seed is not None:
+      video = shuffle_frames(video, shuffle_seed, keys=row["video_id"])
+    out = jax.device_get(embed_fn(variables, _pad_to(video, -(-b // n_dev) * n_dev)))
+    row.update({k: np.asarray(v)[:b] for k, v in out.items()})
+    if gather:
+      row, mask = multihost_utils.process_allgather((row, mask), tiled=True)
+      if not mask.any():
+        continue
+    yield {k: np.asarray(v)[mask] for k, v in row.items()}
 
 
 class ShardWriter:
@@ -167,26 +179,34 @@ def extract(config, variables, split: str, out_dir, *, fingerprint: dict | None 
   meta = {"split": split, "fingerprint": fingerprint, "shuffle_seed": shuffle_seed, "max_examples": max_examples,
           "num_clips": config.eval.num_clips, "num_crops": config.eval.num_crops}
   old = read_meta(out_dir)
-  if fingerprint is not None and old and old.get("complete") and all(old.get(k) == v for k, v in meta.items()):
+  reuse = fingerprint is not None and old and old.get("complete") and all(old.get(k) == v for k, v in meta.items())
+  lead = jax.process_index() == 0  # with several processes: all embed, process 0 writes
+  if jax.process_count() > 1:  # (every process must take the same branch: the gathers pair up)
+    reuse = bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(reuse))))
+  if reuse:
     return load(out_dir)
   batches = pipeline.eval_batches(config, split, batch_size=config.eval.batch_size, num_clips=config.eval.num_clips,
-                                  num_crops=config.eval.num_crops)
-  writer = ShardWriter(out_dir, chunk)
-  bar = _bar(progress, split, max_examples or _split_size(config, split))
+                                  num_crops=config.eval.num_crops, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  writer = ShardWriter(out_dir, chunk) if lead else None
+  kept = []
+  bar = _bar(progress and lead, split, max_examples or _split_size(config, split))
   done = 0
   for rows in embed_batches(config, variables, batches, mesh=mesh, shuffle_seed=shuffle_seed, embed_fn=embed_fn):
     if max_examples:
       rows = {k: v[: max_examples - done] for k, v in rows.items()}
-    writer.add(rows)
+    writer.add(rows) if lead else kept.append(rows)
     done += len(rows["video_id"])
     bar.update(len(rows["video_id"]))
     if max_examples and done >= max_examples:
       break
   bar.close()
-  writer.close(meta)
   if done == 0:
     raise DataError(f"split {split!r} of dataset {config.data.name!r} has no examples; "
                     "check config.data.name/data_dir and the split name")
+  if not lead:
+    return {k: np.concatenate([r[k] for r in kept]) for k in kept[0]}
+  writer.close(meta)
   return load(out_dir)
 
 

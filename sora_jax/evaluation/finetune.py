@@ -85,8 +85,9 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=others, opt_state=tx.init(params),
                      rng=jax.random.PRNGKey(seed + 2))
   state, train_acc = _tune(cfg, mesh, tx, state, steps, progress)
-  tuned = jax.device_get(state.inference_variables())
-  res = {"accuracy": _test_accuracy(cfg, tuned, mesh), "train_accuracy": train_acc, "steps": steps,
+  # Replicated, so every process can read them (several processes: the arrays span hosts).
+  tuned = jax.device_get(jax.jit(lambda t: t, out_shardings=mesh_lib.replicated(mesh))(state.inference_variables()))
+  res = {"accuracy": _test_accuracy(cfg, tuned), "train_accuracy": train_acc, "steps": steps,
          "epochs": epochs, "learning_rate": learning_rate, "head_learning_rate": head_learning_rate}
   return {**res, "variables": tuned} if return_variables else res
 
@@ -111,12 +112,14 @@ def _tune(cfg, mesh, tx, state, steps: int, progress: bool):
   return state, float(np.mean(jax.device_get(accs[-10:])))
 
 
-def _test_accuracy(cfg, variables, mesh) -> float:
-  """Accuracy of the classifier head on the eval split (clip-averaged log-probabilities)."""
+def _test_accuracy(cfg, variables) -> float:
+  """Accuracy of the classifier head on the eval split (clip-averaged log-probabilities); each
+  process embeds its share, the rows are gathered."""
   correct = total = 0
   batches = pipeline.eval_batches(cfg, cfg.data.eval_split, batch_size=cfg.eval.batch_size,
-                                  num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops)
-  for rows in embed.embed_batches(cfg, variables, batches, mesh=mesh):
+                                  num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops,
+                                  process_index=jax.process_index(), process_count=jax.process_count())
+  for rows in embed.embed_batches(cfg, variables, batches):
     known = rows["label"] >= 0
     correct += int((rows["logits"].argmax(-1)[known] == rows["label"][known]).sum())
     total += int(known.sum())

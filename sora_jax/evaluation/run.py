@@ -95,8 +95,10 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
       "models": results,
       "devices": jax.device_count(),
   }
-  rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)
-  rep["paths"] = report.write_report(workdir / "eval", rep)
+  rep["plots"], rep["paths"] = {}, {}
+  if jax.process_index() == 0:  # every process holds the same figures; one writes them
+    rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)
+    rep["paths"] = report.write_report(workdir / "eval", rep)
   return rep
 
 

@@ -66,11 +66,12 @@ def make_mesh(config, devices=None) -> Mesh:
 
 
 def inference_mesh(config, devices=None) -> Mesh:
-  """The mesh that embeds (evaluation, fine-tuning's test, embed, search, predict): the axes of
-  training, `config.mesh.fsdp` where it divides the devices (else 1, e.g. a run trained on 8
-  devices embedding on 1) and 'data' over the rest. No batch check: embedding batches are padded
-  to the mesh size."""
-  devices = list(jax.devices() if devices is None else devices)
+  """The mesh that embeds (evaluation, fine-tuning's test, embed, search, predict) on this
+  process's devices (default: its local devices; with several processes each embeds its share and
+  the rows are gathered): the axes of training, `config.mesh.fsdp` where it divides the devices
+  (else 1, e.g. a run trained on 8 devices embedding on 1) and 'data' over the rest. No batch
+  check: embedding batches are padded to the mesh size."""
+  devices = list(jax.local_devices() if devices is None else devices)
   fsdp = int(config.mesh.fsdp)
   fsdp = fsdp if fsdp >= 1 and len(devices) % fsdp == 0 else 1
   return Mesh(np.array(devices).reshape(len(devices) // fsdp, fsdp), AXES)
