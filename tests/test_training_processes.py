@@ -20,14 +20,18 @@ from test_training import _leaves, _metrics, _run, compile_cache, shared_data_di
 from sora_jax.config import to_dict
 from sora_jax.training import checkpoint as ckpt
 
-_WORKER = textwrap.dedent("""
+# Every worker starts so: 4 CPU devices, joined as process argv[2] of 2 at argv[1]; its own arguments follow.
+_PREAMBLE = textwrap.dedent("""
     import json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     os.environ["JAX_PLATFORMS"] = "cpu"
     from sora_jax.parallel import distributed
-    address, process_id, config_path, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    stop = int(sys.argv[5]) if len(sys.argv) > 5 else None
-    assert distributed.initialize(address, 2, process_id)
+    assert distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+    args = sys.argv[3:]
+""")
+_WORKER = _PREAMBLE + textwrap.dedent("""
+    config_path, workdir = args[0], args[1]
+    stop = int(args[2]) if len(args) > 2 else None
     import jax
     from sora_jax.training import checkpoint as ckpt
     from sora_jax.training.loop import train
@@ -37,26 +41,31 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _two_processes(tmp_path, data_dir, *extra) -> list[str]:
-  """Runs the worker as 2 local jax.distributed processes x 4 CPU devices; -> their outputs."""
-  (tmp_path / "config.json").write_text(json.dumps(to_dict(tiny_config(data_dir))))
-  (tmp_path / "worker.py").write_text(_WORKER)
+def _spawn_two(tmp_path, worker: str, *args, timeout: int = 300) -> list[str]:
+  """Runs `worker` (source) as 2 local jax.distributed processes x 4 CPU devices, each given
+  (coordinator address, process id, *args); -> their outputs, after both exited 0."""
+  (tmp_path / "worker.py").write_text(worker)
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     address = f"127.0.0.1:{s.getsockname()[1]}"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i),
-                             str(tmp_path / "config.json"), str(tmp_path / "two"), *extra],
+  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
            for i in range(2)]
   try:
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
   finally:
     for p in procs:
       p.kill()
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
   return outs
+
+
+def _two_processes(tmp_path, data_dir, *extra) -> list[str]:
+  """Trains the tiny config in 2 processes x 4 CPU devices into tmp_path/two; -> their outputs."""
+  (tmp_path / "config.json").write_text(json.dumps(to_dict(tiny_config(data_dir))))
+  return _spawn_two(tmp_path, _WORKER, tmp_path / "config.json", tmp_path / "two", *extra)
 
 
 def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
@@ -162,16 +171,9 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(s
     np.testing.assert_array_equal(a, b)
 
 
-_EVAL_WORKER = textwrap.dedent("""
-    import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    from sora_jax.parallel import distributed
-    address, process_id, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    assert distributed.initialize(address, 2, process_id)
-    import jax
+_EVAL_WORKER = _PREAMBLE + textwrap.dedent("""
     from sora_jax.evaluation.run import evaluate
-    rep = evaluate(workdir, progress=False, baselines=[], overrides=json.loads(sys.argv[4]))
+    rep = evaluate(args[0], progress=False, baselines=[], overrides=json.loads(args[1]))
     print("MODELS", json.dumps(rep["models"], sort_keys=True, default=float))
 """)
 EVAL_OVERRIDES = ["eval.finetune_epochs=1", "eval.probe_steps=50", "eval.projection=pca"]
@@ -187,21 +189,7 @@ def test_two_processes_evaluate_as_one_each_embedding_its_share(straight, tmp_pa
   one, two = tmp_path / "one", tmp_path / "two"
   shutil.copytree(workdir, one)
   shutil.copytree(workdir, two)
-  (tmp_path / "worker.py").write_text(_EVAL_WORKER)
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    address = f"127.0.0.1:{s.getsockname()[1]}"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i), str(two),
-                             json.dumps(EVAL_OVERRIDES)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env) for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=400)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  outs = _spawn_two(tmp_path, _EVAL_WORKER, two, json.dumps(EVAL_OVERRIDES), timeout=400)
   figures = [json.loads(next(line for line in out.splitlines() if line.startswith("MODELS "))[7:]) for out in outs]
   assert figures[0] == figures[1]  # every process holds every row, so the same figures
   single = evaluate(one, progress=False, baselines=[], overrides=EVAL_OVERRIDES)["models"]
@@ -215,13 +203,8 @@ def test_two_processes_evaluate_as_one_each_embedding_its_share(straight, tmp_pa
   assert (two / "eval" / "report.json").exists() and len(list((two / "eval").glob("report*.json"))) == 1
 
 
-_EMBED_WORKER = textwrap.dedent("""
-    import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    from sora_jax.parallel import distributed
-    address, process_id, workdir, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    assert distributed.initialize(address, 2, process_id)
+_EMBED_WORKER = _PREAMBLE + textwrap.dedent("""
+    workdir, out = args
     from sora_jax.apps.embed import embed_videos
     from sora_jax.errors import DataError
     rep = embed_videos(workdir, "dataset:", out, batch_size=8, progress=False)
@@ -239,21 +222,7 @@ def test_two_processes_embed_a_dataset_into_one_index_in_order(straight, tmp_pat
   from sora_jax.apps.embed import embed_videos
   from sora_jax.apps.index import Index
   workdir, _, _ = straight
-  (tmp_path / "worker.py").write_text(_EMBED_WORKER)
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    address = f"127.0.0.1:{s.getsockname()[1]}"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), address, str(i), str(workdir),
-                             str(tmp_path / "two")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env) for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  for out in _spawn_two(tmp_path, _EMBED_WORKER, workdir, tmp_path / "two"):
     assert "ADDED 64 COUNT 64" in out and "runs in one process" in out, out[-2000:]
   one = embed_videos(workdir, "dataset:", tmp_path / "one", batch_size=8, progress=False).index
   two = Index.load(tmp_path / "two")
