@@ -65,6 +65,18 @@ def test_eval_report_from_other_mesh(trained, capsys):
   assert ssl["knn"] == pytest.approx(np.mean(votes.argmax(1) == emb["test"]["label"]))
   for k in (1, 5):
     assert ssl[f"R@{k}"] == pytest.approx(np.mean((bank_y[order[:, :k]] == emb["test"]["label"][:, None]).any(1)))
+  # The linear figure, written out: the chosen (lr, wd) scored on validation when fitted on train,
+  # then refitted on train + validation and scored on test, on the run's feature.
+  from sora_jax.evaluation import probes
+  feat, proto, e = config.eval.feature, ssl["linear_protocol"], config.eval
+  fit = lambda parts: probes.fit_linear(np.concatenate([emb[p][feat] for p in parts]),
+                                        np.concatenate([emb[p]["label"] for p in parts]), int(bank_y.max()) + 1,
+                                        [proto["learning_rate"]], [proto["weight_decay"]], steps=e.probe_steps)
+  accuracy = lambda wb, split: np.mean(probes.linear_predict(wb[0][0], wb[1][0], emb[split][feat]) == emb[split]["label"])
+  assert proto["val_accuracy"] == pytest.approx(accuracy(fit(["train"]), "validation"))
+  assert ssl["linear"] == pytest.approx(accuracy(fit(["train", "validation"]), "test"))
+  assert (proto["learning_rate"], proto["weight_decay"]) in [(lr, wd) for lr in e.probe_learning_rates
+                                                             for wd in e.probe_weight_decays]
   for name in ("report.md", "projection.png", "retrieval_gallery.png", "training_curves.png"):
     assert (out / name).stat().st_size > 0
   table = capsys.readouterr().out
