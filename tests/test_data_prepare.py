@@ -82,6 +82,19 @@ def test_second_run_resumes(prepared):
                     test_fraction=0.0, progress=False)
 
 
+def test_record_lengths_in_dataset_info_index_the_shards_as_a_scan_does(prepared):
+  """A bucket's shards are indexed from dataset_info.json (no scan); the index must be the scan's."""
+  from sora_jax.data.sources import INFO_FILE, RecordIndex
+  _, out, _ = prepared
+  split = json.loads((out / INFO_FILE).read_text())["splits"]["train"]
+  paths = [out / s for s in split["shards"]]
+  known, scanned = RecordIndex(paths, split["record_lengths"]), RecordIndex(paths)
+  assert len(known) == split["num_examples"] == 3
+  for a, b in ((known.offsets, scanned.offsets), (known.lengths, scanned.lengths), (known.files, scanned.files)):
+    np.testing.assert_array_equal(a, b)
+  assert [known.read(i) for i in range(len(known))] == [scanned.read(i) for i in range(len(scanned))]
+
+
 def test_frames_through_the_pipeline_match_pyav(prepared):
   """Eval clips read from the shards == clips cut from a direct PyAV decode, up to JPEG error."""
   from sora_jax.data import pipeline, prepare, video_io
