@@ -67,7 +67,9 @@ def filesystem(url: str):
       try:
         _FS[proto] = fsspec.filesystem(proto)
       except ImportError as e:
-        pkg = _PACKAGES.get(proto, f"the fsspec filesystem for {proto}://")
+        pkg = _PACKAGES.get(proto)
+        if pkg is None:
+          raise StorageError(f"{url!r}: {proto}:// paths need a filesystem package ({e})") from e
         raise StorageError(f"{url!r}: {proto}:// paths need {pkg}; install it (pip install {pkg})") from e
       except ValueError as e:
         raise StorageError(f"{url!r}: no filesystem knows the scheme {proto}:// (fsspec: {e}); use a local "
