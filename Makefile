@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= default
 
-.PHONY: venv train eval test bench clean readme-config mutants
+.PHONY: venv train eval test bench bench-smoke clean readme-config mutants
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ mutants: venv
 
 bench: venv
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+# Every benchmark at tiny sizes (a few minutes on 2 cores; in CI): each must end with its JSON line.
+# The figures mean nothing; a benchmark that no longer runs fails here.
+BENCH_SMOKE := "accelerator.py --smoke" "step_memory.py --smoke --config default --remat none,time --steps 1" \
+  "model_step.py --batch 1 --iters 1 --warmup 1 --no-torch" "train_step.py --smoke" "input_pipeline.py --smoke" \
+  "search.py --sizes 4096 --dim 32 --queries 8 --ivf-train 2048 --repeats 1 --nprobe 8 --block-size 1024"
+bench-smoke: venv
+	@for b in $(BENCH_SMOKE); do \
+	  echo "== bench/$$b"; \
+	  $(PY) bench/$$b > .bench-smoke.log 2>&1 || { tail -30 .bench-smoke.log; exit 1; }; \
+	  tail -1 .bench-smoke.log | $(PY) -c "import json, sys; d = json.loads(sys.stdin.read()); assert isinstance(d, dict); print('   ok:', d.get('bench'))" \
+	    || { echo "bench/$$b did not end with a JSON line"; tail -5 .bench-smoke.log; exit 1; }; \
+	done; rm -f .bench-smoke.log
 
 clean:
 	rm -rf $(VENV) runs

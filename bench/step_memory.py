@@ -73,7 +73,7 @@ def main():
   print(f"step time at {args.time_batch} x {config.data.num_views} x {args.time_frames} x {config.data.frame_size} px on "
         f"{jax.devices()[0].platform}: " + ", ".join(f"remat={k} {v:.2f} s" for k, v in timing.items())
         + f" (time/none {ratio:.2f}x)")
-  print(json.dumps({"config": args.config, "platform": jax.devices()[0].platform, "rows": rows, "fits": fits,
+  print(json.dumps({"bench": "step_memory", "smoke": args.smoke, "config": args.config, "platform": jax.devices()[0].platform, "rows": rows, "fits": fits,
                     "step_s": timing, "remat_time_ratio": ratio}))
 
 

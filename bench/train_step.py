@@ -153,7 +153,7 @@ def peak_memory_of_default_run(steps: int) -> dict:
           "wall_s": wall}
 
 
-def loop_wait(steps: int) -> dict:
+def loop_wait(steps: int, overrides=()) -> dict:
   """The real training loop (`loop.train`) on the default config, with data.device_prefetch 2 and
   0 (twice each, interleaved): median host wait per step (the time the loop is blocked waiting for
   its next batch, the loop's data_wait_share x step_time) and step time over the steps after the
@@ -163,7 +163,7 @@ def loop_wait(steps: int) -> dict:
   out = {}
   for depth in (2, 0, 2, 0):
     config = load_config("default", [f"data.device_prefetch={depth}", f"train.num_steps={steps}", "train.log_every=1",
-                                     "train.checkpoint_every=0", "train.quick_eval_every=0"])
+                                     "train.checkpoint_every=0", "train.quick_eval_every=0", *overrides])
     with tempfile.TemporaryDirectory() as workdir:
       train(config, workdir)
       rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")][2:]
@@ -181,15 +181,20 @@ def main():
   ap.add_argument("--skip_run", action="store_true")
   ap.add_argument("--run_steps", type=int, default=10)
   ap.add_argument("--loop_steps", type=int, default=12, help="steps of the loop-wait comparison (0 = skip)")
+  ap.add_argument("--smoke", action="store_true", help="CI check of the script: default config at batch 8, 1 step, "
+                  "no PyTorch, no training run, a 3-step loop comparison (the figures mean nothing)")
   ap.add_argument("--seed_batch_size", type=int, default=8,
                   help="global batch for the seed config (16x64x64 clips; 32 needs >14 GB on CPU)")
   args = ap.parse_args()
+  smoke = ["train.batch_size=8"] if args.smoke else []
+  if args.smoke:
+    args.configs, args.steps, args.skip_torch, args.skip_run, args.loop_steps = "default", 1, True, True, 3
   import jax
-  from sora_jax.config import load_config, validate
+  from sora_jax.config import apply_overrides, load_config, validate
   peak = matmul_gflops()
   rows = {}
   for name in args.configs.split(","):
-    config = load_config(ROOT / f"configs/{name}.py")
+    config = apply_overrides(load_config(ROOT / f"configs/{name}.py"), smoke)
     if name == "seed":
       config.train.batch_size = args.seed_batch_size
     config = validate(config)
@@ -204,7 +209,7 @@ def main():
     r["batch_size"] = config.train.batch_size
     rows[name] = r
   run = None if args.skip_run else peak_memory_of_default_run(args.run_steps)
-  loop = loop_wait(args.loop_steps) if args.loop_steps else None
+  loop = loop_wait(args.loop_steps, smoke) if args.loop_steps else None
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; matmul peak {peak:.1f} GFLOP/s (f32, 1024^2)")
   print(f"{'config':<9}{'batch':>6}{'params':>10}{'GFLOP/step':>11}{'compile s':>10}{'step s':>9}{'clips/s':>9}{'MFU':>7}"
@@ -222,7 +227,7 @@ def main():
     print(f"training loop, default config, {jax.device_count()} device(s): host wait per step {p0['host_wait_s'] * 1e3:.1f} ms "
           f"without prefetch vs {p2['host_wait_s'] * 1e3:.1f} ms with data.device_prefetch=2; step {p0['step_s']:.3f} s vs "
           f"{p2['step_s']:.3f} s (medians of {p2['steps']} steps)")
-  print(json.dumps({"matmul_gflops": peak, "configs": rows, "default_run": run, "loop": loop}, default=float))
+  print(json.dumps({"bench": "train_step", "smoke": args.smoke, "matmul_gflops": peak, "configs": rows, "default_run": run, "loop": loop}, default=float))
 
 
 if __name__ == "__main__":
