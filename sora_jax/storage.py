@@ -231,12 +231,7 @@ def exclusive(lock_path, *, timeout_s: float = 600.0, poll_s: float = 0.5):
     return
   token = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{time.time_ns()}"
   deadline = time.monotonic() + timeout_s
-  while True:
-    if not lock_path.exists():
-      lock_path.write_text(token)
-      time.sleep(SETTLE_S)
-      if _read_or_none(lock_path) == token:
-        break
+  while not create_exclusive(lock_path, token):
     if time.monotonic() > deadline:
       raise StorageError(f"{lock_path} has been held for over {timeout_s:.0f} s; if no writer is running, "
                          "delete it and retry")
@@ -246,6 +241,26 @@ def exclusive(lock_path, *, timeout_s: float = 600.0, poll_s: float = 0.5):
   finally:
     if _read_or_none(lock_path) == token:
       lock_path.unlink(missing_ok=True)
+
+
+def create_exclusive(p, text: str) -> bool:
+  """Creates file `p` holding `text` unless it exists; True if this call created it. Local: O_EXCL
+  (atomic). An object (no exclusive create here): written when absent, then read back after
+  `SETTLE_S`; of two writers racing, the one whose text is not there gets False."""
+  p = path(p)
+  if is_local(p):
+    try:
+      fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    return True
+  if p.exists():
+    return False
+  p.write_text(text)
+  time.sleep(SETTLE_S)
+  return _read_or_none(p) == text
 
 
 def _read_or_none(p) -> str | None:

@@ -99,9 +99,10 @@ def _run(args, env, cwd, timeout=400):
 
 
 def _committed_steps(url: str) -> list[int]:
-  """Checkpoint steps orbax finished in gs://BUCKET/run (a step with its commit marker)."""
-  names = _objects(url, "run/checkpoints/")
-  return sorted({int(n.split("/")[2]) for n in names if n.split("/")[2].isdigit() and n.endswith("commit_success.txt")})
+  """Checkpoint steps orbax finished in gs://BUCKET/run: the step's own commit marker (its items'
+  markers come first, and a step killed between them is not a checkpoint)."""
+  parts = [n.split("/") for n in _objects(url, "run/checkpoints/")]
+  return sorted(int(p[2]) for p in parts if len(p) == 4 and p[2].isdigit() and p[3] == "commit_success.txt")
 
 
 def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
@@ -150,7 +151,8 @@ def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
   assert meta["count"] == 12 and meta["workdir"] == run
   out = _run([*CLI, "search", "--index", index, "--query", str(src / "right" / "right0.mp4"), "--k", "3",
               "--html", f"gs://{BUCKET}/search.html"], env, tmp_path)
-  assert "right0.mp4" in out.splitlines()[2] or "right0.mp4" in out  # the query itself ranks first
+  first = next(line.split() for line in out.splitlines() if line.split()[:1] == ["1"])  # rank, score, path, label
+  assert first[2].endswith("right0.mp4") and float(first[1]) > 0.999, out[-2000:]  # the query itself ranks first
   assert b"<html" in _read(url, "search.html")
   assert not (tmp_path / "gs:").exists()  # nothing went to a local folder named after the URL
 

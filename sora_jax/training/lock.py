@@ -68,19 +68,9 @@ class WorkdirLock:
     return self
 
   def _create(self, me: dict) -> None:
-    """Creates the lock file or raises FileExistsError. Locally O_EXCL makes it atomic; an object
-    store has no exclusive create here, so the lock is written, then read back after a pause: of
-    two runs starting together, the one whose token is not there stops."""
-    if storage.is_local(self.path):
-      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      with os.fdopen(fd, "w") as f:
-        json.dump(me, f)
-      return
-    if self.path.exists():
-      raise FileExistsError(os.fspath(self.path))
-    self.path.write_text(json.dumps(me))
-    time.sleep(storage.SETTLE_S)
-    if self._holder().get("token") != self.token:
+    """Creates the lock file or raises FileExistsError (`storage.create_exclusive`: atomic locally;
+    in a bucket, of two runs starting together, the one whose token is not read back stops)."""
+    if not storage.create_exclusive(self.path, json.dumps(me)):
       raise FileExistsError(os.fspath(self.path))
 
   def _holder(self) -> dict:
