@@ -1,5 +1,8 @@
 """Project exceptions: one type a CLI can print in a single line, with the fix in the message."""
 
+import os
+import re
+
 
 class SoraError(Exception):
   """An error a user can act on; the message names the bad value and the fix."""
@@ -15,3 +18,36 @@ class DataError(SoraError):
 
 class CheckpointError(SoraError):
   """A checkpoint is missing, incomplete or does not fit the model."""
+
+
+# errno -> what went wrong, for writes that fail for a reason outside the program.
+_UNWRITABLE = {28: "no space left on the device", 122: "disk quota exceeded", 27: "file too large for the file system",
+               30: "read-only file system", 13: "permission denied", 1: "operation not permitted"}
+
+
+def unwritable(exc: BaseException) -> OSError | None:
+  """The OSError behind `exc` (itself, its cause or context, or in a group) that says the disk is
+  full or not writable; None when the failure is something else."""
+  seen, todo = set(), [exc]
+  while todo:
+    e = todo.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _UNWRITABLE:
+      return e
+    # tensorstore (orbax's writer) raises ValueError('... local file "F" ... [os_error_code=\'28\']')
+    code = re.search(r"os_error_code='?(\d+)", str(e)) if isinstance(e, ValueError) else None
+    if code and int(code.group(1)) in _UNWRITABLE:
+      name = re.search(r'file "([^"]+)"', str(e))
+      return OSError(int(code.group(1)), os.strerror(int(code.group(1))), name and name.group(1))
+    todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+  return None
+
+
+def unwritable_message(err: OSError, where=None, kept: str = "what was written before is intact") -> str:
+  """One line for a write the file system refused: what, where, and how to go on."""
+  place = err.filename or where
+  fix = ("free some space" if err.errno in (28, 122, 27) else "make it writable")
+  return (f"cannot write{f' {place}' if place else ''}: {_UNWRITABLE[err.errno]}; {fix} or write elsewhere "
+          f"(another --workdir/--out); {kept}")

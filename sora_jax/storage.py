@@ -118,8 +118,12 @@ def write_text(p, text: str) -> None:
   p = path(p)
   if is_local(p):
     tmp = p.parent / f".{p.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    try:
+      tmp.write_text(text)
+      os.replace(tmp, p)
+    except BaseException:
+      tmp.unlink(missing_ok=True)  # a full disk leaves no half file behind
+      raise
   else:
     p.write_text(text)
 

@@ -86,7 +86,8 @@ while not os.path.exists(os.path.join(os.path.dirname(out), "ready-" + other)):
   time.sleep(0.01)
 rng = np.random.default_rng(abs(hash(name)) % 2**32)
 for i in range(15):
-  idx.append(rng.standard_normal((3, 4)), [{"path": f"{name}/{i}/{j}"} for j in range(3)])
+  idx.append(rng.standard_normal((3, 4)), [{"path": f"{name}/{i}/{j}", "label_name": f"{name}{(i + j) % 4}"}
+                                           for j in range(3)])
   time.sleep(0.01)  # the two writers' appends interleave
 """
 
@@ -103,6 +104,20 @@ def test_two_processes_appending_to_one_index_both_land(tmp_path):
   assert idx.count == 90 and len(set(idx.paths)) == 90 and len(idx.meta["shards"]) == 30
   assert sorted(idx.ids.tolist()) == list(range(90))
   np.testing.assert_allclose(np.linalg.norm(idx.embeddings(), axis=1), 1.0, atol=1e-5)
+  # Each writer brought its own new label names: all are kept, and every row's number names its label.
+  assert sorted(idx.meta["label_names"]) == [f"{w}{k}" for w in "ab" for k in range(4)]
+  assert all(idx.meta["label_names"][it["label"]] == it["label_name"] for it in idx.items)
+
+
+def test_labels_are_numbered_by_name_against_the_index_list(tmp_path):
+  idx = Index.create(tmp_path / "ix", dim=4, label_names=["cat", "dog"])
+  x = np.eye(4, dtype=np.float32)
+  # A writer that numbered its labels from an older view of the list: names win over its numbers.
+  idx.append(x[:3], [{"path": "a", "label": 0, "label_name": "dog"}, {"path": "b", "label": 7, "label_name": "emu"},
+                     {"path": "c", "label": 5}], label_names=["bee", "cat"])
+  idx = Index.load(tmp_path / "ix")
+  assert idx.meta["label_names"] == ["cat", "dog", "bee", "emu"]
+  assert idx.labels.tolist() == [1, 3, 5]
 
 
 def test_embeddings_that_are_not_finite_are_refused_and_never_ranked(tmp_path):
@@ -134,3 +149,19 @@ def test_approximate_search_builds_without_the_rows_that_are_not_finite(tmp_path
   np.save(shard, rows)
   hits = search_index(Index.load(tmp_path / "ix"), x[[7]], k=5, approximate=True)[0]
   assert hits[0]["row"] == 7 and 5 not in [h["row"] for h in hits]
+
+
+def test_an_index_whose_metadata_and_arrays_disagree_is_one_line(tmp_path, capsys):
+  from sora_jax import cli
+  idx = Index.create(tmp_path / "ix", dim=4)
+  idx.append(np.eye(4, dtype=np.float32), _records(["a", "b", "c", "d"]))
+  meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+  (tmp_path / "ix" / "index.json").write_text(json.dumps(dict(meta, dim=8)))  # arrays hold 4 columns
+  assert cli.main(["search", "--index", str(tmp_path / "ix"), "--query", "a"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "holds an array of shape (4, 4) where index.json says (4, 8)" in err, err
+  (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+  (tmp_path / "ix" / meta["shards"][0]["file"]).write_bytes(b"not an array")
+  assert cli.main(["search", "--index", str(tmp_path / "ix"), "--query", "a"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "cannot be read" in err and "rebuild the index" in err, err

@@ -2,6 +2,8 @@
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -155,3 +157,12 @@ def test_missing_checkpoint_and_empty_split(tmp_path, trained):
   config.data.data_dir = trained[0].data.data_dir
   with pytest.raises(DataError, match="no split 'nope'"):
     embed.extract(config, {}, "nope", tmp_path / "emb", progress=False)
+
+
+def test_an_unknown_config_field_in_train_py_is_one_line(tmp_path):
+  # train.py is the same command line as `sora-jax train`
+  out = subprocess.run([sys.executable, str(pathlib.Path(__file__).parents[1] / "train.py"), "--config", "default",
+                        "--workdir", str(tmp_path / "new"), "--config.train.foo=1"], capture_output=True, text=True)
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith("sora-jax: error: unknown config field 'train.foo'")
+  assert not (tmp_path / "new").exists()  # nothing left behind

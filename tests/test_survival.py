@@ -4,6 +4,7 @@ Real processes through the command line; tiny model and clips on the built-in mo
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -60,3 +61,69 @@ def test_a_lock_and_a_half_written_save_left_by_a_killed_run_are_cleaned_up(data
   assert proc.returncode == 0, out[-3000:]
   assert f"its run (pid {dead.pid}) is gone" in out and "a save that never finished" in out
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2"] and not (workdir / "train.lock").exists()
+
+
+def _lines(out: str) -> list[str]:
+  return out.replace("\r", "\n").splitlines()  # progress bars redraw with \r
+
+
+def _one_error(proc, what: str) -> str:
+  out = proc.communicate(timeout=240)[0]
+  errors = [line for line in _lines(out) if "sora-jax: error:" in line]
+  assert proc.returncode == 1 and len(errors) == 1 and what in errors[0], out[-3000:]
+  assert "Traceback" not in out, out[-3000:]
+  return errors[0]
+
+
+def test_a_full_then_read_only_disk_stops_in_one_line_and_the_named_checkpoint_resumes(data_dir, tmp_path):
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True)
+  mounted = mounted.returncode == 0  # root with mount rights: a real small file system
+  try:
+    workdir = disk / "run"
+    first = _train(workdir, data_dir, 2)
+    assert first.wait(timeout=240) == 0, first.stdout.read()[-3000:]
+    # A full disk in the middle of training: the error can land in a checkpoint write (orbax's threads),
+    # the metrics or the TensorBoard events, depending on timing; each must end the run in one line.
+    run = _train(workdir, data_dir, 100_000)
+    deadline = time.time() + 240
+    while not (workdir / "checkpoints" / "6").exists():
+      assert time.time() < deadline and run.poll() is None, "the run did not reach step 6"
+      time.sleep(0.1)
+    if mounted:
+      with open(disk / "filler", "wb") as f:
+        try:
+          while True:
+            f.write(b"\0" * 65536)
+        except OSError:
+          pass
+    else:  # no mount rights: every write past one byte fails with EFBIG, as a full disk would
+      import resource
+      resource.prlimit(run.pid, resource.RLIMIT_FSIZE, (1, 1))
+    line = _one_error(run, "cannot write")
+    assert ("no space left on the device" if mounted else "file too large") in line, line
+    kept = int(re.search(r"checkpoint (\d+) is intact: rerun the same command", line).group(1))
+    assert kept >= 6
+    if mounted:  # a read-only workdir: train, eval and embed each stop in one line before any work
+      (disk / "filler").unlink()
+      subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+      _one_error(_train(workdir, data_dir, kept + 2), "train.lock: read-only file system")
+      env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+      for cmd, target in ((["eval", "--workdir", str(workdir)], "run/baselines"),  # its first write
+                          (["embed", "--workdir", str(workdir), "--videos", "dataset:moving_shapes/small:test",
+                            "--out", str(disk / "index")], "index")):
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; from sora_jax.cli import main; sys.exit(main())",
+                                 *cmd], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        _one_error(proc, f"{disk / target}: read-only file system")
+      subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+    else:
+      (disk / "filler").unlink(missing_ok=True)
+    # Space again: the same command resumes from the checkpoint the error named.
+    again = _train(workdir, data_dir, kept + 2)
+    out = again.communicate(timeout=240)[0]
+    assert again.returncode == 0 and f"at step {kept} " in out, out[-3000:]
+  finally:
+    if mounted:
+      subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -153,6 +153,12 @@ def test_readers_fall_back_from_a_damaged_latest_checkpoint_unless_it_is_pinned(
     ckpt.load_for_inference(tmp_path / "run", step=4)
   assert "\n" not in str(e.value)
   assert (tmp_path / "run" / "checkpoints" / "4").is_dir()  # a reader changes nothing
+  # The config saved with a checkpoint (what readers rebuild the model from), cut short: the same.
+  shutil.copytree(workdir, tmp_path / "run2")
+  saved = tmp_path / "run2" / "checkpoints" / "4" / "config" / "metadata"
+  saved.write_text(saved.read_text()[:40])
+  _, _, step = ckpt.load_for_inference(tmp_path / "run2")
+  assert step == 2 and "checkpoint 4 in" in capsys.readouterr().err
 
 
 def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(straight, data_dir, tmp_path,

@@ -240,13 +240,7 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
                                config_hash=embedder.config_hash, workdir=embedder.workdir,
                                extra={"num_clips": embedder.num_clips})
   _check_same_model(index, embedder, out)
-  # Named labels keep the numbers the index gave them; new names are numbered after the old ones.
-  label_names = list(index.meta.get("label_names") or [])
-  for name in sorted({r["label_name"] for r in records if r.get("label_name")} - set(label_names)):
-    label_names.append(name)
-  for r in records:
-    if r.get("label_name"):
-      r["label"] = label_names.index(r["label_name"])
+  # Named labels are numbered by Index.append, under the index's lock (old names keep theirs).
   todo = [r for r in records if not index.has_path(r["path"])]
   skipped = len(records) - len(todo)
   failed: list = []
@@ -261,7 +255,7 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   def flush():
     nonlocal added, buf_e, buf_r, flushed_at
     if buf_r:
-      index.append(np.concatenate(buf_e), buf_r, label_names=label_names or None)
+      index.append(np.concatenate(buf_e), buf_r)
       added += len(buf_r)
       buf_e, buf_r = [], []
     flushed_at = time.monotonic()

@@ -110,8 +110,10 @@ class Index:
     """Adds rows: embeddings [n, E] (normalised here) and one record dict per row.
 
     A record has `path` (str or None) and optionally `id` (int; default: the row number),
-    `label` (int, -1 unknown), `label_name`, `caption`. `label_names` (label -> name, extending
-    the index's list) is stored in the same atomic metadata write.
+    `label` (int, -1 unknown), `label_name`, `caption`. Named labels are numbered by the index,
+    under its lock: a name it knows keeps its number, a new one (from `label_names` first, in
+    order, then from the records, sorted) is numbered after the others, so writers adding
+    different new names at once all land with consistent numbers.
     """
     embeddings = np.asarray(embeddings, np.float32)
     if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
@@ -130,9 +132,13 @@ class Index:
     latest = Index.load(self.directory)  # another writer may have appended since we read it
     self.meta, self.items, self._lookup = latest.meta, latest.items, None
     start = self.count
+    known = list(self.meta.get("label_names") or [])
+    names = known + [n for n in dict.fromkeys(label_names or ()) if n not in known]
+    names += sorted({str(r["label_name"]) for r in records if r.get("label_name")} - set(names))
     items = []
     for i, r in enumerate(records):
-      item = {"id": int(r.get("id", start + i)), "path": r.get("path"), "label": int(r.get("label", -1))}
+      label = names.index(str(r["label_name"])) if r.get("label_name") else int(r.get("label", -1))
+      item = {"id": int(r.get("id", start + i)), "path": r.get("path"), "label": label}
       for key in ("label_name", "caption"):
         if r.get(key) is not None:
           item[key] = r[key]
@@ -153,8 +159,8 @@ class Index:
       kept = (self.directory / _ITEMS).read_text().splitlines(keepends=True)[:start]
       (self.directory / _ITEMS).write_text("".join(kept) + lines)
     meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [{"file": name, "count": len(items)}])
-    if label_names is not None:
-      meta["label_names"] = list(label_names)
+    if names != known:
+      meta["label_names"] = names
     _write_json_atomic(self.directory / _META, meta)
     self.meta = meta
     self.items.extend(items)
@@ -197,15 +203,23 @@ class Index:
     """The embedding shards, memory-mapped (read lazily from disk when a block is used); an index in
     a bucket is read into memory."""
     if self._shards is None:
-      self._shards = [self._load_shard(self.directory / s["file"]) for s in self.meta["shards"]]
+      self._shards = [self._load_shard(self.directory / s["file"], (s["count"], self.dim)) for s in self.meta["shards"]]
     return self._shards
 
   @staticmethod
-  def _load_shard(p) -> np.ndarray:
-    if storage.is_local(p):
-      return np.load(p, mmap_mode="r")
-    with p.open("rb") as f:
-      return np.load(f)
+  def _load_shard(p, shape) -> np.ndarray:
+    try:
+      if storage.is_local(p):
+        rows = np.load(p, mmap_mode="r")  # never pickles (allow_pickle=False)
+      else:
+        with p.open("rb") as f:
+          rows = np.load(f)
+    except (OSError, ValueError) as e:
+      raise DataError(f"index shard {str(p)!r} cannot be read ({e}); rebuild the index") from None
+    if rows.shape != tuple(shape):
+      raise DataError(f"index shard {str(p)!r} holds an array of shape {rows.shape} where {_META} says "
+                      f"{tuple(shape)}; the index is damaged: rebuild it")
+    return rows
 
   def embeddings(self) -> np.ndarray:
     """All embeddings in memory, float32 [N, E] (small indexes; search streams instead)."""

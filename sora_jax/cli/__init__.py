@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from sora_jax.errors import ConfigError, SoraError
+from sora_jax.errors import ConfigError, SoraError, unwritable, unwritable_message
 
 # name -> (module under sora_jax.cli, one-line help)
 SUBCOMMANDS = {
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log lines are noise here
   debug = "--debug" in argv
+  args = None
   try:
     argv, overrides = split_overrides(argv)
     command = next((a for a in argv if a in SUBCOMMANDS), None)
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("sora-jax: interrupted", file=sys.stderr)
     return 130
+  except Exception as e:  # noqa: BLE001 - a full or read-only disk is one line; anything else a traceback
+    cause = None if debug else unwritable(e)
+    if cause is None:
+      raise
+    where = getattr(args, "workdir", None) or getattr(args, "out", None)
+    print(f"sora-jax: error: {unwritable_message(cause, where)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ intact). The workdir may be a URL (gs://bucket/run): orbax writes through tensor
 
 from __future__ import annotations
 
-import json
 import sys
 
 import jax
@@ -107,24 +106,6 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state, say) -
   if errors:
     raise errors[0][1]
   raise CheckpointError(f"no checkpoint in {manager.directory}")
-
-
-def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
-  """The resolved config saved with a checkpoint (or the workdir's config.json)."""
-  manager = make_manager(workdir, async_save=False)
-  step = manager.latest_step() if step is None else step
-  if step is not None:
-    return saved_config(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
-  path = storage.path(workdir) / "config.json"
-  if not path.is_file():
-    raise CheckpointError(f"no checkpoint and no config.json in workdir {str(workdir)!r}; train first "
-                          f"(python train.py --workdir {workdir})")
-  try:
-    saved = json.loads(path.read_text())
-  except ValueError as e:
-    raise CheckpointError(f"{path} is not valid JSON ({e}); restore it from a checkpoint's config or "
-                          "train again") from None
-  return saved_config(saved)
 
 
 def load_for_inference(workdir, step: int | None = None):

@@ -11,10 +11,12 @@ devices until a log, checkpoint or hook step. Only multi-device CPU meshes wait 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
+import warnings
 from typing import Callable, Iterable
 
 import jax
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 from sora_jax import storage
 from sora_jax.config import to_json, validate
 from sora_jax.data.pipeline import TrainInput
+from sora_jax.errors import SoraError, unwritable, unwritable_message
 from sora_jax.models import encoder
 from sora_jax.parallel import distributed, mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
@@ -49,6 +52,31 @@ def _say(message: str) -> None:
   """A line for the user on process 0 (stderr), whatever the logging set-up."""
   if jax.process_index() == 0:
     print(message, file=sys.stderr, flush=True)
+
+
+class _QuietDiskErrors(logging.Filter):
+  """Drops the tracebacks a full or read-only disk makes orbax print (one per failed write thread
+  and asyncio task, ~350 lines): the run stops with one line that says the same."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else ValueError(record.getMessage())
+    return unwritable(exc) is None
+
+  def __enter__(self):
+    for name in ("absl", "asyncio"):  # orbax's threads; tasks never awaited (logged at exit: kept)
+      logging.getLogger(name).addFilter(self)
+    self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+    # orbax's write tasks that a failed save left pending, collected later
+    warnings.filterwarnings("ignore", r"coroutine 'async_serialize_from_host", RuntimeWarning)
+    return self
+
+  def __exit__(self, *exc):
+    sys.unraisablehook = self._hook
+
+  def _unraisable(self, u) -> None:
+    # tensorstore's callbacks into the event loop orbax closed after a failed write
+    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
+      self._hook(u)
 
 
 class _Preemption:
@@ -101,8 +129,17 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   validate(config)
   workdir = storage.path(workdir)  # a local folder or a URL (gs://bucket/run)
   workdir.mkdir(parents=True, exist_ok=True)
-  with WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
-    return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback)
+  try:
+    with _QuietDiskErrors(), WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
+      return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback)
+  except Exception as e:  # noqa: BLE001 - a full or read-only disk: one line naming what survived
+    cause = unwritable(e)
+    if cause is None:
+      raise
+    steps = sorted(int(p.name) for p in ckpt.checkpoint_dir(workdir).glob("*") if p.name.isdigit())
+    kept = (f"checkpoint {steps[-1]} is intact: rerun the same command to resume from it" if steps
+            else "no checkpoint was saved")
+    raise SoraError(unwritable_message(cause, workdir, kept)) from e
 
 
 def _train(config, workdir: epath.Path, hooks, stop_at_step, batch_callback):
@@ -117,11 +154,9 @@ def _train(config, workdir: epath.Path, hooks, stop_at_step, batch_callback):
     with _Preemption(config.train.preemption_check_every) as preempt:
       state = _loop(run, state, start, hooks, writer, bar, preempt, stop_at_step, batch_callback, profiler)
   finally:
-    profiler.close()
-    run.manager.wait_until_finished()
-    run.manager.close()
-    writer.close()
-    bar.close()
+    with contextlib.ExitStack() as closing:  # each one runs even if one before it fails (a full disk)
+      for close in (bar.close, writer.close, run.manager.close, run.manager.wait_until_finished, profiler.close):
+        closing.callback(close)  # run last-in first-out: the profiler first, the bar last
   return state
 
 
