@@ -275,3 +275,37 @@ def test_clips_from_frames_match_eval(data_dir):
     raw = synthetic.render("moving_shapes", "test", vid - 2_000_000)["video"]
     clips = video_io.clips_from_frames(raw, num_frames=4, stride=2, frame_size=16, num_clips=2, num_crops=3)
     np.testing.assert_array_equal(clips, b["video"][j])
+
+
+def test_augmenting_a_batch_gives_each_example_what_augmenting_it_alone_gives():
+  """The pipeline augments whole batches (cheaper per clip); every clip must come out as if its
+  example had been augmented alone, bit for bit, with every op drawn by some clips and not others."""
+  import tensorflow as tf
+  from sora_jax.data import augment
+  c = _default.get_config()
+  c.data.augment.blur_prob, c.data.augment.solarize_prob, c.data.augment.per_frame_jitter = 0.5, 0.3, True
+  cfg = augment.AugmentConfig.from_config(c)
+  views, n = 2, 64  # the default batch's shapes
+  video = tf.constant(np.random.default_rng(0).integers(0, 256, (n * views, 8, 32, 32, 3), np.uint8))
+  draws = [augment.draw_params(tf.constant([3, i], tf.int64), views, 8, cfg) for i in range(n)]
+  for d in draws:
+    d.pop("box")
+  together = {k: tf.concat([d[k] for d in draws], 0) for k in draws[0]}
+  assert 0 < float(tf.reduce_mean(together["blur"])) < 1 and 0 < float(tf.reduce_mean(together["jitter"])) < 1
+  batched = augment.apply_batch(video, together, cfg, group=views).numpy()
+  alone = np.concatenate([augment.apply_batch(video[i * views:(i + 1) * views], draws[i], cfg).numpy()
+                          for i in range(n)])
+  np.testing.assert_array_equal(batched, alone)
+  assert (batched != video.numpy()).mean() > 0.5  # it augmented
+
+
+def test_a_built_in_split_served_from_memory_gives_the_same_batches_as_from_its_files(data_dir, monkeypatch):
+  from sora_jax.data import pipeline, sources
+  config = small_config(data_dir)
+  from_memory = take(pipeline.TrainInput(config), 2)
+  assert sources._DECODED, "the split was not decoded into memory"
+  monkeypatch.setattr(sources, "DECODED_CACHE_BYTES", 0)  # too big for memory: PNGs decoded per example
+  from_files = take(pipeline.TrainInput(config), 2)
+  for a, b in zip(from_memory, from_files):
+    for key in ("video", "label", "motion_label", "video_id"):
+      np.testing.assert_array_equal(a[key], b[key])

@@ -150,10 +150,19 @@ class TrainInput:
         sampling=c.sampling, view_gap=c.view_gap)
     frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))  # [V*T, H, W, 3]
     params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
-    video = augment_lib.crop_views(frames, params.pop("box"), c.num_frames, c.frame_size)
-    video = augment_lib.apply_batch(video, params, self.aug)  # [V, T, S, S, 3], vectorised over views
-    return {"video": video, "label": loaded["label"], "motion_label": loaded["motion_label"],
+    video = augment_lib.crop_views(frames, params.pop("box"), c.num_frames, c.frame_size)  # [V, T, S, S, 3]
+    return {"video": video, "params": params, "label": loaded["label"], "motion_label": loaded["motion_label"],
             "video_id": loaded["video_id"]}
+
+  def _augment(self, batch):
+    """Colour augmentation of a whole batch at once ([b, V] clips; the same numbers as clip by clip,
+    at less cost per clip: each op runs once per batch instead of once per example)."""
+    video, params = batch.pop("video"), batch.pop("params")
+    shape = tf.shape(video)
+    flat = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+    video = augment_lib.apply_batch(flat(video), {k: flat(v) for k, v in params.items()}, self.aug,
+                                    group=int(self.config.data.num_views))
+    return {"video": tf.reshape(video, shape), **batch}
 
   def dataset(self) -> tf.data.Dataset:
     """The tf.data pipeline from the current position."""
@@ -162,6 +171,7 @@ class TrainInput:
         tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
     ds = ds.map(self._element, num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.batch(self.batch, drop_remainder=True)
+    ds = ds.map(self._augment, num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.prefetch(max(1, int(self.config.data.prefetch)))
     return ds.with_options(_options(self.config))
 
