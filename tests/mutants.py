@@ -82,7 +82,7 @@ MUTANTS = {
         "sora_jax/training/loop.py", "      window.fetch()  # the finite check", "      pass  # the finite check",
         ["tests/test_training.py::test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint"]),
     "resumed-log-keeps-redone-steps": (
-        "sora_jax/training/log.py", "if _step_of(line) <= start]", "if _step_of(line) < float(\"inf\")]",
+        "sora_jax/training/log.py", "if _step_of(line) <= start)", "if _step_of(line) < float(\"inf\"))",
         ["tests/test_training.py::test_resume_after_a_lost_checkpoint_redoes_the_steps_and_logs_each_step_once"]),
     "index-append-keeps-a-stale-view": (
         "sora_jax/apps/index.py", "    self.meta, self.items, self._lookup = latest.meta, latest.items, None\n", "",
@@ -102,6 +102,17 @@ MUTANTS = {
     "bidirectional-pools-backward-last": (
         "sora_jax/models/temporal.py", "sequence[:, -1, :h], sequence[:, 0, h:]", "sequence[:, -1, :h], sequence[:, -1, h:]",
         ["tests/test_models.py::test_bidirectional_last_pooling_is_each_direction_final_state_computed_independently"]),
+    "labels-numbered-by-the-writer": (
+        "sora_jax/apps/index.py",
+        'label = names.index(str(r["label_name"])) if r.get("label_name") else int(r.get("label", -1))',
+        'label = int(r.get("label", -1))',
+        ["tests/test_apps_index.py::test_labels_are_numbered_by_name_against_the_index_list"]),
+    "disk-errors-not-recognised": (
+        "sora_jax/errors.py", "    if isinstance(e, OSError) and e.errno in _UNWRITABLE:\n      return e\n", "",
+        ["tests/test_survival.py::test_a_full_then_read_only_disk_stops_in_one_line_and_the_named_checkpoint_resumes"]),
+    "augment-not-only-the-chosen-clips": (
+        "sora_jax/data/augment.py", "fn(tf.gather(x, chosen), sub))", "fn(tf.gather(x, chosen), params))",
+        ["tests/test_data.py::test_augmenting_a_batch_gives_each_example_what_augmenting_it_alone_gives"]),
 }
 
 
