@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= default
 
-.PHONY: venv train eval test bench bench-smoke clean readme-config mutants
+.PHONY: venv train eval test bench bench-smoke figures clean readme-config mutants
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench-smoke: venv
 	  tail -1 .bench-smoke.log | $(PY) -c "import json, sys; d = json.loads(sys.stdin.read()); assert isinstance(d, dict); print('   ok:', d.get('bench'))" \
 	    || { echo "bench/$$b did not end with a JSON line"; tail -5 .bench-smoke.log; exit 1; }; \
 	done; rm -f .bench-smoke.log
+
+# Reruns the default train + eval on both built-in datasets and the benchmarks, then rewrites the
+# README's figure tables from bench/results/figures.json (about an hour on 2 cores; run it on a quiet
+# machine). `$(PY) bench/figures.py --only benchmarks` reruns one part.
+figures: venv
+	$(PY) bench/figures.py
 
 clean:
 	rm -rf $(VENV) runs

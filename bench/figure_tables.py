@@ -1,0 +1,118 @@
+"""The README's generated figure tables, rendered from bench/results/figures.json alone.
+
+`render(part, data)` gives one block (a stamp line, then a markdown table); `rewrite(readme,
+results)` puts every block between its markers. No jax here: tests import it to check the README.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sora_jax.evaluation.report import markdown_table
+
+BEGIN = "<!-- figures:{} (bench/figures.py writes this block from bench/results/figures.json) -->"
+END = "<!-- figures:{}:end -->"
+
+
+def _pct(x: float) -> str:
+  return f"{100 * x:.1f}%"
+
+
+def _model_step(d: dict) -> str:
+  if "train_step_ratio_jax_over_torch" not in d:
+    return f"forward {d['jax_forward_clips_per_s']} clips/s, train step {d['jax_train_step_clips_per_s']} (no PyTorch)"
+  return (f"forward {d['jax_forward_clips_per_s']} vs {d['torch_forward_clips_per_s']} clips/s "
+          f"(**{d['forward_ratio_jax_over_torch']:.2f}x**); train step {d['jax_train_step_clips_per_s']} vs "
+          f"{d['torch_train_step_clips_per_s']} clips/s (**{d['train_step_ratio_jax_over_torch']:.2f}x**)")
+
+
+def _train_step(d: dict) -> str:
+  c = d["configs"]["default"]
+  text = (f"compile {c['compile_s']:.1f} s, step {c['step_s']:.3f} s, {c['clips_per_s']:.1f} clips/s, "
+          f"MFU {_pct(c['mfu'])} of a {d['matmul_gflops']:.0f} GFLOP/s matmul")
+  loop = d.get("loop") or {}
+  if "prefetch_0" in loop and "prefetch_2" in loop:
+    text += (f"; the loop's wait for its batch {loop['prefetch_0']['host_wait_s'] * 1e3:.1f} ms vs "
+             f"{loop['prefetch_2']['host_wait_s'] * 1e3:.1f} ms per step with prefetch")
+  return text
+
+
+def _input_pipeline(d: dict) -> str:
+  st, readers = d["train_step"], d["readers"]
+  base = readers["pread (local files)"]
+  return (f"moving_shapes {d['moving_shapes']['clips_per_s']:,.0f} clips/s; prepared real video "
+          f"{d['real_pipeline']['clips_per_s']:,.0f} clips/s vs {d['real_python_loop']['clips_per_s']:,.0f} for "
+          f"PyAV + numpy (**{d['real_ratio']:.1f}x**); input-bound ratio **{st['ratio']:.3f}** (target <= 1.05); "
+          f"record reads at 8 threads: pread {base['threads_8']:,.0f}/s, " + ", ".join(
+              f"{name} {r['threads_8'] / base['threads_8']:.2f}x" for name, r in readers.items() if r is not base))
+
+
+def _accelerator(d: dict) -> str:
+  rows = []
+  for name, c in d["configs"].items():
+    rows.append(f"{name} ({c['per_device_batch']} x {c['frames']} x {c['frame_size']}px, {c['dtype']}) "
+                f"{c['step_s'] * 1e3:.0f} ms/step, MFU {_pct(c['mfu'])}, input-bound {c['input_bound_ratio']:.2f}x")
+  return f"{'; '.join(rows)} (MFU of a {d['peak_flops_per_device'] / 1e9:.0f} GFLOP/s matmul)"
+
+
+def _search(d: dict) -> str:
+  rows = []
+  for r in d["results"]:
+    rows.append(f"{r['n']:,} rows: {r['jax_qps']:,.0f} vs {r['faiss_flat_qps']:,.0f} q/s "
+                f"(**{r['jax_over_faiss_qps']:.1f}x**, top-10 agreeing {100 * r['agree_with_faiss_top10']:.0f}%)")
+  return "; ".join(rows)
+
+
+# key -> the command (bench/SCRIPT ARGS), what it measures, and its figure from the JSON line.
+BENCHMARKS = {
+    "model_step": {"script": "model_step.py", "args": [],
+                   "what": "seed config `[8,16,64,64,3]`: JAX vs the same net and step in PyTorch (CPU)",
+                   "figure": _model_step},
+    "train_step": {"script": "train_step.py", "args": ["--skip_torch", "--skip_run", "--configs", "default", "--steps",
+                                                        "3", "--loop_steps", "14"],
+                   "what": "the default config's step at batch 64; the loop with and without device prefetch",
+                   "figure": _train_step},
+    "input_pipeline": {"script": "input_pipeline.py", "args": ["--windows", "5", "--batches", "8", "--steps", "4"],
+                       "what": "tf.data vs a PyAV + numpy loop; the step fed by the pipeline vs from memory",
+                       "figure": _input_pipeline},
+    "accelerator": {"script": "accelerator.py", "args": ["--smoke"],
+                    "what": "the accelerator script on this CPU (1 device, small shapes)", "figure": _accelerator},
+    "search": {"script": "search.py", "args": ["--single-thread", "--sizes", "100000", "--repeats", "3"],
+               "what": "exact JAX search vs faiss `IndexFlatIP`, 256-d, 256 queries, top-10, one thread",
+               "figure": _search},
+}
+
+
+def stamp(m: dict) -> str:
+  v = m["versions"]
+  libs = ", ".join(f"{k.removesuffix('-cpu')} {v[k]}" for k in ("jax", "flax", "optax", "tensorflow", "tensorflow-cpu",
+                                                                 "torch") if k in v)
+  load = "-".join(f"{x:.1f}" for x in m["load"])
+  return (f"Measured {m['date']} on {m['cpu']} ({m['isa']}), {m['cores']} cores, load average {load}; "
+          f"Python {v['python']}, {libs}.")
+
+
+def render(part: str, data: dict) -> str:
+  if part == "benchmarks":
+    lines = ["| command | what | figure |", "|---|---|---|"]
+    lines += [f"| `bench/{b['script']}{''.join(' ' + a for a in b['args'])}` | {b['what']} | {b['figure'](data[key])} |"
+              for key, b in BENCHMARKS.items() if key in data]
+    return stamp(data["machine"]) + "\n\n" + "\n".join(lines)
+  minutes = lambda s: f"{s / 60:.0f} min"
+  return (f"{stamp(data['machine'])} `python {data['command']}` took {minutes(data['train_s'])}, "
+          f"`python eval.py` {minutes(data['eval_s'])}.\n\n" + markdown_table(data["report"]))
+
+
+def block(part: str, data: dict) -> str:
+  return f"{BEGIN.format(part)}\n{render(part, data)}\n{END.format(part)}"
+
+
+def rewrite(readme: str, results: dict) -> str:
+  """The README with each part's block replaced by its rendering (a part with no markers: an error)."""
+  for part, data in results.items():
+    pattern = re.compile(re.escape(BEGIN.format(part)) + r".*?" + re.escape(END.format(part)), re.S)
+    if not pattern.search(readme):
+      raise SystemExit(f"figures: README.md has no block for {part!r}; add the lines\n{BEGIN.format(part)}\n"
+                       f"{END.format(part)}")
+    readme = pattern.sub(lambda _: block(part, data), readme)
+  return readme

@@ -1,0 +1,60 @@
+"""The README's figure tables come from a recorded run of the current default config (`make figures`)."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+from sora_jax.config import load_config, to_dict
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import figure_tables  # noqa: E402
+
+RESULTS = json.loads((ROOT / "bench" / "results" / "figures.json").read_text())
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def test_every_readme_figure_block_is_what_the_recorded_results_render_to():
+  assert set(RESULTS) == {"moving_shapes", "moving_digits", "benchmarks"}
+  readme = (ROOT / "README.md").read_text()
+  assert figure_tables.rewrite(readme, RESULTS) == readme, "README figures differ from bench/results/figures.json: " \
+      "run `make figures` (or `python bench/figures.py --render`)"
+  for data in RESULTS.values():
+    m = data["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and m["versions"]["jax"] and len(m["load"]) == 2
+
+
+@pytest.mark.parametrize("part", ["moving_shapes", "moving_digits"])
+def test_the_tables_were_measured_with_the_default_config_as_it_is(part):
+  """A change to a default that existed when the tables were made means they no longer describe
+  `make train`: rerun `make figures`. (Fields added since are migrated with their old behaviour.)"""
+  data = RESULTS[part]
+  recorded = _flat(data["config"])
+  current = _flat(to_dict(load_config("default", [o.removeprefix("--config.") for o in data["overrides"]])))
+  changed = sorted(k for k, v in recorded.items() if k != "data.data_dir" and current.get(k, v) != v)
+  assert not changed, f"default config changed since `make figures` measured {part}: {changed}; rerun it"
+  report = data["report"]
+  assert report["checkpoint_step"] == current["train.num_steps"]
+  assert set(report["models"]) == {"ssl", "random", "supervised"}
+
+
+def test_blocks_are_replaced_between_their_markers_and_a_missing_block_is_an_error():
+  part = {"machine": {"date": "2026-01-01", "cpu": "X", "isa": "avx2", "cores": 2, "load": [0.5, 0.7],
+                      "versions": {"python": "3.11", "jax": "0.1"}},
+          "model_step": {"jax_forward_clips_per_s": 2.0, "jax_train_step_clips_per_s": 1.0}}
+  text = "a\n" + figure_tables.BEGIN.format("benchmarks") + "\nold\n" + figure_tables.END.format("benchmarks") + "\nb\n"
+  out = figure_tables.rewrite(text, {"benchmarks": part})
+  assert out.startswith("a\n") and out.endswith("\nb\n") and "old" not in out
+  assert "on X (avx2), 2 cores, load average 0.5-0.7; Python 3.11, jax 0.1." in out
+  assert "| `bench/model_step.py` | seed config" in out and "forward 2.0 clips/s, train step 1.0 (no PyTorch)" in out
+  assert figure_tables.rewrite(out, {"benchmarks": part}) == out
+  with pytest.raises(SystemExit, match="no block for 'moving_digits'"):
+    figure_tables.rewrite(text, {"moving_digits": part})
