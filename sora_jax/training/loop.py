@@ -66,17 +66,25 @@ class _QuietDiskErrors(logging.Filter):
     for name in ("absl", "asyncio"):  # orbax's threads; tasks never awaited (logged at exit: kept)
       logging.getLogger(name).addFilter(self)
     self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+    self._thread_hook, threading.excepthook = threading.excepthook, self._thread_exception
     # orbax's write tasks that a failed save left pending, collected later
     warnings.filterwarnings("ignore", r"coroutine 'async_serialize_from_host", RuntimeWarning)
     return self
 
   def __exit__(self, *exc):
-    sys.unraisablehook = self._hook
+    sys.unraisablehook, threading.excepthook = self._hook, self._thread_hook
+
+  def _thread_exception(self, args) -> None:  # a writer thread of ours or orbax's hitting the same disk
+    if unwritable(args.exc_value) is None:
+      self._thread_hook(args)
 
   def _unraisable(self, u) -> None:
     # tensorstore's callbacks into the event loop orbax closed after a failed write
     if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
       self._hook(u)
+
+
+_QUIET_DISK_ERRORS = _QuietDiskErrors()  # one instance: adding it to a logger again is a no-op
 
 
 class _Preemption:
@@ -130,7 +138,7 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   workdir = storage.path(workdir)  # a local folder or a URL (gs://bucket/run)
   workdir.mkdir(parents=True, exist_ok=True)
   try:
-    with _QuietDiskErrors(), WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
+    with _QUIET_DISK_ERRORS, WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
       return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback)
   except Exception as e:  # noqa: BLE001 - a full or read-only disk: one line naming what survived
     cause = unwritable(e)
