@@ -20,7 +20,8 @@ class CheckpointError(SoraError):
   """A checkpoint is missing, incomplete or does not fit the model."""
 
 
-# errno -> what went wrong, for writes that fail for a reason outside the program.
+# errno -> what went wrong, for file accesses that fail for a reason outside the program (a full or
+# read-only disk, permissions).
 _UNWRITABLE = {28: "no space left on the device", 122: "disk quota exceeded", 27: "file too large for the file system",
                30: "read-only file system", 13: "permission denied", 1: "operation not permitted"}
 
@@ -46,8 +47,10 @@ def unwritable(exc: BaseException) -> OSError | None:
 
 
 def unwritable_message(err: OSError, where=None, kept: str = "what was written before is intact") -> str:
-  """One line for a write the file system refused: what, where, and how to go on."""
+  """One line for an access the file system refused: what, where, and how to go on."""
   place = err.filename or where
-  fix = ("free some space" if err.errno in (28, 122, 27) else "make it writable")
-  return (f"cannot write{f' {place}' if place else ''}: {_UNWRITABLE[err.errno]}; {fix} or write elsewhere "
+  if err.errno in (13, 1):  # also raised by reads: say what happened, not what was attempted
+    return f"{place or 'a file'}: {_UNWRITABLE[err.errno]}; fix its permissions or use another path; {kept}"
+  fix = "free some space or write elsewhere" if err.errno in (28, 122, 27) else "write elsewhere"
+  return (f"cannot write{f' {place}' if place else ''}: {_UNWRITABLE[err.errno]}; {fix} "
           f"(another --workdir/--out); {kept}")

@@ -127,3 +127,25 @@ def test_a_full_then_read_only_disk_stops_in_one_line_and_the_named_checkpoint_r
   finally:
     if mounted:
       subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_write_failures_are_found_behind_wrappers_and_told_in_one_line():
+  from sora_jax.errors import unwritable, unwritable_message
+  # orbax re-raises tensorstore's ValueError from its threads, wrapped in its own errors
+  ts = ValueError("RESOURCE_EXHAUSTED: Error writing local file \"/w/checkpoints/8.orbax-checkpoint-tmp/x\": "
+                  "Failed to write 15337 bytes to file 7: No space left on device [os_error_code='28']")
+  try:
+    try:
+      raise ts
+    except ValueError as inner:
+      raise RuntimeError("Save Finalize thread failed") from inner
+  except RuntimeError as outer:
+    found = unwritable(outer)
+  assert found.errno == 28 and found.filename == "/w/checkpoints/8.orbax-checkpoint-tmp/x"
+  assert unwritable_message(found, kept="checkpoint 6 is intact") == (
+      "cannot write /w/checkpoints/8.orbax-checkpoint-tmp/x: no space left on the device; free some space or write "
+      "elsewhere (another --workdir/--out); checkpoint 6 is intact")
+  assert unwritable(ExceptionGroup("g", [KeyError("k"), OSError(30, "Read-only file system")])).errno == 30
+  assert unwritable(ValueError("shape mismatch")) is None and unwritable(OSError(2, "No such file")) is None
+  denied = unwritable_message(PermissionError(13, "Permission denied", "/src/videos"))
+  assert denied.startswith("/src/videos: permission denied; fix its permissions") and "cannot write" not in denied
