@@ -1,5 +1,6 @@
 """Project exceptions: one type a CLI can print in a single line, with the fix in the message."""
 
+import errno
 import os
 import re
 
@@ -22,8 +23,10 @@ class CheckpointError(SoraError):
 
 # errno -> what went wrong, for file accesses that fail for a reason outside the program (a full or
 # read-only disk, permissions).
-_UNWRITABLE = {28: "no space left on the device", 122: "disk quota exceeded", 27: "file too large for the file system",
-               30: "read-only file system", 13: "permission denied", 1: "operation not permitted"}
+_UNWRITABLE = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+               errno.EFBIG: "file too large for the file system", errno.EROFS: "read-only file system",
+               errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def unwritable(exc: BaseException) -> OSError | None:
@@ -49,8 +52,8 @@ def unwritable(exc: BaseException) -> OSError | None:
 def unwritable_message(err: OSError, where=None, kept: str = "what was written before is intact") -> str:
   """One line for an access the file system refused: what, where, and how to go on."""
   place = err.filename or where
-  if err.errno in (13, 1):  # also raised by reads: say what happened, not what was attempted
+  if err.errno in (errno.EACCES, errno.EPERM):  # also raised by reads: say what happened, not what was attempted
     return f"{place or 'a file'}: {_UNWRITABLE[err.errno]}; fix its permissions or use another path; {kept}"
-  fix = "free some space or write elsewhere" if err.errno in (28, 122, 27) else "write elsewhere"
+  fix = "free some space or write elsewhere" if err.errno in _FULL else "write elsewhere"
   return (f"cannot write{f' {place}' if place else ''}: {_UNWRITABLE[err.errno]}; {fix} "
           f"(another --workdir/--out); {kept}")

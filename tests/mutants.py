@@ -104,7 +104,7 @@ MUTANTS = {
         ["tests/test_models.py::test_bidirectional_last_pooling_is_each_direction_final_state_computed_independently"]),
     "labels-numbered-by-the-writer": (
         "sora_jax/apps/index.py",
-        'label = names.index(str(r["label_name"])) if r.get("label_name") else int(r.get("label", -1))',
+        'label = number[str(r["label_name"])] if r.get("label_name") else int(r.get("label", -1))',
         'label = int(r.get("label", -1))',
         ["tests/test_apps_index.py::test_labels_are_numbered_by_name_against_the_index_list"]),
     "disk-errors-not-recognised": (

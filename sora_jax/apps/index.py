@@ -135,9 +135,10 @@ class Index:
     known = list(self.meta.get("label_names") or [])
     names = known + [n for n in dict.fromkeys(label_names or ()) if n not in known]
     names += sorted({str(r["label_name"]) for r in records if r.get("label_name")} - set(names))
+    number = {n: i for i, n in enumerate(names)}
     items = []
     for i, r in enumerate(records):
-      label = names.index(str(r["label_name"])) if r.get("label_name") else int(r.get("label", -1))
+      label = number[str(r["label_name"])] if r.get("label_name") else int(r.get("label", -1))
       item = {"id": int(r.get("id", start + i)), "path": r.get("path"), "label": label}
       for key in ("label_name", "caption"):
         if r.get(key) is not None:
