@@ -1,6 +1,8 @@
 """Seed config forward and train-step throughput (clips/s), JAX vs the same net in PyTorch, one run.
 
   .venv/bin/python bench/model_step.py [--batch 8] [--iters 7] [--xla-flags "..."] [--no-torch]
+  .venv/bin/python bench/model_step.py --xla-defaults   # the JAX step without kernels.compiler_options
+  .venv/bin/python bench/model_step.py --kernels        # per-layer conv/pool timings behind kernels.py
 
 Same architecture both sides (seed CNN 64/128/256 on every frame, 2-layer bidirectional LSTM 128,
 linear to 128, L2-normalised), same uint8 input [8, 16, 64, 64, 3] normalised inside the step, same
@@ -12,6 +14,7 @@ then one JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -30,6 +33,11 @@ def parse():
   p.add_argument("--xla-flags", default=None, help="extra XLA_FLAGS for this run (set before jax starts)")
   p.add_argument("--unroll", type=int, default=0, help="LSTM scan unroll (0 = the model's default)")
   p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--xla-defaults", action="store_true",
+                 help="jit the JAX side without sora_jax's compiler options (XLA:CPU's default kernels)")
+  p.add_argument("--kernels", action="store_true",
+                 help="instead: each seed conv's forward/input/filter gradient and each max-pool gradient, "
+                      "with and without the compiler options")
   p.add_argument("--config", default=str(ROOT / "configs" / "seed.py"))
   return p.parse_args()
 
@@ -42,8 +50,9 @@ def jax_side(args):
 
   sys.path.insert(0, str(ROOT))
   from sora_jax.config import load_config
-  from sora_jax.models import build_encoder, init_variables
+  from sora_jax.models import build_encoder, init_variables, kernels
 
+  options = {} if args.xla_defaults else kernels.compiler_options(jax.default_backend())
   config = load_config(args.config)
   model = build_encoder(config, **({"unroll": args.unroll} if args.unroll else {}))
   shape = (args.batch, config.data.num_frames, config.data.frame_size, config.data.frame_size, 3)
@@ -55,7 +64,7 @@ def jax_side(args):
   target = rng.normal(size=(args.batch, config.model.embed_dim)).astype(np.float32)
   target = jnp.asarray(target / np.linalg.norm(target, axis=-1, keepdims=True))
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=options)
   def forward(params, video):
     return model.apply({"params": params}, video)["embedding"]
 
@@ -68,7 +77,7 @@ def jax_side(args):
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  step = jax.jit(step, donate_argnums=(0, 1))
+  step = jax.jit(step, donate_argnums=(0, 1), compiler_options=options)
   state = {"params": params, "opt": opt_state}
 
   def run_forward():
@@ -137,10 +146,58 @@ def timed(fn):
   return time.perf_counter() - t0
 
 
+def kernel_table(args):
+  """Median ms of each seed-CNN layer's kernels at [batch*16 frames]: the 3x3 conv's forward, input
+  and filter gradients under XLA:CPU's defaults and under `kernels.compiler_options`; the 2x2
+  max-pool's gradient (with ReLU) masked vs XLA's gradient of the reduction."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  sys.path.insert(0, str(ROOT))
+  from sora_jax.models import kernels
+
+  n = args.batch * 16
+  rng = np.random.default_rng(0)
+  options = {"defaults": {}, "options": kernels.compiler_options(jax.default_backend())}
+
+  def ms(f, *a):
+    jax.block_until_ready(f(*a))
+    return statistics.median(timed(lambda: jax.block_until_ready(f(*a))) for _ in range(args.iters)) * 1e3
+
+  rows, result = [], {"bench": "model_step_kernels", "frames": n, "iters": args.iters}
+  for size, ci, co in ((64, 3, 64), (32, 64, 128), (16, 128, 256)):
+    x = jnp.asarray(rng.random((n, size, size, ci), np.float32))
+    k = jnp.asarray(rng.random((3, 3, ci, co), np.float32) * 0.1)
+    g = jnp.asarray(rng.random((n, size, size, co), np.float32))
+    fns = {"forward": lambda x, k, g: kernels.conv3x3(x, k),
+           "input_grad": lambda x, k, g: jax.vjp(lambda x: kernels.conv3x3(x, k), x)[1](g)[0],
+           "filter_grad": lambda x, k, g: jax.vjp(lambda k: kernels.conv3x3(x, k), k)[1](g)[0]}
+    for what, fn in fns.items():
+      t = {name: ms(jax.jit(fn, compiler_options=o), x, k, g) for name, o in options.items()}
+      key = f"conv{size}_{ci}_{co}_{what}"
+      rows.append((key, t["defaults"], t["options"]))
+      result[key + "_ms"] = {name: round(v, 1) for name, v in t.items()}
+  for size, c in ((64, 64), (32, 128), (16, 256)):
+    x = jnp.asarray(rng.random((n, size, size, c), np.float32) - 0.5)
+    t = {p: ms(jax.jit(jax.grad(lambda x, p=p: jnp.sum(jnp.sin(jax.nn.relu(kernels.max_pool2x2(x, platform=p))))),
+                       compiler_options=options["options"]), x) for p in ("native", "cpu")}
+    key = f"pool{size}_{c}_grad"
+    rows.append((key + " (plain | masked)", t["native"], t["cpu"]))
+    result[key + "_ms"] = {"plain": round(t["native"], 1), "masked": round(t["cpu"], 1)}
+  print(f"seed CNN kernels on {n} frames, jax {jax.__version__} ({jax.default_backend()}, {os.cpu_count()} cpus)")
+  print(f"{'kernel':<36}{'XLA defaults ms':>17}{'ours ms':>10}{'ratio':>8}")
+  for key, a, b in rows:
+    print(f"{key:<36}{a:>17.1f}{b:>10.1f}{a / b:>8.2f}")
+  print(json.dumps(result))
+
+
 def main():
   args = parse()
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+  if args.kernels:
+    return kernel_table(args)
   j_fwd, j_step, j_params = jax_side(args)
   sides = {"jax": (j_fwd, j_step)}
   torch_info = None

@@ -1,6 +1,7 @@
 """Per-platform kernels: each implementation computes the same values and gradients, and a step
 lowered for CUDA or TPU on this CPU machine holds the native convolution gradient."""
 
+import collections
 import re
 
 import chex
@@ -13,7 +14,8 @@ from jax import lax
 
 from sora_jax.config import load_config
 from sora_jax.models import encoder
-from sora_jax.models.kernels import attention_fn, attention_implementation, conv3x3, max_pool2x2
+from sora_jax.models.kernels import (attention_fn, attention_implementation, compiler_options, conv3x3,
+                                      max_pool2x2)
 
 
 def _native_conv(x, k):
@@ -21,20 +23,21 @@ def _native_conv(x, k):
 
 
 @pytest.mark.parametrize("platform", ["cpu", "cuda", None])
-def test_conv3x3_values_and_gradients_match_the_native_convolution(platform):
+def test_conv_and_pool_values_and_gradients_match_flax_with_and_without_the_cpu_options(platform):
   rng = np.random.default_rng(8)
-  x = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(4, 12, 10, 3)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
 
   def ref(x, k):
     return jnp.sum(jnp.sin(nn.max_pool(_native_conv(x, k), (2, 2), strides=(2, 2))))
 
   def ours(x, k):
-    return jnp.sum(jnp.sin(max_pool2x2(conv3x3(x, k, platform=platform), platform=platform)))
+    return jnp.sum(jnp.sin(max_pool2x2(conv3x3(x, k), platform=platform)))
 
-  np.testing.assert_allclose(jax.jit(ours)(x, k), ref(x, k), rtol=1e-5)
-  chex.assert_trees_all_close(jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k),
-                              rtol=1e-4, atol=1e-5)
+  want = jax.value_and_grad(ref, (0, 1))(x, k)
+  for options in ({}, compiler_options("cpu")):
+    got = jax.jit(jax.value_and_grad(ours, (0, 1)), compiler_options=options)(x, k)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 2), (1, 1, 4, 2)])
@@ -58,12 +61,11 @@ def _op_counts(fn, *args, platform):
   return len(re.findall(r"stablehlo\.dot_general", text)), len(re.findall(r"stablehlo\.convolution", text))
 
 
-def test_conv3x3_filter_gradient_is_per_tap_matmuls_on_cpu_only():
+def test_conv3x3_is_the_native_convolution_and_its_gradients_on_every_platform():
   x = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32)
   k = jax.ShapeDtypeStruct((3, 3, 4, 6), jnp.float32)
   grad = jax.grad(lambda x, k: jnp.sum(conv3x3(x, k) ** 2), (0, 1))
-  assert _op_counts(grad, x, k, platform="cpu") == (9, 2)  # forward + input gradient; 9 tap matmuls
-  for platform in ("cuda", "tpu", "rocm"):
+  for platform in ("cpu", "cuda", "tpu", "rocm"):
     assert _op_counts(grad, x, k, platform=platform) == (0, 3)  # forward, input and filter gradient
 
 
@@ -77,11 +79,54 @@ def test_large_config_train_step_lowered_for_gpu_and_tpu_uses_native_convolution
   batch = {"video": jax.ShapeDtypeStruct((2, 2, 4, 64, 64, 3), jnp.uint8),
            "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
   step = make_train_step(config, encoder(config), tx)
-  cpu_dots, cpu_convs = _op_counts(step, state, batch, platform="cpu")
-  for platform in ("cuda", "tpu"):
+  layers = [p for p, a in jax.tree_util.tree_leaves_with_path(state.params)
+            if "kernel" in jax.tree_util.keystr(p) and len(a.shape) == 4]
+  assert len(layers) > 20
+  for platform in ("cuda", "tpu", "cpu"):
     dots, convs = _op_counts(step, state, batch, platform=platform)
-    # every 3x3 filter gradient: 9 tap matmuls on CPU <-> one native convolution here
-    assert convs > cpu_convs and cpu_dots - dots == 9 * (convs - cpu_convs), (platform, dots, convs)
+    # each conv layer: forward, filter gradient and input gradient (the first's input is the data)
+    assert convs == 3 * len(layers) - 1, (platform, dots, convs, len(layers))
+
+
+def _ynn_fusion_kinds(hlo: str) -> collections.Counter:
+  """The root op of each computation XLA:CPU hands to YNNPACK."""
+  bodies = dict(re.findall(r"^(%[\w.\-]+) .*?\{\n(.*?)\n\}", hlo, re.M | re.S))
+  kinds = collections.Counter()
+  for name in re.findall(r"calls=(%[\w.\-]+), [^\n]*__ynn_fusion", hlo):
+    root = re.search(r"ROOT \S+ = \S+ ([\w-]+)\(", bodies.get(name, ""))
+    kinds[root.group(1) if root else "?"] += 1
+  return kinds
+
+
+def test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_uses_them():
+  from sora_jax.parallel import mesh as mesh_lib
+  from sora_jax.training.optim import build_optimizer
+  from sora_jax.training.state import init_state
+  from sora_jax.training.step import jit_train_step
+  config = load_config("seed", ["train.batch_size=8", "data.num_frames=2", "data.frame_size=64"])
+  tx = build_optimizer(config)
+  state = jax.eval_shape(lambda: init_state(config, tx))
+  batch = {"video": jax.ShapeDtypeStruct((8, 2, 2, 64, 64, 3), jnp.uint8),
+           "label": jax.ShapeDtypeStruct((8,), jnp.int32)}
+  mesh = mesh_lib.make_mesh(config)
+  step, shardings = jit_train_step(config, encoder(config), tx, state, mesh)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
+  ours = _ynn_fusion_kinds(step.lower(state, batch).compile().as_text())
+  from sora_jax.training.step import make_train_step
+  default = _ynn_fusion_kinds(jax.jit(make_train_step(config, encoder(config), tx)).lower(state, batch)
+                              .compile().as_text())
+  assert default["convolution"] == 3 * 3 - 1 and "convolution" not in ours, (default, ours)
+  # jax 0.10.2's XLA:CPU hands YNNPACK single dots, reductions and convolutions (not elementwise
+  # ops); the options keep all but convolutions
+  x = jnp.ones((64, 32, 32, 64))
+  ops = {"dot": lambda x: x.reshape(-1, 64) @ x[0, 0].T, "reduce": lambda x: x.sum((0, 1, 2)),
+         "convolution": lambda x: conv3x3(x, x[0, :3, :3, :, None].repeat(8, -1)), "sin": jnp.sin}
+  for name, fn in ops.items():
+    default, ours = (_ynn_fusion_kinds(jax.jit(fn, compiler_options=o).lower(x).compile().as_text())
+                     for o in ({}, compiler_options("cpu")))
+    assert (sum(default.values()), sum(ours.values())) == {"dot": (1, 1), "reduce": (1, 1), "convolution": (1, 0),
+                                                             "sin": (0, 0)}[name], (name, default, ours)
+  assert compiler_options("gpu") == {} and compiler_options("tpu") == {}
 
 
 @pytest.mark.parametrize("causal", [False, True])

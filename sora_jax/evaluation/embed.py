@@ -25,7 +25,7 @@ from sora_jax import storage
 from sora_jax.data import pipeline
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
-from sora_jax.models import encoder
+from sora_jax.models import encoder, kernels
 from sora_jax.parallel import mesh as mesh_lib
 
 FIELDS = ("pooled", "embedding", "logits")
@@ -63,7 +63,7 @@ def make_embed_fn(config, mesh=None):
         res[name] = x.reshape(b, c, -1).mean(axis=1)
     return res
 
-  jitted = jax.jit(fn, out_shardings=rows)
+  jitted = jax.jit(fn, out_shardings=rows, compiler_options=kernels.compiler_options(mesh_lib.platform(mesh)))
 
   def call(variables, video):
     return jitted(variables, jax.device_put(video, rows))

@@ -16,7 +16,7 @@ from sora_jax.models.kernels import conv3x3, max_pool2x2
 
 class Conv3x3(nn.Module):
   """Drop-in for nn.Conv(features, (3, 3), padding='SAME') (same parameter names and shapes)
-  through `kernels.conv3x3` (the filter gradient measured fastest on each platform)."""
+  through `kernels.conv3x3`, the one place its kernel is chosen per platform."""
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32

@@ -1,14 +1,16 @@
-"""Kernels chosen per platform: the 3x3 convolution and attention over time.
+"""Kernels and XLA options chosen per platform: the 3x3 convolution, 2x2 max-pool, attention over time.
 
 Each function computes the same thing on every platform (equal up to float summation order); the
 implementation is the one measured fastest there:
-- `conv3x3`: on CPU the filter gradient is 9 plain matmuls, one per tap (XLA:CPU's backprop-filter
-  convolution is about 2x slower, `../shared/notes/cpu_conv_breakdown.py`); on GPU and TPU the native
-  convolution gradient (cuDNN, the TPU's convolution units). Picked when the step is lowered
-  (`jax.lax.platform_dependent`), so a step exported for CUDA on a CPU machine holds the native one.
+- `conv3x3`: XLA's native convolution and its gradients everywhere (cuDNN on GPU, the convolution
+  units on TPU, XLA's own Eigen kernels on CPU). On CPU that holds only with `compiler_options`:
+  jax 0.10's XLA:CPU hands convolutions to YNNPACK by default, whose forward, input- and
+  filter-gradient convolutions are 1.1-4x slower than Eigen's on the seed CNN's shapes
+  (`bench/model_step.py --kernels`). A 9-matmul filter gradient used to stand in for YNNPACK's
+  slowest one; with Eigen's the native one is faster (seed train step 1.45 s -> 0.97 s on 2 cores).
 - `max_pool2x2`: a reshape + max everywhere; on CPU its gradient is a custom mask (each window's
-  maxima share the output gradient, as jnp.max's gradient splits it), 3x faster there than XLA's
-  gradient of the reduction (180 -> 56 ms for 128 frames of 64x64x64).
+  maxima share the output gradient, as jnp.max's gradient splits it), 2x faster there than XLA's
+  gradient of the reduction (216 -> 114 ms for 128 frames of 64x64x64).
 - `dot_product_attention`: `jax.nn.dot_product_attention`, XLA's fused softmax(QK^T)V everywhere and
   cuDNN's fused (flash) kernel on NVIDIA GPUs where its dtype and head size allow. cuDNN cannot be
   traced on a machine without it, so this choice is made when the model is built
@@ -17,49 +19,47 @@ implementation is the one measured fastest there:
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
+# jax 0.10.2's XLA:CPU default for this option is INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION and REDUCE
+# (tests/test_kernels.py checks it): the same list without convolutions.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
-def _conv3x3_native(x, k):
+
+def compiler_options(platform: str) -> dict:
+  """XLA options for a jitted step that runs the model on `platform` ('cpu', 'gpu', 'tpu', or a
+  mesh's device platform): `jax.jit(fn, compiler_options=compiler_options("cpu"))`. On CPU they keep
+  convolutions on XLA's Eigen kernels (see the module doc); elsewhere there are none. The training
+  step and the embedding function pass them; a step you jit yourself on CPU runs without them,
+  slower (or set XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution)."""
+  return dict(_cpu_options()) if platform == "cpu" else {}
+
+
+@functools.cache
+def _cpu_options() -> tuple:
+  options = ((_YNN_OPTION, _YNN_WITHOUT_CONVOLUTIONS),)
+  try:  # an XLA that no longer knows the option or its values: run with its defaults
+    x = jax.device_put(np.zeros(2, np.float32), jax.devices("cpu")[0])
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(x).compile()
+  except Exception as e:  # noqa: BLE001 - any refusal means: leave XLA's defaults alone
+    logging.getLogger(__name__).warning("XLA:CPU refused %s (%s): convolutions stay with its default "
+                                        "kernels, slower", _YNN_OPTION, str(e).splitlines()[0][:200])
+    return ()
+  return options
+
+
+def conv3x3(x, k):
+  """3x3 stride-1 SAME conv, [N, H, W, Ci] x [3, 3, Ci, Co] -> [N, H, W, Co]."""
   return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=_NHWC)
-
-
-@jax.custom_vjp
-def _conv3x3_tap_matmuls(x, k):
-  return _conv3x3_native(x, k)
-
-
-def _taps_fwd(x, k):
-  return _conv3x3_native(x, k), (x, k)
-
-
-def _taps_bwd(res, dy):
-  x, k = res
-  dx = jax.vjp(lambda x: _conv3x3_native(x, k), x)[1](dy)[0]
-  n, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  d = dy.reshape(-1, dy.shape[-1])
-  taps = [lax.dot_general(xp[:, i:i + h, j:j + w].reshape(-1, c), d, (((0,), (0,)), ((), ())),
-                          preferred_element_type=jnp.float32)
-          for i in range(3) for j in range(3)]
-  dk = jnp.stack(taps).reshape(3, 3, c, dy.shape[-1]).astype(k.dtype)
-  return dx, dk
-
-
-_conv3x3_tap_matmuls.defvjp(_taps_fwd, _taps_bwd)
-
-
-def conv3x3(x, k, *, platform: str | None = None):
-  """3x3 stride-1 SAME conv, [N, H, W, Ci] x [3, 3, Ci, Co] -> [N, H, W, Co]. `platform` forces one
-  implementation ('cpu': per-tap filter gradient; anything else: native), for tests and benchmarks;
-  None picks by the platform the step is lowered for."""
-  if platform is not None:
-    return (_conv3x3_tap_matmuls if platform == "cpu" else _conv3x3_native)(x, k)
-  return lax.platform_dependent(x, k, cpu=_conv3x3_tap_matmuls, default=_conv3x3_native)
 
 
 def _max_pool_plain(x):
@@ -93,7 +93,9 @@ _max_pool_masked.defvjp(_pool_fwd, _pool_bwd)
 
 def max_pool2x2(x, *, platform: str | None = None):
   """2x2 stride-2 max-pool, [N, H, W, C] -> [N, H//2, W//2, C]; odd sizes are cropped (PyTorch's
-  MaxPool2d(2) floor mode), sides < 2 pass through. `platform` as in `conv3x3`."""
+  MaxPool2d(2) floor mode), sides < 2 pass through. `platform` forces one implementation ('cpu':
+  the masked gradient; anything else: the reduction's), for tests and benchmarks; None picks by the
+  platform the step is lowered for (`jax.lax.platform_dependent`)."""
   if x.shape[1] < 2 or x.shape[2] < 2:
     return x
   if platform is not None:

@@ -82,6 +82,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def platform(mesh: Mesh) -> str:
+  """The platform of the mesh's devices: 'cpu', 'gpu', 'tpu'."""
+  return mesh.devices.flat[0].platform
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

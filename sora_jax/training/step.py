@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from sora_jax import objectives
+from sora_jax.models import kernels
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training.optim import learning_rate_schedule
 from sora_jax.training.state import TrainState
@@ -85,5 +86,6 @@ def jit_train_step(config, model, tx, abstract_state, mesh):
   state_shardings = mesh_lib.tree_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
   batch_shardings = {k: mesh_lib.batch_sharding(mesh) for k in DEVICE_KEYS}
   step = jax.jit(make_train_step(config, model, tx), in_shardings=(state_shardings, batch_shardings),
-                 out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+                 out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
+                 compiler_options=kernels.compiler_options(mesh_lib.platform(mesh)))
   return step, state_shardings
