@@ -225,10 +225,10 @@ def test_hosts_read_disjoint_parts_of_the_same_global_batches(data_dir, hosts):
   seen = []
   for p in range(hosts):
     it = pipeline.TrainInput(c, process_index=p, process_count=hosts)
-    stream = it._indices(0, 0)
-    pairs = [next(stream) for _ in range(it.steps_per_epoch * it.batch)]
-    assert {e for e, _ in pairs} == {0}
-    seen += [int(i) for _, i in pairs]
+    epochs = it._epochs(0, 0)
+    epoch, order = next(epochs)
+    assert epoch == 0 and len(order) == it.steps_per_epoch * it.batch
+    seen += [int(i) for i in order]
   assert len(seen) == len(set(seen)) == 192 // 16 * 16
 
 
@@ -309,3 +309,19 @@ def test_a_built_in_split_served_from_memory_gives_the_same_batches_as_from_its_
   for a, b in zip(from_memory, from_files):
     for key in ("video", "label", "motion_label", "video_id"):
       np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_hue_shift_is_hsv_rotation_by_each_clips_or_frames_own_delta(per_frame):
+  import tensorflow as tf
+
+  from sora_jax.data import augment
+  rng = np.random.default_rng(5)
+  x = rng.random((3, 4, 6, 6, 3)).astype(np.float32)
+  delta = rng.uniform(-0.5, 0.5, (3, 4) if per_frame else (3, 1)).astype(np.float32)
+  hsv = tf.image.rgb_to_hsv(x).numpy()
+  hsv[..., 0] = np.mod(hsv[..., 0] + delta[:, :, None, None], 1.0)
+  want = tf.image.hsv_to_rgb(hsv).numpy()
+  got = augment._adjust_hue(tf.constant(x), tf.constant(delta), per_frame).numpy()
+  np.testing.assert_allclose(got, want, atol=2e-6)
+  assert np.abs(got - x).max() > 0.1  # it did shift

@@ -128,16 +128,16 @@ class TrainInput:
     self.set_state(self.position(global_step))
 
   # ----- iteration
-  def _indices(self, start_epoch, start_step):
-    """(epoch, example index) pairs this process reads, from the given position on."""
+  def _epochs(self, start_epoch, start_step):
+    """(epoch, the example indices this process reads in it, in order), from the given position on:
+    one Python call per epoch, not per example (that cost ~0.1 ms of CPU per clip)."""
     b, gb, p = self.batch, self.global_batch, self.process_index
     epoch, step = start_epoch, start_step
     while True:
       perm = epoch_permutation(self.seed, epoch, self.num_examples)
       steps = np.arange(step, self.steps_per_epoch)
       pos = (steps[:, None] * gb + p * b + np.arange(b)[None, :]).reshape(-1)
-      for i in perm[pos]:
-        yield epoch, i
+      yield epoch, perm[pos]
       epoch, step = epoch + 1, 0
 
   def _element(self, epoch, index):
@@ -167,8 +167,9 @@ class TrainInput:
   def dataset(self) -> tf.data.Dataset:
     """The tf.data pipeline from the current position."""
     start = (self._epoch, self._step)
-    ds = tf.data.Dataset.from_generator(lambda: self._indices(*start), output_signature=(
-        tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
+    ds = tf.data.Dataset.from_generator(lambda: self._epochs(*start), output_signature=(
+        tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.int64)))
+    ds = ds.flat_map(lambda epoch, order: tf.data.Dataset.from_tensor_slices(order).map(lambda i: (epoch, i)))
     ds = ds.map(self._element, num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.batch(self.batch, drop_remainder=True)
     ds = ds.map(self._augment, num_parallel_calls=_parallel(self.config), deterministic=True)

@@ -137,7 +137,9 @@ class BuiltinSplit(Split):
         ds = tf.data.Dataset.range(self.num_examples).map(self._parse, num_parallel_calls=tf.data.AUTOTUNE,
                                                           deterministic=True).batch(256)
         parts = list(ds.as_numpy_iterator())
-        _DECODED[key] = (np.concatenate([v for v, _ in parts]), np.concatenate([lab for _, lab in parts]))
+        # eager tensors: a map function gathers from them in TF (a Python call per example cost more)
+        _DECODED[key] = (tf.constant(np.concatenate([v for v, _ in parts])),
+                         tf.constant(np.concatenate([lab for _, lab in parts])))
       return _DECODED[key]
 
   def load(self, index):
@@ -146,10 +148,7 @@ class BuiltinSplit(Split):
       video, labels = self._parse(index)
     else:
       videos, table = cached
-      video, labels = tf.numpy_function(lambda i: (videos[i], table[i]), [index], [tf.uint8, tf.int64],
-                                        stateful=False)
-      video = tf.ensure_shape(video, [self.frames, self.size, self.size, 3])
-      labels = tf.ensure_shape(labels, [3])
+      video, labels = tf.gather(videos, index), tf.gather(table, index)
     return {"encoded": video, "num_frames": tf.constant(self.frames, tf.int32),
             "label": tf.cast(labels[0], tf.int32), "motion_label": tf.cast(labels[1], tf.int32),
             "video_id": labels[2]}
