@@ -99,6 +99,18 @@ MUTANTS = {
     "cpu-max-pool-gradient-ignores-ties": (
         "sora_jax/models/kernels.py", "share = dy / mask.sum(axis=(2, 4)).astype(dy.dtype)", "share = dy",
         ["tests/test_kernels.py"]),
+    "cpu-options-keep-ynn-convolutions": (
+        "sora_jax/models/kernels.py", '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"',
+        '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,'
+        'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"',
+        ["tests/test_kernels.py::test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_uses_them"]),
+    "train-step-without-cpu-options": (
+        "sora_jax/training/step.py", "compiler_options=kernels.compiler_options(mesh_lib.platform(mesh)))",
+        "compiler_options={})",
+        ["tests/test_kernels.py::test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_uses_them"]),
+    "hue-one-delta-for-every-clip": (
+        "sora_jax/data/augment.py", "(x, tf.reshape(delta, [-1]))", "(x, tf.fill(tf.shape(x)[:1], tf.reshape(delta, [-1])[0]))",
+        ["tests/test_data.py::test_hue_shift_is_hsv_rotation_by_each_clips_or_frames_own_delta"]),
     "bidirectional-pools-backward-last": (
         "sora_jax/models/temporal.py", "sequence[:, -1, :h], sequence[:, 0, h:]", "sequence[:, -1, :h], sequence[:, -1, h:]",
         ["tests/test_models.py::test_bidirectional_last_pooling_is_each_direction_final_state_computed_independently"]),
