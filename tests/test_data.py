@@ -225,9 +225,8 @@ def test_hosts_read_disjoint_parts_of_the_same_global_batches(data_dir, hosts):
   seen = []
   for p in range(hosts):
     it = pipeline.TrainInput(c, process_index=p, process_count=hosts)
-    epochs = it._epochs(0, 0)
-    epoch, order = next(epochs)
-    assert epoch == 0 and len(order) == it.steps_per_epoch * it.batch
+    epochs, order = it._order(0, 0, it.steps_per_epoch)
+    assert set(epochs.tolist()) == {0} and len(order) == it.steps_per_epoch * it.batch
     seen += [int(i) for i in order]
   assert len(seen) == len(set(seen)) == 192 // 16 * 16
 
@@ -325,3 +324,19 @@ def test_hue_shift_is_hsv_rotation_by_each_clips_or_frames_own_delta(per_frame):
   got = augment._adjust_hue(tf.constant(x), tf.constant(delta), per_frame).numpy()
   np.testing.assert_allclose(got, want, atol=2e-6)
   assert np.abs(got - x).max() > 0.1  # it did shift
+
+
+def test_batches_go_on_exactly_across_chunks_of_the_order(data_dir, monkeypatch):
+  """The order reaches tf.data a chunk at a time; a chunk ending mid-epoch or across epochs changes
+  nothing in the batches."""
+  from sora_jax.data import pipeline
+  c = small_config(data_dir)
+  ref = pipeline.TrainInput(c)
+  steps = 2 * ref.steps_per_epoch + 1
+  want = take(ref, steps)
+  monkeypatch.setattr(pipeline, "ORDER_CHUNK", 5 * ref.batch)  # a new dataset every 5 steps
+  assert ref.steps_per_epoch % 5  # some chunks span two epochs
+  got = take(pipeline.TrainInput(c), steps)
+  for a, b in zip(want, got):
+    assert a["video_id"].tolist() == b["video_id"].tolist()
+    assert a["video"].tobytes() == b["video"].tobytes()

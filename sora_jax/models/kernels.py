@@ -5,12 +5,12 @@ implementation is the one measured fastest there:
 - `conv3x3`: XLA's native convolution and its gradients everywhere (cuDNN on GPU, the convolution
   units on TPU, XLA's own Eigen kernels on CPU). On CPU that holds only with `compiler_options`:
   jax 0.10's XLA:CPU hands convolutions to YNNPACK by default, whose forward, input- and
-  filter-gradient convolutions are 1.1-4x slower than Eigen's on the seed CNN's shapes
+  filter-gradient convolutions are 1.1-4.4x slower than Eigen's on the seed CNN's shapes
   (`bench/model_step.py --kernels`). A 9-matmul filter gradient used to stand in for YNNPACK's
   slowest one; with Eigen's the native one is faster (seed train step 1.45 s -> 0.97 s on 2 cores).
 - `max_pool2x2`: a reshape + max everywhere; on CPU its gradient is a custom mask (each window's
   maxima share the output gradient, as jnp.max's gradient splits it), 2x faster there than XLA's
-  gradient of the reduction (216 -> 114 ms for 128 frames of 64x64x64).
+  gradient of the reduction (with ReLU, 216 -> 109 ms for 128 frames of 64x64x64).
 - `dot_product_attention`: `jax.nn.dot_product_attention`, XLA's fused softmax(QK^T)V everywhere and
   cuDNN's fused (flash) kernel on NVIDIA GPUs where its dtype and head size allow. cuDNN cannot be
   traced on a machine without it, so this choice is made when the model is built
