@@ -116,7 +116,8 @@ def main() -> int:
       stamp["load"].append(round(os.getloadavg()[0], 2))
       results[part] = {"machine": stamp, **figures}
       RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")  # a part at a time: nothing lost
-  text = figure_tables.rewrite(README.read_text(), results)
+  results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # as stored (sorted keys): what
+  text = figure_tables.rewrite(README.read_text(), results)  # tests/test_figures.py renders too
   README.write_text(text)
   for part in results:
     print(figure_tables.render(part, results[part]), end="\n\n")
