@@ -163,3 +163,18 @@ def test_attention_implementation_is_cudnn_only_where_its_kernel_applies():
   with pytest.raises(ValueError, match="causal=True"):
     attention_fn(True, "xla")(jnp.ones((1, 2, 1, 8)), jnp.ones((1, 2, 1, 8)), jnp.ones((1, 2, 1, 8)),
                               mask=jnp.ones((1, 1, 2, 2), bool))
+
+
+def test_cpu_options_an_xla_that_refuses_them_runs_with_its_defaults_and_says_so(monkeypatch, caplog):
+  from sora_jax.models import kernels
+  monkeypatch.setattr(kernels, "_YNN_WITHOUT_CONVOLUTIONS", "LIBRARY_FUSION_TYPE_NO_SUCH_THING")
+  kernels._cpu_options.cache_clear()
+  try:
+    with caplog.at_level("WARNING"):
+      assert kernels.compiler_options("cpu") == {}
+    assert "refused xla_cpu_experimental_ynn_fusion_type" in caplog.text
+  finally:
+    monkeypatch.undo()
+    kernels._cpu_options.cache_clear()
+  assert kernels.compiler_options("cpu") == {"xla_cpu_experimental_ynn_fusion_type":
+                                             "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
