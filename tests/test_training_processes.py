@@ -36,6 +36,8 @@ _WORKER = _PREAMBLE + textwrap.dedent("""
     from sora_jax.training import checkpoint as ckpt
     from sora_jax.training.loop import train
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
+    from sora_jax.models import kernels
+    assert kernels.compiler_options("cpu"), "every process compiles the same program: with the CPU options"
     state = train(ckpt.saved_config(json.load(open(config_path))), workdir, stop_at_step=stop)
     print("final step", int(state.step))
 """)
@@ -103,7 +105,11 @@ def test_one_process_of_8_stopped_and_continued_as_two_processes_of_4(straight, 
   assert all("final step 4" in out for out in outs) and "restarts its stream" not in outs[0], outs[0][-2000:]
   two, one = _metrics(tmp_path / "two"), _metrics(workdir)
   assert [r["step"] for r in two] == [1, 2, 3, 4]
-  np.testing.assert_array_equal([r["loss"] for r in two], [r["loss"] for r in one])
+  # Within float rounding, not to the bit: XLA:CPU's own convolution kernels (kernels.compiler_options)
+  # round small convolutions differently in a process of 8 devices than of 4 (the same conv gradient
+  # was measured to differ between 8, 4 and 1 devices, each repeatable); the same layout resumes
+  # bitwise (test_training.py). Another batch would move the loss by far more than 1e-6.
+  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

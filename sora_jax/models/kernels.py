@@ -48,7 +48,7 @@ def compiler_options(platform: str) -> dict:
 def _cpu_options() -> tuple:
   options = ((_YNN_OPTION, _YNN_WITHOUT_CONVOLUTIONS),)
   try:  # an XLA that no longer knows the option or its values: run with its defaults
-    x = jax.device_put(np.zeros(2, np.float32), jax.devices("cpu")[0])
+    x = jax.device_put(np.zeros(2, np.float32), jax.local_devices(backend="cpu")[0])  # this process's
     jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(x).compile()
   except Exception as e:  # noqa: BLE001 - any refusal means: leave XLA's defaults alone
     logging.getLogger(__name__).warning("XLA:CPU refused %s (%s): convolutions stay with its default "
