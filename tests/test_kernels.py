@@ -69,15 +69,20 @@ def test_conv3x3_is_the_native_convolution_and_its_gradients_on_every_platform()
     assert _op_counts(grad, x, k, platform=platform) == (0, 3)  # forward, input and filter gradient
 
 
-def test_large_config_train_step_lowered_for_gpu_and_tpu_uses_native_convolution_gradients():
+def _abstract_step(name: str, batch: int, frames: int):
+  """(config, optimizer, abstract state, abstract batch) of config `name` at 64 px, two views."""
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
-  from sora_jax.training.step import make_train_step
-  config = load_config("large", ["train.batch_size=2", "data.num_frames=4", "data.frame_size=64"])
+  config = load_config(name, [f"train.batch_size={batch}", f"data.num_frames={frames}", "data.frame_size=64"])
   tx = build_optimizer(config)
   state = jax.eval_shape(lambda: init_state(config, tx))
-  batch = {"video": jax.ShapeDtypeStruct((2, 2, 4, 64, 64, 3), jnp.uint8),
-           "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+  return config, tx, state, {"video": jax.ShapeDtypeStruct((batch, 2, frames, 64, 64, 3), jnp.uint8),
+                             "label": jax.ShapeDtypeStruct((batch,), jnp.int32)}
+
+
+def test_large_config_train_step_lowered_for_gpu_and_tpu_uses_native_convolution_gradients():
+  from sora_jax.training.step import make_train_step
+  config, tx, state, batch = _abstract_step("large", 2, 4)
   step = make_train_step(config, encoder(config), tx)
   layers = [p for p, a in jax.tree_util.tree_leaves_with_path(state.params)
             if "kernel" in jax.tree_util.keystr(p) and len(a.shape) == 4]
@@ -100,19 +105,11 @@ def _ynn_fusion_kinds(hlo: str) -> collections.Counter:
 
 def test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_uses_them():
   from sora_jax.parallel import mesh as mesh_lib
-  from sora_jax.training.optim import build_optimizer
-  from sora_jax.training.state import init_state
-  from sora_jax.training.step import jit_train_step
-  config = load_config("seed", ["train.batch_size=8", "data.num_frames=2", "data.frame_size=64"])
-  tx = build_optimizer(config)
-  state = jax.eval_shape(lambda: init_state(config, tx))
-  batch = {"video": jax.ShapeDtypeStruct((8, 2, 2, 64, 64, 3), jnp.uint8),
-           "label": jax.ShapeDtypeStruct((8,), jnp.int32)}
-  mesh = mesh_lib.make_mesh(config)
-  step, shardings = jit_train_step(config, encoder(config), tx, state, mesh)
+  from sora_jax.training.step import jit_train_step, make_train_step
+  config, tx, state, batch = _abstract_step("seed", 8, 2)
+  step, shardings = jit_train_step(config, encoder(config), tx, state, mesh_lib.make_mesh(config))
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
   ours = _ynn_fusion_kinds(step.lower(state, batch).compile().as_text())
-  from sora_jax.training.step import make_train_step
   default = _ynn_fusion_kinds(jax.jit(make_train_step(config, encoder(config), tx)).lower(state, batch)
                               .compile().as_text())
   assert default["convolution"] == 3 * 3 - 1 and "convolution" not in ours, (default, ours)
