@@ -46,6 +46,15 @@ def parse():
   p.add_argument("--profile", default="", help="write a profiler trace of one step of each config here")
   p.add_argument("--smoke", action="store_true", help="small shapes and few steps (CPU)")
   p.add_argument("--set", action="append", default=[], help="NAME:section.field=value overrides")
+  p.add_argument("--ab", action="store_true",
+                 help="run each config twice, side by side: GroupNorm and the stem max-pool as autodiff of flax's/"
+                      "XLA's ops (rows NAME[xla]) and as sora_jax's fused kernels (NAME[fused]); see models/kernels.py")
+  p.add_argument("--layers", action="store_true",
+                 help="instead: each GroupNorm+ReLU and the stem max-pool of configs/large.py's ResNet-34, forward + "
+                      "gradient, autodiff vs fused, at --layer-frames frames of --layer-size px in --layer-dtype")
+  p.add_argument("--layer-frames", type=int, default=256, help="frames per device (8 clips x 2 views x 16 frames)")
+  p.add_argument("--layer-size", type=int, default=224)
+  p.add_argument("--layer-dtype", default="bfloat16")
   return p.parse_args()
 
 
@@ -206,7 +215,7 @@ def check_kernels() -> dict:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.models.kernels import attention_fn, max_pool2x2
+  from sora_jax.models.kernels import attention_fn, forced, group_norm, max_pool2x2, max_pool3x3s2
 
   def rel(a, b):
     a, b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
@@ -218,6 +227,18 @@ def check_kernels() -> dict:
   pool = {p: jax.jit(jax.value_and_grad(lambda x, p=p: jnp.sum(jnp.tanh(max_pool2x2(x, platform=p)))))
           for p in ("cpu", "native")}
   out = {"max_pool_masked_vs_plain_rel_err": rel(pool["cpu"](x), pool["native"](x))}
+  scale, bias = 1 + 0.1 * jax.random.normal(keys[1], (32,)), 0.1 * jax.random.normal(keys[5], (32,))
+  xb = x.astype(jnp.bfloat16)
+  for kernel, choices, fn in (("group_norm", ("fused", "flax"), lambda x: group_norm(x, scale, bias, 8, relu=True)),
+                              ("max_pool3x3", ("masked", "xla"), max_pool3x3s2)):
+    grads = {}
+    for choice in choices:
+      with forced(**{kernel.split("3")[0]: choice}):
+        f = jax.jit(jax.value_and_grad(lambda x, fn=fn: jnp.sum(jnp.sin(fn(x).astype(jnp.float32)))))
+        grads[choice] = (f(x), f(xb))
+    a, b = choices
+    out[f"{kernel}_{a}_vs_{b}_rel_err"] = rel(grads[a][0], grads[b][0])
+    out[f"{kernel}_{a}_vs_{b}_rel_err_bf16"] = rel(grads[a][1], grads[b][1])
   if jax.default_backend() == "gpu":
     q, kk, v = (jax.random.normal(keys[i], (4, 16, 12, 64), jnp.bfloat16) for i in (2, 3, 4))
 
@@ -234,9 +255,59 @@ def check_kernels() -> dict:
   return out
 
 
+def layer_table(args) -> None:
+  """Median ms of forward + gradient of each GroupNorm (+ ReLU, + residual) and the stem max-pool of
+  the large config's ResNet-34 at its activation shapes, flax's/XLA's autodiff vs the fused kernels,
+  side by side in one run. Prints a table, then one JSON line."""
+  import jax
+  import jax.numpy as jnp
+
+  from sora_jax.models.kernels import forced, group_norm, max_pool3x3s2
+  n, s, dtype = args.layer_frames, args.layer_size, jnp.dtype(args.layer_dtype)
+  key = jax.random.key(0)
+  # (name, shape, groups, residual?): the stem's output, then each stage's block end
+  shapes = [("stem_gn_relu", (n, s // 2, s // 2, 64), 32, False)]
+  shapes += [(f"stage{i}_gn_add_relu", (n, s // 4 >> i, s // 4 >> i, 64 << i), 32, True) for i in range(4)]
+  rows, result = [], {"bench": "accelerator_layers", "device": jax.devices()[0].device_kind, "frames": n,
+                      "size": s, "dtype": dtype.name}
+
+  def ms(layer, *a):
+    step = jax.jit(jax.grad(lambda *a: jnp.sum(layer(*a).astype(jnp.float32) ** 2), tuple(range(len(a)))))
+    jax.block_until_ready(step(*a))
+    return statistics.median(_timed(lambda: jax.block_until_ready(step(*a))) for _ in range(args.steps)) * 1e3
+
+  for name, shape, groups, residual in shapes:
+    x = jax.random.normal(key, shape, dtype)
+    scale, bias = jnp.ones(shape[-1]), jnp.zeros(shape[-1])
+    args_ = (x, scale, bias) + ((x * 0.5,) if residual else ())
+    fn = (lambda x, s, b, r: group_norm(x, s, b, groups, residual=r, relu=True)) if residual else \
+        (lambda x, s, b: group_norm(x, s, b, groups, relu=True))
+    t = {}
+    for choice in ("flax", "fused"):
+      with forced(group_norm=choice):
+        t[choice] = ms(fn, *args_)
+    rows.append((f"{name} {shape[1]}x{shape[2]}x{shape[3]}", t["flax"], t["fused"]))
+    result[name + "_ms"] = {k: round(v, 2) for k, v in t.items()}
+    del x, args_
+  x = jax.random.normal(key, shapes[0][1], dtype)
+  t = {}
+  for choice in ("xla", "masked"):
+    with forced(max_pool=choice):
+      t[choice] = ms(max_pool3x3s2, x)
+  rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"]))
+  result["stem_max_pool_ms"] = {k: round(v, 2) for k, v in t.items()}
+  print(f"large config layers, forward + gradient, {n} frames of {s} px, {dtype.name}, on {result['device']}")
+  print(f"{'layer':<36}{'autodiff ms':>12}{'fused ms':>10}{'ratio':>8}")
+  for name, a, b in rows:
+    print(f"{name:<36}{a:>12.2f}{b:>10.2f}{a / b:>8.2f}")
+  print(json.dumps(result))
+
+
 def main():
   args = parse()
   import jax
+  if args.layers:
+    return layer_table(args)
   per_device = dict(kv.split("=") for kv in args.per_device_batch.split(","))
   overrides = {}
   for s in args.set:
@@ -248,24 +319,31 @@ def main():
   peak, peak_note = peak_flops(jax.devices()[0])
   kernels = check_kernels()
   print("kernels:", kernels, flush=True)
+  from sora_jax.models.kernels import forced
+  variants = {"": {}}
+  if args.ab:
+    variants = {"[xla]": {"group_norm": "flax", "max_pool": "xla"}, "[fused]": {"group_norm": "fused", "max_pool": "masked"}}
   rows, errors = {}, {}
-  for name in args.configs.split(","):
-    extra = (SMOKE.get(name, []) if args.smoke else []) + overrides.get(name, [])
-    config = build(name, int(per_device.get(name, 8)), extra)
-    try:
-      rows[name] = run_config(name, config, args.steps, args.input_steps, args.profile, peak)
-    except Exception as e:  # noqa: BLE001 - one config's failure is reported, the others still run
-      errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-      print(f"{name}: {errors[name]}", file=sys.stderr)
-    jax.clear_caches()
+  for config_name in args.configs.split(","):
+    extra = (SMOKE.get(config_name, []) if args.smoke else []) + overrides.get(config_name, [])
+    config = build(config_name, int(per_device.get(config_name, 8)), extra)
+    for suffix, choices in variants.items():
+      name = config_name + suffix
+      try:
+        with forced(**choices):
+          rows[name] = run_config(name, config, args.steps, args.input_steps, args.profile, peak)
+      except Exception as e:  # noqa: BLE001 - one config's failure is reported, the others still run
+        errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        print(f"{name}: {errors[name]}", file=sys.stderr)
+      jax.clear_caches()
 
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; peak {peak_note}")
-  print(f"{'config':<9}{'dtype':>9}{'T x S':>9}{'clips/dev':>10}{'compile s':>10}{'step ms':>9}{'clips/s':>9}"
+  print(f"{'config':<16}{'dtype':>9}{'T x S':>9}{'clips/dev':>10}{'compile s':>10}{'step ms':>9}{'clips/s':>9}"
         f"{'/device':>9}{'GFLOP/step':>11}{'TFLOP/s/dev':>12}{'MFU':>7}{'mem GB':>8}{'input':>7}")
   for name, r in rows.items():
     mem = r["compiled_bytes"] or float("nan")
     ratio = r["input_bound_ratio"]
-    print(f"{name:<9}{r['dtype']:>9}{r['frames']:>4} x {r['frame_size']:<3}{r['per_device_batch']:>10}"
+    print(f"{name:<16}{r['dtype']:>9}{r['frames']:>4} x {r['frame_size']:<3}{r['per_device_batch']:>10}"
           f"{r['compile_s']:>10.1f}{r['step_s'] * 1e3:>9.1f}{r['clips_per_s']:>9.1f}{r['clips_per_s_per_device']:>9.1f}"
           f"{r['model_flops_per_step'] / 1e9:>11.1f}{r['tflops_per_s_per_device']:>12.2f}{r['mfu']:>7.1%}"
           f"{mem / 1e9:>8.2f}{'  n/a' if ratio is None else f'{ratio:>6.2f}x'}")

@@ -5,7 +5,9 @@
 # ./accelerator_out). Wheels in .whl/ (packages the machine lacks, e.g. ml_collections) are
 # installed first; nothing is downloaded.
 #   bash bench/on_accelerator.sh            # the full set above
-#   MODE=mfu bash bench/on_accelerator.sh   # large.py's per-device batch sweep without remat (8, 32, 64) + a trace at 32
+#   MODE=mfu bash bench/on_accelerator.sh   # large.py without remat at 32 and 64 clips per device, each step with
+#                                           # XLA's and with the fused GroupNorm/stem-pool kernels (--ab), a trace
+#                                           # of both at 32, and the per-layer A/B (--layers); ~8 minutes on an H100
 set -u
 OUT=${OUT:-accelerator_out}
 mkdir -p "$OUT"
@@ -23,10 +25,10 @@ run() {  # NAME TIMEOUT ARGS...
   grep -v '^{' "$OUT/$name.log" | tail -8; tail -1 "$OUT/$name.log" > "$OUT/$name.json"
 }
 if [ "${MODE:-all}" = mfu ]; then
-  run large8 150 --configs large --per-device-batch large=8 --input-steps 0
-  run large32 170 --configs large --per-device-batch large=32 --input-steps 0 --profile /tmp/profile
+  run layers 100 --layers
+  run large32ab 220 --configs large --per-device-batch large=32 --input-steps 0 --ab --profile /tmp/profile
   tar czf "$OUT/profile.tgz" -C /tmp profile 2>/dev/null
-  run large64 170 --configs large --per-device-batch large=64 --input-steps 0
+  run large64ab 300 --configs large --per-device-batch large=64 --input-steps 0 --ab
   ls -la "$OUT"
   exit 0
 fi

@@ -99,6 +99,17 @@ MUTANTS = {
     "cpu-max-pool-gradient-ignores-ties": (
         "sora_jax/models/kernels.py", "share = dy / mask.sum(axis=(2, 4)).astype(dy.dtype)", "share = dy",
         ["tests/test_kernels.py"]),
+    "fused-group-norm-drops-mean-gradient": (
+        "sora_jax/models/group_norm.py", "        - _per_channel(rstd * mean_dxhat, x, groups))", "        )",
+        ["tests/test_group_norm.py"]),
+    "fused-group-norm-relu-passes-at-zero": (
+        "sora_jax/models/group_norm.py", "residual, False) > 0, g, 0.0)", "residual, False) >= 0, g, 0.0)",
+        ["tests/test_group_norm.py"]),
+    "fused-group-norm-on-every-platform": (
+        "sora_jax/models/kernels.py", "return lax.platform_dependent(*args, cpu=cpu, default=default)",
+        "return lax.platform_dependent(*args, cpu=cpu, default=cpu)", ["tests/test_group_norm.py"]),
+    "stem-pool-every-maximum-takes-gradient": (
+        "sora_jax/models/kernels.py", "hit = (tap == y) & ~taken", "hit = tap == y", ["tests/test_kernels.py"]),
     "cpu-options-keep-ynn-convolutions": (
         "sora_jax/models/kernels.py", '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"',
         '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,'

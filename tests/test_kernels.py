@@ -14,8 +14,9 @@ from jax import lax
 
 from sora_jax.config import load_config
 from sora_jax.models import encoder
+from sora_jax.models import kernels
 from sora_jax.models.kernels import (attention_fn, attention_implementation, compiler_options, conv3x3,
-                                      max_pool2x2)
+                                      max_pool2x2, max_pool3x3s2)
 
 
 def _native_conv(x, k):
@@ -54,6 +55,43 @@ def test_max_pool_gradient_on_cpu_equals_the_reductions_gradient_with_ties_and_o
   np.testing.assert_allclose(masked, plain, rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(max_pool2x2(x, platform="cpu"), max_pool2x2(x, platform="cuda"))
   assert float(jnp.sum(masked)) == pytest.approx(float(jnp.sum(w)), rel=1e-5)  # each window passes its gradient once
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 2), (2, 1, 5, 2), (1, 2, 2, 1)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_stem_max_pool_masked_gradient_equals_xlas_select_and_scatter_with_ties(shape, dtype):
+  rng = np.random.default_rng(5)
+  # integers: most windows hold tied maxima; the first in the window takes the gradient, as in XLA
+  x = jnp.asarray(rng.integers(-2, 3, size=shape), dtype)
+  want = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+  w = jnp.asarray(rng.normal(size=want.shape), dtype)
+
+  def grad(choice):
+    with kernels.forced(max_pool=choice):
+      return jax.jit(jax.grad(lambda x: jnp.sum((max_pool3x3s2(x) * w).astype(jnp.float32))))(x)
+
+  for choice in ("masked", "xla"):
+    with kernels.forced(max_pool=choice):
+      np.testing.assert_array_equal(max_pool3x3s2(x), want)
+  masked, xla = grad("masked"), grad("xla")
+  assert masked.dtype == dtype
+  np.testing.assert_allclose(masked.astype(np.float32), xla.astype(np.float32), rtol=1e-2 if dtype == jnp.bfloat16 else 1e-6, atol=1e-6)
+  reference = jax.grad(lambda x: jnp.sum((nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME") * w).astype(jnp.float32)))(x)
+  np.testing.assert_array_equal(xla, reference)
+  np.testing.assert_array_equal(masked != 0, reference != 0)  # the same element of each window, ties included
+
+
+def test_stem_max_pool_lowers_its_masked_gradient_on_cpu_and_xlas_elsewhere():
+  x = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32)
+  grad = jax.grad(lambda x: jnp.sum(max_pool3x3s2(x) ** 2))
+
+  def scatters(platform):
+    text = jax.export.export(jax.jit(grad), platforms=(platform,))(x).mlir_module()
+    return len(re.findall(r"stablehlo\.select_and_scatter", text))
+
+  assert {p: scatters(p) for p in ("cpu", "cuda", "tpu")} == {"cpu": 0, "cuda": 1, "tpu": 1}
+  with kernels.forced(max_pool="masked"):
+    assert scatters("cuda") == 0
 
 
 def _op_counts(fn, *args, platform):

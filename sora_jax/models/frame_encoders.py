@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sora_jax.models import kernels
 from sora_jax.models.kernels import conv3x3, max_pool2x2
 
 
@@ -43,20 +44,36 @@ def _groups(channels: int) -> int:
   return 1
 
 
+class GroupNorm(nn.Module):
+  """nn.GroupNorm's parameters (scale, bias) through `kernels.group_norm`, which also adds a residual
+  and applies a ReLU in the same passes over the activations."""
+  groups: int
+
+  @nn.compact
+  def __call__(self, x, residual=None, relu: bool = False):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+    return kernels.group_norm(x, scale, bias, self.groups, residual=residual, relu=relu)
+
+
 class Norm(nn.Module):
-  """'none' | 'group' | 'batch'. Batch statistics live in the mutable 'batch_stats' collection."""
+  """'none' | 'group' | 'batch', then `+ residual` and ReLU if asked: `relu(norm(x) + residual)`.
+  Batch statistics live in the mutable 'batch_stats' collection. Parameters keep nn.GroupNorm's and
+  nn.BatchNorm's names. x is in `dtype` (the convolution's output)."""
   kind: str = "none"
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    if self.kind == "none":
-      return x
+  def __call__(self, x, train: bool = False, *, residual=None, relu: bool = False):
     if self.kind == "group":
-      return nn.GroupNorm(num_groups=_groups(x.shape[-1]), dtype=self.dtype)(x)
+      return GroupNorm(_groups(x.shape[-1]), name="GroupNorm_0")(x.astype(self.dtype), residual, relu)
     if self.kind == "batch":
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-    raise ValueError(f"unknown norm {self.kind!r}")
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+    elif self.kind != "none":
+      raise ValueError(f"unknown norm {self.kind!r}")
+    if residual is not None:
+      x = residual + x
+    return nn.relu(x) if relu else x
 
 
 def spatial_pool(x, kind: str):
@@ -85,8 +102,10 @@ class SeedCNN(nn.Module):
   def __call__(self, x, train: bool = False):
     for i, c in enumerate(self.channels):
       x = Conv3x3(scaled(c, self.width), use_bias=self.norm == "none", dtype=self.dtype, name=f"conv{i}")(x)
-      x = Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)
-      x = nn.relu(max_pool2x2(x))  # = max_pool(relu(x)), with a quarter of the ReLU's work
+      if self.norm == "group":  # the ReLU in GroupNorm's passes over x: no pass of its own
+        x = max_pool2x2(Norm(self.norm, self.dtype, name=f"norm{i}")(x, train, relu=True))
+      else:  # = max_pool(relu(x)), with a quarter of the ReLU's work
+        x = nn.relu(max_pool2x2(Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)))
     return spatial_pool(x, self.pool)
 
 
@@ -105,14 +124,13 @@ class BasicBlock(nn.Module):
     else:
       y = nn.Conv(self.channels, (3, 3), (self.strides, self.strides), padding="SAME", use_bias=bias,
                   dtype=self.dtype, name="Conv_0")(x)
-    y = nn.relu(Norm(self.norm, self.dtype)(y, train))
+    y = Norm(self.norm, self.dtype)(y, train, relu=True)
     y = Conv3x3(self.channels, use_bias=bias, dtype=self.dtype, name="Conv_1")(y)
-    y = Norm(self.norm, self.dtype)(y, train)
     if x.shape[-1] != self.channels or self.strides != 1:
       x = nn.Conv(self.channels, (1, 1), (self.strides, self.strides), use_bias=bias, dtype=self.dtype,
                   name="shortcut")(x)
       x = Norm(self.norm, self.dtype, name="shortcut_norm")(x, train)
-    return nn.relu(x + y)
+    return Norm(self.norm, self.dtype, name="Norm_1")(y, train, residual=x.astype(self.dtype), relu=True)
 
 
 class ResNet2D(nn.Module):
@@ -138,11 +156,10 @@ class ResNet2D(nn.Module):
     c0 = scaled(64, self.width)
     if self.stem == "imagenet":
       x = nn.Conv(c0, (7, 7), (2, 2), padding="SAME", use_bias=bias, dtype=self.dtype, name="stem")(x)
-      x = nn.relu(Norm(self.norm, self.dtype, name="stem_norm")(x, train))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = kernels.max_pool3x3s2(Norm(self.norm, self.dtype, name="stem_norm")(x, train, relu=True))
     else:
       x = Conv3x3(c0, use_bias=bias, dtype=self.dtype, name="stem")(x)
-      x = nn.relu(Norm(self.norm, self.dtype, name="stem_norm")(x, train))
+      x = Norm(self.norm, self.dtype, name="stem_norm")(x, train, relu=True)
     for stage, n in enumerate(blocks):
       c = scaled(64 * 2 ** stage, self.width)
       for b in range(n):

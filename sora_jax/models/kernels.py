@@ -11,6 +11,15 @@ implementation is the one measured fastest there:
 - `max_pool2x2`: a reshape + max everywhere; on CPU its gradient is a custom mask (each window's
   maxima share the output gradient, as jnp.max's gradient splits it), 2x faster there than XLA's
   gradient of the reduction (with ReLU, 216 -> 109 ms for 128 frames of 64x64x64).
+- `group_norm`: GroupNorm (+ residual + ReLU) with a written-out gradient on CPU, two passes over
+  the activations each way (`group_norm.fused`): forward + gradient 1.2-1.3x faster there than
+  autodiff of flax's module on the large layers (`bench/accelerator.py --layers`), the default
+  config's train step 446 -> 414 ms (`bench/accelerator.py --configs default --ab`). Flax's module
+  elsewhere until an accelerator measures the fused one faster (`MODE=mfu bench/on_accelerator.sh`).
+- `max_pool3x3s2`: the ImageNet stem's 3x3 stride-2 SAME max-pool; on CPU its gradient is computed
+  from the input and output (each window's first maximum takes its gradient, as XLA's
+  select-and-scatter does), 3.2x (float32) and 1.6x (bfloat16) faster there than XLA's
+  select-and-scatter (`--layers`); XLA's elsewhere, until measured.
 - `dot_product_attention`: `jax.nn.dot_product_attention`, XLA's fused softmax(QK^T)V everywhere and
   cuDNN's fused (flash) kernel on NVIDIA GPUs where its dtype and head size allow. cuDNN cannot be
   traced on a machine without it, so this choice is made when the model is built
@@ -19,6 +28,7 @@ implementation is the one measured fastest there:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -27,7 +37,39 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sora_jax.models import group_norm as _gn
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+# Implementations forced by `forced(...)` (benchmarks and tests); empty = chosen per platform.
+_FORCED: dict = {}
+
+
+@contextlib.contextmanager
+def forced(**choices: str):
+  """Within this block, models traced use the named implementations on every platform:
+  `forced(group_norm="fused" | "flax", max_pool="masked" | "xla")`. For side-by-side benchmarks
+  (`bench/accelerator.py --ab`) and tests; without it each platform gets its measured best. JAX's
+  trace caches are cleared on entry and exit: a function traced outside is traced again inside."""
+  unknown = set(choices) - {"group_norm", "max_pool"}
+  if unknown:
+    raise ValueError(f"forced(): unknown kernel(s) {sorted(unknown)}; known: group_norm, max_pool")
+  before = dict(_FORCED)
+  _FORCED.update(choices)
+  jax.clear_caches()
+  try:
+    yield
+  finally:
+    _FORCED.clear()
+    _FORCED.update(before)
+    jax.clear_caches()
+
+
+def _by_platform(name: str, args, cpu, default, choices: dict):
+  """cpu(*args) on CPU and default(*args) elsewhere, at lowering time, unless `forced`."""
+  if name in _FORCED:
+    return choices[_FORCED[name]](*args)
+  return lax.platform_dependent(*args, cpu=cpu, default=default)
 
 # jax 0.10.2's XLA:CPU default for this option is INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION and REDUCE
 # (tests/test_kernels.py checks it): the same list without convolutions.
@@ -67,28 +109,29 @@ def _max_pool_plain(x):
   return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-@jax.custom_vjp
-def _max_pool_masked(x):
-  return _max_pool_plain(x)
+def _with_gradient(pool, gradient):
+  """`pool` whose gradient is `gradient(x, y, dy)`, from the pool's input x and output y."""
+  f = jax.custom_vjp(pool)
+
+  def forward(x):
+    y = pool(x)
+    return y, (x, y)
+
+  f.defvjp(forward, lambda saved, dy: (gradient(*saved, dy),))
+  return f
 
 
-def _pool_fwd(x):
-  y = _max_pool_plain(x)
-  return y, (x, y)
-
-
-def _pool_bwd(res, dy):
-  x, y = res
+def _pool2x2_gradient(x, y, dy):
   n, h, w, c = x.shape
   hh, ww = h // 2, w // 2
   windows = x[:, : hh * 2, : ww * 2].reshape(n, hh, 2, ww, 2, c)
   mask = windows == y[:, :, None, :, None, :]
   share = dy / mask.sum(axis=(2, 4)).astype(dy.dtype)  # ties split the gradient, as jnp.max's does
   dx = jnp.where(mask, share[:, :, None, :, None, :], jnp.zeros((), dy.dtype)).reshape(n, hh * 2, ww * 2, c)
-  return (jnp.pad(dx, ((0, 0), (0, h - hh * 2), (0, w - ww * 2), (0, 0))),)
+  return jnp.pad(dx, ((0, 0), (0, h - hh * 2), (0, w - ww * 2), (0, 0)))
 
 
-_max_pool_masked.defvjp(_pool_fwd, _pool_bwd)
+_max_pool_masked = _with_gradient(_max_pool_plain, _pool2x2_gradient)
 
 
 def max_pool2x2(x, *, platform: str | None = None):
@@ -125,3 +168,54 @@ def attention_fn(causal: bool, implementation: str):
                                         is_causal=causal, implementation=implementation)
 
   return attend
+
+
+def group_norm(x, scale, bias, groups: int, *, residual=None, relu: bool = False):
+  """`relu?(GroupNorm(x) + residual?)` for x [N, ..., C] (flax's GroupNorm: float32 statistics,
+  epsilon 1e-6), output in x's dtype. The fused form (own gradient) on CPU, flax's elsewhere."""
+  def fused(x, scale, bias, residual):
+    return _gn.fused(x, scale, bias, residual, groups, relu)
+
+  def flax(x, scale, bias, residual):
+    return _gn.reference(x, scale, bias, residual, groups, relu)
+
+  return _by_platform("group_norm", (x, scale, bias, residual), fused, flax, {"fused": fused, "flax": flax})
+
+
+def _pool3x3_padding(size: int) -> tuple[int, int]:
+  total = max((-(-size // 2) - 1) * 2 + 3 - size, 0)  # SAME for a 3-wide window, stride 2
+  return total // 2, total - total // 2
+
+
+def _pool3x3_xla(x):
+  pads = ((0, 0), _pool3x3_padding(x.shape[1]), _pool3x3_padding(x.shape[2]), (0, 0))
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), pads)
+
+
+def _pool3x3_gradient(x, y, dy):
+  (top, bottom), (left, right) = _pool3x3_padding(x.shape[1]), _pool3x3_padding(x.shape[2])
+  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-jnp.inf)
+  n, ho, wo, c = y.shape
+  hp, wp = xp.shape[1], xp.shape[2]  # 2 * ho + 1, 2 * wo + 1
+  taken = jnp.zeros(y.shape, bool)
+  dxp = jnp.zeros(xp.shape, jnp.float32)  # up to 4 windows add into a position: once rounded
+  g, zero = dy.astype(jnp.float32), jnp.zeros((), jnp.float32)
+  for i in range(3):
+    for j in range(3):  # row-major: the first maximum of a window takes its gradient
+      tap = lax.slice(xp, (0, i, j, 0), (n, i + 2 * ho - 1, j + 2 * wo - 1, c), (1, 2, 2, 1))
+      hit = (tap == y) & ~taken
+      taken = taken | hit
+      dxp = dxp + lax.pad(jnp.where(hit, g, zero), zero,
+                          ((0, 0, 0), (i, hp - i - 2 * ho + 1, 1), (j, wp - j - 2 * wo + 1, 1), (0, 0, 0)))
+  return dxp[:, top: top + x.shape[1], left: left + x.shape[2]].astype(dy.dtype)
+
+
+_pool3x3_masked = _with_gradient(_pool3x3_xla, _pool3x3_gradient)
+
+
+def max_pool3x3s2(x):
+  """The ImageNet stem's max-pool: 3x3 window, stride 2, SAME padding, [N, H, W, C] ->
+  [N, ceil(H/2), ceil(W/2), C] (= nn.max_pool(x, (3, 3), (2, 2), "SAME")). On CPU the gradient is
+  computed from x and the output instead of XLA's select-and-scatter; the same values."""
+  return _by_platform("max_pool", (x,), _pool3x3_masked, _pool3x3_xla,
+                      {"masked": _pool3x3_masked, "xla": _pool3x3_xla})
