@@ -110,6 +110,9 @@ MUTANTS = {
         "return lax.platform_dependent(*args, cpu=cpu, default=cpu)", ["tests/test_group_norm.py"]),
     "stem-pool-every-maximum-takes-gradient": (
         "sora_jax/models/kernels.py", "hit = (tap == y) & ~taken", "hit = tap == y", ["tests/test_kernels.py"]),
+    "colour-map-contrast-about-the-unshifted-mean": (
+        "sora_jax/data/augment.py", "m = mean[..., None, None] + b * tf.reduce_sum(luma)", "m = mean[..., None, None]",
+        ["tests/test_data.py::test_brightness_contrast_saturation_map_is_simclrs_three_steps"]),
     "cpu-options-keep-ynn-convolutions": (
         "sora_jax/models/kernels.py", '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"',
         '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,'

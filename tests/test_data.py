@@ -326,6 +326,32 @@ def test_hue_shift_is_hsv_rotation_by_each_clips_or_frames_own_delta(per_frame):
   assert np.abs(got - x).max() > 0.1  # it did shift
 
 
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_brightness_contrast_saturation_map_is_simclrs_three_steps(per_frame):
+  """The one affine colour map equals brightness, then contrast about the clip's (frame's) mean
+  luma, then saturation about each pixel's luma, computed step by step in numpy."""
+  import tensorflow as tf
+
+  from sora_jax.data import augment
+  rng = np.random.default_rng(6)
+  x = rng.random((3, 4, 5, 5, 3)).astype(np.float64)
+  shape = (3, 4 if per_frame else 1)
+  b, c, s = rng.uniform(-0.4, 0.4, shape), rng.uniform(0.2, 1.8, shape), rng.uniform(0.2, 1.8, shape)
+  luma = np.array([0.299, 0.587, 0.114])
+  y = x + b[:, :, None, None, None]
+  m = (y @ luma).mean(axis=(2, 3), keepdims=True)[..., None]  # [n, T, 1, 1, 1]
+  if not per_frame:
+    m = m.mean(axis=1, keepdims=True)
+  y = (y - m) * c[:, :, None, None, None] + m
+  g = (y @ luma)[..., None]
+  want = g + (y - g) * s[:, :, None, None, None]
+  params = {"brightness": tf.constant(b, tf.float32), "contrast": tf.constant(c, tf.float32),
+            "saturation": tf.constant(s, tf.float32)}
+  got = augment._brightness_contrast_saturation(tf.constant(x, tf.float32), params, per_frame).numpy()
+  np.testing.assert_allclose(got, want, atol=3e-6)
+  assert np.abs(want - x).max() > 0.3  # it did change the colours
+
+
 def test_batches_go_on_exactly_across_chunks_of_the_order(data_dir, monkeypatch):
   """The order reaches tf.data a chunk at a time; a chunk ending mid-epoch or across epochs changes
   nothing in the batches."""

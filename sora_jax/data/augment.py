@@ -100,10 +100,31 @@ def crop_views(frames, box, num_frames: int, size: int):
   return tf.reshape(out, [v, num_frames, size, size, 3])
 
 
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _brightness_contrast_saturation(x, p, per_frame: bool):
+  """float [n, T, S, S, 3] -> SimCLR's brightness (y = x + b), contrast (y = (y - m) * c + m, m the
+  mean luma of y over the clip, or the frame if per_frame) and saturation (y = g + (y - g) * s, g
+  the luma of y), unclipped, as one affine colour map per clip (or frame): y = c M x + k with
+  M = s I + (1 - s) 1 luma^T and k = (c b + (1 - c) m) (s + (1 - s) sum(luma)). One pass over the
+  pixels instead of eight (the map is exact algebra; floats round differently, within 1e-6)."""
+  n, t = tf.shape(x)[0], tf.shape(x)[1]
+  b, c, s = (tf.convert_to_tensor(p[k])[..., None, None] for k in ("brightness", "contrast", "saturation"))
+  luma = tf.constant(_LUMA)
+  frame_mean = tf.reduce_mean(_grayscale(x), [2, 3, 4])  # [n, T]
+  mean = frame_mean if per_frame else tf.reduce_mean(frame_mean, 1, keepdims=True)
+  m = mean[..., None, None] + b * tf.reduce_sum(luma)  # mean luma after the brightness shift
+  a = c * (s * tf.eye(3) + (1.0 - s) * luma[None, :])  # [n, T or 1, 3, 3]: row i makes channel i
+  k = (c * b + (1.0 - c) * m) * (s + (1.0 - s) * tf.reduce_sum(luma))  # [n, T or 1, 1, 1]
+  y = tf.matmul(tf.reshape(x, tf.stack([n, t, -1, 3])), a, transpose_b=True) + k
+  return tf.reshape(y, tf.shape(x))
+
+
 def _grayscale(x):
   """[..., 3] -> [..., 1] luma (a matmul: much faster than a reduction over a size-3 axis)."""
   shape = tf.shape(x)
-  y = tf.matmul(tf.reshape(x, [-1, 3]), tf.constant([[0.299], [0.587], [0.114]]))
+  y = tf.matmul(tf.reshape(x, [-1, 3]), tf.constant(_LUMA)[:, None])
   return tf.reshape(y, tf.concat([shape[:-1], [1]], 0))
 
 
@@ -148,12 +169,7 @@ def apply_batch(video, params: dict, cfg: AugmentConfig, group: int = 0):
     return tf.reshape(p, tf.concat([tf.shape(p), tf.ones([5 - tf.rank(p)], tf.int32)], 0))
 
   def jitter(x, p):
-    y = x + per_clip(p["brightness"])
-    frame_mean = tf.reduce_mean(_grayscale(y), [2, 3, 4], keepdims=True)
-    mean = frame_mean if cfg.per_frame_jitter else tf.reduce_mean(frame_mean, 1, keepdims=True)
-    y = (y - mean) * per_clip(p["contrast"]) + mean
-    g = _grayscale(y)
-    y = tf.clip_by_value(g + (y - g) * per_clip(p["saturation"]), 0.0, 1.0)
+    y = tf.clip_by_value(_brightness_contrast_saturation(x, p, cfg.per_frame_jitter), 0.0, 1.0)
     return tf.clip_by_value(_adjust_hue(y, p["hue"], cfg.per_frame_jitter), 0.0, 1.0)
 
   def when(name, fn, x):

@@ -9,9 +9,9 @@ the optional residual add and ReLU, with a gradient written out instead of diffe
   output gradient masked by the ReLU, recomputed from x) and one elementwise pass
   (dx = a * g + (x - mean) * p + q with per-sample, per-channel a, p, q).
 
-Only the input, the residual (with ReLU) and per-group statistics are kept for the backward pass,
-where autodiff of flax's module keeps float32 copies and normalised intermediates and reduces them
-in more passes. `kernels.group_norm` picks this or flax's formula per platform.
+Only the input, the residual (with ReLU) and per-group statistics are kept for the backward pass.
+In bfloat16 the output is rounded once, after the residual add (flax rounds GroupNorm's output,
+then the sum). `kernels.group_norm` picks this or flax's module per platform.
 """
 
 from __future__ import annotations
