@@ -57,8 +57,9 @@ def test_max_pool_gradient_on_cpu_equals_the_reductions_gradient_with_ties_and_o
   assert float(jnp.sum(masked)) == pytest.approx(float(jnp.sum(w)), rel=1e-5)  # each window passes its gradient once
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 9, 2), (2, 1, 5, 2), (1, 2, 2, 1)])
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("shape,dtype", [((2, 8, 8, 3), jnp.float32), ((2, 8, 8, 3), jnp.bfloat16),
+                                         ((1, 7, 9, 2), jnp.float32), ((2, 1, 5, 2), jnp.float32),
+                                         ((1, 2, 2, 1), jnp.bfloat16)])
 def test_stem_max_pool_masked_gradient_equals_xlas_select_and_scatter_with_ties(shape, dtype):
   rng = np.random.default_rng(5)
   # integers: most windows hold tied maxima; the first in the window takes the gradient, as in XLA
