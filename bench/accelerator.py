@@ -230,10 +230,10 @@ def check_kernels() -> dict:
   scale, bias = 1 + 0.1 * jax.random.normal(keys[1], (32,)), 0.1 * jax.random.normal(keys[5], (32,))
   xb = x.astype(jnp.bfloat16)
   for kernel, choices, fn in (("group_norm", ("fused", "flax"), lambda x: group_norm(x, scale, bias, 8, relu=True)),
-                              ("max_pool3x3", ("masked", "xla"), max_pool3x3s2)):
+                              ("stem_pool", ("masked", "xla"), max_pool3x3s2)):
     grads = {}
     for choice in choices:
-      with forced(**{kernel.split("3")[0]: choice}):
+      with forced(**{kernel: choice}):
         f = jax.jit(jax.value_and_grad(lambda x, fn=fn: jnp.sum(jnp.sin(fn(x).astype(jnp.float32)))))
         grads[choice] = (f(x), f(xb))
     a, b = choices
@@ -292,7 +292,7 @@ def layer_table(args) -> None:
   x = jax.random.normal(key, shapes[0][1], dtype)
   t = {}
   for choice in ("xla", "masked"):
-    with forced(max_pool=choice):
+    with forced(stem_pool=choice):
       t[choice] = ms(max_pool3x3s2, x)
   rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"]))
   result["stem_max_pool_ms"] = {k: round(v, 2) for k, v in t.items()}
@@ -322,7 +322,7 @@ def main():
   from sora_jax.models.kernels import forced
   variants = {"": {}}
   if args.ab:
-    variants = {"[xla]": {"group_norm": "flax", "max_pool": "xla"}, "[fused]": {"group_norm": "fused", "max_pool": "masked"}}
+    variants = {"[xla]": {"group_norm": "flax", "stem_pool": "xla"}, "[fused]": {"group_norm": "fused", "stem_pool": "masked"}}
   rows, errors = {}, {}
   for config_name in args.configs.split(","):
     extra = (SMOKE.get(config_name, []) if args.smoke else []) + overrides.get(config_name, [])

@@ -108,8 +108,8 @@ def test_forced_refuses_unknown_kernels_and_restores_the_choice_after_its_block(
     with kernels.forced(layer_norm="fused"):
       pass
   with kernels.forced(group_norm="flax"):
-    with kernels.forced(max_pool="xla"):
-      assert kernels._FORCED == {"group_norm": "flax", "max_pool": "xla"}
+    with kernels.forced(stem_pool="xla"):
+      assert kernels._FORCED == {"group_norm": "flax", "stem_pool": "xla"}
     assert kernels._FORCED == {"group_norm": "flax"}
   assert kernels._FORCED == {}
 

@@ -68,11 +68,11 @@ def test_stem_max_pool_masked_gradient_equals_xlas_select_and_scatter_with_ties(
   w = jnp.asarray(rng.normal(size=want.shape), dtype)
 
   def grad(choice):
-    with kernels.forced(max_pool=choice):
+    with kernels.forced(stem_pool=choice):
       return jax.jit(jax.grad(lambda x: jnp.sum((max_pool3x3s2(x) * w).astype(jnp.float32))))(x)
 
   for choice in ("masked", "xla"):
-    with kernels.forced(max_pool=choice):
+    with kernels.forced(stem_pool=choice):
       np.testing.assert_array_equal(max_pool3x3s2(x), want)
   masked, xla = grad("masked"), grad("xla")
   assert masked.dtype == dtype
@@ -91,7 +91,7 @@ def test_stem_max_pool_lowers_its_masked_gradient_on_cpu_and_xlas_elsewhere():
     return len(re.findall(r"stablehlo\.select_and_scatter", text))
 
   assert {p: scatters(p) for p in ("cpu", "cuda", "tpu")} == {"cpu": 0, "cuda": 1, "tpu": 1}
-  with kernels.forced(max_pool="masked"):
+  with kernels.forced(stem_pool="masked"):
     assert scatters("cuda") == 0
 
 

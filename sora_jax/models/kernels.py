@@ -48,12 +48,12 @@ _FORCED: dict = {}
 @contextlib.contextmanager
 def forced(**choices: str):
   """Within this block, models traced use the named implementations on every platform:
-  `forced(group_norm="fused" | "flax", max_pool="masked" | "xla")`. For side-by-side benchmarks
+  `forced(group_norm="fused" | "flax", stem_pool="masked" | "xla")`. For side-by-side benchmarks
   (`bench/accelerator.py --ab`) and tests; without it each platform gets its measured best. JAX's
   trace caches are cleared on entry and exit: a function traced outside is traced again inside."""
-  unknown = set(choices) - {"group_norm", "max_pool"}
+  unknown = set(choices) - {"group_norm", "stem_pool"}
   if unknown:
-    raise ValueError(f"forced(): unknown kernel(s) {sorted(unknown)}; known: group_norm, max_pool")
+    raise ValueError(f"forced(): unknown kernel(s) {sorted(unknown)}; known: group_norm, stem_pool")
   before = dict(_FORCED)
   _FORCED.update(choices)
   jax.clear_caches()
@@ -217,5 +217,5 @@ def max_pool3x3s2(x):
   """The ImageNet stem's max-pool: 3x3 window, stride 2, SAME padding, [N, H, W, C] ->
   [N, ceil(H/2), ceil(W/2), C] (= nn.max_pool(x, (3, 3), (2, 2), "SAME")). On CPU the gradient is
   computed from x and the output instead of XLA's select-and-scatter; the same values."""
-  return _by_platform("max_pool", (x,), _pool3x3_masked, _pool3x3_xla,
+  return _by_platform("stem_pool", (x,), _pool3x3_masked, _pool3x3_xla,
                       {"masked": _pool3x3_masked, "xla": _pool3x3_xla})
