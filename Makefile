@@ -48,7 +48,7 @@ bench-smoke: venv
 	done; rm -f .bench-smoke.log
 
 # Reruns the default train + eval on both built-in datasets and the benchmarks, then rewrites the
-# README's figure tables from bench/results/figures.json (about an hour on 2 cores; run it on a quiet
+# README's figure tables from bench/results/figures.json (about 30 minutes on 2 cores; run it on a quiet
 # machine). `$(PY) bench/figures.py --only benchmarks` reruns one part.
 figures: venv
 	$(PY) bench/figures.py
