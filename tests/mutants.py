@@ -113,6 +113,12 @@ MUTANTS = {
     "colour-map-contrast-about-the-unshifted-mean": (
         "sora_jax/data/augment.py", "m = mean[..., None, None] + b * tf.reduce_sum(luma)", "m = mean[..., None, None]",
         ["tests/test_data.py::test_brightness_contrast_saturation_map_is_simclrs_three_steps"]),
+    "roofline-counts-padded-taps": (
+        "bench/roofline.py", "low = max((m - 1) * stride + k - n, 0) // 2",
+        "low = 0", ["tests/test_roofline.py"]),
+    "roofline-norm-gradient-skips-the-residual": (
+        "bench/roofline.py", '("gradient", 6.0 * n, (3 + 2 * r) * n * b)', '("gradient", 6.0 * n, 3 * n * b)',
+        ["tests/test_roofline.py"]),
     "cpu-options-keep-ynn-convolutions": (
         "sora_jax/models/kernels.py", '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"',
         '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,'

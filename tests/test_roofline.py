@@ -1,0 +1,70 @@
+"""bench/roofline.py: the layers it records are the step's FLOPs, counted as XLA counts them."""
+
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from sora_jax.config import load_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import roofline  # noqa: E402
+
+# shapes are free: nothing is compiled, only traced and lowered
+TINY_RESNET = ["model.frame_encoder=resnet", "model.resnet_depth=18", "model.width=1.0", "model.norm=group",
+               "model.resnet_stem=imagenet", "data.frame_size=128", "data.num_frames=2", "train.batch_size=2",
+               "train.grad_accum_steps=1"]
+
+
+@pytest.mark.parametrize("n,k,stride", [(7, 3, 1), (8, 3, 2), (9, 7, 2), (5, 1, 2), (1, 3, 1), (6, 7, 2)])
+def test_valid_taps_are_the_multiply_adds_xla_counts(n, k, stride):
+  x = jax.ShapeDtypeStruct((2, n, n, 3), jnp.float32)
+  w = jax.ShapeDtypeStruct((k, k, 3, 4), jnp.float32)
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME",  # noqa: E731
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  cost = jax.jit(conv).lower(x, w).cost_analysis()
+  assert (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"] == \
+      2 * 2 * 3 * 4 * roofline._valid_taps(n, k, stride) ** 2
+
+
+def test_recorded_layers_are_the_resnet_and_nearly_all_of_xlas_flops():
+  config = load_config("default", TINY_RESNET)
+  layers = roofline.record_layers(config, 2)
+  kinds = [layer["kind"] for layer in layers]
+  # ResNet-18: stem, 8 blocks x 2 convolutions, 3 projected shortcuts; a norm after each; one stem pool
+  assert kinds.count("conv") == 1 + 16 + 3 and kinds.count("group_norm") == 1 + 16 + 3
+  assert kinds.count("stem_pool") == 1
+  assert sum(layer.get("residual", False) for layer in layers) == 8  # each block's end
+  assert [layer["data_input"] for layer in layers if layer["kind"] == "conv"][:2] == [True, False]
+  table = roofline.roofline(layers, 989e12, 3.35e12)
+  result = roofline.ceilings(table, 989e12, None, 0.4, flops=roofline.xla_flops(config))
+  # the rest: GroupNorm's arithmetic, attention, the loss (padded taps are not counted by either)
+  assert 0.98 < result["recorded_flops"] / result["model_flops"] <= 1.0
+
+
+def test_group_norm_moves_its_minimum_passes_and_ceilings_follow_the_times():
+  layer = {"kind": "group_norm", "in": (2, 4, 4, 8), "bytes": 2}
+  for residual, passes in ((False, 8), (True, 12)):
+    moved = sum(b for _, _, b in roofline.kernels_of(dict(layer, residual=residual)))
+    assert moved == passes * 2 * 4 * 4 * 8 * 2
+  table = {("conv", "s"): {"flops": 10e12, "bytes": 1e9, "seconds": 0.02, "compute_bound_s": 0.02},
+           ("group_norm", "s"): {"flops": 1e9, "bytes": 30e9, "seconds": 0.01, "compute_bound_s": 0.0}}
+  out = roofline.ceilings(table, 1e15, 40.0, 0.25, flops=10e12)
+  assert out["mfu_all_at_roofline"] == pytest.approx(10e12 / 1e15 / 0.03)
+  assert out["mfu_with_measured_convs"] == pytest.approx(10e12 / 1e15 / 0.05)
+  assert out["measured_conv_share_of_peak"] == pytest.approx(0.25)
+  # 25% of 1e15 for 10 TFLOP is 40 ms; 10 of it is the norm's: the convolutions get 30 ms
+  assert out["conv_share_of_peak_needed"] == pytest.approx(10e12 / 1e15 / 0.03)
+
+
+def test_the_script_prints_a_table_and_ends_with_one_json_line(capsys):
+  roofline.main(["--config", "default", "--per-device-batch", "2", "--conv-ms", "1"] +
+                [f"--set={s}" for s in TINY_RESNET if not s.startswith("train.")])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[1].split()[:2] == ["layers", "GFLOP"] and any(line.startswith("group_norm stage0") for line in lines)
+  result = json.loads(lines[-1])
+  assert result["bench"] == "roofline" and result["mfu_with_measured_convs"] < result["mfu_all_at_roofline"]
