@@ -40,9 +40,13 @@ def _train_step(d: dict) -> str:
 def _input_pipeline(d: dict) -> str:
   st, readers = d["train_step"], d["readers"]
   base = readers["pread (local files)"]
-  return (f"moving_shapes {d['moving_shapes']['clips_per_s']:,.0f} clips/s; prepared real video "
+  ms, no_hue = d["moving_shapes"], d["moving_shapes_no_hue"]
+  return (f"moving_shapes {ms['clips_per_s']:,.0f} clips/s, CPU {ms['cpu_ms_per_batch']:.0f} ms per batch of "
+          f"{d['batch_size']} ({no_hue['cpu_ms_per_batch']:.0f} without the hue shift); prepared real video "
           f"{d['real_pipeline']['clips_per_s']:,.0f} clips/s vs {d['real_python_loop']['clips_per_s']:,.0f} for "
-          f"PyAV + numpy (**{d['real_ratio']:.1f}x**); input-bound ratio **{st['ratio']:.3f}** (target <= 1.05); "
+          f"PyAV + numpy (**{d['real_ratio']:.1f}x**); input-bound ratio **{st['ratio']:.3f}** (target <= 1.05; "
+          f"{len(st['block_ratios'])} blocks of {st['steps_per_mode'] // len(st['block_ratios'])} steps each "
+          f"{st['block_ratios'][0]:.2f}-{st['block_ratios'][-1]:.2f}); "
           f"record reads at 8 threads: pread {base['threads_8']:,.0f}/s, " + ", ".join(
               f"{name} {r['threads_8'] / base['threads_8']:.2f}x" for name, r in readers.items() if r is not base))
 
@@ -72,7 +76,8 @@ BENCHMARKS = {
                                                         "3", "--loop_steps", "14"],
                    "what": "the default config's step at batch 64; the loop with and without device prefetch",
                    "figure": _train_step},
-    "input_pipeline": {"script": "input_pipeline.py", "args": ["--windows", "5", "--batches", "8", "--steps", "4"],
+    "input_pipeline": {"script": "input_pipeline.py", "args": ["--windows", "5", "--batches", "8", "--steps", "4",
+                                                                "--blocks", "8"],
                        "what": "tf.data vs a PyAV + numpy loop; the step fed by the pipeline vs from memory",
                        "figure": _input_pipeline},
     "accelerator": {"script": "accelerator.py", "args": ["--smoke"],

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import resource
 import shutil
 import statistics
 import sys
@@ -35,6 +36,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 
+def augment_magnitudes(config) -> tuple:
+  """The config's (brightness, contrast, saturation, hue) jitter maxima."""
+  from sora_jax.data import augment
+  return augment.jitter_magnitudes(augment.AugmentConfig.from_config(config))
+
+
 def default_config():
   spec = importlib.util.spec_from_file_location("_default", ROOT / "configs" / "default.py")
   mod = importlib.util.module_from_spec(spec)
@@ -42,20 +49,29 @@ def default_config():
   return mod.get_config()
 
 
+def _cpu_s() -> float:
+  """CPU seconds this process (every thread: tf.data's too) has used."""
+  r = resource.getrusage(resource.RUSAGE_SELF)
+  return r.ru_utime + r.ru_stime
+
+
 def pipeline_rate(config, windows: int, batches: int) -> dict:
-  """Median clips/s of TrainInput over `windows` windows of `batches` batches (after warm-up)."""
+  """Median clips/s of TrainInput over `windows` windows of `batches` batches (after warm-up), and
+  the CPU time one batch costs (all threads, median over windows)."""
   from sora_jax.data import pipeline
   it = pipeline.TrainInput(config)
   for _ in range(3):
     next(it)
-  rates = []
+  rates, cpu = [], []
   for _ in range(windows):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_s()
     for _ in range(batches):
       b = next(it)
     rates.append(batches * b["video"].shape[0] * b["video"].shape[1] / (time.perf_counter() - t))
+    cpu.append((_cpu_s() - c) / batches)
   it.close()
-  return {"clips_per_s": statistics.median(rates), "frames_per_s": statistics.median(rates) * config.data.num_frames}
+  return {"clips_per_s": statistics.median(rates), "frames_per_s": statistics.median(rates) * config.data.num_frames,
+          "cpu_ms_per_batch": statistics.median(cpu) * 1e3}
 
 
 def python_loop_rate(paths, config, *, short_side: int, max_frames: int, windows: int, clips: int) -> dict:
@@ -203,7 +219,9 @@ def _start_emulator():
 
 
 def step_ratio(config, steps: int, blocks: int) -> dict:
-  """Median step time fed by the pipeline vs fed by one batch held in memory (alternating blocks)."""
+  """Median step time fed by the pipeline vs fed by one batch held in memory, in alternating blocks of
+  `steps` steps; also the ratio of each pipeline block to the memory block before it (their spread is
+  the measurement's noise on this machine)."""
   import jax
 
   from sora_jax.data.pipeline import TrainInput
@@ -227,25 +245,32 @@ def step_ratio(config, steps: int, blocks: int) -> dict:
     state, m = step_fn(state, held)
     jax.device_get(m)
   times = {"memory": [], "pipeline": []}
+  pairs = []
   for _ in range(blocks):
+    block = {}
     for mode in ("memory", "pipeline"):
+      block[mode] = []
       for _ in range(steps):
         t = time.perf_counter()
         batch = held if mode == "memory" else distributed.host_to_global(device_batch(next(data)), mesh)
         state, m = step_fn(state, batch)
         jax.device_get(m)
-        times[mode].append(time.perf_counter() - t)
+        block[mode].append(time.perf_counter() - t)
+      times[mode] += block[mode]
+    pairs.append(statistics.median(block["pipeline"]) / statistics.median(block["memory"]))
   data.close()
   med = {k: statistics.median(v) for k, v in times.items()}
   return {"step_s_memory": med["memory"], "step_s_pipeline": med["pipeline"],
-          "ratio": med["pipeline"] / med["memory"], "step": source, "steps_per_mode": steps * blocks}
+          "ratio": med["pipeline"] / med["memory"], "block_ratios": sorted(pairs), "step": source,
+          "steps_per_mode": steps * blocks}
 
 
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--windows", type=int, default=5, help="timed windows per throughput figure (median)")
   ap.add_argument("--batches", type=int, default=8, help="batches per window")
-  ap.add_argument("--steps", type=int, default=8, help="train steps per block (4 blocks per mode)")
+  ap.add_argument("--steps", type=int, default=8, help="train steps per block")
+  ap.add_argument("--blocks", type=int, default=8, help="blocks per mode (memory and pipeline alternate)")
   ap.add_argument("--copies", type=int, default=0, help="links of each of the 3 real clips (0 = enough for the "
                   "config's batch: the training split must hold a batch)")
   ap.add_argument("--smoke", action="store_true", help="CI check of the script: batch 8, one window of 2 batches, "
@@ -260,7 +285,7 @@ def main() -> int:
 
   config = default_config()
   if args.smoke:
-    config.train.batch_size, args.windows, args.batches, args.steps = 8, 1, 2, 1
+    config.train.batch_size, args.windows, args.batches, args.steps, args.blocks = 8, 1, 2, 1, 2
   if args.data_dir:
     config.data.data_dir = args.data_dir
   # Every video of the prepared set lands in its training split (test_fraction 0): one batch needs
@@ -279,6 +304,9 @@ def main() -> int:
     print(json.dumps({"bench": "input_pipeline", **res}))
     return 0
   res["moving_shapes"] = pipeline_rate(config, args.windows, args.batches)
+  no_hue = config.copy_and_resolve_references()  # the same jitter without its hue shift (then not run)
+  no_hue.data.augment.color_jitter = tuple(augment_magnitudes(config)[:3]) + (0.0,)
+  res["moving_shapes_no_hue"] = pipeline_rate(no_hue, args.windows, args.batches)
 
   with tempfile.TemporaryDirectory() as tmp:
     out, paths, prep_rate = prepare_real(pathlib.Path(tmp), args.copies, short_side, max_frames)
@@ -291,20 +319,23 @@ def main() -> int:
     res["real_python_loop"] = python_loop_rate(paths, real, short_side=short_side, max_frames=max_frames,
                                                windows=args.windows, clips=args.batches * 16)
     res["real_ratio"] = res["real_pipeline"]["clips_per_s"] / res["real_python_loop"]["clips_per_s"]
-    res["train_step"] = step_ratio(config, args.steps, 4)
+    res["train_step"] = step_ratio(config, args.steps, args.blocks)
   res["load_avg_1min_end"] = os.getloadavg()[0]
 
-  rows = [("moving_shapes, TrainInput", res["moving_shapes"]), ("real video (prepared), TrainInput", res["real_pipeline"]),
+  rows = [("moving_shapes, TrainInput", res["moving_shapes"]),
+          ("moving_shapes, TrainInput, no hue shift", res["moving_shapes_no_hue"]),
+          ("real video (prepared), TrainInput", res["real_pipeline"]),
           ("real video, Python loop (PyAV + numpy)", res["real_python_loop"])]
   print(f"\nclip shape V x T x H x W = {shape}, batch {config.train.batch_size}, {os.cpu_count()} CPUs, "
         f"load average {res['load_avg_1min']:.1f}")
-  print(f"{'input':42s} {'clips/s':>9s} {'frames/s':>10s}")
+  print(f"{'input':42s} {'clips/s':>9s} {'frames/s':>10s} {'CPU ms/batch':>13s}")
   for name, r in rows:
-    print(f"{name:42s} {r['clips_per_s']:9.0f} {r['frames_per_s']:10.0f}")
+    print(f"{name:42s} {r['clips_per_s']:9.0f} {r['frames_per_s']:10.0f} {r.get('cpu_ms_per_batch', float('nan')):13.1f}")
   print(f"pipeline / Python loop on real video: {res['real_ratio']:.1f}x   (prepare: {prep_rate:.1f} videos/s)")
   st = res["train_step"]
   print(f"train step (median): held batch {st['step_s_memory'] * 1e3:.1f} ms, fed by the pipeline "
-        f"{st['step_s_pipeline'] * 1e3:.1f} ms, ratio {st['ratio']:.3f} (target <= 1.05)")
+        f"{st['step_s_pipeline'] * 1e3:.1f} ms, ratio {st['ratio']:.3f} (target <= 1.05); block by block "
+        f"{st['block_ratios'][0]:.3f}-{st['block_ratios'][-1]:.3f} over {len(st['block_ratios'])} blocks")
   _print_readers(res["readers"])
   print(json.dumps({"bench": "input_pipeline", **res}))
   return 0

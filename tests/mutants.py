@@ -119,6 +119,8 @@ MUTANTS = {
     "roofline-norm-gradient-skips-the-residual": (
         "bench/roofline.py", '("gradient", 6.0 * n, (3 + 2 * r) * n * b)', '("gradient", 6.0 * n, 3 * n * b)',
         ["tests/test_roofline.py"]),
+    "jitter-runs-a-zero-hue-shift": (
+        "sora_jax/data/augment.py", "    if hue:\n", "    if True:\n", ["tests/test_data.py"]),
     "cpu-options-keep-ynn-convolutions": (
         "sora_jax/models/kernels.py", '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"',
         '_YNN_WITHOUT_CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,'

@@ -1,5 +1,7 @@
 """Data pipeline on the built-in `moving_shapes/small`: determinism, consistency, hosts, resume."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,29 @@ def test_color_jitter_magnitudes_override_the_strength():
   for o in outs:  # hue moves, brightness (max channel) stays
     assert abs(int(o.max()) - 200) <= 2
   assert len({tuple(o[0, 0, 0]) for o in outs}) > 4
+
+
+def _op_types(fn, *args) -> set:
+  """Op types of a tf.function's graph and of every function it calls (map_fn, cond branches)."""
+  graph = fn.get_concrete_function(*args).graph.as_graph_def()
+  return {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+
+
+@pytest.mark.parametrize("jitter,hue,colour_map", [((0.4, 0.4, 0.4, 0.0), False, True),
+                                                    ((0.0, 0.0, 0.0, 0.3), True, False)])
+def test_a_colour_jitter_op_whose_maxima_are_zero_is_not_run(jitter, hue, colour_map):
+  import tensorflow as tf
+
+  from sora_jax.data import augment
+  cfg = augment.AugmentConfig(color_jitter_prob=1.0, color_jitter=jitter, grayscale_prob=0.0)
+  params = augment.draw_params(tf.constant([1, 2], tf.int64), 4, 2, cfg)
+  video = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 2, 8, 8, 3)).astype(np.uint8))
+  ops = _op_types(tf.function(lambda v, p: augment.apply_batch(v, p, cfg)), video, params)
+  assert ("AdjustHue" in ops) == hue and ("BatchMatMulV2" in ops) == colour_map
+  full = dataclasses.replace(cfg, color_jitter=tuple(v or 1e-30 for v in jitter))  # every op runs (params as drawn)
+  a = augment.apply_batch(video, params, cfg).numpy().astype(int)
+  b = augment.apply_batch(video, params, full).numpy().astype(int)
+  assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 1e-3
 
 
 def test_synthetic_is_a_function_of_seed_and_index():

@@ -168,9 +168,14 @@ def apply_batch(video, params: dict, cfg: AugmentConfig, group: int = 0):
     p = tf.convert_to_tensor(p)
     return tf.reshape(p, tf.concat([tf.shape(p), tf.ones([5 - tf.rank(p)], tf.int32)], 0))
 
-  def jitter(x, p):
-    y = tf.clip_by_value(_brightness_contrast_saturation(x, p, cfg.per_frame_jitter), 0.0, 1.0)
-    return tf.clip_by_value(_adjust_hue(y, p["hue"], cfg.per_frame_jitter), 0.0, 1.0)
+  brightness, contrast, saturation, hue = jitter_magnitudes(cfg)
+
+  def jitter(x, p):  # an op whose maxima are all 0 is the identity: not run
+    if brightness or contrast or saturation:
+      x = tf.clip_by_value(_brightness_contrast_saturation(x, p, cfg.per_frame_jitter), 0.0, 1.0)
+    if hue:
+      x = tf.clip_by_value(_adjust_hue(x, p["hue"], cfg.per_frame_jitter), 0.0, 1.0)
+    return x
 
   def when(name, fn, x):
     chosen = tf.reshape(tf.where(params[name] > 0), [-1])  # the clips that draw this op
