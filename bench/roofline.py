@@ -35,16 +35,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-# Dense bf16 TFLOP/s and HBM TB/s per chip (vendor datasheets).
-DEVICES = {"H100": (989.0, 3.35), "H200": (989.0, 4.8), "A100": (312.0, 2.039), "L4": (121.0, 0.3),
-           "v4": (275.0, 1.2), "v5e": (197.0, 0.819), "v5p": (459.0, 2.765), "v6e": (918.0, 1.64)}
+import accelerator  # noqa: E402  (its PEAK_TFLOPS: dense bf16 per chip)
+
+# HBM bandwidth in TB/s per chip (vendor datasheets); peaks from bench/accelerator.py.
+HBM_TB_PER_S = {"H100": 3.35, "H200": 4.8, "A100": 2.039, "L4": 0.3, "v4": 1.2, "v5e": 0.819, "v5p": 2.765,
+                "v6e": 1.64}
 
 
 def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="large")
   p.add_argument("--per-device-batch", type=int, default=32, help="clips per device")
-  p.add_argument("--device", default="H100", choices=sorted(DEVICES))
+  p.add_argument("--device", default="H100", choices=sorted(HBM_TB_PER_S))
   p.add_argument("--conv-ms", type=float, default=None, help="measured convolution kernel time per step")
   p.add_argument("--target", type=float, default=0.40, help="MFU to find the convolution efficiency for")
   p.add_argument("--set", action="append", default=[], help="section.field=value config overrides")
@@ -184,7 +186,6 @@ def ceilings(table: dict, peak: float, conv_ms: float | None, target: float, flo
 
 def xla_flops(config) -> float:
   """XLA's cost analysis of the whole training step (bench/accelerator.py's model FLOPs)."""
-  import accelerator
   import jax
   import jax.numpy as jnp
 
@@ -203,7 +204,7 @@ def main(argv=None):
   from sora_jax.config import load_config
   config = load_config(args.config, args.set + [f"train.batch_size={args.per_device_batch}",
                                                 "train.grad_accum_steps=1"])
-  peak, bandwidth = (v * 1e12 for v in DEVICES[args.device])
+  peak, bandwidth = dict(accelerator.PEAK_TFLOPS)[args.device] * 1e12, HBM_TB_PER_S[args.device] * 1e12
   table = roofline(record_layers(config, args.per_device_batch), peak, bandwidth)
   result = ceilings(table, peak, args.conv_ms, args.target, flops=xla_flops(config))
   print(f"{args.config}, {args.per_device_batch} clips x {config.data.num_views} views x "
