@@ -23,7 +23,7 @@ train: venv
 eval: venv
 	$(PY) eval.py --workdir $(WORKDIR)
 
-# Two worker processes, each test file on one of them (module fixtures stay shared): 9:46-9:54 vs 15:21-16:48
+# Two worker processes, each test file on one of them (module fixtures stay shared): 9:46-10:25 vs 15:21-16:48
 # for the suite in one process on 2 cores. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: venv
