@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
 from collections import defaultdict
@@ -86,13 +87,13 @@ def record_layers(config, clips: int) -> list[dict]:
         raise ValueError(f"{'/'.join(path)}: padding {m.padding!r}; only SAME convolutions are counted")
       k, strides = (m.kernel_size, m.strides or 1) if isinstance(m, nn.Conv) else ((3, 3), 1)
       strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-      taps = _prod(_valid_taps(n, kk, st) for n, kk, st in zip(x.shape[1:3], k, strides))
+      taps = math.prod(_valid_taps(n, kk, st) for n, kk, st in zip(x.shape[1:3], k, strides))
       layers.append({"kind": "conv", "stage": stage(path), "in": x.shape, "out": out.shape, "k": tuple(k),
                      "taps": taps, "bytes": size, "data_input": not any(e["kind"] == "conv" for e in layers)})
     elif isinstance(m, (nn.Dense, nn.DenseGeneral)):
       axes = (-1,) if isinstance(m, nn.Dense) else (m.axis if isinstance(m.axis, tuple) else (m.axis,))
       layers.append({"kind": "dense", "stage": stage(path), "in": x.shape, "out": out.shape, "bytes": size,
-                     "contract": _prod(x.shape[a] for a in axes)})
+                     "contract": math.prod(x.shape[a] for a in axes)})
     elif isinstance(m, frame_encoders.Norm):
       layers.append({"kind": f"{m.kind}_norm" if m.kind in ("group", "batch") else "relu+residual",
                      "stage": stage(path), "in": x.shape, "bytes": size,
@@ -115,21 +116,14 @@ def _valid_taps(n: int, k: int, stride: int) -> int:
   return sum(min(n, o * stride - low + k) - max(0, o * stride - low) for o in range(m))
 
 
-def _prod(shape) -> int:
-  n = 1
-  for d in shape:
-    n *= d
-  return n
-
-
 def kernels_of(layer: dict) -> list[tuple[str, float, float]]:
   """[(kernel, FLOPs, HBM bytes)] of one layer's forward and backward kernels."""
   b, kind = layer["bytes"], layer["kind"]
   if kind in ("conv", "dense"):
-    x, y = _prod(layer["in"]), _prod(layer["out"])
+    x, y = math.prod(layer["in"]), math.prod(layer["out"])
     if kind == "conv":
       cin, cout = layer["in"][-1], layer["out"][-1]
-      w = _prod(layer["k"]) * cin * cout
+      w = math.prod(layer["k"]) * cin * cout
       flops = 2.0 * layer["in"][0] * layer["taps"] * cin * cout
     else:  # rows x contract @ contract x features
       rows = x // layer["contract"]
@@ -139,7 +133,7 @@ def kernels_of(layer: dict) -> list[tuple[str, float, float]]:
     if not layer.get("data_input"):
       out.append(("input gradient", flops, (y + w + x) * b))
     return out
-  n = _prod(layer["in"])
+  n = math.prod(layer["in"])
   if kind in ("group_norm", "batch_norm"):
     r = 1 if layer["residual"] else 0
     return [("statistics", 2.0 * n, n * b), ("normalise", 4.0 * n, (2 + r) * n * b),
