@@ -1,4 +1,5 @@
-# `make train` and `make test` create .venv (pinned by requirements.lock) when it is missing.
+# `make train` and `make test` create .venv (pinned by requirements.lock, plus the weight wheels of
+# requirements-nodeps.txt without their dependencies) when it is missing.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,10 +8,11 @@ CONFIG ?= default
 
 .PHONY: venv train eval test bench bench-smoke figures clean readme-config mutants
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade uv
 	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode --no-deps -r requirements-nodeps.txt
 	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode --no-deps -e .
 	touch $@
 
