@@ -241,7 +241,7 @@ def step_ratio(config, steps: int, blocks: int) -> dict:
   step_fn, shardings = jit_train_step(config, model, tx, abstract, mesh)
   state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
   data = TrainInput(config)
-  held = distributed.host_to_global(device_batch(next(data)), mesh)
+  held = distributed.host_to_global(device_batch(next(data), config), mesh)
   for _ in range(3):  # compile + warm-up
     state, m = step_fn(state, held)
     jax.device_get(m)
@@ -253,7 +253,7 @@ def step_ratio(config, steps: int, blocks: int) -> dict:
       block[mode] = []
       for _ in range(steps):
         t = time.perf_counter()
-        batch = held if mode == "memory" else distributed.host_to_global(device_batch(next(data)), mesh)
+        batch = held if mode == "memory" else distributed.host_to_global(device_batch(next(data), config), mesh)
         state, m = step_fn(state, batch)
         jax.device_get(m)
         block[mode].append(time.perf_counter() - t)

@@ -53,6 +53,19 @@ def choice(*allowed) -> Check:
   return check
 
 
+def terms(*allowed) -> Check:
+  """Names from `allowed` joined by '+', each at most once: 'infonce+video_text'."""
+  def check(dotted, value):
+    parts = value.split("+") if isinstance(value, str) else []
+    bad = [p for p in parts if p not in allowed]
+    if not parts or bad or len(set(parts)) != len(parts):
+      why = (f"{bad[0]!r} is not a term" if bad else "a term is repeated" if parts else "it must be a string")
+      raise ConfigError(f"config.{dotted}={value!r}: {why}; join terms from {', '.join(allowed)} with '+', "
+                        "e.g. 'infonce+video_text'")
+  check.describe = "terms joined by '+'"
+  return check
+
+
 def boolean() -> Check:
   def check(dotted, value):
     if not isinstance(value, bool):

@@ -23,8 +23,7 @@ from sora_jax.errors import ConfigError
 FRAME_ENCODERS = ("seed_cnn", "resnet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls")
-OBJECTIVES = ("infonce", "predictive", "supervised", "infonce+predictive", "infonce+supervised",
-              "predictive+supervised", "infonce+predictive+supervised")
+OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised")
 
 
@@ -125,16 +124,22 @@ FIELDS: tuple[Field, ...] = (
     F("model.embed_dim", 64, c.integer(1), "size of the L2-normalised embedding"),
     F("model.num_classes", 0, c.integer(0), "> 0 adds a linear classifier head"),
     F("model.predict_steps", 0, c.integer(0), "> 0 adds the DPC predictor: from sequence[t], predict t+1..t+K"),
+    F("model.text_embed_dim", 0, c.integer(0), "> 0 adds a head mapping the pooled vector into the space shared "
+      "with text (output `aligned`, unit norm; objective video_text)"),
     F("model.input_mean", (0.5, 0.5, 0.5), c.rgb(positive=False), "per-channel mean after scaling uint8 to [0, 1]"),
     F("model.input_std", (0.25, 0.25, 0.25), c.rgb(positive=True), "per-channel std after scaling to [0, 1]"),
     F("model.dtype", "float32", c.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
 
-    F("objective.name", "infonce", c.choice(*OBJECTIVES), "terms joined by '+': infonce | predictive | supervised"),
+    F("objective.name", "infonce", c.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
+      "objective.<term>_weight: infonce | predictive | supervised | video_text"),
     F("objective.temperature", 0.1, c.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, c.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, c.number(0.0), "weight of the InfoNCE term"),
     F("objective.predictive_weight", 1.0, c.number(0.0), "weight of the predictive (DPC) term"),
     F("objective.supervised_weight", 1.0, c.number(0.0), "weight of the cross-entropy term"),
+    F("objective.video_text_weight", 1.0, c.number(0.0), "weight of the video-text alignment term"),
+    F("objective.video_text_temperature", 0.07, c.number(0.0, exclusive_minimum=True),
+      "initial temperature of the video-text term (always learned, CLIP-style)"),
 
     F("train.batch_size", 64, c.integer(1), "global batch (all processes); 64 learns motion in a few hundred "
       "steps where 32 needs ~700"),

@@ -104,6 +104,9 @@ def _objective(config) -> None:
     if m.bidirectional or (m.temporal == "transformer" and not m.causal):
       raise ConfigError(f"objective {name!r} predicts the future from sequence[t], which must not see frames "
                         "after t; set --config.model.bidirectional=False (and model.causal=True for a transformer)")
+  if "video_text" in terms(name) and m.text_embed_dim < 1:
+    raise ConfigError(f"objective {name!r} needs the video side of the video-text space; set "
+                      "--config.model.text_embed_dim=64 (>= 1)")
   if "supervised" in terms(name) and m.num_classes < 1:
     raise ConfigError(f"objective {name!r} needs a classifier; set --config.model.num_classes to the "
                       "dataset's number of classes")

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from sora_jax.data import augment as augment_lib, clips as clips_lib, sources
-from sora_jax.errors import ConfigError
+from sora_jax.errors import ConfigError, DataError
 
 _DATA_SALT = 0x5EED_DA7A
 ORDER_CHUNK = 1 << 20  # examples whose order one training dataset holds (16 MB); then the next chunk
@@ -75,10 +75,12 @@ class TrainInput:
   """Endless iterator of host-local training batches (see module docstring for the order).
 
   Yields dict: video uint8 [b, V, T, S, S, 3], label int32 [b], motion_label int32 [b] (-1 unknown),
-  video_id int64 [b]; b = train.batch_size // process_count.
+  video_id int64 [b]; b = train.batch_size // process_count. With `caption_features` (see
+  `CaptionTable`) also caption [b, ...], caption_id int32 [b], caption_mask bool [b].
   """
 
-  def __init__(self, config, *, process_index: int = 0, process_count: int = 1, split: str | None = None):
+  def __init__(self, config, *, process_index: int = 0, process_count: int = 1, split: str | None = None,
+               caption_features=None):
     _check_processes(process_index, process_count)
     self.config = config
     self.global_batch = int(config.train.batch_size)
@@ -97,6 +99,7 @@ class TrainInput:
       raise ConfigError(f"split {self.split_name!r} holds {self.num_examples} videos, fewer than "
                         f"config.train.batch_size={self.global_batch}; lower the batch size")
     self.aug = augment_lib.AugmentConfig.from_config(config)
+    self.captions = None if caption_features is None else CaptionTable(self.split, caption_features)
     self._epoch, self._step = 0, 0
     self._it = None
     _LIVE.add(self)
@@ -154,8 +157,11 @@ class TrainInput:
     frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))  # [V*T, H, W, 3]
     params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
     video = augment_lib.crop_views(frames, params.pop("box"), c.num_frames, c.frame_size)  # [V, T, S, S, 3]
-    return {"video": video, "params": params, "label": loaded["label"], "motion_label": loaded["motion_label"],
-            "video_id": loaded["video_id"]}
+    out = {"video": video, "params": params, "label": loaded["label"], "motion_label": loaded["motion_label"],
+           "video_id": loaded["video_id"]}
+    if self.captions is not None:
+      out.update(self.captions.draw(index, tf.random.experimental.stateless_fold_in(key, tf.constant(2 << 20, tf.int64))))
+    return out
 
   def _augment(self, batch):
     """Colour augmentation of a whole batch at once ([b, V] clips; the same numbers as clip by clip,
@@ -195,6 +201,39 @@ class TrainInput:
     if self._step == self.steps_per_epoch:
       self._epoch, self._step = self._epoch + 1, 0
     return out
+
+
+class CaptionTable:
+  """The captions of a split as rows of features, one drawn per example and epoch.
+
+  `features(texts) -> array [len(texts), ...]` turns the split's distinct caption strings into
+  rows once (e.g. a frozen text tower's embeddings); inside tf.data, `draw(index, key)` picks one of
+  example `index`'s captions (uniformly, from the stateless `key`) and gathers its row.
+  """
+
+  def __init__(self, split, features):
+    per_example = split.captions()
+    self.texts = list(dict.fromkeys(t for texts in per_example for t in texts))
+    if not self.texts:
+      raise DataError("no video of the training split has a caption, and the objective's video_text term needs "
+                      "them; add a `caption` column to the manifest (sora-jax prepare) or drop video_text from "
+                      "config.objective.name")
+    row = {t: i for i, t in enumerate(self.texts)}
+    counts = np.array([len(texts) for texts in per_example], np.int32)
+    self.num_without = int(np.sum(counts == 0))
+    self.rows = np.array([row[t] for texts in per_example for t in texts] + [0], np.int32)
+    self.table = np.asarray(features(self.texts))
+    self._counts = tf.constant(counts)
+    self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32))
+    self._rows, self._table = tf.constant(self.rows), tf.constant(self.table)
+
+  def draw(self, index, key) -> dict:
+    """caption: the features of one caption of example `index`; caption_id int32 (its row; -1 = none);
+    caption_mask bool."""
+    n = tf.gather(self._counts, index)
+    j = tf.random.stateless_uniform([], seed=key, minval=0, maxval=tf.maximum(n, 1), dtype=tf.int32)
+    row = tf.where(n > 0, tf.gather(self._rows, tf.gather(self._offsets, index) + j), -1)
+    return {"caption": tf.gather(self._table, tf.maximum(row, 0)), "caption_id": row, "caption_mask": n > 0}
 
 
 def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num_crops: int = 1,

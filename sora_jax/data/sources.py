@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from sora_jax import storage
 from sora_jax.config.datasets import data_dir, parse_data_name
-from sora_jax.data import synthetic
+from sora_jax.data import captions as captions_lib, synthetic
 from sora_jax.errors import DataError
 
 INFO_FILE = "dataset_info.json"
@@ -93,7 +93,7 @@ def _gather_decode(encoded, frame_indices, channels=3):
 
 
 class Split:
-  """Base: num_examples, load(index), decode(loaded, frame_indices)."""
+  """Base: num_examples, load(index), decode(loaded, frame_indices), captions()."""
   num_examples: int
 
   def load(self, index):
@@ -101,6 +101,20 @@ class Split:
 
   def decode(self, loaded, frame_indices):
     raise NotImplementedError
+
+  def captions(self) -> list[list[str]]:
+    """The captions of each example, in example order (an empty list: none). Default: none."""
+    return [[] for _ in range(self.num_examples)]
+
+
+def _record_texts(records: RecordIndex, key: str) -> list[str]:
+  """The string feature `key` of every record (read on the host, once: captions are small)."""
+  out = []
+  for i in range(len(records)):
+    ex = tf.train.Example.FromString(records.read(i))
+    value = ex.features.feature[key].bytes_list.value
+    out.append(value[0].decode("utf-8", errors="replace") if value else "")
+  return out
 
 
 # A built-in split whose decoded frames fit in this many bytes is decoded once per process and
@@ -118,6 +132,7 @@ class BuiltinSplit(Split):
     self.num_examples = len(self.records)
     shape = builder.info.features["video"].shape
     self.frames, self.size = shape[0] // shape[1], shape[1]
+    self.kind, self.split = builder.KIND, split
 
   def _parse(self, index):
     ex = tf.io.parse_single_example(self.records.tf_read(index), {
@@ -156,6 +171,16 @@ class BuiltinSplit(Split):
   def decode(self, loaded, frame_indices):
     return tf.gather(loaded["encoded"], frame_indices)
 
+  def captions(self) -> list[list[str]]:
+    """Several phrasings of each video (`data.captions`), its one-template caption first."""
+    cached = self.decoded()
+    if cached is not None:
+      ids = cached[1].numpy()[:, 2]
+    else:
+      ids = [tf.train.Example.FromString(self.records.read(i)).features.feature["video_id"].int64_list.value[0]
+             for i in range(self.num_examples)]
+    return [captions_lib.video_phrasings(self.kind, self.split, int(v) % synthetic.SPLIT_STRIDE) for v in ids]
+
 
 class PreparedSplit(Split):
   """A split written by `sora-jax prepare`: tf.train.Example with JPEG `frames` [N] per video."""
@@ -180,6 +205,10 @@ class PreparedSplit(Split):
 
   def decode(self, loaded, frame_indices):
     return _gather_decode(loaded["encoded"], frame_indices)
+
+  def captions(self) -> list[list[str]]:
+    """The manifest's `caption` of each video (prepare stores one; empty: none)."""
+    return [[c] if c.strip() else [] for c in _record_texts(self.records, "caption")]
 
 
 class MemorySplit(Split):

@@ -30,11 +30,11 @@ SHAPES = ("square", "circle", "triangle", "cross", "diamond")
 DIRECTIONS = ("left", "right", "up", "down")  # motion_label
 SPEEDS = ("slowly", "quickly")
 _DIR_VEC = np.array([(0, -1), (0, 1), (-1, 0), (1, 0)], np.float32)  # (dy, dx) per direction
-COLOURS = {
+COLOURS = {  # colour label: the order of this dict
     "red": (220, 40, 40), "green": (40, 200, 60), "blue": (60, 90, 235), "yellow": (235, 215, 40),
     "magenta": (215, 50, 205), "cyan": (40, 205, 215), "white": (240, 240, 240), "orange": (245, 140, 30),
 }
-_COLOUR_NAMES = tuple(COLOURS)
+COLOUR_NAMES = _COLOUR_NAMES = tuple(COLOURS)
 _COLOUR_RGB = np.array([COLOURS[c] for c in _COLOUR_NAMES], np.float32)
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 DATASET_SEED = 20240611  # the content of the built-in datasets; the run's config.seed is separate
@@ -129,34 +129,61 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   """One video and its labels, a pure function of (kind, split, index): uint8 [L, S, S, 3] + labels.
 
   clean: the same object and motion on black, without background or distractors (for tests)."""
-  rng = np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
+  rng = _video_rng(kind, split, index)
   s, t_len = size, num_frames
   clutter = np.random.default_rng(rng.integers(0, 2**63))  # its own stream: `clean` keeps the object
   video = _background(clutter, s, t_len) * (not clean)
   t = np.arange(t_len, dtype=np.float32)
   if not clean:
     _distractors(clutter, video)
-  direction = int(rng.integers(0, 4))
-  speed = int(rng.integers(0, 2))
-  colour_id = int(rng.integers(0, len(_COLOUR_NAMES)))
-  colour = np.clip(_COLOUR_RGB[colour_id] + rng.normal(0, 12, size=3), 0, 255).astype(np.float32)
-  step = 0.5 * (1 + speed) * (s / 40.0)  # px per frame
+  a = _draw_attributes(kind, split, rng, s)
+  colour = np.clip(_COLOUR_RGB[a["colour"]] + a.pop("colour_noise"), 0, 255).astype(np.float32)
+  step = 0.5 * (1 + a["speed"]) * (s / 40.0)  # px per frame
   if kind == "moving_shapes":
-    label = int(rng.integers(0, len(SHAPES)))
-    alpha = _shape_alpha(SHAPES[label], int(rng.integers(max(3, s // 6), max(4, s // 4) + 1)))
-    name = SHAPES[label]
+    alpha = _shape_alpha(SHAPES[a["label"]], a.pop("radius"))
   else:
-    images, labels = _digit_images(split)
-    j = int(rng.integers(0, len(labels)))
-    scale = max(1, int(rng.integers(2, 4)) * s // 40)  # 16 or 24 px digits at 40 px
-    alpha = np.kron(images[j], np.ones((scale, scale), np.float32))
-    label = int(labels[j])
-    name = f"digit {label}"
-  ys, xs = _trajectory(rng, direction, step, alpha.shape[0], s, t)
+    images, _ = _digit_images(split)
+    alpha = np.kron(images[a.pop("digit_index")], np.ones((a.pop("scale"),) * 2, np.float32))
+  ys, xs = _trajectory(rng, a["direction"], step, alpha.shape[0], s, t)
   _paste(video, alpha, ys, xs, colour)
-  caption = f"a {_COLOUR_NAMES[colour_id]} {name} moves {DIRECTIONS[direction]}, {SPEEDS[speed]}"
-  return {"video": np.clip(np.round(video), 0, 255).astype(np.uint8), "label": label,
-          "motion_label": direction, "caption": caption}
+  return {"video": np.clip(np.round(video), 0, 255).astype(np.uint8), "label": a["label"],
+          "motion_label": a["direction"], "caption": caption(kind, a)}
+
+
+def _draw_attributes(kind: str, split: str, rng: np.random.Generator, size: int) -> dict:
+  """What a video shows, drawn from its generator in render's order: label, direction, speed,
+  colour (and the size draws render needs next)."""
+  a = {"direction": int(rng.integers(0, 4)), "speed": int(rng.integers(0, 2)),
+       "colour": int(rng.integers(0, len(_COLOUR_NAMES)))}
+  a["colour_noise"] = rng.normal(0, 12, size=3)
+  if kind == "moving_shapes":
+    a["label"] = int(rng.integers(0, len(SHAPES)))
+    a["radius"] = int(rng.integers(max(3, size // 6), max(4, size // 4) + 1))
+  else:
+    _, labels = _digit_images(split)
+    a["digit_index"] = j = int(rng.integers(0, len(labels)))
+    a["scale"] = max(1, int(rng.integers(2, 4)) * size // 40)  # 16 or 24 px digits at 40 px
+    a["label"] = int(labels[j])
+  return a
+
+
+def attributes(kind: str, split: str, index: int) -> dict:
+  """label, direction, speed and colour of video `index`, without rendering it (the same draws as
+  `render`): what captions are written from."""
+  rng = _video_rng(kind, split, index)
+  rng.integers(0, 2**63)  # the clutter stream's seed, drawn first by render
+  a = _draw_attributes(kind, split, rng, 40)
+  return {k: a[k] for k in ("label", "direction", "speed", "colour")}
+
+
+def caption(kind: str, a: dict) -> str:
+  """The one-template caption of a video's attributes: 'a red square moves left, slowly'."""
+  name = SHAPES[a["label"]] if kind == "moving_shapes" else f"digit {a['label']}"
+  return f"a {_COLOUR_NAMES[a['colour']]} {name} moves {DIRECTIONS[a['direction']]}, {SPEEDS[a['speed']]}"
+
+
+def _video_rng(kind: str, split: str, index: int) -> np.random.Generator:
+  return np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
 
 
 def _png(image) -> "io.BytesIO":
@@ -167,9 +194,12 @@ def _png(image) -> "io.BytesIO":
   return buf
 
 
+SPLIT_STRIDE = 1_000_000
+
+
 def video_id(split: str, index: int) -> int:
-  """Stable, unique across splits."""
-  return SPLIT_IDS[split] * 1_000_000 + index
+  """Stable, unique across splits; `video_id % SPLIT_STRIDE` is the index in the split."""
+  return SPLIT_IDS[split] * SPLIT_STRIDE + index
 
 
 def class_names(kind: str) -> tuple[str, ...]:

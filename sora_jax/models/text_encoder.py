@@ -27,6 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.errors import SoraError
+
+try:  # the optional `text` extra
+  from safetensors.numpy import load_file
+  from tokenizers import Tokenizer
+except ImportError:
+  load_file = Tokenizer = None
 from sora_jax.linalg import l2_normalize
 
 log = logging.getLogger("sora_jax.text")
@@ -154,9 +160,8 @@ class TextTower:
   `fingerprint` names the weights and tokenizer (caches of caption embeddings key on it)."""
 
   def __init__(self, folder: str | pathlib.Path | None = None):
-    from safetensors.numpy import load_file  # noqa: PLC0415 - optional dependency (the `text` extra)
-    from tokenizers import Tokenizer  # noqa: PLC0415
-
+    if load_file is None or Tokenizer is None:
+      raise SoraError(f"the text tower needs safetensors and tokenizers: pip install 'sora-jax[text]', then {INSTALL}")
     folder = pathlib.Path(folder) if folder else model_dir()
     self.spec = BertSpec.from_json((folder / "config.json").read_text())
     self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))

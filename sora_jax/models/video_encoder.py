@@ -54,7 +54,7 @@ class VideoEncoder(nn.Module):
   @nn.compact
   def __call__(self, video, train: bool = False) -> dict[str, jax.Array]:
     """Returns frames [B,T,D], sequence [B,T,D'], pooled [B,D'], embedding [B,E] (unit norm),
-    logits [B,C] when num_classes > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0.
+    logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0.
     """
     m = self.model_config
     check_video(video)
@@ -81,6 +81,9 @@ class VideoEncoder(nn.Module):
     }
     if m.num_classes > 0:
       out["logits"] = Classifier(m.num_classes, dtype, name="classifier")(pooled)
+    if m.text_embed_dim > 0:
+      out["aligned"] = l2_normalize(ProjectionHead(m.head_hidden, m.head_layers, m.text_embed_dim, dtype,
+                                                   name="text_head")(pooled))
     if m.predict_steps > 0:
       out["targets"], out["predictions"] = Predictor(m.predict_steps, m.head_hidden, m.embed_dim, dtype,
                                                      name="predictor")(frames, sequence)

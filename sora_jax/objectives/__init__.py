@@ -1,30 +1,40 @@
 """Objectives: pure functions of model outputs on global arrays -> (loss, metrics).
 
-`compute_loss(config, outputs_per_view, batch, params=None)` combines the terms named by
-`config.objective.name` ('infonce', 'predictive', 'supervised', joined by '+') with the weights
-`config.objective.<term>_weight`.
+`compute_loss(config, outputs_per_view, batch, params=None)` adds the terms named by
+`config.objective.name` (any '+'-joined set of the registered TERMS) with the weights
+`config.objective.<term>_weight`. A new term is one function here and its weight field in the schema.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from sora_jax.config import terms
+from sora_jax.objectives import video_text as video_text_lib
 from sora_jax.objectives.contrastive import infonce
 from sora_jax.objectives.predictive import predictive
 from sora_jax.objectives.supervised import supervised
+from sora_jax.objectives.video_text import project_text, video_text
 
-__all__ = ["compute_loss", "infonce", "predictive", "supervised", "init_params", "temperature"]
+__all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text",
+           "init_params", "temperature", "batch_keys"]
+
+TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
 
 
-def init_params(config) -> dict:
-  """Trainable parameters owned by the objective: the log-temperature when it is learned."""
+def init_params(config, key=None) -> dict:
+  """Trainable parameters owned by the objective: the log-temperature when it is learned; the text
+  projection and its temperature for video_text."""
+  params = {}
   if config.objective.learn_temperature:
-    return {"log_temperature": jnp.log(jnp.asarray(config.objective.temperature, jnp.float32))}
-  return {}
+    params["log_temperature"] = jnp.log(jnp.asarray(config.objective.temperature, jnp.float32))
+  if "video_text" in terms(config.objective.name):
+    params.update(video_text_lib.init_params(config, jax.random.PRNGKey(config.seed) if key is None else key,
+                                             TEXT_DIM))
+  return params
 
 
 def temperature(config, params: Mapping[str, Any] | None) -> jax.Array | float:
@@ -34,13 +44,53 @@ def temperature(config, params: Mapping[str, Any] | None) -> jax.Array | float:
   return config.objective.temperature
 
 
+def _views_mean(parts):
+  return (jnp.mean(jnp.stack([p[0] for p in parts])),
+          {k: jnp.mean(jnp.stack([p[1][k] for p in parts])) for k in parts[0][1]})
+
+
+def _infonce(config, views, batch, params, temp):
+  return infonce(jnp.stack([o["embedding"] for o in views], axis=1), temp)  # [B, V, E]
+
+
+def _predictive(config, views, batch, params, temp):
+  return _views_mean([predictive(o["predictions"], o["targets"], temp) for o in views])
+
+
+def _supervised(config, views, batch, params, temp):
+  return _views_mean([supervised(o["logits"], batch["label"]) for o in views])
+
+
+def _video_text(config, views, batch, params, temp):
+  text = project_text(params, batch["caption"])
+  value, metrics = video_text(jnp.stack([o["aligned"] for o in views], axis=1), text, batch["caption_id"],
+                              batch["caption_mask"], video_text_lib.temperature(params))
+  return value, dict(metrics, video_text_temperature=video_text_lib.temperature(params))
+
+
+Term = Callable[..., tuple[jax.Array, dict]]
+TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "supervised": _supervised,
+                          "video_text": _video_text}
+# Batch entries a term reads besides the video (they go to the devices with it).
+BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask")}
+
+
+def batch_keys(config) -> tuple[str, ...]:
+  """The batch entries the train step needs on the devices for this config's terms."""
+  keys = ["video", "label"]
+  for term in terms(config.objective.name):
+    keys += [k for k in BATCH_KEYS.get(term, ()) if k not in keys]
+  return tuple(keys)
+
+
 def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], batch: Mapping[str, jax.Array],
                  params: Mapping[str, Any] | None = None) -> tuple[jax.Array, dict]:
   """Weighted sum of the configured terms.
 
   Args:
     outputs_per_view: V dicts of `VideoEncoder` outputs for `[B, ...]` inputs (one per view).
-    batch: at least `label` int32 `[B]` (for supervised).
+    batch: `label` int32 `[B]` (supervised); caption `[B, D_text]`, caption_id int32 `[B]`,
+      caption_mask bool `[B]` (video_text).
     params: the objective's own parameters (`init_params`), e.g. a learned temperature.
   Returns:
     (loss scalar float32, metrics dict of scalars: each term's loss and accuracy, 'temperature').
@@ -49,20 +99,9 @@ def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], ba
   loss = jnp.zeros((), jnp.float32)
   metrics: dict[str, jax.Array] = {}
   for term in terms(config.objective.name):
-    weight = getattr(config.objective, f"{term}_weight")
-    if term == "infonce":
-      emb = jnp.stack([o["embedding"] for o in outputs_per_view], axis=1)  # [B, V, E]
-      value, m = infonce(emb, temp)
-    elif term == "predictive":
-      parts = [predictive(o["predictions"], o["targets"], temp) for o in outputs_per_view]
-      value = jnp.mean(jnp.stack([p[0] for p in parts]))
-      m = {"predictive_accuracy": jnp.mean(jnp.stack([p[1]["predictive_accuracy"] for p in parts]))}
-    else:
-      parts = [supervised(o["logits"], batch["label"]) for o in outputs_per_view]
-      value = jnp.mean(jnp.stack([p[0] for p in parts]))
-      m = {"supervised_accuracy": jnp.mean(jnp.stack([p[1]["supervised_accuracy"] for p in parts]))}
+    value, m = TERMS[term](config, outputs_per_view, batch, params, temp)
     metrics[f"{term}_loss"] = value
     metrics.update(m)
-    loss = loss + weight * value
+    loss = loss + getattr(config.objective, f"{term}_weight") * value
   metrics["temperature"] = jnp.asarray(temp, jnp.float32)
   return loss, metrics

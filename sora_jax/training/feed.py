@@ -19,7 +19,7 @@ from sora_jax.training.step import device_batch
 class DeviceFeed:
 
   def __init__(self, batches: Iterator[dict], mesh, depth: int, first_step: int, end_step: int,
-               callback: Callable[[int, dict], None] | None = None):
+               callback: Callable[[int, dict], None] | None = None, *, config):
     """`batches`: this process's host batches from global step `first_step` on; none is read for
     `end_step` or later. `callback(step, host_batch)` runs when a batch is read, before its
     transfer (so it may change the batch), up to `depth` + 1 steps ahead of the step."""
@@ -29,7 +29,7 @@ class DeviceFeed:
         host = next(batches)
         if callback is not None:
           callback(step, host)
-        yield distributed.host_to_global(device_batch(host), mesh)
+        yield distributed.host_to_global(device_batch(host, config), mesh)
 
     self._batches = prefetch(produce(), depth) if depth > 0 else produce()
     self.wait = 0.0

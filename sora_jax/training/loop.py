@@ -26,13 +26,14 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from sora_jax import storage
-from sora_jax.config import to_json, validate
+from sora_jax.config import terms, to_json, validate
 from sora_jax.data.pipeline import TrainInput
 from sora_jax.errors import SoraError, unwritable, unwritable_message
 from sora_jax.models import encoder
 from sora_jax.parallel import distributed, mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training import checkpoint as ckpt
+from sora_jax.training.captions import caption_features
 from sora_jax.training.feed import DeviceFeed
 from sora_jax.training.lock import WorkdirLock
 from sora_jax.training.log import DivergedError, Window, Writer
@@ -178,7 +179,12 @@ class _Run:
     self.abstract = jax.eval_shape(lambda: init_state(config, self.tx))
     self.step_fn, self.shardings = jit_train_step(config, encoder(config), self.tx, self.abstract, self.mesh)
     self.manager = ckpt.make_manager(workdir, keep=config.train.keep_checkpoints)
-    self.data = TrainInput(config, process_index=jax.process_index(), process_count=jax.process_count())
+    texts = caption_features(config) if "video_text" in terms(config.objective.name) else None
+    self.data = TrainInput(config, process_index=jax.process_index(), process_count=jax.process_count(),
+                           caption_features=texts)
+    if texts is not None and self.data.captions.num_without:
+      _say(f"{self.data.captions.num_without} of {self.data.num_examples} training videos have no caption: "
+           "the video_text term leaves them out")
 
   def restore_or_init(self):
     """-> (state, first step): the latest checkpoint onto this mesh, else a fresh init. The input
@@ -205,7 +211,8 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
   tc = run.config.train
   last_good = run.manager.latest_step()
   wait = wait_each_launch(run.mesh)
-  feed = DeviceFeed(run.data, run.mesh, run.config.data.device_prefetch, start, tc.num_steps, batch_callback)
+  feed = DeviceFeed(run.data, run.mesh, run.config.data.device_prefetch, start, tc.num_steps, batch_callback,
+                    config=run.config)
   window = Window(tc.batch_size, run.mesh.size)
   step_fn, step = run.step_fn, start
   try:

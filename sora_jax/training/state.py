@@ -36,6 +36,7 @@ def init_state(config, tx: optax.GradientTransformation) -> TrainState:
   init_key, train_key = jax.random.split(root)
   dummy = jnp.zeros(default_batch_shape(config), jnp.uint8)
   variables = dict(encoder(config).init(init_key, dummy, train=False))
-  params = {"encoder": variables.pop("params"), "objective": objectives.init_params(config)}
+  params = {"encoder": variables.pop("params"),
+            "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1))}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_key)

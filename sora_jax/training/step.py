@@ -20,7 +20,6 @@ from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training.optim import learning_rate_schedule
 from sora_jax.training.state import TrainState
 
-DEVICE_KEYS = ("video", "label")  # the batch entries the step needs on the devices
 
 
 def _loss_fn(config, model, params, model_state, batch, key):
@@ -76,15 +75,16 @@ def make_train_step(config, model, tx: optax.GradientTransformation) -> Callable
   return train_step
 
 
-def device_batch(batch: dict) -> dict:
-  return {k: batch[k] for k in DEVICE_KEYS}
+def device_batch(batch: dict, config) -> dict:
+  """The host batch's entries that the step reads (`objectives.batch_keys`)."""
+  return {k: batch[k] for k in objectives.batch_keys(config)}
 
 
 def jit_train_step(config, model, tx, abstract_state, mesh):
   """jit once: state sharded by the rules in parallel.mesh (donated), batch over the batch axes,
   metrics replicated. Returns (jitted_step, state_shardings)."""
   state_shardings = mesh_lib.tree_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
-  batch_shardings = {k: mesh_lib.batch_sharding(mesh) for k in DEVICE_KEYS}
+  batch_shardings = {k: mesh_lib.batch_sharding(mesh) for k in objectives.batch_keys(config)}
   step = jax.jit(make_train_step(config, model, tx), in_shardings=(state_shardings, batch_shardings),
                  out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
                  compiler_options=kernels.compiler_options(mesh_lib.platform(mesh)))

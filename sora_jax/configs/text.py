@@ -1,0 +1,16 @@
+"""Video-text: the default self-supervised InfoNCE plus CLIP-style alignment of the clips with their
+captions, embedded by the frozen pretrained text tower (all-MiniLM-L6-v2). Text queries
+(`sora-jax search --text`) and zero-shot classification (`sora-jax predict --labels`) use it.
+
+Hue jitter is off: a caption names the object's colour, which a hue shift would contradict.
+"""
+
+from sora_jax.config import defaults
+
+
+def get_config():
+  c = defaults()
+  c.objective.name = "infonce+video_text"
+  c.model.text_embed_dim = 64
+  c.data.augment.color_jitter = (0.2, 0.3, 0.8, 0.0)
+  return c

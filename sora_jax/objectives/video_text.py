@@ -1,0 +1,74 @@
+"""Video-text alignment (CLIP's symmetric InfoNCE) over the global batch, and the text side's head.
+
+The video side is the encoder's `aligned` output (a head on the pooled vector, unit norm); the text
+side is a trainable linear projection of a caption's features from a frozen text tower, also unit
+norm. Both meet in one space where a sentence finds the videos it describes
+(`project_text` is what search and zero-shot classification call).
+
+Captions repeat across a batch (two videos can share a phrasing): every video whose caption is the
+same string as the query's (same `caption_id`) is a positive, not a negative (soft targets spread
+over them), so the loss does not push apart what the text cannot tell apart.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sora_jax.linalg import l2_normalize
+
+PARAMS = "text_projection"
+LOG_TEMPERATURE = "video_text_log_temperature"
+
+
+def init_params(config, key, text_dim: int) -> dict:
+  """The text projection [text_dim -> model.text_embed_dim] (LeCun normal, like flax's Dense) and
+  the log of the learned temperature."""
+  e = config.model.text_embed_dim
+  kernel = jax.random.normal(key, (text_dim, e), jnp.float32) / jnp.sqrt(text_dim)
+  return {PARAMS: {"kernel": kernel, "bias": jnp.zeros((e,), jnp.float32)},
+          LOG_TEMPERATURE: jnp.log(jnp.asarray(config.objective.video_text_temperature, jnp.float32))}
+
+
+def project_text(params, text: jax.Array) -> jax.Array:
+  """Caption features [N, D_text] -> unit vectors [N, E] in the video-text space."""
+  p = params[PARAMS]
+  return l2_normalize(text.astype(jnp.float32) @ p["kernel"] + p["bias"])
+
+
+def temperature(params) -> jax.Array:
+  """exp(learned log-T), clipped to [0.01, 1] (CLIP clips the logit scale at 100)."""
+  return jnp.clip(jnp.exp(params[LOG_TEMPERATURE]), 0.01, 1.0)
+
+
+def video_text(video: jax.Array, text: jax.Array, caption_id: jax.Array, mask: jax.Array,
+               temp: jax.Array | float) -> tuple[jax.Array, dict]:
+  """Symmetric InfoNCE between videos and their captions.
+
+  Args:
+    video: `[B, V, E]` unit vectors of V views (each view is scored against the captions; the loss
+      is the mean over views).
+    text: `[B, E]` unit vectors of each video's caption.
+    caption_id: int `[B]`: equal ids = the same caption string (positives for each other).
+    mask: bool `[B]`: False = the video has no caption (left out of both directions).
+    temp: the softmax temperature.
+  Returns:
+    (loss, {'video_text_accuracy'}): accuracy = share of (view, video) queries whose top caption is
+    one of its positives.
+  """
+  b, v, _ = video.shape
+  video, text = video.astype(jnp.float32), text.astype(jnp.float32)
+  same = (caption_id[:, None] == caption_id[None, :]) & mask[:, None] & mask[None, :]  # [B, B]
+  targets = same / jnp.maximum(same.sum(axis=1, keepdims=True), 1)
+  n = jnp.maximum(mask.sum(), 1)
+  losses, accs = [], []
+  for i in range(v):
+    logits = (video[:, i] @ text.T) / temp  # [B videos, B captions]
+    logits = jnp.where(mask[None, :], logits, -1e9)  # a missing caption is no candidate
+    v2t = optax.losses.softmax_cross_entropy(logits, targets)
+    t2v = optax.losses.softmax_cross_entropy(jnp.where(mask[None, :], logits.T, -1e9), targets)
+    losses.append(jnp.where(mask, (v2t + t2v) / 2, 0.0).sum() / n)
+    hit = jnp.take_along_axis(same, jnp.argmax(logits, axis=1)[:, None], axis=1)[:, 0]
+    accs.append(jnp.where(mask, hit, False).sum() / n)
+  return jnp.mean(jnp.stack(losses)), {"video_text_accuracy": jnp.mean(jnp.stack(accs))}

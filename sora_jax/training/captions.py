@@ -1,0 +1,59 @@
+"""Caption features for the video_text term: a frozen text tower's embeddings, computed once per set
+of captions and cached on disk.
+
+The cache file is named by a fingerprint of the tower (weights and tokenizer) and of the caption
+strings, under `<data_dir>/text_cache/`; a different tower or another set of captions never
+reads a stale file. The encoding is the same on every process; process 0 writes the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+
+import jax
+import numpy as np
+
+from sora_jax import storage
+from sora_jax.config.datasets import data_dir
+from sora_jax.models.text_encoder import load_text_tower
+
+log = logging.getLogger("sora_jax.text")
+
+
+def cache_dir(config):
+  return storage.path(data_dir(config)) / "text_cache"
+
+
+def encode_cached(texts: list[str], folder, tower=None) -> np.ndarray:
+  """float32 [len(texts), D]: the tower's sentence embeddings, read from `folder` when cached."""
+  tower = tower or load_text_tower()
+  digest = hashlib.sha256(tower.fingerprint.encode())
+  for t in texts:
+    digest.update(t.encode("utf-8", errors="replace") + b"\0")
+  path = storage.path(folder) / f"{digest.hexdigest()[:24]}.npy"
+  if path.exists():
+    try:
+      vectors = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+      if vectors.shape == (len(texts), tower.dim):
+        return vectors
+    except ValueError:
+      pass
+    log.warning("text cache %s is damaged; computing it again", path)
+  log.info("embedding %d captions with the text tower (once; cached in %s)", len(texts), folder)
+  vectors = tower.encode(texts)
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, vectors, allow_pickle=False)
+    staged = storage.Staged(path, suffix=".npy")
+    with open(staged.name, "wb") as f:
+      f.write(buf.getvalue())
+    staged.commit()
+  return vectors
+
+
+def caption_features(config):
+  """`features(texts) -> [N, D]` for the pipeline's CaptionTable (see data.pipeline)."""
+  return lambda texts: encode_cached(list(texts), cache_dir(config))

@@ -1,0 +1,149 @@
+"""The video_text term against numpy, on any device count; terms compose by name; captions in the pipeline."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sora_jax import objectives
+from sora_jax.config import load_config, validate
+from sora_jax.data import captions, synthetic
+from sora_jax.data.pipeline import TrainInput
+from sora_jax.errors import ConfigError
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _numpy_video_text(video, text, ids, mask, temp):
+  """Direct loops: for each view and each captioned video, cross-entropy of its similarities against the
+  uniform distribution over the videos (or captions) with the same caption id, both ways."""
+  b, v, _ = video.shape
+  valid = [i for i in range(b) if mask[i]]
+  losses = []
+  for k in range(v):
+    s = video[:, k].astype(np.float64) @ text.T.astype(np.float64) / temp
+    total = 0.0
+    for i in valid:
+      pos = [j for j in valid if ids[j] == ids[i]]
+      row = np.array([s[i, j] for j in valid])  # video i against every caption
+      col = np.array([s[j, i] for j in valid])  # caption i against every video
+      lse_r, lse_c = np.log(np.exp(row).sum()), np.log(np.exp(col).sum())
+      total += np.mean([lse_r - s[i, j] for j in pos]) / 2 + np.mean([lse_c - s[j, i] for j in pos]) / 2
+    losses.append(total / len(valid))
+  return float(np.mean(losses))
+
+
+def _example(b=8, v=2, e=6, seed=0):
+  rs = np.random.RandomState(seed)
+  video = _unit(rs.normal(size=(b, v, e))).astype(np.float32)  # ids below are for b = 8
+  text = _unit(rs.normal(size=(b, e))).astype(np.float32)
+  ids = np.array([0, 1, 2, 1, 3, 4, 5, 6][:b], np.int32)  # videos 1 and 3 share a caption
+  mask = np.ones(b, bool)
+  mask[5] = False
+  return video, text, ids, mask
+
+
+def test_video_text_matches_numpy_with_shared_captions_and_missing_ones():
+  video, text, ids, mask = _example()
+  loss, m = objectives.video_text(jnp.asarray(video), jnp.asarray(text), jnp.asarray(ids), jnp.asarray(mask), 0.3)
+  np.testing.assert_allclose(float(loss), _numpy_video_text(video, text, ids, mask, 0.3), rtol=1e-5)
+  assert 0.0 <= float(m["video_text_accuracy"]) <= 1.0
+
+
+def test_video_text_rewards_matching_pairs_and_counts_a_shared_caption_as_a_hit():
+  rs = np.random.RandomState(1)
+  text = _unit(rs.normal(size=(6, 16))).astype(np.float32)
+  ids = np.array([0, 1, 2, 3, 3, 4], np.int32)
+  text[4] = text[3]  # the same caption string embeds the same way
+  video = np.stack([text, text], axis=1)
+  mask = np.ones(6, bool)
+  good, m = objectives.video_text(video, text, ids, mask, 0.1)
+  assert float(m["video_text_accuracy"]) == 1.0
+  bad, m_bad = objectives.video_text(video[::-1].copy(), text, ids, mask, 0.1)
+  assert float(good) < float(bad) and float(m_bad["video_text_accuracy"]) < 1.0
+
+
+@pytest.mark.parametrize("n_devices", [1, 2, 8])
+def test_video_text_same_on_any_device_count(n_devices):
+  video, text, _, _ = _example(b=16)
+  b = video.shape[0]
+  ids = np.arange(b, dtype=np.int32) % 7
+  mask = np.arange(b) % 5 != 4
+  mesh = Mesh(np.array(jax.devices()[:n_devices]), ("data",))
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))
+  loss, _ = jax.jit(lambda *a: objectives.video_text(*a, 0.2))(put(video), put(text), put(ids), put(mask))
+  np.testing.assert_allclose(float(loss), _numpy_video_text(video, text, ids, mask, 0.2), rtol=1e-5)
+
+
+def test_terms_compose_by_name_with_their_weights():
+  config = load_config("text", ["objective.infonce_weight=0.5", "objective.video_text_weight=2.0"])
+  rs = np.random.RandomState(3)
+  b = 4
+  views = [{"embedding": _unit(rs.normal(size=(b, 8))).astype(np.float32),
+            "aligned": _unit(rs.normal(size=(b, 64))).astype(np.float32)} for _ in range(2)]
+  params = objectives.init_params(config, jax.random.PRNGKey(0))
+  batch = {"caption": rs.normal(size=(b, objectives.TEXT_DIM)).astype(np.float32), "caption_id": np.arange(b),
+           "caption_mask": np.ones(b, bool), "label": np.zeros(b, np.int32)}
+  loss, m = objectives.compute_loss(config, views, batch, params)
+  np.testing.assert_allclose(float(loss), 0.5 * float(m["infonce_loss"]) + 2.0 * float(m["video_text_loss"]), rtol=1e-6)
+  assert objectives.batch_keys(config) == ("video", "label", "caption", "caption_id", "caption_mask")
+
+
+def test_registered_terms_are_the_schema_terms():
+  from sora_jax.config import schema
+  assert tuple(objectives.TERMS) == schema.OBJECTIVE_TERMS
+  for term in schema.OBJECTIVE_TERMS:
+    assert f"objective.{term}_weight" in schema.BY_NAME
+
+
+@pytest.mark.parametrize("name, words", [("infonce+infonce", "repeated"), ("infonce+clip", "'clip' is not a term"),
+                                         ("", "join terms")])
+def test_bad_objective_names_are_one_line(name, words):
+  with pytest.raises(ConfigError, match=words):
+    validate(load_config("default", [f"objective.name={name}"]))
+
+
+def test_video_text_needs_the_text_head():
+  with pytest.raises(ConfigError, match="text_embed_dim"):
+    validate(load_config("text", ["model.text_embed_dim=0"]))
+
+
+def test_any_set_of_terms_validates_in_any_order():
+  validate(load_config("text", ["objective.name=video_text+infonce"]))
+
+
+def test_phrasings_describe_the_video_and_held_out_words_never_occur_in_training():
+  a = synthetic.attributes("moving_shapes", "train", 3)
+  texts = captions.video_phrasings("moving_shapes", "train", 3)
+  assert texts[0] == synthetic.caption("moving_shapes", a).replace("a orange", "an orange")
+  assert len(texts) > 2 and all(synthetic.COLOUR_NAMES[a["colour"]] in t for t in texts)
+  train_words = {w for i in range(300) for k in ("moving_shapes", "moving_digits")
+                 for t in captions.video_phrasings(k, "train", i) for w in t.replace(",", " ").split()}
+  held = {w for i in range(300) for k in ("moving_shapes", "moving_digits")
+          for w in captions.held_out_phrasing(k, "test", i).replace(",", " ").replace(":", " ").split()}
+  shared = held & train_words - set(synthetic.COLOUR_NAMES) - {"a", "an", "the", "of", "in"}
+  assert not {w for w in shared if not w.isdigit()}, shared
+
+
+def test_captions_are_drawn_per_epoch_from_the_seed_and_do_not_change_the_clips():
+  config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=64"])
+  rows = lambda texts: np.arange(len(texts), dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+  with_text = TrainInput(config, caption_features=rows)
+  plain = TrainInput(config)
+  first = [next(with_text) for _ in range(3)]  # epoch 0 (192 videos / 64 = 3 batches)
+  second = next(with_text)  # epoch 1
+  np.testing.assert_array_equal(first[0]["video"], next(plain)["video"])
+  table = with_text.captions
+  for b in first:
+    assert b["caption_mask"].all()
+    np.testing.assert_array_equal(b["caption"][:, 0], b["caption_id"])  # the row of its own caption
+    for vid, cid in zip(b["video_id"], b["caption_id"]):
+      assert table.texts[cid] in captions.video_phrasings("moving_shapes", "train", int(vid) % synthetic.SPLIT_STRIDE)
+  again = TrainInput(config, caption_features=rows)
+  np.testing.assert_array_equal(next(again)["caption_id"], first[0]["caption_id"])  # same seed, same draws
+  by_video = lambda batches: {int(v): int(c) for b in batches for v, c in zip(b["video_id"], b["caption_id"])}
+  e0, e1 = by_video(first), by_video([second])
+  assert sum(e0[v] != c for v, c in e1.items()) > len(e1) // 3  # another epoch draws other phrasings
