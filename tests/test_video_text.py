@@ -147,3 +147,20 @@ def test_captions_are_drawn_per_epoch_from_the_seed_and_do_not_change_the_clips(
   by_video = lambda batches: {int(v): int(c) for b in batches for v, c in zip(b["video_id"], b["caption_id"])}
   e0, e1 = by_video(first), by_video([second])
   assert sum(e0[v] != c for v, c in e1.items()) > len(e1) // 3  # another epoch draws other phrasings
+
+
+def test_a_text_run_trains_and_its_report_has_video_text_figures(tmp_path):
+  from sora_jax.evaluation.run import evaluate
+  from sora_jax.training.loop import train
+  config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=16", "train.num_steps=4",
+                                "train.quick_eval_every=0", "train.log_every=2", "model.width=0.125",
+                                "eval.finetune_epochs=0", "eval.probe_steps=5", "eval.batch_size=32"])
+  train(config, tmp_path)
+  rep = evaluate(tmp_path, baselines=(), progress=False)
+  text = rep["text"]
+  assert set(text["retrieval"]) == {"template", "held_out"}
+  for both in text["retrieval"].values():
+    for figs in both.values():
+      assert 0 <= figs["R@1"] <= figs["R@5"] <= figs["R@10"] <= 1
+  assert 0 <= text["zero_shot"]["appearance"] <= 1 and 0 <= text["zero_shot"]["motion"] <= 1
+  assert "## Video-text" in (tmp_path / "eval" / "report.md").read_text()

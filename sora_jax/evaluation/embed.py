@@ -6,7 +6,8 @@ process's devices (training's mesh axes, parameters placed by its rules); with s
 each embeds its share of every batch and the rows are gathered in order. Process 0 writes them
 to disk every `chunk` examples. Stored per example: `pooled`
 `[D']` (the temporal model's output), `embedding` `[E]` (the projection head's), `label`,
-`motion_label`, `video_id`; `logits` `[C]` when the model has a classifier.
+`motion_label`, `video_id`; `logits` `[C]` when the model has a classifier; `aligned` `[E_text]`
+(the video in the space shared with text) when it has a text head.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sora_jax.linalg import l2_normalize
 from sora_jax.models import encoder, kernels
 from sora_jax.parallel import mesh as mesh_lib
 
-FIELDS = ("pooled", "embedding", "logits")
+FIELDS = ("pooled", "embedding", "logits", "aligned")
 
 
 def place_variables(config, variables, mesh):

@@ -81,6 +81,25 @@ def protocol_text(report: dict) -> str:
   return "\n".join(f"- {k}: {v}" for k, v in p.items())
 
 
+def text_markdown(text: dict | None) -> list[str]:
+  """The video-text section of report.md: retrieval R@k both ways per query set, zero-shot accuracy."""
+  if not text:
+    return []
+  lines = ["## Video-text", ""]
+  if text["retrieval"]:
+    ks = list(next(iter(next(iter(text["retrieval"].values())).values())))
+    lines = ["## Video-text", "", "| queries | direction | " + " | ".join(ks) + " |",
+             "| --- | --- |" + " --: |" * len(ks)]
+    for name, both in text["retrieval"].items():
+      for direction, figs in both.items():
+        lines.append(f"| {name} | {direction.replace('_', ' ')} | " + " | ".join(_fmt(figs[k]) for k in ks) + " |")
+    lines.append("")
+  zs = text.get("zero_shot", {})
+  lines += [f"Zero-shot accuracy (class-name prompts): appearance {_fmt(zs.get('appearance'))}, "
+            f"motion {_fmt(zs.get('motion'))}.", ""]
+  return lines
+
+
 def write_report(out_dir, report: dict) -> dict[str, str]:
   """Writes report.json and report.md under out_dir; returns their paths."""
   out = storage.path(out_dir)
@@ -96,6 +115,7 @@ def write_report(out_dir, report: dict) -> dict[str, str]:
       "",
       markdown_table(report),
       "",
+      *text_markdown(report.get("text")),
       "## Protocol",
       protocol_text(report),
       "",

@@ -19,7 +19,8 @@ from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.errors import ConfigError
 from sora_jax.evaluation import baselines as bl, embed, finetune as ft, report, retrieval, suite, temporal
-from sora_jax.training.checkpoint import load_for_inference
+from sora_jax.evaluation import text as text_eval
+from sora_jax.training.checkpoint import load_for_inference, load_objective_params
 
 log = logging.getLogger("sora_jax.eval")
 
@@ -95,6 +96,8 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
       "models": results,
       "devices": jax.device_count(),
   }
+  if "aligned" in ssl_splits[2]:
+    rep["text"] = text_eval.text_figures(config, load_objective_params(workdir, ckpt_step), info, ssl_splits[2])
   rep["plots"], rep["paths"] = {}, {}
   if jax.process_index() == 0:  # every process holds the same figures; one writes them
     rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)

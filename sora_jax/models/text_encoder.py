@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from sora_jax.errors import SoraError
 
@@ -195,15 +196,17 @@ class TextTower:
       mask[i, :len(e.ids)] = True
     return ids, mask
 
-  def encode(self, sentences, batch_size: int = 256) -> np.ndarray:
-    """Sentences -> float32 [N, 384] unit vectors (sentence-transformers' `encode`, normalised)."""
+  def encode(self, sentences, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """Sentences -> float32 [N, 384] unit vectors (sentence-transformers' `encode`, normalised);
+    `progress`: a bar over batches."""
     sentences = list(sentences)
     for s in sentences:
       if not str(s).strip():
         raise SoraError("empty text: give a sentence that describes the video, e.g. 'a red square moves left'")
     out = np.zeros((len(sentences), self.dim), np.float32)
     order = np.argsort([len(s) for s in sentences], kind="stable")  # similar lengths batched together
-    for start in range(0, len(sentences), batch_size):
+    for start in tqdm(range(0, len(sentences), batch_size), desc="text tower", unit="batch",
+                      disable=not progress or len(sentences) <= batch_size):
       rows = order[start:start + batch_size]
       ids, mask = self.tokenize([sentences[i] for i in rows])
       n = len(rows)

@@ -42,7 +42,7 @@ def encode_cached(texts: list[str], folder, tower=None) -> np.ndarray:
       pass
     log.warning("text cache %s is damaged; computing it again", path)
   log.info("embedding %d captions with the text tower (once; cached in %s)", len(texts), folder)
-  vectors = tower.encode(texts)
+  vectors = tower.encode(texts, progress=jax.process_index() == 0)
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()

@@ -108,6 +108,18 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state, say) -
   raise CheckpointError(f"no checkpoint in {manager.directory}")
 
 
+_OBJECTIVE_PARAMS: dict = {}  # (checkpoint dir, step) -> the objective's params read with the encoder's
+
+
+def load_objective_params(workdir, step: int) -> dict:
+  """The objective's own parameters of checkpoint `step` (e.g. video_text's text projection), as
+  read by `load_for_inference` (read again if it was not)."""
+  key = (str(checkpoint_dir(workdir)), int(step))
+  if key not in _OBJECTIVE_PARAMS:
+    load_for_inference(workdir, step)
+  return _OBJECTIVE_PARAMS[key]
+
+
 def load_for_inference(workdir, step: int | None = None):
   """-> (config, variables, step): the encoder's variables of the latest (or given) checkpoint.
 
@@ -150,6 +162,7 @@ def _read_for_inference(manager, step: int):
         state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
     state = out["state"]
     variables = {"params": state["params"]["encoder"], **dict(state["model_state"])}
+    _OBJECTIVE_PARAMS[(str(manager.directory), int(step))] = dict(state["params"]["objective"])
   except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds; the caller gets one
     raise CheckpointError(f"checkpoint {step} in {str(manager.directory)!r} cannot be read ({_reason(e)})") from e
   return saved_config(out["config"]), variables
