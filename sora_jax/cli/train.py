@@ -10,7 +10,7 @@ TAKES_OVERRIDES = True
 
 def add_arguments(parser) -> None:
   parser.add_argument("--config", default="default",
-                      help="a named config (default, dpc, seed, supervised, large; see `sora-jax config --list`) "
+                      help="a named config (default, dpc, seed, supervised, large, text; see `sora-jax config --list`) "
                            "or a config file (.py with get_config())")
   parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports go here (a local path or "
                       "a URL); an existing run there is resumed")
