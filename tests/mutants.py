@@ -34,9 +34,18 @@ MUTANTS = {
         "jnp.exp(params[\"log_temperature\"])", ["tests/test_objectives.py"]),
     "predictive-first-view-only": (
         "sora_jax/objectives/__init__.py",
-        "parts = [predictive(o[\"predictions\"], o[\"targets\"], temp) for o in outputs_per_view]",
-        "parts = [predictive(o[\"predictions\"], o[\"targets\"], temp) for o in outputs_per_view[:1]]",
+        "[predictive(o[\"predictions\"], o[\"targets\"], temp) for o in views]",
+        "[predictive(o[\"predictions\"], o[\"targets\"], temp) for o in views[:1]]",
         ["tests/test_objectives.py"]),
+    "video-text-shared-captions-are-negatives": (
+        "sora_jax/objectives/video_text.py", "same = (caption_id[:, None] == caption_id[None, :]) & mask[:, None]",
+        "same = jnp.eye(caption_id.shape[0], dtype=bool) & mask[:, None]", ["tests/test_video_text.py"]),
+    "video-text-counts-captionless-videos": (
+        "sora_jax/objectives/video_text.py", "losses.append(jnp.where(mask, (v2t + t2v) / 2, 0.0).sum() / n)",
+        "losses.append(jnp.mean((v2t + t2v) / 2))", ["tests/test_video_text.py"]),
+    "captions-same-phrasing-every-epoch": (
+        "sora_jax/data/pipeline.py", "tf.random.stateless_uniform([], seed=key, minval=0",
+        "tf.random.stateless_uniform([], seed=tf.constant([0, 0], tf.int64), minval=0", ["tests/test_video_text.py"]),
     "predictive-allows-future": (
         "sora_jax/config/validate.py", "if m.bidirectional or (m.temporal == \"transformer\" and not m.causal):",
         "if False:", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),
