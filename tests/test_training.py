@@ -250,7 +250,7 @@ def _abstract_kill_state():
 
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=12", "train.batch_size=12 is not divisible by the data axis"),
-    ("objective.name=simclr", "objective.name='simclr' is not supported"),
+    ("objective.name=simclr", "'simclr' is not a term"),
     ("data.num_views=1", "needs >= 2 views"),
 ])
 def test_bad_config_one_line_error_before_compile(override, message, tmp_path, capsys):

@@ -97,7 +97,7 @@ def _tune(cfg, mesh, tx, state, steps: int, progress: bool):
   step_fn, shardings = jit_train_step(cfg, encoder(cfg), tx, jax.eval_shape(lambda: state), mesh)
   state = jax.device_put(state, shardings)
   data = pipeline.TrainInput(cfg, process_index=jax.process_index(), process_count=jax.process_count())
-  feed = DeviceFeed(data, mesh, cfg.data.device_prefetch, 0, steps)
+  feed = DeviceFeed(data, mesh, cfg.data.device_prefetch, 0, steps, config=cfg)
   wait = wait_each_launch(mesh)
   accs = []
   try:
