@@ -38,11 +38,10 @@ def _numpy_video_text(video, text, ids, mask, temp):
 
 def _example(b=8, v=2, e=6, seed=0):
   rs = np.random.RandomState(seed)
-  video = _unit(rs.normal(size=(b, v, e))).astype(np.float32)  # ids below are for b = 8
+  video = _unit(rs.normal(size=(b, v, e))).astype(np.float32)
   text = _unit(rs.normal(size=(b, e))).astype(np.float32)
-  ids = np.array([0, 1, 2, 1, 3, 4, 5, 6][:b], np.int32)  # videos 1 and 3 share a caption
-  mask = np.ones(b, bool)
-  mask[5] = False
+  ids = (np.arange(b) % (b - 1)).astype(np.int32)  # the first and the last video share a caption
+  mask = np.arange(b) != b // 2 + 1  # one video has no caption
   return video, text, ids, mask
 
 
@@ -68,10 +67,7 @@ def test_video_text_rewards_matching_pairs_and_counts_a_shared_caption_as_a_hit(
 
 @pytest.mark.parametrize("n_devices", [1, 2, 8])
 def test_video_text_same_on_any_device_count(n_devices):
-  video, text, _, _ = _example(b=16)
-  b = video.shape[0]
-  ids = np.arange(b, dtype=np.int32) % 7
-  mask = np.arange(b) % 5 != 4
+  video, text, ids, mask = _example(b=16)
   mesh = Mesh(np.array(jax.devices()[:n_devices]), ("data",))
   put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))
   loss, _ = jax.jit(lambda *a: objectives.video_text(*a, 0.2))(put(video), put(text), put(ids), put(mask))
@@ -164,3 +160,26 @@ def test_a_text_run_trains_and_its_report_has_video_text_figures(tmp_path):
       assert 0 <= figs["R@1"] <= figs["R@5"] <= figs["R@10"] <= 1
   assert 0 <= text["zero_shot"]["appearance"] <= 1 and 0 <= text["zero_shot"]["motion"] <= 1
   assert "## Video-text" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_videos_placed_at_their_captions_are_found_by_them_and_zero_shot_reads_the_prompts():
+  """Retrieval and zero-shot scores of ideal `aligned` vectors: each video sits exactly at its
+  caption's (or its class prompt's) point of the shared space."""
+  import jax
+  from sora_jax.evaluation import text as text_eval
+  config = load_config("text", ["data.name=moving_shapes/small"])
+  params = objectives.init_params(config, jax.random.PRNGKey(0))
+  index = np.arange(40)
+  ids = np.array([synthetic.video_id("test", int(i)) for i in index])
+  template = text_eval.eval_captions(config, ids)["template"]
+  test = {"video_id": ids, "aligned": text_eval.embed_texts(config, params, template)}
+  figs = text_eval.retrieval_figures(config, params, test, ks=(1, 5))
+  assert figs["template"]["text_to_video"]["R@1"] == 1.0 and figs["template"]["video_to_text"]["R@1"] == 1.0
+  assert 0 <= figs["held_out"]["text_to_video"]["R@1"] <= figs["held_out"]["text_to_video"]["R@5"] <= 1
+  labels = np.array([synthetic.attributes("moving_shapes", "test", int(i))["label"] for i in index])
+  prompts = text_eval.embed_texts(config, params, [text_eval.APPEARANCE_PROMPT.format(n) for n in synthetic.SHAPES])
+  shuffled = (labels + 1) % len(synthetic.SHAPES)
+  assert text_eval.zero_shot(config, params, {"aligned": prompts[labels], "label": labels}, synthetic.SHAPES,
+                             "label", text_eval.APPEARANCE_PROMPT) == 1.0
+  assert text_eval.zero_shot(config, params, {"aligned": prompts[shuffled], "label": labels}, synthetic.SHAPES,
+                             "label", text_eval.APPEARANCE_PROMPT) == 0.0

@@ -102,8 +102,3 @@ def video_phrasings(kind: str, split: str, index: int, count: int = PHRASINGS_PE
 def held_out_phrasing(kind: str, split: str, index: int) -> str:
   """A phrasing of video `index` in HELD_OUT's templates and words only (evaluation queries)."""
   return phrase(kind, synthetic.attributes(kind, split, index), HELD_OUT, _rng(kind, split, index, True))
-
-
-def split_phrasings(kind: str, split: str, count: int) -> list[list[str]]:
-  """Training phrasings of the first `count` videos of a split."""
-  return [video_phrasings(kind, split, i) for i in range(count)]

@@ -34,8 +34,8 @@ COLOURS = {  # colour label: the order of this dict
     "red": (220, 40, 40), "green": (40, 200, 60), "blue": (60, 90, 235), "yellow": (235, 215, 40),
     "magenta": (215, 50, 205), "cyan": (40, 205, 215), "white": (240, 240, 240), "orange": (245, 140, 30),
 }
-COLOUR_NAMES = _COLOUR_NAMES = tuple(COLOURS)
-_COLOUR_RGB = np.array([COLOURS[c] for c in _COLOUR_NAMES], np.float32)
+COLOUR_NAMES = tuple(COLOURS)
+_COLOUR_RGB = np.array([COLOURS[c] for c in COLOUR_NAMES], np.float32)
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 DATASET_SEED = 20240611  # the content of the built-in datasets; the run's config.seed is separate
 
@@ -154,7 +154,7 @@ def _draw_attributes(kind: str, split: str, rng: np.random.Generator, size: int)
   """What a video shows, drawn from its generator in render's order: label, direction, speed,
   colour (and the size draws render needs next)."""
   a = {"direction": int(rng.integers(0, 4)), "speed": int(rng.integers(0, 2)),
-       "colour": int(rng.integers(0, len(_COLOUR_NAMES)))}
+       "colour": int(rng.integers(0, len(COLOUR_NAMES)))}
   a["colour_noise"] = rng.normal(0, 12, size=3)
   if kind == "moving_shapes":
     a["label"] = int(rng.integers(0, len(SHAPES)))
@@ -179,7 +179,7 @@ def attributes(kind: str, split: str, index: int) -> dict:
 def caption(kind: str, a: dict) -> str:
   """The one-template caption of a video's attributes: 'a red square moves left, slowly'."""
   name = SHAPES[a["label"]] if kind == "moving_shapes" else f"digit {a['label']}"
-  return f"a {_COLOUR_NAMES[a['colour']]} {name} moves {DIRECTIONS[a['direction']]}, {SPEEDS[a['speed']]}"
+  return f"a {COLOUR_NAMES[a['colour']]} {name} moves {DIRECTIONS[a['direction']]}, {SPEEDS[a['speed']]}"
 
 
 def _video_rng(kind: str, split: str, index: int) -> np.random.Generator:

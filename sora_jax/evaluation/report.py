@@ -88,8 +88,7 @@ def text_markdown(text: dict | None) -> list[str]:
   lines = ["## Video-text", ""]
   if text["retrieval"]:
     ks = list(next(iter(next(iter(text["retrieval"].values())).values())))
-    lines = ["## Video-text", "", "| queries | direction | " + " | ".join(ks) + " |",
-             "| --- | --- |" + " --: |" * len(ks)]
+    lines += ["| queries | direction | " + " | ".join(ks) + " |", "| --- | --- |" + " --: |" * len(ks)]
     for name, both in text["retrieval"].items():
       for direction, figs in both.items():
         lines.append(f"| {name} | {direction.replace('_', ' ')} | " + " | ".join(_fmt(figs[k]) for k in ks) + " |")

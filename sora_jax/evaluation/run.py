@@ -20,7 +20,7 @@ from sora_jax.data import pipeline
 from sora_jax.errors import ConfigError
 from sora_jax.evaluation import baselines as bl, embed, finetune as ft, report, retrieval, suite, temporal
 from sora_jax.evaluation import text as text_eval
-from sora_jax.training.checkpoint import load_for_inference, load_objective_params
+from sora_jax.training.checkpoint import load_run
 
 log = logging.getLogger("sora_jax.eval")
 
@@ -78,7 +78,7 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
   the written files under "paths".
   """
   workdir = storage.path(workdir)
-  config, variables, ckpt_step = load_for_inference(workdir, step)
+  config, variables, objective_params, ckpt_step = load_run(workdir, step)
   _override(config, overrides)
   info = pipeline.dataset_info(config)
   wanted = as_names(config.eval.baselines if baselines is None else baselines)
@@ -97,7 +97,7 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
       "devices": jax.device_count(),
   }
   if "aligned" in ssl_splits[2]:
-    rep["text"] = text_eval.text_figures(config, load_objective_params(workdir, ckpt_step), info, ssl_splits[2])
+    rep["text"] = text_eval.text_figures(config, objective_params, info, ssl_splits[2])
   rep["plots"], rep["paths"] = {}, {}
   if jax.process_index() == 0:  # every process holds the same figures; one writes them
     rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)

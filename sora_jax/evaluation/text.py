@@ -17,6 +17,7 @@ import numpy as np
 
 from sora_jax.config.datasets import parse_data_name
 from sora_jax.data import captions, synthetic
+from sora_jax.evaluation import retrieval
 from sora_jax.linalg import l2_normalize
 from sora_jax.objectives import project_text
 from sora_jax.training.captions import cache_dir, encode_cached
@@ -30,14 +31,7 @@ def embed_texts(config, objective_params, texts) -> np.ndarray:
   return np.asarray(project_text(objective_params, encode_cached(list(texts), cache_dir(config))))
 
 
-def recall(scores: np.ndarray, relevant: np.ndarray, ks) -> dict:
-  """scores [Q, N], relevant bool [Q, N] -> {'R@k': share of queries with a relevant item in the top k}."""
-  order = np.argsort(-scores, axis=1, kind="stable")
-  hits = np.take_along_axis(relevant, order, axis=1)
-  return {f"R@{k}": float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
-
-
-def test_captions(config, video_ids) -> dict[str, list[str]]:
+def eval_captions(config, video_ids) -> dict[str, list[str]]:
   """{'template': caption per video, 'held_out': phrasing per video} of a built-in split's videos."""
   kind, name = parse_data_name(config.data.name)
   if kind != "builtin":
@@ -51,17 +45,17 @@ def test_captions(config, video_ids) -> dict[str, list[str]]:
 
 def retrieval_figures(config, objective_params, test: dict, ks=(1, 5, 10)) -> dict:
   """{'template': {...}, 'held_out': {...}}, each {'text_to_video': R@k, 'video_to_text': R@k}."""
-  sets = test_captions(config, test["video_id"])
+  sets = eval_captions(config, test["video_id"])
   if not sets:
     return {}
-  video = l2_normalize(np.asarray(test["aligned"], np.float32))
-  same = np.array(sets["template"])
-  relevant = same[:, None] == same[None, :]  # [query caption, video]: the video fits the description
+  # Videos with the same one-template caption fit the same descriptions: one label per caption string.
+  label = np.unique(np.array(sets["template"]), return_inverse=True)[1]
+  video = test["aligned"]
   out = {}
   for name, texts in sets.items():
     text = embed_texts(config, objective_params, texts)
-    scores = text @ video.T
-    out[name] = {"text_to_video": recall(scores, relevant, ks), "video_to_text": recall(scores.T, relevant.T, ks)}
+    out[name] = {"text_to_video": retrieval.recall_at_k(text, label, video, label, ks),
+                 "video_to_text": retrieval.recall_at_k(video, label, text, label, ks)}
   return out
 
 

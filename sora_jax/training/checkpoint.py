@@ -108,18 +108,6 @@ def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state, say) -
   raise CheckpointError(f"no checkpoint in {manager.directory}")
 
 
-_OBJECTIVE_PARAMS: dict = {}  # (checkpoint dir, step) -> the objective's params read with the encoder's
-
-
-def load_objective_params(workdir, step: int) -> dict:
-  """The objective's own parameters of checkpoint `step` (e.g. video_text's text projection), as
-  read by `load_for_inference` (read again if it was not)."""
-  key = (str(checkpoint_dir(workdir)), int(step))
-  if key not in _OBJECTIVE_PARAMS:
-    load_for_inference(workdir, step)
-  return _OBJECTIVE_PARAMS[key]
-
-
 def load_for_inference(workdir, step: int | None = None):
   """-> (config, variables, step): the encoder's variables of the latest (or given) checkpoint.
 
@@ -127,6 +115,13 @@ def load_for_inference(workdir, step: int | None = None):
   `sora_jax.models.build_encoder(config).apply(variables, video)`, whatever mesh wrote it.
   Raises CheckpointError naming the workdir when there is no checkpoint.
   """
+  config, variables, _, step = load_run(workdir, step)
+  return config, variables, step
+
+
+def load_run(workdir, step: int | None = None):
+  """-> (config, variables, objective_params, step): `load_for_inference` plus the objective's own
+  parameters (e.g. video_text's text projection), read from the same checkpoint."""
   if not checkpoint_dir(workdir).is_dir():
     raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first "
                           f"(python train.py --config configs/default.py --workdir {workdir})")
@@ -139,14 +134,14 @@ def load_for_inference(workdir, step: int | None = None):
   candidates = [step] if step is not None else sorted(steps, reverse=True)
   for i, s in enumerate(candidates):
     try:
-      config, variables = _read_for_inference(manager, s)
+      config, variables, objective_params = _read_for_inference(manager, s)
     except CheckpointError as e:
       if i + 1 == len(candidates):
         raise
       print(f"checkpoint {s} in {str(workdir)!r} is damaged ({_reason(e.__cause__ or e)}); using checkpoint {candidates[i + 1]}",
             file=sys.stderr)
       continue
-    return config, variables, int(s)
+    return config, variables, objective_params, int(s)
 
 
 def _read_for_inference(manager, step: int):
@@ -162,7 +157,6 @@ def _read_for_inference(manager, step: int):
         state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
     state = out["state"]
     variables = {"params": state["params"]["encoder"], **dict(state["model_state"])}
-    _OBJECTIVE_PARAMS[(str(manager.directory), int(step))] = dict(state["params"]["objective"])
   except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds; the caller gets one
     raise CheckpointError(f"checkpoint {step} in {str(manager.directory)!r} cannot be read ({_reason(e)})") from e
-  return saved_config(out["config"]), variables
+  return saved_config(out["config"]), variables, dict(state["params"]["objective"])
