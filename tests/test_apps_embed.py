@@ -156,6 +156,35 @@ def test_predict_knn_over_labelled_index_and_classifier_head(run_dir, videos, tm
   assert sorted(names) == sorted(["square", "circle", "triangle", "cross", "diamond"])  # the dataset's names
 
 
+def test_predict_zero_shot_from_class_names_and_its_bad_inputs(run_dir, videos, tmp_path, capsys, shared_data_dir):
+  from sora_jax.apps.embed import get_embedder
+  from sora_jax.models.text_encoder import load_text_tower
+  config = _tiny_config(shared_data_dir)
+  config.objective.name, config.model.text_embed_dim = "infonce+video_text", 8
+  text_run = _init_only_run(tmp_path / "text", config)
+  video = str(videos / "red" / "red_r.mp4")
+  assert cli.main(["predict", "--workdir", text_run, "--video", video, "--labels", "red, green,blue", "--template",
+                   "a {} square", "--json"]) == 0
+  res = json.loads(capsys.readouterr().out)
+  names, probs = zip(*res["probabilities"])
+  assert res["method"] == "zero-shot" and sorted(names) == ["blue", "green", "red"]
+  # The same numbers by hand: cosine of the video's `aligned` vector to each prompt's projection, over T.
+  embedder = get_embedder(text_run)
+  params = embedder.objective_params
+  text = load_text_tower().encode([f"a {n} square" for n in ("red", "green", "blue")])
+  proj = text @ np.asarray(params["text_projection"]["kernel"]) + np.asarray(params["text_projection"]["bias"])
+  proj /= np.linalg.norm(proj, axis=1, keepdims=True)
+  logits = proj @ embedder.embed_file(video)["aligned"] / np.exp(float(params["video_text_log_temperature"]))
+  want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  np.testing.assert_allclose([dict(res["probabilities"])[n] for n in ("red", "green", "blue")], want, rtol=1e-4)
+  for labels, template, words in [("red", "a {}", "at least two"), ("red,blue,red", "a {}", "'red' more than once"),
+                                  ("red,,blue", "a {}", "empty name"), ("red,blue", "a video", "must contain")]:
+    assert cli.main(["predict", "--workdir", text_run, "--video", video, "--labels", labels, "--template", template]) == 1
+    assert words in capsys.readouterr().err
+  assert cli.main(["predict", "--workdir", run_dir, "--video", video, "--labels", "red,blue"]) == 1
+  assert "no text head" in capsys.readouterr().err
+
+
 def test_embed_dataset_split_resumes_and_finds_itself(run_dir, tmp_path, capsys):
   from sora_jax.apps import embed_videos, Index
   out = str(tmp_path / "ds")

@@ -34,7 +34,7 @@ from sora_jax.data.video_io import VIDEO_EXTENSIONS, clips_from_frames, decode_v
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.evaluation import embed as eval_embed
 from sora_jax.parallel import distributed
-from sora_jax.training.checkpoint import checkpoint_dir, load_for_inference
+from sora_jax.training.checkpoint import checkpoint_dir, load_run
 
 DATASET_PREFIX = "dataset:"
 
@@ -54,7 +54,7 @@ class Embedder:
   def __init__(self, workdir, *, step: int | None = None, num_clips: int | None = None, mesh=None,
                decode_threads: int = 2):
     self.workdir = os.fspath(storage.path(workdir))
-    self.config, variables, self.step = load_for_inference(workdir, step)
+    self.config, variables, self.objective_params, self.step = load_run(workdir, step)
     self.num_clips = int(num_clips or self.config.eval.num_clips)
     if self.num_clips < 1:
       raise DataError(f"num_clips={num_clips} must be >= 1")
@@ -76,13 +76,14 @@ class Embedder:
                              num_clips=self.num_clips)
 
   def embed_clips(self, video: np.ndarray) -> dict[str, np.ndarray]:
-    """uint8 [B, C, T, S, S, 3] -> {'embedding': [B, E], 'logits' (log-probs): [B, K] if any}."""
+    """uint8 [B, C, T, S, S, 3] -> {'embedding': [B, E], 'logits' (log-probs): [B, K] if any,
+    'aligned': [B, E_text] if the run has a text head}."""
     b = len(video)
     n = -(-b // self.mesh.size) * self.mesh.size
     if n != b:
       video = np.concatenate([video, np.zeros((n - b,) + video.shape[1:], video.dtype)])
     out = jax.device_get(self.embed_fn(self.variables, video))
-    return {k: np.asarray(v)[:b] for k, v in out.items() if k in ("embedding", "logits")}
+    return {k: np.asarray(v)[:b] for k, v in out.items() if k in ("embedding", "logits", "aligned")}
 
   def embed_files(self, paths: Sequence, *, batch_size: int = 16, progress: bool = False, on_error=None):
     """Yields (list of indices into `paths`, outputs dict) per batch of files that decoded.

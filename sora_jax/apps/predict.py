@@ -1,4 +1,5 @@
-"""Class probabilities for one video file: the run's classifier head, or a kNN vote over a labelled index."""
+"""Class probabilities for one video file: the run's classifier head, a kNN vote over a labelled index,
+or zero-shot from class names (a run with a text head: the names' prompts in the video-text space)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from sora_jax.apps.index import Index
 from sora_jax.data import pipeline
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.evaluation.probes import knn_votes
+from sora_jax.models.text_encoder import load_text_tower
+from sora_jax.objectives import project_text
+from sora_jax.objectives.video_text import temperature as video_text_temperature
 from sora_jax.parallel.topk import exact_search
 
 
@@ -50,14 +54,53 @@ def knn_probabilities(query: np.ndarray, index, *, k: int = 20, temperature: flo
   return votes / votes.sum(), names
 
 
-def predict_video(workdir, video, *, index=None, k: int = 20, temperature: float = 0.07, num_clips: int | None = None,
-                  step: int | None = None, embedder=None) -> dict:
-  """-> {'method': 'classifier'|'knn', 'probabilities': [(name, p)] sorted by p, 'step': int}.
+DEFAULT_TEMPLATE = "a video of a {}"
 
-  With `index` (a path or an `Index`), a kNN vote over its labelled videos; otherwise the run's
-  classifier head (model.num_classes > 0), else CheckpointError saying how to get one.
+
+def check_labels(labels, template: str) -> list[str]:
+  """Class names for zero-shot prediction: at least two, distinct, non-empty; the template has one '{}'."""
+  names = [n.strip() for n in (labels.split(",") if isinstance(labels, str) else labels)]
+  if any(not n for n in names):
+    raise DataError(f"--labels {labels!r} has an empty name; give names separated by commas, e.g. 'square,circle'")
+  if len(names) < 2:
+    raise DataError(f"--labels {labels!r} names {len(names)} class; zero-shot prediction needs at least two")
+  if len(set(names)) != len(names):
+    twice = sorted({n for n in names if names.count(n) > 1})
+    raise DataError(f"--labels names {', '.join(map(repr, twice))} more than once; give each class once")
+  if template.count("{}") != 1:
+    raise DataError(f"--template {template!r} must contain '{{}}' once, where the class name goes, "
+                    f"e.g. {DEFAULT_TEMPLATE!r}")
+  return names
+
+
+def zero_shot_probabilities(params, aligned: np.ndarray, names, template: str = DEFAULT_TEMPLATE) -> np.ndarray:
+  """[E_text] video vector -> probabilities over `names`: softmax of the cosine to each name's prompt
+  over the run's learned video-text temperature (`params`: the run's objective parameters)."""
+  text = np.asarray(project_text(params, load_text_tower().encode([template.format(n) for n in names])))
+  logits = (text @ np.asarray(aligned, np.float32)) / float(video_text_temperature(params))
+  probs = np.exp(logits - logits.max())
+  return probs / probs.sum()
+
+
+def predict_video(workdir, video, *, index=None, k: int = 20, temperature: float = 0.07, num_clips: int | None = None,
+                  step: int | None = None, embedder=None, labels=None, template: str = DEFAULT_TEMPLATE) -> dict:
+  """-> {'method': 'classifier'|'knn'|'zero-shot', 'probabilities': [(name, p)] sorted by p, 'step': int}.
+
+  With `labels` (class names, a list or 'a,b,c'), zero-shot from the names' prompts (`template`) in
+  the run's video-text space; with `index` (a path or an `Index`), a kNN vote over its labelled
+  videos; otherwise the run's classifier head (model.num_classes > 0), else CheckpointError saying
+  how to get one.
   """
+  names = check_labels(labels, template) if labels is not None else None
   embedder = embedder or get_embedder(workdir, step=step, num_clips=num_clips)
+  if names is not None:
+    if embedder.config.model.text_embed_dim < 1:
+      raise CheckpointError(f"the run {str(workdir)!r} has no text head (model.text_embed_dim=0); train one with "
+                            "--config text (objective video_text) for zero-shot prediction")
+    probs = zero_shot_probabilities(embedder.objective_params, embedder.embed_file(video)["aligned"], names, template)
+    order = np.argsort(-probs, kind="stable")
+    return {"method": "zero-shot", "step": embedder.step,
+            "probabilities": [(names[i], float(probs[i])) for i in order]}
   if index is None and not embedder.has_classifier:
     raise CheckpointError(f"the model of {str(workdir)!r} has no classifier head (model.num_classes=0); pass "
                           "--index INDEX (an index of labelled videos from `sora-jax embed`) for a kNN prediction")

@@ -1,4 +1,5 @@
-"""`sora-jax predict`: class probabilities of one video file (classifier head, or kNN over an index)."""
+"""`sora-jax predict`: class probabilities of one video file (classifier head, kNN over an index, or
+zero-shot from class names with a run that has a text head)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ def add_arguments(parser) -> None:
   parser.add_argument("--workdir", required=True, help="training run whose latest checkpoint embeds the video")
   parser.add_argument("--video", required=True, help="the video file")
   parser.add_argument("--index", default=None, help="labelled index (from `sora-jax embed`): kNN vote instead of the classifier head")
+  parser.add_argument("--labels", default=None, help="zero-shot: class names separated by commas (a run with a "
+                      "text head, e.g. --config text)")
+  parser.add_argument("--template", default="a video of a {}", help="zero-shot prompt; {} is the class name")
   parser.add_argument("--k", type=int, default=20, help="neighbours in the kNN vote")
   parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote weight exp((sim - 1) / T)")
   parser.add_argument("--top", type=int, default=5, help="classes shown")
@@ -22,7 +26,7 @@ def run(args) -> int:
   if args.k < 1 or args.temperature <= 0:
     raise DataError(f"--k={args.k} must be >= 1 and --temperature={args.temperature} > 0")
   result = predict_video(args.workdir, args.video, index=args.index, k=args.k, temperature=args.temperature,
-                         num_clips=args.num_clips)
+                         num_clips=args.num_clips, labels=args.labels, template=args.template)
   top = result["probabilities"][:max(args.top, 1)]
   if args.json:
     print(json.dumps(dict(result, probabilities=top)))
