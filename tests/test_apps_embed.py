@@ -156,12 +156,17 @@ def test_predict_knn_over_labelled_index_and_classifier_head(run_dir, videos, tm
   assert sorted(names) == sorted(["square", "circle", "triangle", "cross", "diamond"])  # the dataset's names
 
 
-def test_predict_zero_shot_from_class_names_and_its_bad_inputs(run_dir, videos, tmp_path, capsys, shared_data_dir):
-  from sora_jax.apps.embed import get_embedder
-  from sora_jax.models.text_encoder import load_text_tower
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory, shared_data_dir):
+  """An initialised (untrained) run with a text head: the plumbing, not the quality."""
   config = _tiny_config(shared_data_dir)
   config.objective.name, config.model.text_embed_dim = "infonce+video_text", 8
-  text_run = _init_only_run(tmp_path / "text", config)
+  return _init_only_run(tmp_path_factory.mktemp("text_run"), config)
+
+
+def test_predict_zero_shot_from_class_names_and_its_bad_inputs(run_dir, text_run, videos, capsys):
+  from sora_jax.apps.embed import get_embedder
+  from sora_jax.models.text_encoder import load_text_tower
   video = str(videos / "red" / "red_r.mp4")
   assert cli.main(["predict", "--workdir", text_run, "--video", video, "--labels", "red, green,blue", "--template",
                    "a {} square", "--json"]) == 0
@@ -183,6 +188,47 @@ def test_predict_zero_shot_from_class_names_and_its_bad_inputs(run_dir, videos, 
     assert words in capsys.readouterr().err
   assert cli.main(["predict", "--workdir", run_dir, "--video", video, "--labels", "red,blue"]) == 1
   assert "no text head" in capsys.readouterr().err
+
+
+def test_search_by_text_ranks_the_text_aligned_rows_and_refuses_what_it_cannot_do(run_dir, text_run, videos, tmp_path,
+                                                                                    capsys):
+  from sora_jax.apps import Index, search_index
+  from sora_jax.apps.search import text_vector
+  out = tmp_path / "index"
+  assert cli.main(["embed", "--workdir", text_run, "--videos", str(videos), "--out", str(out), "--no-progress"]) == 0
+  index = Index.load(out)
+  aligned = np.concatenate(index.shards("text"))
+  assert index.text_dim == 8 and aligned.shape == (6, 8)
+  np.testing.assert_allclose(np.linalg.norm(aligned, axis=1), 1.0, atol=1e-5)
+  capsys.readouterr()
+  assert cli.main(["search", "--index", str(out), "--text", "a red square moving right", "--k", "6", "--json"]) == 0
+  res = json.loads(capsys.readouterr().out)
+  assert res["query"] == "a red square moving right" and len(res["results"]) == 6
+  assert set(res["results"][0]) == {"rank", "score", "id", "path", "label", "label_name"}
+  want = aligned @ text_vector(index, "a red square moving right")  # cosine to every row, ranked
+  assert [r["path"] for r in res["results"]] == [index.paths[i] for i in np.argsort(-want, kind="stable")]
+  np.testing.assert_allclose([r["score"] for r in res["results"]], np.sort(want)[::-1], rtol=1e-4, atol=1e-5)
+  assert search_index(index, text="a red square moving right", k=2)[0][0]["path"] == res["results"][0]["path"]
+  html = tmp_path / "page.html"
+  assert cli.main(["search", "--index", str(out), "--text", "a red square", "--html", str(html)]) == 0
+  assert "text: a red square" in html.read_text()
+  for argv, words in [(["--text", " "], "empty --text"), (["--text", "red", "--approx"], "searched exactly")]:
+    assert cli.main(["search", "--index", str(out), *argv]) == 1
+    assert words in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # argparse: one query, a video or a text
+    cli.main(["search", "--index", str(out), "--text", "red", "--query", "1"])
+  assert "not allowed with" in capsys.readouterr().err
+  ds = tmp_path / "dataset_index"
+  assert cli.main(["embed", "--workdir", text_run, "--videos", "dataset:", "--split", "test", "--out", str(ds),
+                   "--no-progress"]) == 0
+  ds_index = Index.load(ds)
+  assert np.concatenate(ds_index.shards("text")).shape == (ds_index.count, 8) and ds_index.count == 64
+  assert ds_index.items[0]["label_name"] in ("square", "circle", "triangle", "cross", "diamond")
+  plain = tmp_path / "plain"
+  assert cli.main(["embed", "--workdir", run_dir, "--videos", str(videos), "--out", str(plain), "--no-progress"]) == 0
+  capsys.readouterr()
+  assert cli.main(["search", "--index", str(plain), "--text", "a red square"]) == 1
+  assert "no text-aligned embeddings" in capsys.readouterr().err
 
 
 def test_embed_dataset_split_resumes_and_finds_itself(run_dir, tmp_path, capsys):

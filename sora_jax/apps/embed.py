@@ -65,6 +65,11 @@ class Embedder:
     self.decode_threads = decode_threads
 
   @property
+  def text_dim(self) -> int | None:
+    """Width of the video-text space (the run's text head), None without one."""
+    return int(self.config.model.text_embed_dim) or None
+
+  @property
   def has_classifier(self) -> bool:
     return self.config.model.num_classes > 0
 
@@ -239,7 +244,7 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   records = list_videos(videos)
   index = Index.open_or_create(out, dim=int(embedder.config.model.embed_dim), dtype=dtype, step=embedder.step,
                                config_hash=embedder.config_hash, workdir=embedder.workdir,
-                               extra={"num_clips": embedder.num_clips})
+                               extra={"num_clips": embedder.num_clips}, text_dim=embedder.text_dim)
   _check_same_model(index, embedder, out)
   # Named labels are numbered by Index.append, under the index's lock (old names keep theirs).
   todo = [r for r in records if not index.has_path(r["path"])]
@@ -251,23 +256,27 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
     if progress:
       print(f"sora-jax embed: skipped {path}: {err}", file=sys.stderr)
 
-  added, buf_e, buf_r, flushed_at = 0, [], [], time.monotonic()
+  added, buf_e, buf_a, buf_r, flushed_at = 0, [], [], [], time.monotonic()
 
   def flush():
-    nonlocal added, buf_e, buf_r, flushed_at
+    nonlocal added, buf_e, buf_a, buf_r, flushed_at
     if buf_r:
-      index.append(np.concatenate(buf_e), buf_r)
+      index.append(np.concatenate(buf_e), buf_r, aligned=np.concatenate(buf_a) if buf_a else None)
       added += len(buf_r)
-      buf_e, buf_r = [], []
+      buf_e, buf_a, buf_r = [], [], []
     flushed_at = time.monotonic()
 
   paths = [r["path"] for r in todo]
   try:
     for rows, outs in embedder.embed_files(paths, batch_size=batch_size, progress=progress, on_error=on_error):
       finite = np.isfinite(outs["embedding"]).all(axis=1)
+      if "aligned" in outs:
+        finite &= np.isfinite(outs["aligned"]).all(axis=1)
       for i in np.asarray(rows)[~finite]:
         on_error(i, todo[i]["path"], "its embedding is not finite (NaN or Inf); not added")
       buf_e.append(outs["embedding"][finite])
+      if "aligned" in outs:
+        buf_a.append(outs["aligned"][finite])
       buf_r.extend({k: v for k, v in todo[i].items() if v is not None} for i in np.asarray(rows)[finite])
       if len(buf_r) >= chunk or time.monotonic() - flushed_at >= flush_seconds:
         flush()
@@ -298,7 +307,8 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
   if lead:
     index = Index.open_or_create(out, dim=int(config.model.embed_dim), dtype=dtype, step=embedder.step,
                                  config_hash=embedder.config_hash, workdir=embedder.workdir,
-                                 label_names=names or None, extra={"num_clips": embedder.num_clips})
+                                 label_names=names or None, extra={"num_clips": embedder.num_clips},
+                                 text_dim=embedder.text_dim)
   if gather:
     distributed.barrier("sora_jax_embed_index_open")
   index = index if lead else Index.load(out)
@@ -308,18 +318,22 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
   added = skipped = 0
   bar = tqdm(total=total, unit="video", desc=f"embed {config.data.name}:{split}", disable=not (progress and lead),
              file=sys.stderr)
-  dim = int(config.model.embed_dim)
+  dim, text_dim = int(config.model.embed_dim), embedder.text_dim or 0
   for batch in pipeline.eval_batches(config, split, batch_size=batch_size, num_clips=embedder.num_clips,
                                      process_index=jax.process_index(), process_count=jax.process_count()):
     mask = np.asarray(batch["mask"], bool)
     ids = np.asarray(batch["video_id"], np.int64)
     new = np.array([m and not index.has_path(f"{prefix}{i}") for m, i in zip(mask, ids)], bool)
-    emb = np.zeros((len(ids), dim), np.float32)
+    emb, aligned = np.zeros((len(ids), dim), np.float32), np.zeros((len(ids), text_dim), np.float32)
     if new.any():
-      emb[new] = embedder.embed_clips(np.asarray(batch["video"])[new])["embedding"]
+      outs = embedder.embed_clips(np.asarray(batch["video"])[new])
+      emb[new] = outs["embedding"]
+      if text_dim:
+        aligned[new] = outs["aligned"]
     labels = np.asarray(batch["label"], np.int64)
     if gather:  # every process takes part in every gather, with or without new rows
-      mask, ids, new, emb, labels = multihost_utils.process_allgather((mask, ids, new, emb, labels), tiled=True)
+      mask, ids, new, emb, aligned, labels = multihost_utils.process_allgather(
+          (mask, ids, new, emb, aligned, labels), tiled=True)
     skipped += int(mask.sum() - new.sum())
     bar.update(int(mask.sum()))
     if not new.any():
@@ -331,7 +345,7 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
         rec["label_name"] = str(names[label])
       records.append(rec)
     if lead:
-      index.append(emb[new], records)
+      index.append(emb[new], records, aligned=aligned[new] if text_dim else None)
     added += len(records)
   bar.close()
   if gather:

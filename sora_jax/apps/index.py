@@ -3,6 +3,8 @@
 Layout of an index directory:
   index.json        metadata: dim, dtype, count, shards, checkpoint step, config hash, workdir
   emb-00000.npy     embeddings float32|float16 [n_shard, E], L2-normalised rows (one per append)
+  txt-00000.npy     with `text_dim` (a run with a text head): the same rows in the space shared with
+                    text, [n_shard, E_text], searched by sentences (`search --text`)
   items.jsonl       one JSON object per row, in row order: id, path, label, label_name, caption
 
 Appends write a new shard, then the item lines, then `index.json` (atomically, last), so a crash
@@ -35,6 +37,17 @@ def _locked(directory):
   return storage.exclusive(directory / "index.lock")
 
 
+def _rows(x, dim: int, what: str) -> np.ndarray:
+  """float32 [n, dim] with finite rows, else DataError."""
+  x = np.asarray(x, np.float32)
+  if x.ndim != 2 or x.shape[1] != dim:
+    raise DataError(f"{what} of shape {x.shape} do not fit index dim {dim}")
+  bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+  if bad.size:
+    raise DataError(f"{what} of rows {bad[:10].tolist()} are not finite (NaN or Inf); drop those rows")
+  return x
+
+
 def _write_json_atomic(path, obj: Any) -> None:
   storage.write_text(path, json.dumps(obj, indent=2, sort_keys=True))
 
@@ -57,7 +70,8 @@ class Index:
   @classmethod
   def create(cls, directory, *, dim: int, dtype: str = "float32", step: int | None = None,
              config_hash: str | None = None, workdir: str | None = None,
-             label_names: Sequence[str] | None = None, extra: dict | None = None) -> "Index":
+             label_names: Sequence[str] | None = None, extra: dict | None = None,
+             text_dim: int | None = None) -> "Index":
     """Makes an empty index directory (fails if one already exists there)."""
     directory = storage.path(directory)
     if dtype not in _DTYPES:
@@ -67,7 +81,8 @@ class Index:
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"version": INDEX_VERSION, "dim": int(dim), "dtype": dtype, "count": 0, "shards": [],
             "step": step, "config_hash": config_hash, "workdir": workdir,
-            "label_names": list(label_names) if label_names else None, "extra": extra or {}}
+            "label_names": list(label_names) if label_names else None, "extra": extra or {},
+            "text_dim": int(text_dim) if text_dim else None}
     (directory / _ITEMS).write_text("")
     _write_json_atomic(directory / _META, meta)
     return cls(directory, meta, [])
@@ -106,8 +121,10 @@ class Index:
 
   # ---- writing ----------------------------------------------------------------------------------
 
-  def append(self, embeddings: np.ndarray, records: Sequence[dict], *, label_names: Sequence[str] | None = None) -> None:
-    """Adds rows: embeddings [n, E] (normalised here) and one record dict per row.
+  def append(self, embeddings: np.ndarray, records: Sequence[dict], *, label_names: Sequence[str] | None = None,
+             aligned: np.ndarray | None = None) -> None:
+    """Adds rows: embeddings [n, E] (normalised here) and one record dict per row; `aligned`
+    [n, text_dim] (normalised here) exactly when the index has a `text_dim`.
 
     A record has `path` (str or None) and optionally `id` (int; default: the row number),
     `label` (int, -1 unknown), `label_name`, `caption`. Named labels are numbered by the index,
@@ -115,20 +132,22 @@ class Index:
     order, then from the records, sorted) is numbered after the others, so writers adding
     different new names at once all land with consistent numbers.
     """
-    embeddings = np.asarray(embeddings, np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
-      raise DataError(f"embeddings of shape {embeddings.shape} do not fit index dim {self.dim}")
+    embeddings = _rows(embeddings, self.dim, "embeddings")
     if len(records) != len(embeddings):
       raise DataError(f"{len(embeddings)} embeddings but {len(records)} records")
+    if (aligned is None) != (self.text_dim is None):
+      raise DataError(f"index {str(self.directory)!r} " + ("stores text-aligned rows: pass `aligned`" if aligned is None
+                      else "has no text_dim: it was built by a run without a text head"))
+    if aligned is not None:
+      aligned = l2_normalize(_rows(aligned, self.text_dim, "aligned rows"))
+      if len(aligned) != len(embeddings):
+        raise DataError(f"{len(embeddings)} embeddings but {len(aligned)} aligned rows")
     if not len(embeddings):
       return
-    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
-    if bad.size:
-      raise DataError(f"embeddings of rows {bad[:10].tolist()} are not finite (NaN or Inf); drop those rows")
     with _locked(self.directory):
-      self._append_locked(l2_normalize(embeddings), records, label_names)
+      self._append_locked(l2_normalize(embeddings), records, label_names, aligned)
 
-  def _append_locked(self, embeddings: np.ndarray, records, label_names) -> None:
+  def _append_locked(self, embeddings: np.ndarray, records, label_names, aligned=None) -> None:
     latest = Index.load(self.directory)  # another writer may have appended since we read it
     self.meta, self.items, self._lookup = latest.meta, latest.items, None
     start = self.count
@@ -145,8 +164,13 @@ class Index:
           item[key] = r[key]
       items.append(item)
     name = f"emb-{len(self.meta['shards']):05d}.npy"
-    with (self.directory / name).open("wb") as f:
-      np.save(f, embeddings.astype(self.meta["dtype"]))
+    shard = {"file": name, "count": len(items)}
+    for file, rows in ((name, embeddings), (f"txt-{len(self.meta['shards']):05d}.npy", aligned)):
+      if rows is not None:
+        with (self.directory / file).open("wb") as f:
+          np.save(f, rows.astype(self.meta["dtype"]))
+    if aligned is not None:
+      shard["text_file"] = f"txt-{len(self.meta['shards']):05d}.npy"
     lines = "".join(json.dumps(item) + "\n" for item in items)
     if storage.is_local(self.directory):
       with open(self.directory / _ITEMS, "rb+") as f:
@@ -159,7 +183,7 @@ class Index:
     else:  # an object has no append: rewritten whole
       kept = (self.directory / _ITEMS).read_text().splitlines(keepends=True)[:start]
       (self.directory / _ITEMS).write_text("".join(kept) + lines)
-    meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [{"file": name, "count": len(items)}])
+    meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [shard])
     if names != known:
       meta["label_names"] = names
     _write_json_atomic(self.directory / _META, meta)
@@ -172,6 +196,11 @@ class Index:
   @property
   def dim(self) -> int:
     return int(self.meta["dim"])
+
+  @property
+  def text_dim(self) -> int | None:
+    """Width of the text-aligned rows; None: the index has none (its run had no text head)."""
+    return self.meta.get("text_dim")
 
   @property
   def count(self) -> int:
@@ -200,9 +229,15 @@ class Index:
   def labels(self) -> np.ndarray:
     return np.asarray([it.get("label", -1) for it in self.items], np.int64)
 
-  def shards(self) -> list[np.ndarray]:
-    """The embedding shards, memory-mapped (read lazily from disk when a block is used); an index in
-    a bucket is read into memory."""
+  def shards(self, space: str = "video") -> list[np.ndarray]:
+    """The embedding shards (`space='text'`: the text-aligned ones), memory-mapped (read lazily from
+    disk when a block is used); an index in a bucket is read into memory."""
+    if space == "text":
+      if self.text_dim is None:
+        raise DataError(f"index {str(self.directory)!r} has no text-aligned embeddings; embed with a run trained "
+                        "with a text head (sora-jax train --config text), then search it with --text")
+      return [self._load_shard(self.directory / s["text_file"], (s["count"], self.text_dim))
+              for s in self.meta["shards"]]
     if self._shards is None:
       self._shards = [self._load_shard(self.directory / s["file"], (s["count"], self.dim)) for s in self.meta["shards"]]
     return self._shards

@@ -1,7 +1,9 @@
 """Search an `Index`: exact (sora_jax.parallel.topk, sharded over the devices) or approximate (faiss IVF).
 
 A query is embeddings [Q, E], or one video file / indexed id / indexed path: an indexed item's
-stored embedding, or a file embedded afresh by the run that built the index.
+stored embedding, or a file embedded afresh by the run that built the index; or a sentence
+(`text=`), which the frozen text tower and the run's text projection put in the space the
+index's text-aligned rows live in.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from sora_jax import storage
 from sora_jax.apps.embed import get_embedder
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.linalg import l2_normalize
+from sora_jax.models.text_encoder import load_text_tower
+from sora_jax.objectives import project_text
 from sora_jax.parallel.topk import ExactSearch, blocks
 
-# Index -> ((count, block_size, mesh), ExactSearch): blocks stay on the devices between searches.
+# Index -> {space: ((count, block_size, mesh), ExactSearch)}: blocks stay on the devices between searches.
 _SEARCHERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -33,38 +37,60 @@ def query_vector(index, query, *, workdir=None) -> tuple[np.ndarray, dict]:
   if not os.path.exists(str(query)):
     raise DataError(f"query {str(query)!r} is neither an id or path in index {str(index.directory)!r} "
                     "nor an existing file")
+  return _index_run(index, workdir, str(query)).embed_file(query)["embedding"], {"path": os.path.abspath(str(query))}
+
+
+def text_vector(index, text: str, *, workdir=None) -> np.ndarray:
+  """A sentence -> [E_text] in the space of the index's text-aligned rows (the run that built it)."""
+  if not str(text).strip():
+    raise DataError("empty --text query: describe the video, e.g. 'a red square moves left'")
+  index.shards("text")  # DataError saying how to build one when the index has no text-aligned rows
+  embedder = _index_run(index, workdir, f"the text {text!r}")
+  return np.asarray(project_text(embedder.objective_params, load_text_tower().encode([text])))[0]
+
+
+def _index_run(index, workdir, what: str):
+  """The Embedder of the run that built `index` (or `workdir`, which must be that same model)."""
   workdir = workdir or index.meta.get("workdir")
   if not workdir:
-    raise CheckpointError(f"index {str(index.directory)!r} records no run; pass --workdir RUN to embed {str(query)!r}")
+    raise CheckpointError(f"index {str(index.directory)!r} records no run; pass --workdir RUN to embed {what}")
   embedder = get_embedder(workdir, step=index.step, num_clips=(index.meta.get("extra") or {}).get("num_clips"))
   if index.config_hash and embedder.config_hash != index.config_hash:
     raise CheckpointError(f"run {str(workdir)!r} (config {embedder.config_hash}) is not the one that built index "
                           f"{str(index.directory)!r} (config {index.config_hash}); pass the index's --workdir")
-  return embedder.embed_file(query)["embedding"], {"path": os.path.abspath(str(query))}
+  return embedder
 
 
-def search_index(index, queries, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
-           mesh=None, nprobe: int = 8, workdir=None) -> list[list[dict]]:
+def search_index(index, queries=None, k: int = 10, *, approximate: bool = False, block_size: int = 65536,
+           mesh=None, nprobe: int = 8, workdir=None, text: str | None = None) -> list[list[dict]]:
   """Nearest rows of `index` by cosine similarity, per query a list of k dicts (rank, score, row + the item).
 
   queries: embeddings [Q, E] or [E], or one video file / indexed id / indexed path (then the
   result is a one-element list, like `search_index(index, query_vector(index, q)[0])`).
+  text: a sentence instead of `queries`, searched against the index's text-aligned rows (exact).
   """
-  if isinstance(queries, (str, os.PathLike, int)):
+  space = "text" if text is not None else "video"
+  if text is not None:
+    if approximate:
+      raise DataError("--approx searches the video embeddings; a --text query is searched exactly")
+    queries = text_vector(index, text, workdir=workdir)
+  elif isinstance(queries, (str, os.PathLike, int)):
     queries = query_vector(index, queries, workdir=workdir)[0]
+  dim = index.text_dim if text is not None else index.dim
   q = np.asarray(queries, np.float32)
   if q.ndim == 1:
     q = q[None]
-  if q.ndim != 2 or q.shape[1] != index.dim:
-    raise DataError(f"queries of shape {q.shape} do not fit index dim {index.dim}")
+  if q.ndim != 2 or q.shape[1] != dim:
+    raise DataError(f"queries of shape {q.shape} do not fit index dim {dim}")
   q = l2_normalize(q)
   if approximate:
     scores, rows = IVFIndex.load_or_build(index, nprobe=nprobe).search(q, k)
   else:
     key = (index.count, block_size, mesh)
-    if index not in _SEARCHERS or _SEARCHERS[index][0] != key:
-      _SEARCHERS[index] = (key, ExactSearch(index.shards(), block_size=block_size, mesh=mesh))
-    scores, rows = _SEARCHERS[index][1].search(q, k)
+    searchers = _SEARCHERS.setdefault(index, {})
+    if space not in searchers or searchers[space][0] != key:
+      searchers[space] = (key, ExactSearch(index.shards(space), block_size=block_size, mesh=mesh))
+    scores, rows = searchers[space][1].search(q, k)
   results = []
   for qs, qr in zip(scores, rows):
     results.append([dict(index.items[int(r)], rank=rank, score=float(s), row=int(r))

@@ -1,14 +1,20 @@
-"""`sora-jax search`: nearest videos of an index to a query (a file, or an id/path already indexed)."""
+"""`sora-jax search`: nearest videos of an index to a query (a file, an id/path already indexed, or a sentence)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 
 def add_arguments(parser) -> None:
   parser.add_argument("--index", required=True, help="index directory written by `sora-jax embed`")
-  parser.add_argument("--query", required=True, help="a video file, or the id or path of an indexed video")
+  query = parser.add_mutually_exclusive_group(required=True)
+  query.add_argument("--query", help="a video file, or the id or path of an indexed video")
+  query.add_argument("--text", help="a sentence describing the videos to find (an index built by a run with a text "
+                     "head, e.g. --config text)")
+  parser.add_argument("--json", action="store_true", help="one JSON line per query: every result's id, path, score, "
+                      "label and label name")
   parser.add_argument("--k", type=int, default=10, help="number of results")
   parser.add_argument("--html", default=None, help="also write an offline HTML page with thumbnail strips here")
   parser.add_argument("--workdir", default=None, help="run that embeds a query file (default: the index's run)")
@@ -47,14 +53,25 @@ def run(args) -> int:
   index = Index.load(args.index)
   if not index.count:
     raise DataError(f"index {args.index!r} is empty; add videos with `sora-jax embed --out {args.index}`")
-  vec, query = query_vector(index, args.query, workdir=args.workdir)
-  hits = search_index(index, vec, args.k, approximate=args.approx, nprobe=args.nprobe, block_size=args.block_size)[0]
-  print(format_table(hits))
+  if args.text is not None:
+    query = {"name": f"text: {args.text}"}
+    hits = search_index(index, k=args.k, text=args.text, approximate=args.approx, block_size=args.block_size,
+                        workdir=args.workdir)[0]
+  else:
+    vec, query = query_vector(index, args.query, workdir=args.workdir)
+    hits = search_index(index, vec, args.k, approximate=args.approx, nprobe=args.nprobe, block_size=args.block_size)[0]
+  if args.json:
+    keep = ("rank", "score", "id", "path", "label", "label_name")
+    print(json.dumps({"query": args.text if args.text is not None else str(args.query),
+                      "results": [{key: h.get(key) for key in keep} for h in hits]}))
+  else:
+    print(format_table(hits))
   if args.html:
     from sora_jax.apps.html import write_html
     query["frames"] = thumbnails(query.get("path"))
     for h in hits:
       h["frames"] = thumbnails(h.get("path"))
-    path = write_html(args.html, query, hits, title=f"sora-jax search: {os.path.basename(str(args.query))}")
+    title = f"sora-jax search: {args.text if args.text is not None else os.path.basename(str(args.query))}"
+    path = write_html(args.html, query, hits, title=title)
     print(f"wrote {path}", file=sys.stderr)
   return 0
