@@ -223,8 +223,16 @@ def test_malformed_manifest_rows_are_listed_with_their_line_numbers(tmp_path, ca
                    "--no-progress"]) == 0
   out = capsys.readouterr().out
   assert "left out 5 rows" in out and f"{manifest}:2: not a JSON object" in out
-  bad = tmp_path / "latin1.csv"
-  bad.write_bytes("path,caption\n" .encode() + "caf\xe9.mp4,\xe9t\xe9\n".encode("latin-1"))
+  # A caption in Latin-1 leaves its row out, reported with its line; the other rows are prepared.
+  mixed = tmp_path / "latin1.csv"
+  mixed.write_bytes(f"path,caption\n{data / 'bikes.mp4'},a bike\n".encode() + "caf\xe9.mp4,\xe9t\xe9\n".encode("latin-1")
+                    + f"{data / 'carphone_pristine.mp4'},\"a phone,\nin two lines\"\n".encode())
+  items, _, rejected = prepare.scan(mixed)
+  assert sorted(pathlib.Path(it["path"]).name for it in items) == ["bikes.mp4", "carphone_pristine.mp4"]
+  assert [it["caption"] for it in items if it["path"].endswith("carphone_pristine.mp4")] == ["a phone,\nin two lines"]
+  assert [(r["path"].rsplit(":", 1)[1], r["reason"][:17]) for r in rejected] == [("3", "not UTF-8 text (i")]
+  bad = tmp_path / "latin1_header.csv"
+  bad.write_bytes("path,l\xe9gende\n".encode("latin-1"))
   assert cli.main(["prepare", str(bad), str(tmp_path / "out2")]) == 1
   err = capsys.readouterr().err
   assert "is not UTF-8 text" in err and len(err.strip().splitlines()) == 1

@@ -66,26 +66,39 @@ def _key(path: pathlib.Path, root: pathlib.Path) -> str:
 
 
 def _read_manifest(src: pathlib.Path) -> tuple[list[tuple[int, object]], list[dict]]:
-  """-> ([(line, row)], rejected): every row of a .csv/.jsonl manifest with its line number; a JSON
-  line that does not parse is rejected (listed in the report). A file that cannot be read as
-  UTF-8 text or CSV at all is a DataError."""
-  rows, rejected = [], []
-  try:
-    with open(src, newline="", encoding="utf-8") as f:
-      if src.suffix.lower() == ".csv":
-        rows = list(enumerate(csv.DictReader(f), 2))  # line 1 is the header
-      else:
-        for line_no, line in enumerate(f, 1):
-          if not line.strip():
-            continue
-          try:
-            rows.append((line_no, json.loads(line)))
-          except ValueError as e:
-            rejected.append({"path": f"{src}:{line_no}", "reason": f"not a JSON object ({e})"})
-  except UnicodeDecodeError as e:
-    raise DataError(f"manifest {str(src)!r} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-  except csv.Error as e:
-    raise DataError(f"manifest {str(src)!r} cannot be read as CSV ({e}); columns: path[,label,caption,split]") from None
+  """-> ([(line, row)], rejected): every row of a .csv/.jsonl manifest with its line number; a line
+  that is not UTF-8 text (a caption in another encoding) or a JSON line that does not parse is
+  rejected (listed in the report) and the others are read. A CSV header that is not UTF-8, or a
+  file that cannot be read as CSV at all, is a DataError."""
+  rows, rejected, lines = [], [], []
+  for line_no, raw in enumerate(src.read_bytes().splitlines(keepends=True), 1):
+    try:
+      lines.append((line_no, raw.decode("utf-8")))
+    except UnicodeDecodeError as e:
+      if line_no == 1 and src.suffix.lower() == ".csv":
+        raise DataError(f"manifest {str(src)!r} is not UTF-8 text ({e.reason} at byte {e.start} of its header); "
+                        "save it as UTF-8") from None
+      rejected.append({"path": f"{src}:{line_no}", "reason": f"not UTF-8 text ({e.reason} at byte {e.start} of the "
+                       "line); save the manifest as UTF-8"})
+  if src.suffix.lower() == ".csv":
+    at = [0]  # the physical line the reader consumed last (a quoted field may span lines)
+
+    def text():
+      for line_no, line in lines:
+        at[0] = line_no
+        yield line
+    try:
+      rows = [(at[0], row) for row in csv.DictReader(text())]
+    except csv.Error as e:
+      raise DataError(f"manifest {str(src)!r} cannot be read as CSV ({e}); columns: path[,label,caption,split]") from None
+    return rows, rejected
+  for line_no, line in lines:
+    if not line.strip():
+      continue
+    try:
+      rows.append((line_no, json.loads(line)))
+    except ValueError as e:
+      rejected.append({"path": f"{src}:{line_no}", "reason": f"not a JSON object ({e})"})
   return rows, rejected
 
 
