@@ -55,12 +55,14 @@ HELD_OUT = Words(
     templates=("here we see a {colour} {shape} that {verb} {direction} {speed}",
                "{ing} {direction} {speed}: a single {colour} {shape}",
                "clip showing a {shape}, coloured {colour}, {ing} {speed} {direction}"),
-    shapes={"square": ("tile", "quadrilateral"), "circle": ("round dot", "disk shape"),
-            "triangle": ("three-sided shape", "pyramid outline"), "cross": ("x mark", "crucifix"),
-            "diamond": ("lozenge", "kite shape")},
+    shapes={"square": ("quadrate", "four-sided tile"), "circle": ("round dot", "disk"),
+            "triangle": ("triangular shape", "three-sided shape"), "cross": ("x mark", "crucifix"),
+            "diamond": ("lozenge", "rhomboid")},
     digit=("numeral {d}", "glyph {d}"),
-    directions={"left": ("westward", "toward the west"), "right": ("eastward", "toward the east"),
-                "up": ("skyward", "toward the north"), "down": ("earthward", "toward the south")},
+    # Words for the same screen directions (compass words were tried first: a frozen sentence
+    # encoder does not take 'westward' for 'left', zero-shot 33% on them, near chance).
+    directions={"left": ("leftward", "in a leftward direction"), "right": ("rightward", "in a rightward direction"),
+                "up": ("upward", "in an upward direction"), "down": ("downward", "in a downward direction")},
     speeds={"slowly": ("gently", "unhurriedly"), "quickly": ("rapidly", "swiftly")},
     verbs=(("drifts", "drifting"), ("glides", "gliding"), ("heads", "heading")),
 )
