@@ -152,14 +152,18 @@ def test_a_text_run_trains_and_its_report_has_video_text_figures(tmp_path):
                                 "train.quick_eval_every=0", "train.log_every=2", "model.width=0.125",
                                 "eval.finetune_epochs=0", "eval.probe_steps=5", "eval.batch_size=32"])
   train(config, tmp_path)
-  rep = evaluate(tmp_path, baselines=(), progress=False)
+  rep = evaluate(tmp_path, baselines=("bag_of_words",), progress=False)
   text = rep["text"]
+  bow = rep["text_baselines"]["bag_of_words"]
+  assert bow["step"] == 4 and (tmp_path / "baselines" / "bag_of_words").is_dir()
+  assert set(bow["retrieval"]) == {"template", "held_out"} and bow["retrieval"] != text["retrieval"]
   assert set(text["retrieval"]) == {"template", "held_out"}
   for both in text["retrieval"].values():
     for figs in both.values():
       assert 0 <= figs["R@1"] <= figs["R@5"] <= figs["R@10"] <= 1
   assert 0 <= text["zero_shot"]["appearance"] <= 1 and 0 <= text["zero_shot"]["motion"] <= 1
-  assert "## Video-text" in (tmp_path / "eval" / "report.md").read_text()
+  md = (tmp_path / "eval" / "report.md").read_text()
+  assert "## Video-text" in md and "| bag of words (from scratch) | held_out | text to video |" in md
 
 
 def test_videos_placed_at_their_captions_are_found_by_them_and_zero_shot_reads_the_prompts():

@@ -10,10 +10,9 @@ from sora_jax.apps.index import Index
 from sora_jax.data import pipeline
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.evaluation.probes import knn_votes
-from sora_jax.models.text_encoder import load_text_tower
-from sora_jax.objectives import project_text
 from sora_jax.objectives.video_text import temperature as video_text_temperature
 from sora_jax.parallel.topk import exact_search
+from sora_jax.training.captions import text_vectors
 
 
 def _class_names(config, num_classes: int) -> list[str]:
@@ -73,10 +72,11 @@ def check_labels(labels, template: str) -> list[str]:
   return names
 
 
-def zero_shot_probabilities(params, aligned: np.ndarray, names, template: str = DEFAULT_TEMPLATE) -> np.ndarray:
+def zero_shot_probabilities(config, params, aligned: np.ndarray, names, template: str = DEFAULT_TEMPLATE) -> np.ndarray:
   """[E_text] video vector -> probabilities over `names`: softmax of the cosine to each name's prompt
-  over the run's learned video-text temperature (`params`: the run's objective parameters)."""
-  text = np.asarray(project_text(params, load_text_tower().encode([template.format(n) for n in names])))
+  over the run's learned video-text temperature (`config`, `params`: the run's config and objective
+  parameters)."""
+  text = text_vectors(config, params, [template.format(n) for n in names], cache=False)
   logits = (text @ np.asarray(aligned, np.float32)) / float(video_text_temperature(params))
   probs = np.exp(logits - logits.max())
   return probs / probs.sum()
@@ -97,7 +97,7 @@ def predict_video(workdir, video, *, index=None, k: int = 20, temperature: float
     if embedder.config.model.text_embed_dim < 1:
       raise CheckpointError(f"the run {str(workdir)!r} has no text head (model.text_embed_dim=0); train one with "
                             "--config text (objective video_text) for zero-shot prediction")
-    probs = zero_shot_probabilities(embedder.objective_params, embedder.embed_file(video)["aligned"], names, template)
+    probs = zero_shot_probabilities(embedder.config, embedder.objective_params, embedder.embed_file(video)["aligned"], names, template)
     order = np.argsort(-probs, kind="stable")
     return {"method": "zero-shot", "step": embedder.step,
             "probabilities": [(names[i], float(probs[i])) for i in order]}

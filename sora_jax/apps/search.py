@@ -19,9 +19,8 @@ from sora_jax import storage
 from sora_jax.apps.embed import get_embedder
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.linalg import l2_normalize
-from sora_jax.models.text_encoder import load_text_tower
-from sora_jax.objectives import project_text
 from sora_jax.parallel.topk import ExactSearch, blocks
+from sora_jax.training.captions import text_vectors
 
 # Index -> {space: ((count, block_size, mesh), ExactSearch)}: blocks stay on the devices between searches.
 _SEARCHERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -46,7 +45,7 @@ def text_vector(index, text: str, *, workdir=None) -> np.ndarray:
     raise DataError("empty --text query: describe the video, e.g. 'a red square moves left'")
   index.shards("text")  # DataError saying how to build one when the index has no text-aligned rows
   embedder = _index_run(index, workdir, f"the text {text!r}")
-  return np.asarray(project_text(embedder.objective_params, load_text_tower().encode([text])))[0]
+  return text_vectors(embedder.config, embedder.objective_params, [text], cache=False)[0]
 
 
 def _index_run(index, workdir, what: str):

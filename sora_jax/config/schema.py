@@ -24,7 +24,8 @@ FRAME_ENCODERS = ("seed_cnn", "resnet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text")  # sora_jax.objectives.TERMS
-BASELINES = ("random", "supervised")
+BASELINES = ("random", "supervised", "bag_of_words")
+TEXT_TOWERS = ("minilm", "bag_of_words")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +142,13 @@ FIELDS: tuple[Field, ...] = (
     F("objective.video_text_temperature", 0.07, c.number(0.0, exclusive_minimum=True),
       "initial temperature of the video-text term (always learned, CLIP-style)"),
 
+    F("text.tower", "minilm", c.choice(*TEXT_TOWERS), "text side of video_text: minilm (pretrained "
+      "all-MiniLM-L6-v2, frozen, captions embedded once and cached) | bag_of_words (token embeddings over the "
+      "same tokenizer, trained from scratch; the eval baseline)"),
+    F("text.feature_noise", 0.0, c.number(0.0), "std of Gaussian noise added to each coordinate of a caption's "
+      "unit text feature in training (drawn from the step key): the projection learns to read what survives "
+      "it, so unseen phrasings land near seen ones; 0 = off"),
+
     F("train.batch_size", 64, c.integer(1), "global batch (all processes); 64 learns motion in a few hundred "
       "steps where 32 needs ~700"),
     F("train.num_steps", 600, c.integer(1), "optimizer steps of the run"),
@@ -176,7 +184,8 @@ FIELDS: tuple[Field, ...] = (
       "k of the retrieval R@k figures"),
     F("eval.mean_center", False, c.boolean(), "centre features on the gallery mean before retrieval"),
     F("eval.baselines", ("random", "supervised"), c.subset(*BASELINES),
-      "evaluated beside the run: random | supervised (trained into <workdir>/baselines)"),
+      "evaluated beside the run: random | supervised | bag_of_words (the run with text.tower=bag_of_words; "
+      "video_text runs); trained ones go to <workdir>/baselines"),
     F("eval.feature", "pooled", c.choice("pooled", "embedding"),
       "pooled (temporal model output) | embedding (projection head output)"),
     F("eval.probe_learning_rates", (0.01, 0.1), c.numbers(0.0), "linear probe sweep, chosen on validation"),
@@ -194,7 +203,7 @@ FIELDS: tuple[Field, ...] = (
     F("eval.projection", "pca", c.choice("pca", "tsne"), "2-D plot of the test embeddings: pca | tsne"),
 )
 
-SECTIONS = ("data", "model", "objective", "train", "optimizer", "mesh", "eval")
+SECTIONS = ("data", "model", "objective", "text", "train", "optimizer", "mesh", "eval")
 BY_NAME = {f.name: f for f in FIELDS}
 
 

@@ -7,6 +7,7 @@ section. Checks that need the device count (mesh.data=-1) run in `parallel.mesh.
 from __future__ import annotations
 
 from sora_jax.config import schema
+from sora_jax.config.checks import as_names
 from sora_jax.errors import ConfigError
 
 
@@ -128,5 +129,12 @@ def _mesh(config) -> None:
                     f"mesh.data*mesh.fsdp={data}*{fsdp}")
 
 
-_RULES = {"data": _data, "model": _model, "objective": _objective, "train": _train,
-          "optimizer": lambda config: None, "mesh": _mesh, "eval": lambda config: None}
+def _eval(config) -> None:
+  wanted = as_names(config.eval.baselines)
+  if "bag_of_words" in wanted and "video_text" not in terms(config.objective.name):
+    raise ConfigError(f"eval.baselines has bag_of_words, a text baseline, but objective {config.objective.name!r} "
+                      "has no video_text term; drop it from --config.eval.baselines")
+
+
+_RULES = {"data": _data, "model": _model, "objective": _objective, "text": lambda config: None, "train": _train,
+          "optimizer": lambda config: None, "mesh": _mesh, "eval": _eval}

@@ -3,6 +3,9 @@ captions, embedded by the frozen pretrained text tower (all-MiniLM-L6-v2). Text 
 (`sora-jax search --text`) and zero-shot classification (`sora-jax predict --labels`) use it.
 
 Hue jitter is off: a caption names the object's colour, which a hue shift would contradict.
+Noise on the caption features (text.feature_noise) lets phrasings never seen in training find their
+videos (README, "Video and text"). The evaluation adds the bag-of-words text tower trained from
+scratch at the same budget as a baseline.
 """
 
 from sora_jax.config import defaults
@@ -13,4 +16,6 @@ def get_config():
   c.objective.name = "infonce+video_text"
   c.model.text_embed_dim = 64
   c.data.augment.color_jitter = (0.2, 0.3, 0.8, 0.0)
+  c.text.feature_noise = 0.08
+  c.eval.baselines = ("random", "supervised", "bag_of_words")
   return c

@@ -55,15 +55,17 @@ HELD_OUT = Words(
     templates=("here we see a {colour} {shape} that {verb} {direction} {speed}",
                "{ing} {direction} {speed}: a single {colour} {shape}",
                "clip showing a {shape}, coloured {colour}, {ing} {speed} {direction}"),
+    # Every word is one the frozen text tower itself places nearest its class among the class names
+    # ('a {word}', 'it moves {word}'; tests/test_video_text.py): a held-out word the pretrained tower
+    # cannot read ('x mark', 'rhomboid', 'unhurriedly'; compass words for directions) measures the
+    # tower's vocabulary, not whether the learned text side generalises.
     shapes={"square": ("quadrate", "four-sided tile"), "circle": ("round dot", "disk"),
-            "triangle": ("triangular shape", "three-sided shape"), "cross": ("x mark", "crucifix"),
-            "diamond": ("lozenge", "rhomboid")},
+            "triangle": ("triangular shape", "three-sided shape"), "cross": ("crucifix",),
+            "diamond": ("lozenge",)},
     digit=("numeral {d}", "glyph {d}"),
-    # Words for the same screen directions (compass words were tried first: a frozen sentence
-    # encoder does not take 'westward' for 'left', zero-shot 33% on them, near chance).
     directions={"left": ("leftward", "in a leftward direction"), "right": ("rightward", "in a rightward direction"),
                 "up": ("upward", "in an upward direction"), "down": ("downward", "in a downward direction")},
-    speeds={"slowly": ("gently", "unhurriedly"), "quickly": ("rapidly", "swiftly")},
+    speeds={"slowly": ("gently", "sluggishly"), "quickly": ("rapidly", "swiftly")},
     verbs=(("drifts", "drifting"), ("glides", "gliding"), ("heads", "heading")),
 )
 

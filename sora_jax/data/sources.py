@@ -107,14 +107,26 @@ class Split:
     return [[] for _ in range(self.num_examples)]
 
 
-def _record_texts(records: RecordIndex, key: str) -> list[str]:
-  """The string feature `key` of every record (read on the host, once: captions are small)."""
+def _record_texts(records: RecordIndex, key: str) -> list[list[str]]:
+  """The non-blank strings of feature `key` of every record (read on the host, once: captions are
+  small; a TFDS Text is one string, a Sequence(Text) several)."""
   out = []
   for i in range(len(records)):
-    ex = tf.train.Example.FromString(records.read(i))
-    value = ex.features.feature[key].bytes_list.value
-    out.append(value[0].decode("utf-8", errors="replace") if value else "")
+    values = tf.train.Example.FromString(records.read(i)).features.feature[key].bytes_list.value
+    out.append([t for t in (v.decode("utf-8", errors="replace") for v in values) if t.strip()])
   return out
+
+
+def _text_key(features) -> str | None:
+  """A TFDS dataset's caption feature: 'caption' (or 'captions', 'text', 'description') when it is a
+  Text or a Sequence of Text."""
+  for key in ("caption", "captions", "text", "description"):
+    f = features[key] if key in features else None
+    if isinstance(f, tfds.features.Sequence):
+      f = f.feature
+    if isinstance(f, tfds.features.Text):
+      return key
+  return None
 
 
 # A built-in split whose decoded frames fit in this many bytes is decoded once per process and
@@ -208,14 +220,15 @@ class PreparedSplit(Split):
 
   def captions(self) -> list[list[str]]:
     """The manifest's `caption` of each video (prepare stores one; empty: none)."""
-    return [[c] if c.strip() else [] for c in _record_texts(self.records, "caption")]
+    return _record_texts(self.records, "caption")
 
 
 class MemorySplit(Split):
   """Decoded examples held in memory (a mocked or tiny TFDS dataset): video [N_i, H, W, 3] each."""
 
-  def __init__(self, videos, labels, video_ids):
+  def __init__(self, videos, labels, video_ids, captions=None):
     self.videos = videos
+    self._captions = captions
     self.labels = np.asarray(labels, np.int32)
     self.video_ids = np.asarray(video_ids, np.int64)
     self.num_examples = len(videos)
@@ -232,15 +245,23 @@ class MemorySplit(Split):
   def decode(self, loaded, frame_indices):
     return tf.gather(loaded["encoded"], frame_indices)
 
+  def captions(self) -> list[list[str]]:
+    return self._captions or super().captions()
+
 
 class TfdsSplit(Split):
-  """A prepared TFDS dataset (tfrecord files) whose 'video' is a tfds Video feature."""
+  """A prepared TFDS dataset (tfrecord files) whose 'video' is a tfds Video feature; captions from
+  its Text feature (`_text_key`) when it has one."""
 
-  def __init__(self, builder, split, video_key, label_key):
+  def __init__(self, builder, split, video_key, label_key, text_key=None):
     self.records = RecordIndex(builder.info.splits[split].filepaths)
     self.num_examples = len(self.records)
     self.features, self.video_key, self.label_key = builder.info.features, video_key, label_key
+    self.text_key = text_key
     self.decoders = {video_key: tfds.decode.SkipDecoding()}
+
+  def captions(self) -> list[list[str]]:
+    return _record_texts(self.records, self.text_key) if self.text_key else super().captions()
 
   def load(self, index):
     ex = self.features.deserialize_example(self.records.tf_read(index), decoders=self.decoders)
@@ -309,22 +330,25 @@ def _tfds(name, root):
   if video_key is None:
     raise DataError(f"TFDS dataset {name!r} has no video feature (features: {sorted(feats)})")
   label_key = "label" if "label" in feats and isinstance(feats["label"], tfds.features.ClassLabel) else None
+  text_key = _text_key(feats)
   names = list(feats[label_key].names) if label_key else []
   on_disk = all(p.exists() for s in b.info.splits.values() for p in s.filepaths) if b.info.splits else False
 
   def open_split(s):
     if on_disk:
-      return TfdsSplit(b, s, video_key, label_key)
+      return TfdsSplit(b, s, video_key, label_key, text_key)
     try:  # not prepared on disk (or mocked by tfds.testing.mock_data): decode the split into memory
       ds = b.as_dataset(split=s, shuffle_files=False)
     except AssertionError as e:
       raise DataError(f"TFDS dataset {name!r} is not prepared in {root!r}; run "
                       f"`tfds build {name} --data_dir {root}` (or download it) first") from e
-    videos, labels = [], []
+    videos, labels, texts = [], [], []
     for ex in ds.as_numpy_iterator():
       videos.append(np.asarray(ex[video_key], np.uint8))
       labels.append(int(ex[label_key]) if label_key else -1)
-    return MemorySplit(videos, labels, np.arange(len(videos)))
+      raw = np.atleast_1d(ex[text_key]) if text_key else []
+      texts.append([t for t in (bytes(v).decode("utf-8", errors="replace") for v in raw) if t.strip()])
+    return MemorySplit(videos, labels, np.arange(len(videos)), texts if text_key else None)
 
   splits = {k: int(v.num_examples) for k, v in b.info.splits.items()} if on_disk else None
   info = {"name": f"tfds:{name}", "num_classes": len(names), "class_names": names, "num_motion_classes": 0,

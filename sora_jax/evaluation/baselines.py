@@ -1,9 +1,13 @@
-"""The baselines evaluated next to a run: random weights and a supervised-trained encoder.
+"""The baselines evaluated next to a run: random weights, a supervised-trained encoder, and for a run
+with a video_text term the same run over a text tower trained from scratch.
 
 - random: the run's architecture initialised from config.seed, never trained;
 - supervised: the same architecture with a classifier head, trained with cross-entropy on the
   run's data by `sora_jax.training.loop.train` from the named config `supervised` into
-  `<workdir>/baselines/supervised` (reused when it already holds the final checkpoint).
+  `<workdir>/baselines/supervised`;
+- bag_of_words: the run's own config (objective, data, budget, seed) with text.tower=bag_of_words,
+  trained into `<workdir>/baselines/bag_of_words`: what the pretrained text tower is worth.
+A trained baseline is reused when its folder already holds the final checkpoint.
 """
 
 from __future__ import annotations
@@ -48,15 +52,31 @@ def supervised_config(config, info: dict):
   return sup
 
 
+def bag_of_words_config(config):
+  """The run's config with the text tower swapped for a bag of words trained from scratch."""
+  bow = copy.deepcopy(config)
+  bow.text.tower = "bag_of_words"
+  bow.eval.baselines = ()
+  return bow
+
+
+def _trained(name: str, cfg, workdir) -> str:
+  """Trains baseline `name` with `cfg` into <workdir>/baselines/<name> unless it is there; -> its folder."""
+  out = storage.path(workdir) / "baselines" / name
+  done = None
+  if checkpoint.checkpoint_dir(out).is_dir():
+    done = checkpoint.make_manager(out, async_save=False).latest_step()
+  if done != cfg.train.num_steps:
+    log.info("training the %s baseline (%d steps) into %s", name, cfg.train.num_steps, out)
+    train(cfg, out)
+  return out
+
+
 def supervised_variables(config, workdir, info: dict):
   """Trains (or reuses) the supervised baseline; -> (its config, variables, step)."""
-  sup = supervised_config(config, info)
-  sup_dir = storage.path(workdir) / "baselines" / "supervised"
-  done = None
-  if checkpoint.checkpoint_dir(sup_dir).is_dir():
-    done = checkpoint.make_manager(sup_dir, async_save=False).latest_step()
-  if done != sup.train.num_steps:
-    log.info("training the supervised baseline (%d steps) into %s", sup.train.num_steps, sup_dir)
-    train(sup, sup_dir)
-  sup_config, variables, step = checkpoint.load_for_inference(sup_dir)
-  return sup_config, variables, step
+  return checkpoint.load_for_inference(_trained("supervised", supervised_config(config, info), workdir))
+
+
+def bag_of_words_run(config, workdir):
+  """Trains (or reuses) the bag-of-words baseline; -> (config, variables, objective params, step)."""
+  return checkpoint.load_run(_trained("bag_of_words", bag_of_words_config(config), workdir))

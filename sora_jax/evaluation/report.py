@@ -81,22 +81,31 @@ def protocol_text(report: dict) -> str:
   return "\n".join(f"- {k}: {v}" for k, v in p.items())
 
 
-def text_markdown(text: dict | None) -> list[str]:
-  """The video-text section of report.md: retrieval R@k both ways per query set, zero-shot accuracy."""
+TEXT_TOWERS = {"minilm": "pretrained MiniLM (frozen)", "bag_of_words": "bag of words (from scratch)"}
+
+
+def text_markdown(text: dict | None, baselines: dict | None = None, tower: str = "minilm") -> list[str]:
+  """The video-text section of report.md: retrieval R@k both ways per query set and zero-shot
+  accuracy, one row per text tower (the run's `tower`, then each baseline's)."""
   if not text:
     return []
+  towers = {tower: text, **(baselines or {})}
   lines = ["## Video-text", ""]
   if text["retrieval"]:
     ks = list(next(iter(next(iter(text["retrieval"].values())).values())))
-    lines += ["| queries | direction | " + " | ".join(ks) + " |", "| --- | --- |" + " --: |" * len(ks)]
-    for name, both in text["retrieval"].items():
-      for direction, figs in both.items():
-        lines.append(f"| {name} | {direction.replace('_', ' ')} | " + " | ".join(_fmt(figs[k]) for k in ks) + " |")
+    lines += ["| text tower | queries | direction | " + " | ".join(ks) + " |",
+              "| --- | --- | --- |" + " --: |" * len(ks)]
+    for query in text["retrieval"]:  # query sets outer, towers inner: the rows to compare sit together
+      for name, figs in towers.items():
+        for direction, r in figs.get("retrieval", {}).get(query, {}).items():
+          lines.append(f"| {TEXT_TOWERS.get(name, name)} | {query} | {direction.replace('_', ' ')} | "
+                       + " | ".join(_fmt(r[k]) for k in ks) + " |")
     lines.append("")
-  zs = text.get("zero_shot", {})
-  lines += [f"Zero-shot accuracy (class-name prompts): appearance {_fmt(zs.get('appearance'))}, "
-            f"motion {_fmt(zs.get('motion'))}.", ""]
-  return lines
+  for name, figs in towers.items():
+    zs = figs.get("zero_shot", {})
+    lines.append(f"- zero-shot accuracy (class-name prompts), {TEXT_TOWERS.get(name, name)}: appearance "
+                 f"{_fmt(zs.get('appearance'))}, motion {_fmt(zs.get('motion'))}")
+  return lines + [""]
 
 
 def write_report(out_dir, report: dict) -> dict[str, str]:
@@ -114,7 +123,8 @@ def write_report(out_dir, report: dict) -> dict[str, str]:
       "",
       markdown_table(report),
       "",
-      *text_markdown(report.get("text")),
+      *text_markdown(report.get("text"), report.get("text_baselines"),
+                     report.get("config", {}).get("text", {}).get("tower", "minilm")),
       "## Protocol",
       protocol_text(report),
       "",

@@ -98,6 +98,8 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
   }
   if "aligned" in ssl_splits[2]:
     rep["text"] = text_eval.text_figures(config, objective_params, info, ssl_splits[2])
+    if "bag_of_words" in wanted:
+      rep["text_baselines"] = {"bag_of_words": _bag_of_words(config, workdir, info, progress)}
   rep["plots"], rep["paths"] = {}, {}
   if jax.process_index() == 0:  # every process holds the same figures; one writes them
     rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)
@@ -133,6 +135,17 @@ def _evaluate_models(config, models, emb_dir, info, progress) -> tuple[dict, tup
     if name == "ssl":
       ssl_splits = splits
   return results, ssl_splits
+
+
+def _bag_of_words(config, workdir, info, progress) -> dict:
+  """Video-text figures of the run retrained over a text tower learned from scratch (same budget)."""
+  bow_config, variables, params, step = bl.bag_of_words_run(config, workdir)
+  fingerprint = {"model": "bag_of_words", "step": step, "data": config.data.name, "splits": info.get("splits"),
+                 "frames": config.data.num_frames, "size": config.data.frame_size, "stride": config.data.stride}
+  test = embed.extract(bow_config, variables, config.data.eval_split,
+                       workdir / "eval" / "embeddings" / "bag_of_words" / config.data.eval_split,
+                       fingerprint=fingerprint, progress=progress)
+  return dict(text_eval.text_figures(bow_config, params, info, test), step=step)
 
 
 def _finetune(config, models, results, info, epochs, progress) -> None:

@@ -19,8 +19,7 @@ from sora_jax.config.datasets import parse_data_name
 from sora_jax.data import captions, synthetic
 from sora_jax.evaluation import retrieval
 from sora_jax.linalg import l2_normalize
-from sora_jax.objectives import project_text
-from sora_jax.training.captions import cache_dir, encode_cached
+from sora_jax.training.captions import text_vectors
 
 APPEARANCE_PROMPT = "a video of a {}"
 MOTION_PROMPT = "something moves {}"
@@ -28,7 +27,7 @@ MOTION_PROMPT = "something moves {}"
 
 def embed_texts(config, objective_params, texts) -> np.ndarray:
   """Sentences -> [N, E_text] unit vectors in the run's video-text space."""
-  return np.asarray(project_text(objective_params, encode_cached(list(texts), cache_dir(config))))
+  return text_vectors(config, objective_params, texts)
 
 
 def eval_captions(config, video_ids) -> dict[str, list[str]]:

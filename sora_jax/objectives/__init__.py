@@ -17,11 +17,12 @@ from sora_jax.objectives import video_text as video_text_lib
 from sora_jax.objectives.contrastive import infonce
 from sora_jax.objectives.predictive import predictive
 from sora_jax.objectives.supervised import supervised
-from sora_jax.objectives.video_text import project_text, video_text
+from sora_jax.objectives.video_text import project_text, text_features, video_text
 
-__all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text",
+__all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text", "text_features",
            "init_params", "temperature", "batch_keys"]
 
+TERM_SALT = 1 << 20  # the terms' keys: fold_in(step key, TERM_SALT + i), apart from the model's dropout key
 TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
 
 
@@ -49,20 +50,20 @@ def _views_mean(parts):
           {k: jnp.mean(jnp.stack([p[1][k] for p in parts])) for k in parts[0][1]})
 
 
-def _infonce(config, views, batch, params, temp):
+def _infonce(config, views, batch, params, temp, key):
   return infonce(jnp.stack([o["embedding"] for o in views], axis=1), temp)  # [B, V, E]
 
 
-def _predictive(config, views, batch, params, temp):
+def _predictive(config, views, batch, params, temp, key):
   return _views_mean([predictive(o["predictions"], o["targets"], temp) for o in views])
 
 
-def _supervised(config, views, batch, params, temp):
+def _supervised(config, views, batch, params, temp, key):
   return _views_mean([supervised(o["logits"], batch["label"]) for o in views])
 
 
-def _video_text(config, views, batch, params, temp):
-  text = project_text(params, batch["caption"])
+def _video_text(config, views, batch, params, temp, key):
+  text = project_text(params, text_features(config, params, batch["caption"], key))
   value, metrics = video_text(jnp.stack([o["aligned"] for o in views], axis=1), text, batch["caption_id"],
                               batch["caption_mask"], video_text_lib.temperature(params))
   return value, dict(metrics, video_text_temperature=video_text_lib.temperature(params))
@@ -84,7 +85,7 @@ def batch_keys(config) -> tuple[str, ...]:
 
 
 def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], batch: Mapping[str, jax.Array],
-                 params: Mapping[str, Any] | None = None) -> tuple[jax.Array, dict]:
+                 params: Mapping[str, Any] | None = None, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Weighted sum of the configured terms.
 
   Args:
@@ -92,14 +93,16 @@ def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], ba
     batch: `label` int32 `[B]` (supervised); caption `[B, D_text]`, caption_id int32 `[B]`,
       caption_mask bool `[B]` (video_text).
     params: the objective's own parameters (`init_params`), e.g. a learned temperature.
+    key: the step's key for the terms' own random draws (each term gets its own fold); None = none.
   Returns:
     (loss scalar float32, metrics dict of scalars: each term's loss and accuracy, 'temperature').
   """
   temp = temperature(config, params)
   loss = jnp.zeros((), jnp.float32)
   metrics: dict[str, jax.Array] = {}
-  for term in terms(config.objective.name):
-    value, m = TERMS[term](config, outputs_per_view, batch, params, temp)
+  for i, term in enumerate(terms(config.objective.name)):
+    term_key = None if key is None else jax.random.fold_in(key, TERM_SALT + i)
+    value, m = TERMS[term](config, outputs_per_view, batch, params, temp, term_key)
     metrics[f"{term}_loss"] = value
     metrics.update(m)
     loss = loss + getattr(config.objective, f"{term}_weight") * value

@@ -1,9 +1,16 @@
 """Video-text alignment (CLIP's symmetric InfoNCE) over the global batch, and the text side's head.
 
 The video side is the encoder's `aligned` output (a head on the pooled vector, unit norm); the text
-side is a trainable linear projection of a caption's features from a frozen text tower, also unit
-norm. Both meet in one space where a sentence finds the videos it describes
-(`project_text` is what search and zero-shot classification call).
+side is a trainable linear projection of a caption's unit feature, also unit norm. Both meet in one
+space where a sentence finds the videos it describes (`text_features` then `project_text` is what
+search and zero-shot classification call).
+
+The feature comes from `config.text.tower`: `minilm`, the frozen pretrained tower's sentence
+embedding (computed once per caption, outside the step); or `bag_of_words`, the mean of token
+embeddings over the same tokenizer, trained from scratch (the baseline that shows what pretraining
+is worth). In training, `text.feature_noise` adds Gaussian noise to the unit feature: a projection
+that must read captions through the noise cannot key on the small shifts that tell one phrasing of
+the same description from another, so unseen phrasings land near seen ones.
 
 Captions repeat across a batch (two videos can share a phrasing): every video whose caption is the
 same string as the query's (same `caption_id`) is a positive, not a negative (soft targets spread
@@ -20,15 +27,40 @@ from sora_jax.linalg import l2_normalize
 
 PARAMS = "text_projection"
 LOG_TEMPERATURE = "video_text_log_temperature"
+BOW = "bag_of_words_embedding"
+BOW_VOCAB = 30522  # all-MiniLM-L6-v2's WordPiece vocabulary: the bag of words uses the same tokenizer
 
 
 def init_params(config, key, text_dim: int) -> dict:
-  """The text projection [text_dim -> model.text_embed_dim] (LeCun normal, like flax's Dense) and
-  the log of the learned temperature."""
+  """The text projection [text_dim -> model.text_embed_dim] (LeCun normal, like flax's Dense), the
+  log of the learned temperature, and with text.tower=bag_of_words the token embeddings
+  [BOW_VOCAB, text_dim] (normal, std 1/sqrt(text_dim))."""
   e = config.model.text_embed_dim
-  kernel = jax.random.normal(key, (text_dim, e), jnp.float32) / jnp.sqrt(text_dim)
-  return {PARAMS: {"kernel": kernel, "bias": jnp.zeros((e,), jnp.float32)},
-          LOG_TEMPERATURE: jnp.log(jnp.asarray(config.objective.video_text_temperature, jnp.float32))}
+  k_proj, k_bow = jax.random.split(key)
+  kernel = jax.random.normal(k_proj, (text_dim, e), jnp.float32) / jnp.sqrt(text_dim)
+  params = {PARAMS: {"kernel": kernel, "bias": jnp.zeros((e,), jnp.float32)},
+            LOG_TEMPERATURE: jnp.log(jnp.asarray(config.objective.video_text_temperature, jnp.float32))}
+  if config.text.tower == "bag_of_words":
+    params[BOW] = jax.random.normal(k_bow, (BOW_VOCAB, text_dim), jnp.float32) / jnp.sqrt(text_dim)
+  return params
+
+
+def text_features(config, params, raw: jax.Array, key: jax.Array | None = None) -> jax.Array:
+  """A caption's input to the projection: [N, D] unit vectors (plus training noise when `key` is given).
+
+  raw: minilm: float [N, D] the tower's sentence embeddings; bag_of_words: int32 [N, L] token ids
+  (0 = padding, as the tokenizer's [PAD]), averaged over the non-padding tokens.
+  """
+  if config.text.tower == "bag_of_words":
+    keep = (raw > 0).astype(jnp.float32)[..., None]
+    x = (params[BOW][raw] * keep).sum(axis=1) / jnp.maximum(keep.sum(axis=1), 1.0)
+  else:
+    x = raw
+  x = l2_normalize(x.astype(jnp.float32))
+  sigma = float(config.text.feature_noise)
+  if key is not None and sigma > 0:
+    x = x + sigma * jax.random.normal(key, x.shape, jnp.float32)
+  return x
 
 
 def project_text(params, text: jax.Array) -> jax.Array:

@@ -1,5 +1,7 @@
-"""Caption features for the video_text term: a frozen text tower's embeddings, computed once per set
-of captions and cached on disk.
+"""Caption features for the video_text term, and sentences -> vectors in a run's video-text space.
+
+With text.tower=minilm a caption's feature is the frozen tower's embedding, computed once per set of
+captions and cached on disk; with bag_of_words it is the caption's token ids (the step embeds them).
 
 The cache file is named by a fingerprint of the tower (weights and tokenizer) and of the caption
 strings, under `<data_dir>/text_cache/`; a different tower or another set of captions never
@@ -16,6 +18,8 @@ import jax
 import numpy as np
 
 from sora_jax import storage
+from sora_jax.errors import SoraError
+from sora_jax.objectives import project_text, text_features
 from sora_jax.config.datasets import data_dir
 from sora_jax.models.text_encoder import load_text_tower
 
@@ -54,6 +58,27 @@ def encode_cached(texts: list[str], folder, tower=None) -> np.ndarray:
   return vectors
 
 
-def caption_features(config):
-  """`features(texts) -> [N, D]` for the pipeline's CaptionTable (see data.pipeline)."""
+def token_ids(texts: list[str], tower=None) -> np.ndarray:
+  """int32 [N, L]: the tokenizer's ids, 0-padded to the longest (a power of two, at most 256)."""
+  for t in texts:
+    if not str(t).strip():
+      raise SoraError("empty text: give a sentence that describes the video, e.g. 'a red square moves left'")
+  return (tower or load_text_tower()).tokenize(list(texts))[0]
+
+
+def caption_features(config, cache: bool = True):
+  """`features(texts) -> [N, ...]` for the pipeline's CaptionTable (see data.pipeline): the sentence
+  embeddings [N, 384] (minilm; cached on disk unless `cache` is False) or the token ids [N, L]
+  (bag_of_words)."""
+  if config.text.tower == "bag_of_words":
+    return lambda texts: token_ids(list(texts))
+  if not cache:
+    return lambda texts: load_text_tower().encode(list(texts))
   return lambda texts: encode_cached(list(texts), cache_dir(config))
+
+
+def text_vectors(config, objective_params, texts, cache: bool = True) -> np.ndarray:
+  """Sentences -> float32 [N, E] unit vectors in the run's video-text space (eval's fixed sets of
+  captions: `cache`d; search and zero-shot queries: not)."""
+  raw = caption_features(config, cache)(list(texts))
+  return np.asarray(project_text(objective_params, text_features(config, objective_params, raw)))

@@ -33,7 +33,7 @@ def _loss_fn(config, model, params, model_state, batch, key):
   else:
     out, new_state = model.apply(variables, flat, train=True, rngs=rngs), model_state
   views = [jax.tree_util.tree_map(lambda x, i=i: x.reshape((b, v) + x.shape[1:])[:, i], out) for i in range(v)]
-  loss, metrics = objectives.compute_loss(config, views, batch, params["objective"])
+  loss, metrics = objectives.compute_loss(config, views, batch, params["objective"], key)
   return loss, (metrics, new_state)
 
 
