@@ -1,6 +1,7 @@
 """The text side of video_text: the bag-of-words tower, training noise on caption features, the rule
 held-out words follow, and the baseline's rows in the report."""
 
+import flax
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -113,3 +114,45 @@ def test_report_puts_each_towers_rows_side_by_side():
   assert rows[2].startswith("| bag of words (from scratch) | template | text to video | 10.0 | 90.0")
   assert rows[4].startswith("| pretrained MiniLM (frozen) | held_out")
   assert "bag of words (from scratch): appearance 50.0, motion 25.0" in md
+
+
+def test_train_layers_trains_the_top_of_the_tower_and_nothing_below(tmp_path):
+  from sora_jax.models.text_encoder import load_text_tower
+  from sora_jax.training.checkpoint import load_run
+  from sora_jax.training.loop import train
+  config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=16", "train.num_steps=2",
+                                "train.quick_eval_every=0", "model.width=0.125", "text.train_layers=1",
+                                "optimizer.learning_rate=0.01", "optimizer.warmup_steps=0"])
+  train(config, tmp_path)
+  config, _, params, _ = load_run(tmp_path)
+  before = flax.traverse_util.flatten_dict(load_text_tower().params)
+  after = flax.traverse_util.flatten_dict(params["text_tower"])
+  assert set(before) == set(after)
+  moved = {k for k in before if not np.array_equal(np.asarray(before[k]), np.asarray(after[k]))}
+  assert moved and all(k[0] == "layer_5" for k in moved), sorted(moved)[:3]
+  assert any(k[-1] == "kernel" for k in moved)
+  v = text_vectors(config, params, ["a red square moves left", "a red square moves left", "a blue disc"], cache=False)
+  np.testing.assert_allclose(v[0], v[1], atol=1e-6)  # the trained tower embeds queries in eval and search
+  frozen_config = load_config("text", ["data.name=moving_shapes/small"])
+  assert not np.allclose(v, text_vectors(frozen_config, params, ["a red square moves left", "a red square moves left",
+                                                                 "a blue disc"], cache=False), atol=1e-3)
+
+
+def test_train_layers_needs_the_pretrained_tower_and_at_most_its_layers():
+  with pytest.raises(ConfigError, match="text.tower"):
+    validate(_bow_config("text.train_layers=1"))
+  with pytest.raises(ConfigError, match="0..6"):
+    validate(load_config("text", ["text.train_layers=7"]))
+
+
+def test_the_text_configs_baselines_are_valid_configs():
+  """The named config `text` evaluates supervised and bag_of_words baselines: both are runnable."""
+  from sora_jax.evaluation import baselines as bl
+  config = load_config("text")
+  sup = bl.supervised_config(config, {"num_classes": 5})
+  validate(sup)
+  assert sup.eval.baselines == ()
+  bow = bl.bag_of_words_config(config)
+  validate(bow)
+  assert bow.text.tower == "bag_of_words" and config.text.tower == "minilm"
+  assert bow.train.num_steps == config.train.num_steps and bow.seed == config.seed  # the same budget

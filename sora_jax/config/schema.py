@@ -145,6 +145,9 @@ FIELDS: tuple[Field, ...] = (
     F("text.tower", "minilm", c.choice(*TEXT_TOWERS), "text side of video_text: minilm (pretrained "
       "all-MiniLM-L6-v2, frozen, captions embedded once and cached) | bag_of_words (token embeddings over the "
       "same tokenizer, trained from scratch; the eval baseline)"),
+    F("text.train_layers", 0, c.integer(0), "top layers of the pretrained tower (minilm) that train with "
+      "video_text; 0 = frozen: captions embedded once and cached. k > 0 runs the tower in the step (its weights "
+      "join the checkpoint; the embeddings and lower layers stay fixed)"),
     F("text.feature_noise", 0.0, c.number(0.0), "std of Gaussian noise added to each coordinate of a caption's "
       "unit text feature in training (drawn from the step key): the projection learns to read what survives "
       "it, so unseen phrasings land near seen ones; 0 = off"),

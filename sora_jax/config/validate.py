@@ -10,6 +10,8 @@ from sora_jax.config import schema
 from sora_jax.config.checks import as_names
 from sora_jax.errors import ConfigError
 
+TEXT_TOWER_LAYERS = 6  # all-MiniLM-L6-v2
+
 
 def validate(config, sections=None):
   """Raises ConfigError naming the field and the fix; returns `config` unchanged when it is valid.
@@ -129,6 +131,16 @@ def _mesh(config) -> None:
                     f"mesh.data*mesh.fsdp={data}*{fsdp}")
 
 
+def _text(config) -> None:
+  t = config.text
+  if t.train_layers and t.tower != "minilm":
+    raise ConfigError(f"config.text.train_layers={t.train_layers} trains layers of the pretrained tower, but "
+                      f"text.tower={t.tower!r} has none; set text.tower=minilm or text.train_layers=0")
+  if t.train_layers > TEXT_TOWER_LAYERS:
+    raise ConfigError(f"config.text.train_layers={t.train_layers}: the pretrained tower has {TEXT_TOWER_LAYERS} "
+                      f"layers; use 0..{TEXT_TOWER_LAYERS}")
+
+
 def _eval(config) -> None:
   wanted = as_names(config.eval.baselines)
   if "bag_of_words" in wanted and "video_text" not in terms(config.objective.name):
@@ -136,5 +148,5 @@ def _eval(config) -> None:
                       "has no video_text term; drop it from --config.eval.baselines")
 
 
-_RULES = {"data": _data, "model": _model, "objective": _objective, "text": lambda config: None, "train": _train,
+_RULES = {"data": _data, "model": _model, "objective": _objective, "text": _text, "train": _train,
           "optimizer": lambda config: None, "mesh": _mesh, "eval": _eval}

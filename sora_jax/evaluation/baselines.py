@@ -40,6 +40,7 @@ def supervised_config(config, info: dict):
     sup.model = copy.deepcopy(config.model)
     sup.mesh = copy.deepcopy(config.mesh)
     sup.eval = copy.deepcopy(config.eval)
+    sup.eval.baselines = ()  # a baseline has none of its own (and bag_of_words needs the run's text term)
   sup.seed = config.seed
   sup.model.num_classes = int(info["num_classes"])
   sup.model.predict_steps = 0

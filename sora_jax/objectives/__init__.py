@@ -20,21 +20,27 @@ from sora_jax.objectives.supervised import supervised
 from sora_jax.objectives.video_text import project_text, text_features, video_text
 
 __all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text", "text_features",
-           "init_params", "temperature", "batch_keys"]
+           "init_params", "pretrained", "temperature", "batch_keys"]
 
 TERM_SALT = 1 << 20  # the terms' keys: fold_in(step key, TERM_SALT + i), apart from the model's dropout key
 TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
 
 
-def init_params(config, key=None) -> dict:
+def pretrained(config) -> dict:
+  """Weights the objective starts from (numpy, loaded here, outside any jit; pass them to
+  `init_params`): the pretrained text tower when text.train_layers > 0, else nothing."""
+  return video_text_lib.pretrained(config) if "video_text" in terms(config.objective.name) else {}
+
+
+def init_params(config, key=None, pretrained: dict | None = None) -> dict:
   """Trainable parameters owned by the objective: the log-temperature when it is learned; the text
-  projection and its temperature for video_text."""
+  projection and its temperature for video_text (and the tower, from `pretrained`, when it trains)."""
   params = {}
   if config.objective.learn_temperature:
     params["log_temperature"] = jnp.log(jnp.asarray(config.objective.temperature, jnp.float32))
   if "video_text" in terms(config.objective.name):
     params.update(video_text_lib.init_params(config, jax.random.PRNGKey(config.seed) if key is None else key,
-                                             TEXT_DIM))
+                                             TEXT_DIM, pretrained))
   return params
 
 

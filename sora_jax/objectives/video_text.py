@@ -19,22 +19,32 @@ over them), so the loss does not push apart what the text cannot tell apart.
 
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
 
+from sora_jax.errors import SoraError
 from sora_jax.linalg import l2_normalize
+from sora_jax.models.text_encoder import BertEncoder, BertSpec, load_text_tower, mean_pool
 
 PARAMS = "text_projection"
 LOG_TEMPERATURE = "video_text_log_temperature"
 BOW = "bag_of_words_embedding"
+TOWER = "text_tower"  # the pretrained tower's weights when text.train_layers > 0
 BOW_VOCAB = 30522  # all-MiniLM-L6-v2's WordPiece vocabulary: the bag of words uses the same tokenizer
 
 
-def init_params(config, key, text_dim: int) -> dict:
+def pretrained(config) -> dict:
+  """{TOWER: the pretrained tower's params (numpy)} when text.train_layers > 0, else {}."""
+  return {TOWER: load_text_tower().params} if config.text.train_layers else {}
+
+
+def init_params(config, key, text_dim: int, pretrained: dict | None = None) -> dict:
   """The text projection [text_dim -> model.text_embed_dim] (LeCun normal, like flax's Dense), the
   log of the learned temperature, and with text.tower=bag_of_words the token embeddings
-  [BOW_VOCAB, text_dim] (normal, std 1/sqrt(text_dim))."""
+  [BOW_VOCAB, text_dim] (normal, std 1/sqrt(text_dim)); with text.train_layers > 0 the tower's
+  weights from `pretrained` (they enter a jitted init as an argument, never as a constant)."""
   e = config.model.text_embed_dim
   k_proj, k_bow = jax.random.split(key)
   kernel = jax.random.normal(k_proj, (text_dim, e), jnp.float32) / jnp.sqrt(text_dim)
@@ -42,18 +52,44 @@ def init_params(config, key, text_dim: int) -> dict:
             LOG_TEMPERATURE: jnp.log(jnp.asarray(config.objective.video_text_temperature, jnp.float32))}
   if config.text.tower == "bag_of_words":
     params[BOW] = jax.random.normal(k_bow, (BOW_VOCAB, text_dim), jnp.float32) / jnp.sqrt(text_dim)
+  if config.text.train_layers:
+    if TOWER not in (pretrained or {}):
+      raise SoraError("text.train_layers > 0 starts from the pretrained tower: pass "
+                      "pretrained=objectives.pretrained(config) to init_params / init_state")
+    params[TOWER] = jax.tree_util.tree_map(jnp.asarray, pretrained[TOWER])
   return params
+
+
+def tokens_in(config) -> bool:
+  """Whether a caption reaches the step as token ids (a tower that trains) rather than a fixed vector."""
+  return config.text.tower == "bag_of_words" or config.text.train_layers > 0
+
+
+def frozen(config, path: tuple[str, ...]) -> bool:
+  """Whether the objective parameter at `path` (under the objective's params) stays fixed: the
+  pretrained tower's embeddings and its layers below the top text.train_layers."""
+  if not path or path[0] != TOWER:
+    return False
+  top = BertSpec().num_hidden_layers - config.text.train_layers
+  return not (path[1].startswith("layer_") and int(path[1].removeprefix("layer_")) >= top)
 
 
 def text_features(config, params, raw: jax.Array, key: jax.Array | None = None) -> jax.Array:
   """A caption's input to the projection: [N, D] unit vectors (plus training noise when `key` is given).
 
-  raw: minilm: float [N, D] the tower's sentence embeddings; bag_of_words: int32 [N, L] token ids
-  (0 = padding, as the tokenizer's [PAD]), averaged over the non-padding tokens.
+  raw: minilm, frozen: float [N, D] the tower's sentence embeddings; bag_of_words or minilm with
+  text.train_layers > 0: int32 [N, L] token ids (0 = padding, the tokenizer's [PAD]), embedded here
+  (the frozen part of the tower under stop_gradient, so no gradient flows below the top layers).
   """
   if config.text.tower == "bag_of_words":
     keep = (raw > 0).astype(jnp.float32)[..., None]
     x = (params[BOW][raw] * keep).sum(axis=1) / jnp.maximum(keep.sum(axis=1), 1.0)
+  elif config.text.train_layers:
+    flat = flax.traverse_util.flatten_dict(params[TOWER])
+    tower = flax.traverse_util.unflatten_dict(
+        {k: jax.lax.stop_gradient(v) if frozen(config, (TOWER,) + k) else v for k, v in flat.items()})
+    mask = raw > 0
+    x = mean_pool(BertEncoder(BertSpec()).apply({"params": tower}, raw, mask), mask)
   else:
     x = raw
   x = l2_normalize(x.astype(jnp.float32))

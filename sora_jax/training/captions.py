@@ -20,6 +20,7 @@ import numpy as np
 from sora_jax import storage
 from sora_jax.errors import SoraError
 from sora_jax.objectives import project_text, text_features
+from sora_jax.objectives.video_text import tokens_in
 from sora_jax.config.datasets import data_dir
 from sora_jax.models.text_encoder import load_text_tower
 
@@ -68,9 +69,9 @@ def token_ids(texts: list[str], tower=None) -> np.ndarray:
 
 def caption_features(config, cache: bool = True):
   """`features(texts) -> [N, ...]` for the pipeline's CaptionTable (see data.pipeline): the sentence
-  embeddings [N, 384] (minilm; cached on disk unless `cache` is False) or the token ids [N, L]
-  (bag_of_words)."""
-  if config.text.tower == "bag_of_words":
+  embeddings [N, 384] (frozen minilm; cached on disk unless `cache` is False) or the token ids
+  [N, L] (bag_of_words, or minilm with text.train_layers > 0)."""
+  if tokens_in(config):
     return lambda texts: token_ids(list(texts))
   if not cache:
     return lambda texts: load_text_tower().encode(list(texts))

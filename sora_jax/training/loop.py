@@ -25,7 +25,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from sora_jax import storage
+from sora_jax import objectives, storage
 from sora_jax.config import terms, to_json, validate
 from sora_jax.data.pipeline import TrainInput
 from sora_jax.errors import SoraError, unwritable, unwritable_message
@@ -176,7 +176,8 @@ class _Run:
     self.config, self.workdir = config, workdir
     self.mesh = mesh_lib.make_mesh(config)  # ConfigError here, before anything compiles
     self.tx = build_optimizer(config)
-    self.abstract = jax.eval_shape(lambda: init_state(config, self.tx))
+    self.pretrained = objectives.pretrained(config)  # weights a part of the model starts from (or {})
+    self.abstract = jax.eval_shape(lambda p: init_state(config, self.tx, p), self.pretrained)
     self.step_fn, self.shardings = jit_train_step(config, encoder(config), self.tx, self.abstract, self.mesh)
     self.manager = ckpt.make_manager(workdir, keep=config.train.keep_checkpoints)
     texts = caption_features(config) if "video_text" in terms(config.objective.name) else None
@@ -191,8 +192,8 @@ class _Run:
     continues at the global step's position, whatever the process count that wrote it."""
     if self.manager.latest_step() is None:
       # Init runs once: compiled without LLVM optimisation (same values, a fraction of the compile time).
-      state = jax.jit(lambda: init_state(self.config, self.tx), out_shardings=self.shardings).lower().compile(
-          compiler_options={"xla_backend_optimization_level": 0})()
+      state = jax.jit(lambda p: init_state(self.config, self.tx, p), out_shardings=self.shardings).lower(
+          self.pretrained).compile(compiler_options={"xla_backend_optimization_level": 0})(self.pretrained)
       return state, 0
     target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                     self.abstract, self.shardings)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sora_jax import objectives
 from sora_jax.config import validate
 from sora_jax.errors import ConfigError
 from sora_jax.models import encoder
@@ -42,7 +43,7 @@ def step_memory(config, per_device_batch: int, device=None) -> dict:
   device = device or jax.devices()[0]
   mesh = mesh_lib.make_mesh(cfg, devices=[device])
   tx = build_optimizer(cfg)
-  abstract = jax.eval_shape(lambda: init_state(cfg, tx))
+  abstract = jax.eval_shape(lambda p: init_state(cfg, tx, p), objectives.pretrained(cfg))
   step, shardings = jit_train_step(cfg, encoder(cfg), tx, abstract, mesh)
   state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   d = cfg.data

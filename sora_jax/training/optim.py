@@ -7,8 +7,11 @@ batches inside one step), so one optimizer update = one step = one global batch.
 
 from __future__ import annotations
 
+import flax
 import jax
 import optax
+
+from sora_jax.objectives.video_text import frozen
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
@@ -40,4 +43,13 @@ def build_optimizer(config) -> optax.GradientTransformation:
                     trust_ratio_mask=decay_mask, momentum=opt.momentum)
   if opt.clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
+  if config.text.train_layers:  # the pretrained text tower's fixed part: no update, no optimizer state
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, lambda params: _labels(config, params))
   return tx
+
+
+def _labels(config, params):
+  """'frozen' for the objective parameters `video_text.frozen` names, 'train' for every other."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict(
+      {k: "frozen" if k[0] == "objective" and frozen(config, k[1:]) else "train" for k in flat})

@@ -30,13 +30,14 @@ class TrainState:
     return {"params": self.params["encoder"], **self.model_state}
 
 
-def init_state(config, tx: optax.GradientTransformation) -> TrainState:
-  """Pure: the initial state from config.seed (wrap in jit / eval_shape)."""
+def init_state(config, tx: optax.GradientTransformation, pretrained: dict | None = None) -> TrainState:
+  """Pure: the initial state from config.seed (wrap in jit / eval_shape); `pretrained`:
+  `objectives.pretrained(config)`, passed as an argument of the jitted function."""
   root = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(root)
   dummy = jnp.zeros(default_batch_shape(config), jnp.uint8)
   variables = dict(encoder(config).init(init_key, dummy, train=False))
   params = {"encoder": variables.pop("params"),
-            "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1))}
+            "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1), pretrained)}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_key)
