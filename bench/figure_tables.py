@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from sora_jax.evaluation.report import markdown_table
+from sora_jax.evaluation.report import markdown_table, text_markdown
 
 BEGIN = "<!-- figures:{} (bench/figures.py writes this block from bench/results/figures.json) -->"
 END = "<!-- figures:{}:end -->"
@@ -104,8 +104,10 @@ def render(part: str, data: dict) -> str:
               for key, b in BENCHMARKS.items() if key in data]
     return stamp(data["machine"]) + "\n\n" + "\n".join(lines)
   minutes = lambda s: f"{s / 60:.0f} min"
+  text = text_markdown(data["report"].get("text"), data["report"].get("text_baselines"))[2:]  # without its heading
   return (f"{stamp(data['machine'])} `python {data['command']}` took {minutes(data['train_s'])}, "
-          f"`python eval.py` {minutes(data['eval_s'])}.\n\n" + markdown_table(data["report"]))
+          f"`python eval.py` {minutes(data['eval_s'])}.\n\n" + markdown_table(data["report"])
+          + ("\n\n" + "\n".join(text).rstrip() if text else ""))
 
 
 def block(part: str, data: dict) -> str:

@@ -63,21 +63,23 @@ def _run(cmd: list[str], log: pathlib.Path) -> str:
   return proc.stdout
 
 
-def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: pathlib.Path) -> dict:
-  """The default config trained and evaluated on one built-in dataset (a fresh workdir)."""
+def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: pathlib.Path,
+                  config: str = "default") -> dict:
+  """A named config (default: `default`) trained and evaluated on one built-in dataset (a fresh workdir)."""
   py = sys.executable
   if workdir.exists():
     subprocess.run(["rm", "-rf", str(workdir)], check=True)
   t0 = time.time()
-  _run([py, "train.py", "--config", "default", "--workdir", str(workdir), *overrides],
+  _run([py, "train.py", "--config", config, "--workdir", str(workdir), *overrides],
        logs / f"{name}-train.log")
   train_s = time.time() - t0
   _run([py, "eval.py", "--workdir", str(workdir), "--no-progress"], logs / f"{name}-eval.log")
   report = json.loads((workdir / "eval" / "report.json").read_text())
-  return {"command": " ".join(["train.py --config default", *overrides]), "overrides": overrides,
+  return {"command": " ".join([f"train.py --config {config}", *overrides]), "overrides": overrides,
           "config": json.loads((workdir / "config.json").read_text()), "train_s": round(train_s, 1),
           "eval_s": round(time.time() - t0 - train_s, 1),
-          "report": {k: report.get(k) for k in ("models", "chance", "checkpoint_step", "dataset", "protocol")}}
+          "report": {k: report.get(k) for k in ("models", "chance", "checkpoint_step", "dataset", "protocol", "text",
+                                                "text_baselines") if k in report}}
 
 
 def run_benchmarks(logs: pathlib.Path) -> dict:
@@ -94,6 +96,7 @@ PARTS = {
     "moving_digits": lambda logs: run_eval_part("moving_digits", ["--config.data.name=moving_digits"],
                                                 ROOT / "runs" / "figures-moving_digits", logs),
     "benchmarks": run_benchmarks,
+    "text": lambda logs: run_eval_part("text", [], ROOT / "runs" / "figures-text", logs, config="text"),
 }
 
 

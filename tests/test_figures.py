@@ -58,3 +58,16 @@ def test_blocks_are_replaced_between_their_markers_and_a_missing_block_is_an_err
   assert figure_tables.rewrite(out, {"benchmarks": part}) == out
   with pytest.raises(SystemExit, match="no block for 'moving_digits'"):
     figure_tables.rewrite(text, {"moving_digits": part})
+
+
+def test_a_text_part_renders_the_video_table_and_the_video_text_rows_of_each_tower():
+  data = dict(RESULTS["moving_shapes"], command="train.py --config text")
+  figs = lambda r: {"retrieval": {"held_out": {"text_to_video": {"R@1": r, "R@5": r}}},
+                    "zero_shot": {"appearance": r, "motion": r}}
+  data["report"] = dict(data["report"], text=figs(0.5), text_baselines={"bag_of_words": figs(0.25)})
+  out = figure_tables.render("text", data)
+  assert out.startswith(figure_tables.stamp(data["machine"])) and "`python train.py --config text`" in out
+  assert "| pretrained MiniLM (frozen) | held_out | text to video | 50.0 | 50.0 |" in out
+  assert "| bag of words (from scratch) | held_out | text to video | 25.0 | 25.0 |" in out
+  assert "## Video-text" not in out and figure_tables.render("moving_shapes", RESULTS["moving_shapes"]) in out.replace(
+      "train.py --config text", RESULTS["moving_shapes"]["command"])
