@@ -46,6 +46,18 @@ MUTANTS = {
     "captions-same-phrasing-every-epoch": (
         "sora_jax/data/pipeline.py", "tf.random.stateless_uniform([], seed=key, minval=0",
         "tf.random.stateless_uniform([], seed=tf.constant([0, 0], tf.int64), minval=0", ["tests/test_video_text.py"]),
+    "bag-of-words-averages-padding": (
+        "sora_jax/objectives/video_text.py", "keep = (raw > 0).astype(jnp.float32)[..., None]",
+        "keep = jnp.ones(raw.shape + (1,), jnp.float32)", ["tests/test_text_towers.py"]),
+    "feature-noise-at-evaluation": (
+        "sora_jax/objectives/video_text.py", "if key is not None and sigma > 0:",
+        "if sigma > 0:\n    key = jax.random.PRNGKey(0) if key is None else key", ["tests/test_text_towers.py"]),
+    "train-layers-trains-the-whole-tower": (
+        "sora_jax/objectives/video_text.py", "if not path or path[0] != TOWER:", "if True:",
+        ["tests/test_text_towers.py"]),
+    "tfds-captions-ignored": (
+        "sora_jax/data/sources.py", "return _record_texts(self.records, self.text_key) if self.text_key else",
+        "return [[] for _ in range(self.num_examples)] if self.text_key else", ["tests/test_data_tfds_text.py"]),
     "predictive-allows-future": (
         "sora_jax/config/validate.py", "if m.bidirectional or (m.temporal == \"transformer\" and not m.causal):",
         "if False:", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),
