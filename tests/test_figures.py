@@ -23,7 +23,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def test_every_readme_figure_block_is_what_the_recorded_results_render_to():
-  assert set(RESULTS) == {"moving_shapes", "moving_digits", "benchmarks"}
+  assert set(RESULTS) == {"moving_shapes", "moving_digits", "benchmarks", "text"}
   readme = (ROOT / "README.md").read_text()
   assert figure_tables.rewrite(readme, RESULTS) == readme, "README figures differ from bench/results/figures.json: " \
       "run `make figures` (or `python bench/figures.py --render`)"
@@ -32,13 +32,15 @@ def test_every_readme_figure_block_is_what_the_recorded_results_render_to():
     assert m["cpu"] and m["cores"] >= 1 and m["versions"]["jax"] and len(m["load"]) == 2
 
 
-@pytest.mark.parametrize("part", ["moving_shapes", "moving_digits"])
+@pytest.mark.parametrize("part", ["moving_shapes", "moving_digits", "text"])
 def test_the_tables_were_measured_with_the_default_config_as_it_is(part):
   """A change to a default that existed when the tables were made means they no longer describe
-  `make train`: rerun `make figures`. (Fields added since are migrated with their old behaviour.)"""
+  `make train` (or the named config the part trains): rerun `make figures`. (Fields added since are
+  migrated with their old behaviour.)"""
   data = RESULTS[part]
   recorded = _flat(data["config"])
-  current = _flat(to_dict(load_config("default", [o.removeprefix("--config.") for o in data["overrides"]])))
+  name = data["command"].split("--config ")[1].split()[0]
+  current = _flat(to_dict(load_config(name, [o.removeprefix("--config.") for o in data["overrides"]])))
   changed = sorted(k for k, v in recorded.items() if k != "data.data_dir" and current.get(k, v) != v)
   assert not changed, f"default config changed since `make figures` measured {part}: {changed}; rerun it"
   report = data["report"]

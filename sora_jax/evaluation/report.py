@@ -92,10 +92,11 @@ def text_markdown(text: dict | None, baselines: dict | None = None, tower: str =
   towers = {tower: text, **(baselines or {})}
   lines = ["## Video-text", ""]
   if text["retrieval"]:
-    ks = list(next(iter(next(iter(text["retrieval"].values())).values())))
+    # R@k in order of k, template queries first (a report read back from sorted JSON keeps neither order)
+    ks = sorted(next(iter(next(iter(text["retrieval"].values())).values())), key=lambda k: int(k.split("@")[1]))
     lines += ["| text tower | queries | direction | " + " | ".join(ks) + " |",
               "| --- | --- | --- |" + " --: |" * len(ks)]
-    for query in text["retrieval"]:  # query sets outer, towers inner: the rows to compare sit together
+    for query in sorted(text["retrieval"], key=lambda q: q != "template"):  # query sets outer, towers inner
       for name, figs in towers.items():
         for direction, r in figs.get("retrieval", {}).get(query, {}).items():
           lines.append(f"| {TEXT_TOWERS.get(name, name)} | {query} | {direction.replace('_', ' ')} | "
