@@ -8,9 +8,10 @@ search and zero-shot classification call).
 The feature comes from `config.text.tower`: `minilm`, the frozen pretrained tower's sentence
 embedding (computed once per caption, outside the step); or `bag_of_words`, the mean of token
 embeddings over the same tokenizer, trained from scratch (the baseline that shows what pretraining
-is worth). In training, `text.feature_noise` adds Gaussian noise to the unit feature: a projection
-that must read captions through the noise cannot key on the small shifts that tell one phrasing of
-the same description from another, so unseen phrasings land near seen ones.
+is worth). In training, `text.feature_noise` adds Gaussian noise to the unit feature, so that the
+projection cannot key on the small shifts that tell one phrasing of a description from another
+(it helps when only the projections train; in the joint run at 0.08 it hurt: README, "Video and
+text").
 
 Captions repeat across a batch (two videos can share a phrasing): every video whose caption is the
 same string as the query's (same `caption_id`) is a positive, not a negative (soft targets spread
