@@ -120,7 +120,7 @@ def test_train_layers_trains_the_top_of_the_tower_and_nothing_below(tmp_path):
   from sora_jax.models.text_encoder import load_text_tower
   from sora_jax.training.checkpoint import load_run
   from sora_jax.training.loop import train
-  config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=16", "train.num_steps=2",
+  config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=16", "train.num_steps=1",
                                 "train.quick_eval_every=0", "model.width=0.125", "text.train_layers=1",
                                 "optimizer.learning_rate=0.01", "optimizer.warmup_steps=0"])
   train(config, tmp_path)
