@@ -107,11 +107,16 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
   return rep
 
 
+def _data_key(config, info) -> dict:
+  """Stored embeddings are reused only for the same weights (the caller's part) and these data and
+  clip settings."""
+  return {"data": config.data.name, "splits": info.get("splits"), "frames": config.data.num_frames,
+          "size": config.data.frame_size, "stride": config.data.stride}
+
+
 def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
   """name -> (config, variables, embedding-cache fingerprint) for the run and each wanted baseline."""
-  # Stored embeddings are reused only for the same weights, data and clip settings.
-  data_key = {"data": config.data.name, "splits": info.get("splits"), "frames": config.data.num_frames,
-              "size": config.data.frame_size, "stride": config.data.stride}
+  data_key = _data_key(config, info)
   models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
   if "random" in wanted:
     models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
@@ -140,8 +145,7 @@ def _evaluate_models(config, models, emb_dir, info, progress) -> tuple[dict, tup
 def _bag_of_words(config, workdir, info, progress) -> dict:
   """Video-text figures of the run retrained over a text tower learned from scratch (same budget)."""
   bow_config, variables, params, step = bl.bag_of_words_run(config, workdir)
-  fingerprint = {"model": "bag_of_words", "step": step, "data": config.data.name, "splits": info.get("splits"),
-                 "frames": config.data.num_frames, "size": config.data.frame_size, "stride": config.data.stride}
+  fingerprint = {"model": "bag_of_words", "step": step, **_data_key(config, info)}
   test = embed.extract(bow_config, variables, config.data.eval_split,
                        workdir / "eval" / "embeddings" / "bag_of_words" / config.data.eval_split,
                        fingerprint=fingerprint, progress=progress)
