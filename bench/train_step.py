@@ -173,6 +173,24 @@ def loop_wait(steps: int, overrides=()) -> dict:
           for k, rows in out.items()}
 
 
+def text_layers_cost(layers, steps: int, overrides=()) -> dict:
+  """The real training loop on the `text` config with `text.train_layers` = each of `layers` (0 =
+  frozen tower, cached caption features; k > 0 runs MiniLM in the step), twice each, interleaved:
+  median step time over the steps after the first two, and its ratio to the frozen tower's."""
+  from sora_jax.config import load_config
+  from sora_jax.training.loop import train
+  out = {}
+  for k in [*layers, *layers]:
+    config = load_config("text", [f"text.train_layers={k}", f"train.num_steps={steps}", "train.log_every=1",
+                                  "train.checkpoint_every=0", "train.quick_eval_every=0", *overrides])
+    with tempfile.TemporaryDirectory() as workdir:
+      train(config, workdir)
+      rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+      out.setdefault(k, []).extend(r["step_time"] for r in rows[2:] if "step_time" in r)  # first two: compiling
+  step = {k: float(np.median(ts)) for k, ts in out.items()}
+  return {str(k): {"step_s": s, "vs_frozen": s / step[layers[0]]} for k, s in step.items()}
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--steps", type=int, default=5)
@@ -185,6 +203,9 @@ def main():
                   "no PyTorch, no training run, a 3-step loop comparison (the figures mean nothing)")
   ap.add_argument("--seed_batch_size", type=int, default=8,
                   help="global batch for the seed config (16x64x64 clips; 32 needs >14 GB on CPU)")
+  ap.add_argument("--text_layers", default="", help="comma-separated text.train_layers values to time on the text "
+                  "config's training loop (first = the reference, e.g. 0,1,2; '' = skip)")
+  ap.add_argument("--text_steps", type=int, default=10)
   args = ap.parse_args()
   smoke = ["train.batch_size=8"] if args.smoke else []
   if args.smoke:
@@ -210,6 +231,8 @@ def main():
     rows[name] = r
   run = None if args.skip_run else peak_memory_of_default_run(args.run_steps)
   loop = loop_wait(args.loop_steps, smoke) if args.loop_steps else None
+  text = text_layers_cost([int(k) for k in args.text_layers.split(",")], args.text_steps, smoke) \
+      if args.text_layers else None
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; matmul peak {peak:.1f} GFLOP/s (f32, 1024^2)")
   print(f"{'config':<9}{'batch':>6}{'params':>10}{'GFLOP/step':>11}{'compile s':>10}{'step s':>9}{'clips/s':>9}{'MFU':>7}"
@@ -227,7 +250,11 @@ def main():
     print(f"training loop, default config, {jax.device_count()} device(s): host wait per step {p0['host_wait_s'] * 1e3:.1f} ms "
           f"without prefetch vs {p2['host_wait_s'] * 1e3:.1f} ms with data.device_prefetch=2; step {p0['step_s']:.3f} s vs "
           f"{p2['step_s']:.3f} s (medians of {p2['steps']} steps)")
-  print(json.dumps({"bench": "train_step", "smoke": args.smoke, "matmul_gflops": peak, "configs": rows, "default_run": run, "loop": loop}, default=float))
+  if text:
+    print("text config, step time by text.train_layers: " + ", ".join(
+        f"{k}: {r['step_s']:.3f} s ({r['vs_frozen']:.2f}x)" for k, r in text.items()))
+  print(json.dumps({"bench": "train_step", "smoke": args.smoke, "matmul_gflops": peak, "configs": rows, "default_run": run,
+                    "loop": loop, "text_layers": text}, default=float))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,23 @@ MUTANTS = {
     "tfds-captions-ignored": (
         "sora_jax/data/sources.py", "return _record_texts(self.records, self.text_key) if self.text_key else",
         "return [[] for _ in range(self.num_examples)] if self.text_key else", ["tests/test_data_tfds_text.py"]),
+    "grad-accumulation-per-micro-batch-loss": (
+        "sora_jax/training/step.py",
+        "loss, metrics, model_state, grads = _grad_cache(config, model, state, batch, key, accum)",
+        "(loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, key, state.ema_params)"
+        "\n      batch = jax.tree_util.tree_map(lambda x: _split(x, accum)[0], batch)",
+        ["tests/test_training_configs.py::test_gradient_accumulation_matches_one_big_batch"]),
+    "ema-teacher-not-updated": (
+        "sora_jax/training/step.py", "ema_params = ema.update(ema_params, params[\"encoder\"], momentum)",
+        "ema_params = ema_params", ["tests/test_teacher.py"]),
+    "teacher-is-the-online-encoder": (
+        "sora_jax/training/step.py",
+        "teacher, _ = _apply(model, jax.lax.stop_gradient(ema_params), model_state, flat, jax.random.fold_in(key, 1))",
+        "teacher, _ = _apply(model, jax.lax.stop_gradient(encoder_params), model_state, flat, jax.random.fold_in(key, 1))",
+        ["tests/test_teacher.py"]),
+    "tower-layers-at-the-full-rate": (
+        "sora_jax/training/optim.py", "tower = _base(config, lambda step: scale * learning_rate_schedule(config)(step))",
+        "tower = _base(config, learning_rate_schedule(config))", ["tests/test_text_towers.py"]),
     "predictive-allows-future": (
         "sora_jax/config/validate.py", "if m.bidirectional or (m.temporal == \"transformer\" and not m.causal):",
         "if False:", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),

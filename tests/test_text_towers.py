@@ -122,7 +122,8 @@ def test_train_layers_trains_the_top_of_the_tower_and_nothing_below(tmp_path):
   from sora_jax.training.loop import train
   config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=16", "train.num_steps=1",
                                 "train.quick_eval_every=0", "model.width=0.125", "text.train_layers=1",
-                                "optimizer.learning_rate=0.01", "optimizer.warmup_steps=0"])
+                                "optimizer.learning_rate=0.01", "optimizer.warmup_steps=0",
+                                "text.learning_rate_scale=1.0"])
   train(config, tmp_path)
   config, _, params, _ = load_run(tmp_path)
   before = flax.traverse_util.flatten_dict(load_text_tower().params)
@@ -136,6 +137,26 @@ def test_train_layers_trains_the_top_of_the_tower_and_nothing_below(tmp_path):
   frozen_config = load_config("text", ["data.name=moving_shapes/small"])
   assert not np.allclose(v, text_vectors(frozen_config, params, ["a red square moves left", "a red square moves left",
                                                                  "a blue disc"], cache=False), atol=1e-3)
+
+
+def test_the_trained_tower_layers_step_at_their_fraction_of_the_rate():
+  """One adamw update from equal gradients: the tower's top layer moves text.learning_rate_scale as far
+  as the video side, its lower layers and embeddings not at all (and keep no optimizer state)."""
+  from sora_jax.training.optim import build_optimizer
+  config = load_config("text", ["text.train_layers=1", "text.learning_rate_scale=0.05", "optimizer.warmup_steps=0",
+                                "optimizer.weight_decay=0.0"])
+  params = {"encoder": {"head": {"kernel": np.ones((3, 2), np.float32)}},
+            "objective": {"text_tower": {"layer_5": {"kernel": np.ones((3, 2), np.float32)},
+                                         "layer_4": {"kernel": np.ones((3, 2), np.float32)},
+                                         "embeddings": {"word": np.ones((3, 2), np.float32)}}}}
+  tx = build_optimizer(config)
+  grads = jax.tree_util.tree_map(lambda p: np.full_like(p, 0.5), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  video = np.asarray(updates["encoder"]["head"]["kernel"])
+  tower = updates["objective"]["text_tower"]
+  assert np.all(video < 0)
+  np.testing.assert_allclose(np.asarray(tower["layer_5"]["kernel"]), 0.05 * video, rtol=1e-5)
+  assert not np.any(np.asarray(tower["layer_4"]["kernel"])) and not np.any(np.asarray(tower["embeddings"]["word"]))
 
 
 def test_train_layers_needs_the_pretrained_tower_and_at_most_its_layers():

@@ -37,6 +37,9 @@ def tiny_config(data_dir, **overrides):
   c.train.batch_size, c.train.num_steps, c.train.log_every, c.train.checkpoint_every = 16, 4, 1, 2
   c.train.quick_eval_every = 0
   c.optimizer.warmup_steps = 1
+  # Against the EMA teacher too: every resume, restore, FSDP and process-count test below covers
+  # `ema_params` (a teacher not restored exactly would change the byol loss after a resume).
+  c.objective.name = "infonce+byol"
   for key, value in overrides.items():
     section, name = key.split("__")
     c[section][name] = value
@@ -73,7 +76,8 @@ def _metrics(workdir):
 
 
 def _leaves(state):
-  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))]
+  """The parameters' leaves, then the EMA teacher's."""
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get((state.params, state.ema_params)))]
 
 
 @pytest.fixture(scope="module")

@@ -90,30 +90,41 @@ def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
   assert float(sched(0)) == 0.0 and abs(float(sched(w)) - 1.0) < 1e-6 and float(sched(n)) < 1e-6
 
 
-def test_gradient_accumulation_matches_one_big_batch():
-  """Supervised loss is a mean over examples, so 2 micro-batches of 4 == one batch of 8."""
-  config = load_config(ROOT / "configs/supervised.py")
-  config.optimizer.name, config.optimizer.clip_norm = "sgd", 0.0  # SGD: sensitive to the gradient's scale
+@pytest.mark.parametrize("name, objective", [("default", "infonce"), ("default", "moco"),
+                                             ("text", "infonce+video_text")])
+def test_gradient_accumulation_matches_one_big_batch(name, objective):
+  """4 micro-batches of 2 == one batch of 8, contrastive terms included: their loss sees all 8 clips'
+  negatives (GradCache), so the loss and the SGD step (the gradient) match the big batch's."""
+  config = load_config(name, [f"objective.name={objective}"])
+  config.optimizer.name, config.optimizer.clip_norm, config.optimizer.warmup_steps = "sgd", 0.0, 0
+  config.optimizer.learning_rate, config.optimizer.momentum = 1.0, 0.0  # the step = the gradient, well above rounding
   config.data.num_frames, config.data.frame_size = 2, 8
+  config.data.num_views = 1 if objective == "supervised" else 2
   config.model.width, config.model.temporal, config.model.pooling = 0.125, "none", "mean"
   config.model.head_hidden, config.model.embed_dim, config.train.batch_size = 8, 4, 8
-  config.mesh.data = 2
+  config.objective.predictor_hidden, config.mesh.data = 8, 2
   rs = np.random.RandomState(0)
-  batch = {"video": rs.randint(0, 255, (8, 1, 2, 8, 8, 3)).astype(np.uint8),
-           "label": rs.randint(0, 5, 8).astype(np.int32)}
+  batch = {"video": rs.randint(0, 255, (8, config.data.num_views, 2, 8, 8, 3)).astype(np.uint8),
+           "label": rs.randint(0, 5, 8).astype(np.int32), "caption": rs.normal(size=(8, 384)).astype(np.float32),
+           "caption_id": np.array([0, 1, 2, 0, 3, 4, 5, 6], np.int32), "caption_mask": np.arange(8) != 5}
   results = []
-  for accum in (1, 2):
+  for accum in (1, 4):
     config.train.grad_accum_steps = accum
     validate(config)
     mesh = mesh_lib.make_mesh(config, devices=jax.devices()[:2])
     tx = build_optimizer(config)
     abstract = jax.eval_shape(lambda: init_state(config, tx))
-    from sora_jax.training.step import jit_train_step
+    from sora_jax.training.step import device_batch, jit_train_step
     step, shardings = jit_train_step(config, build_encoder(config), tx, abstract, mesh)
     state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
-    for _ in range(2):
-      state, metrics = step(state, batch)
-    results.append((jax.device_get(state.params), float(metrics["loss"])))
-  np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
-  for a, b in zip(jax.tree_util.tree_leaves(results[0][0]), jax.tree_util.tree_leaves(results[1][0])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    start = jax.device_get(state.params)
+    state, metrics = step(state, device_batch(batch, config))
+    moved = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - np.asarray(b), jax.device_get(state.params), start)
+    results.append((moved, jax.device_get(metrics)))
+  (one, m1), (four, m4) = results
+  for key in m1:
+    if key not in ("learning_rate", "finite"):
+      np.testing.assert_allclose(m4[key], m1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(four)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)  # steps of order 1: float summation order only
+  assert any(np.abs(a).max() > 1e-3 for a in jax.tree_util.tree_leaves(one))  # the step moved the parameters

@@ -24,7 +24,8 @@ from sora_jax.errors import ConfigError
 # Fields added after runs were saved, whose absence meant something other than today's default:
 # a run saved before them keeps the behaviour it was trained with.
 LEGACY = {"model.frame_input": "rgb", "model.frame_pool": "mean", "model.resnet_stem": "small",
-          "data.sampling": "random", "data.augment.color_jitter": ()}
+          "data.sampling": "random", "data.augment.color_jitter": (),
+          "text.learning_rate_scale": 1.0}  # runs before it trained the tower's layers at the full rate
 
 
 def named_configs() -> list[str]:

@@ -23,7 +23,7 @@ from sora_jax.errors import ConfigError
 FRAME_ENCODERS = ("seed_cnn", "resnet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls")
-OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text")  # sora_jax.objectives.TERMS
+OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -132,13 +132,20 @@ FIELDS: tuple[Field, ...] = (
     F("model.dtype", "float32", c.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
 
     F("objective.name", "infonce", c.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
-      "objective.<term>_weight: infonce | predictive | supervised | video_text"),
+      "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol"),
     F("objective.temperature", 0.1, c.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, c.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, c.number(0.0), "weight of the InfoNCE term"),
     F("objective.predictive_weight", 1.0, c.number(0.0), "weight of the predictive (DPC) term"),
     F("objective.supervised_weight", 1.0, c.number(0.0), "weight of the cross-entropy term"),
     F("objective.video_text_weight", 1.0, c.number(0.0), "weight of the video-text alignment term"),
+    F("objective.moco_weight", 1.0, c.number(0.0), "weight of MoCo v3 (the predictor's queries against the "
+      "EMA teacher's keys of the other views, InfoNCE over the global batch)"),
+    F("objective.byol_weight", 1.0, c.number(0.0), "weight of BYOL (the predictor's cosine to the EMA teacher's "
+      "embedding of the other views, no negatives)"),
+    F("objective.ema_momentum", 0.99, c.number(0.0, 1.0), "the EMA teacher's momentum at step 0 (moco, byol); "
+      "it rises along a cosine to 1.0 at train.num_steps"),
+    F("objective.predictor_hidden", 256, c.integer(1), "hidden width of the online predictor MLP (moco, byol)"),
     F("objective.video_text_temperature", 0.07, c.number(0.0, exclusive_minimum=True),
       "initial temperature of the video-text term (always learned, CLIP-style)"),
 
@@ -148,6 +155,9 @@ FIELDS: tuple[Field, ...] = (
     F("text.train_layers", 0, c.integer(0), "top layers of the pretrained tower (minilm) that train with "
       "video_text; 0 = frozen: captions embedded once and cached. k > 0 runs the tower in the step (its weights "
       "join the checkpoint; the embeddings and lower layers stay fixed)"),
+    F("text.learning_rate_scale", 0.01, c.number(0.0, exclusive_minimum=True), "the trained tower layers' "
+      "learning rate as a fraction of optimizer.learning_rate (pretrained BERT layers fine-tune at ~1e-5 to "
+      "5e-5; at the run's full rate they unlearn and the video side collapses with them)"),
     F("text.feature_noise", 0.0, c.number(0.0), "std of Gaussian noise added to each coordinate of a caption's "
       "unit text feature in training (drawn from the step key): the projection learns to read what survives "
       "it, so unseen phrasings land near seen ones; 0 = off"),

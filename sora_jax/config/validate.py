@@ -95,7 +95,8 @@ def _model(config) -> None:
 
 def _objective(config) -> None:
   name, m = config.objective.name, config.model
-  if "infonce" in terms(name) and config.data.num_views < 2:
+  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol")]
+  if pairwise and config.data.num_views < 2:
     raise ConfigError(f"config.data.num_views={config.data.num_views} but objective {name!r} needs >= 2 views "
                       "of each video; set --config.data.num_views=2 or use objective.name='predictive'")
   if "predictive" in terms(name):

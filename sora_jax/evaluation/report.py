@@ -84,6 +84,12 @@ def protocol_text(report: dict) -> str:
 TEXT_TOWERS = {"minilm": "pretrained MiniLM (frozen)", "bag_of_words": "bag of words (from scratch)"}
 
 
+def tower_label(text_config: dict) -> str:
+  """The run's text tower as the report names it: 'minilm', or how many of its layers trained."""
+  tower, layers = text_config.get("tower", "minilm"), int(text_config.get("train_layers", 0) or 0)
+  return f"pretrained MiniLM (top {layers} layers trained)" if tower == "minilm" and layers else tower
+
+
 def text_markdown(text: dict | None, baselines: dict | None = None, tower: str = "minilm") -> list[str]:
   """The video-text section of report.md: retrieval R@k both ways per query set and zero-shot
   accuracy, one row per text tower (the run's `tower`, then each baseline's)."""
@@ -125,7 +131,7 @@ def write_report(out_dir, report: dict) -> dict[str, str]:
       markdown_table(report),
       "",
       *text_markdown(report.get("text"), report.get("text_baselines"),
-                     report.get("config", {}).get("text", {}).get("tower", "minilm")),
+                     tower_label(report.get("config", {}).get("text", {}))),
       "## Protocol",
       protocol_text(report),
       "",

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from sora_jax.config import terms
+from sora_jax.objectives import teacher as teacher_lib
+from sora_jax.objectives.collapse import collapse_metrics
 from sora_jax.objectives import video_text as video_text_lib
 from sora_jax.objectives.contrastive import infonce
 from sora_jax.objectives.predictive import predictive
@@ -34,13 +36,17 @@ def pretrained(config) -> dict:
 
 def init_params(config, key=None, pretrained: dict | None = None) -> dict:
   """Trainable parameters owned by the objective: the log-temperature when it is learned; the text
-  projection and its temperature for video_text (and the tower, from `pretrained`, when it trains)."""
+  projection and its temperature for video_text (and the tower, from `pretrained`, when it trains);
+  the predictor MLP for the teacher terms (moco, byol)."""
   params = {}
   if config.objective.learn_temperature:
     params["log_temperature"] = jnp.log(jnp.asarray(config.objective.temperature, jnp.float32))
+  key = jax.random.PRNGKey(config.seed) if key is None else key
   if "video_text" in terms(config.objective.name):
-    params.update(video_text_lib.init_params(config, jax.random.PRNGKey(config.seed) if key is None else key,
-                                             TEXT_DIM, pretrained))
+    params.update(video_text_lib.init_params(config, key, TEXT_DIM, pretrained))
+  if any(t in teacher_lib.TEACHER_TERMS for t in terms(config.objective.name)):
+    params["predictor"] = teacher_lib.init_predictor(jax.random.fold_in(key, 2), config.model.embed_dim,
+                                                     config.objective.predictor_hidden)
   return params
 
 
@@ -75,9 +81,23 @@ def _video_text(config, views, batch, params, temp, key):
   return value, dict(metrics, video_text_temperature=video_text_lib.temperature(params))
 
 
+def _teacher_pair(views, params):
+  """([B, V, E] the predictor on each view's embedding, [B, V, E] the teacher's embeddings)."""
+  online = jnp.stack([o["embedding"] for o in views], axis=1)
+  return teacher_lib.predict(params["predictor"], online), jnp.stack([o["teacher"] for o in views], axis=1)
+
+
+def _moco(config, views, batch, params, temp, key):
+  return teacher_lib.moco(*_teacher_pair(views, params), temp)
+
+
+def _byol(config, views, batch, params, temp, key):
+  return teacher_lib.byol(*_teacher_pair(views, params))
+
+
 Term = Callable[..., tuple[jax.Array, dict]]
 TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "supervised": _supervised,
-                          "video_text": _video_text}
+                          "video_text": _video_text, "moco": _moco, "byol": _byol}
 # Batch entries a term reads besides the video (they go to the devices with it).
 BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask")}
 
@@ -95,13 +115,15 @@ def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], ba
   """Weighted sum of the configured terms.
 
   Args:
-    outputs_per_view: V dicts of `VideoEncoder` outputs for `[B, ...]` inputs (one per view).
+    outputs_per_view: V dicts of `VideoEncoder` outputs for `[B, ...]` inputs (one per view); with a
+      teacher term, each also has `teacher`: the EMA teacher's embedding of that view `[B, E]`.
     batch: `label` int32 `[B]` (supervised); caption `[B, D_text]`, caption_id int32 `[B]`,
       caption_mask bool `[B]` (video_text).
     params: the objective's own parameters (`init_params`), e.g. a learned temperature.
     key: the step's key for the terms' own random draws (each term gets its own fold); None = none.
   Returns:
-    (loss scalar float32, metrics dict of scalars: each term's loss and accuracy, 'temperature').
+    (loss scalar float32, metrics dict of scalars: each term's loss and accuracy, 'temperature', and
+    the embeddings' spread (`collapse_metrics`: 'embedding_std', 'embedding_rank')).
   """
   temp = temperature(config, params)
   loss = jnp.zeros((), jnp.float32)
@@ -113,4 +135,6 @@ def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], ba
     metrics.update(m)
     loss = loss + getattr(config.objective, f"{term}_weight") * value
   metrics["temperature"] = jnp.asarray(temp, jnp.float32)
+  if all("embedding" in o for o in outputs_per_view):
+    metrics.update(collapse_metrics(jnp.concatenate([o["embedding"] for o in outputs_per_view])))
   return loss, metrics

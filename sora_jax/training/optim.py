@@ -11,7 +11,7 @@ import flax
 import jax
 import optax
 
-from sora_jax.objectives.video_text import frozen
+from sora_jax.objectives.video_text import TOWER, frozen
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
@@ -31,8 +31,18 @@ def decay_mask(params):
 
 
 def build_optimizer(config) -> optax.GradientTransformation:
+  tx = _base(config, learning_rate_schedule(config))
+  if config.text.train_layers:  # the pretrained tower: its top layers at a fraction of the rate, the rest fixed
+    scale = config.text.learning_rate_scale
+    tower = _base(config, lambda step: scale * learning_rate_schedule(config)(step))
+    tx = optax.multi_transform({"train": tx, "tower": tower, "frozen": optax.set_to_zero()},
+                               lambda params: _labels(config, params))
+  return tx
+
+
+def _base(config, lr: optax.Schedule) -> optax.GradientTransformation:
+  """optimizer.name at rate `lr`, with clipping (over the parameters it is given)."""
   opt = config.optimizer
-  lr = learning_rate_schedule(config)
   if opt.name == "adamw":
     tx = optax.adamw(lr, weight_decay=opt.weight_decay, mask=decay_mask)
   elif opt.name == "sgd":
@@ -43,13 +53,15 @@ def build_optimizer(config) -> optax.GradientTransformation:
                     trust_ratio_mask=decay_mask, momentum=opt.momentum)
   if opt.clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
-  if config.text.train_layers:  # the pretrained text tower's fixed part: no update, no optimizer state
-    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, lambda params: _labels(config, params))
   return tx
 
 
 def _labels(config, params):
-  """'frozen' for the objective parameters `video_text.frozen` names, 'train' for every other."""
+  """'frozen' for the objective parameters `video_text.frozen` names, 'tower' for the tower's trained
+  layers, 'train' for every other."""
+  def label(k):
+    if k[0] != "objective" or k[1:2] != (TOWER,):
+      return "train"
+    return "frozen" if frozen(config, k[1:]) else "tower"
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-      {k: "frozen" if k[0] == "objective" and frozen(config, k[1:]) else "train" for k in flat})
+  return flax.traverse_util.unflatten_dict({k: label(k) for k in flat})

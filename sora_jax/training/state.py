@@ -11,6 +11,7 @@ import optax
 
 from sora_jax import objectives
 from sora_jax.models import encoder
+from sora_jax.training import ema
 from sora_jax.models.video_encoder import default_batch_shape
 
 
@@ -18,12 +19,15 @@ from sora_jax.models.video_encoder import default_batch_shape
 class TrainState:
   """step int32 []; params {'encoder': model params, 'objective': e.g. log_temperature};
   model_state: the model's other variable collections (e.g. batch_stats), usually {};
-  opt_state: optax state of params; rng: uint32 [2] root key (per-step keys by fold_in(step))."""
+  opt_state: optax state of params; rng: uint32 [2] root key (per-step keys by fold_in(step));
+  ema_params: the momentum teacher's encoder parameters (training.ema) when a term trains against
+  it (moco, byol), else None (no leaves: checkpoints of other runs are unchanged)."""
   step: jax.Array
   params: Any
   model_state: Any
   opt_state: Any
   rng: jax.Array
+  ema_params: Any = None
 
   def inference_variables(self) -> dict:
     """The encoder's variables: `build_encoder(config).apply(variables, video)`."""
@@ -39,5 +43,6 @@ def init_state(config, tx: optax.GradientTransformation, pretrained: dict | None
   variables = dict(encoder(config).init(init_key, dummy, train=False))
   params = {"encoder": variables.pop("params"),
             "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1), pretrained)}
+  ema_params = jax.tree_util.tree_map(jnp.copy, params["encoder"]) if ema.uses_teacher(config) else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                    opt_state=tx.init(params), rng=train_key)
+                    opt_state=tx.init(params), rng=train_key, ema_params=ema_params)

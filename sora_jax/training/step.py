@@ -17,29 +17,86 @@ import optax
 from sora_jax import objectives
 from sora_jax.models import kernels
 from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.training import ema
 from sora_jax.training.optim import learning_rate_schedule
 from sora_jax.training.state import TrainState
 
 
+def _apply(model, encoder_params, model_state, flat, key):
+  """-> (outputs, model_state after the step) of the encoder in training mode."""
+  variables = {"params": encoder_params, **model_state}
+  if model_state:
+    return model.apply(variables, flat, train=True, rngs={"dropout": key}, mutable=list(model_state))
+  return model.apply(variables, flat, train=True, rngs={"dropout": key}), model_state
 
-def _loss_fn(config, model, params, model_state, batch, key):
+
+def _encode(config, model, encoder_params, model_state, batch, key, ema_params=None):
+  """-> (V dicts of the encoder's outputs [B, ...] (plus the teacher's embedding `teacher` when there is
+  a teacher), model_state after the step)."""
   video = batch["video"]
   b, v = video.shape[:2]
   flat = video.reshape((b * v,) + video.shape[2:])
-  variables = {"params": params["encoder"], **model_state}
-  rngs = {"dropout": key}
-  if model_state:
-    out, new_state = model.apply(variables, flat, train=True, rngs=rngs, mutable=list(model_state))
-  else:
-    out, new_state = model.apply(variables, flat, train=True, rngs=rngs), model_state
-  views = [jax.tree_util.tree_map(lambda x, i=i: x.reshape((b, v) + x.shape[1:])[:, i], out) for i in range(v)]
+  out, new_state = _apply(model, encoder_params, model_state, flat, key)
+  if ema_params is not None:  # the momentum teacher on the same views: no gradient, its state changes dropped
+    teacher, _ = _apply(model, jax.lax.stop_gradient(ema_params), model_state, flat, jax.random.fold_in(key, 1))
+    out = dict(out, teacher=jax.lax.stop_gradient(teacher["embedding"]))
+  return [jax.tree_util.tree_map(lambda x, i=i: x.reshape((b, v) + x.shape[1:])[:, i], out) for i in range(v)], new_state
+
+
+def _loss_fn(config, model, params, model_state, batch, key, ema_params=None):
+  views, new_state = _encode(config, model, params["encoder"], model_state, batch, key, ema_params)
   loss, metrics = objectives.compute_loss(config, views, batch, params["objective"], key)
   return loss, (metrics, new_state)
 
 
+def _split(x, accum: int):
+  """[B, ...] -> [accum, B / accum, ...]: row r goes to micro-batch r % accum (no row changes device)."""
+  return jnp.swapaxes(x.reshape((x.shape[0] // accum, accum) + x.shape[1:]), 0, 1)
+
+
+def _unsplit(x):
+  """The inverse of `_split`: [accum, B / accum, ...] -> [B, ...] in the batch's own order."""
+  return jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def _grad_cache(config, model, state: TrainState, batch, key, accum: int):
+  """Gradient accumulation whose loss sees the whole batch (GradCache, Gao et al. 2021): every
+  micro-batch is encoded without gradients, the loss and its gradient with respect to the outputs
+  are computed over the full batch (all negatives), then each micro-batch's forward is redone and
+  backpropagated with its slice of that gradient. Same loss and gradients as one big batch, at the
+  activation memory of one micro-batch plus the outputs of all (a second forward per micro-batch).
+  -> (loss, metrics, model_state, grads)."""
+  micro = jax.tree_util.tree_map(lambda x: _split(x, accum), batch)
+  steps = jnp.arange(accum)
+  encoder = state.params["encoder"]
+
+  def forward(ms, inputs):
+    i, mb = inputs
+    views, ms = _encode(config, model, encoder, ms, mb, jax.random.fold_in(key, i), state.ema_params)
+    return ms, views
+
+  model_state, views = jax.lax.scan(forward, state.model_state, (steps, micro))
+  views = jax.tree_util.tree_map(_unsplit, views)
+  (loss, metrics), (d_views, d_objective) = jax.value_and_grad(
+      lambda v, p: objectives.compute_loss(config, v, batch, p, key), argnums=(0, 1), has_aux=True)(
+          views, state.params["objective"])
+  d_micro = jax.tree_util.tree_map(lambda x: _split(x, accum), d_views)
+
+  def backward(grads_sum, inputs):
+    i, mb, d = inputs
+    online = lambda p: _encode(config, model, p, state.model_state, mb, jax.random.fold_in(key, i))[0]
+    _, vjp = jax.vjp(online, encoder)
+    d = [{k: g for k, g in view.items() if k != "teacher"} for view in d]  # the teacher takes no gradient
+    return jax.tree_util.tree_map(jnp.add, grads_sum, vjp(d)[0]), None
+
+  grads, _ = jax.lax.scan(backward, jax.tree_util.tree_map(jnp.zeros_like, encoder), (steps, micro, d_micro))
+  return loss, metrics, model_state, {"encoder": grads, "objective": d_objective}
+
+
 def make_train_step(config, model, tx: optax.GradientTransformation) -> Callable:
-  """Pure step; with train.grad_accum_steps = k > 1 the batch is split in k micro-batches
-  (row i goes to micro-batch i % k, so no row changes device) and their gradients averaged."""
+  """Pure step; with train.grad_accum_steps = k > 1 the batch is split in k micro-batches (row i
+  goes to micro-batch i % k) and the gradient accumulated with `_grad_cache`, so contrastive terms
+  still see the whole global batch."""
   accum = config.train.grad_accum_steps
   schedule = learning_rate_schedule(config)
   grad_fn = jax.value_and_grad(lambda *a: _loss_fn(config, model, *a), has_aux=True)
@@ -47,29 +104,21 @@ def make_train_step(config, model, tx: optax.GradientTransformation) -> Callable
   def train_step(state: TrainState, batch):
     key = jax.random.fold_in(state.rng, state.step)
     if accum == 1:
-      (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, key)
+      (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, key, state.ema_params)
     else:
-      micro = jax.tree_util.tree_map(
-          lambda x: jnp.swapaxes(x.reshape((x.shape[0] // accum, accum) + x.shape[1:]), 0, 1), batch)
-
-      def body(carry, inputs):
-        grads_sum, loss_sum, ms = carry
-        i, mb = inputs
-        (l, (m, ms)), g = grad_fn(state.params, ms, mb, jax.random.fold_in(key, i))
-        return (jax.tree_util.tree_map(jnp.add, grads_sum, g), loss_sum + l, ms), m
-
-      zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-      (grads, loss, model_state), ms = jax.lax.scan(
-          body, (zeros, jnp.zeros((), jnp.float32), state.model_state), (jnp.arange(accum), micro))
-      grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
-      loss = loss / accum
-      metrics = jax.tree_util.tree_map(lambda m: m.mean(), ms)
+      loss, metrics, model_state, grads = _grad_cache(config, model, state, batch, key, accum)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step),
                    finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm))
-    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state)
+    ema_params = state.ema_params
+    if ema_params is not None:
+      momentum = ema.momentum(config, state.step)
+      ema_params = ema.update(ema_params, params["encoder"], momentum)
+      metrics["ema_momentum"] = momentum
+    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+                              ema_params=ema_params)
     return new_state, metrics
 
   return train_step

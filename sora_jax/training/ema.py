@@ -1,0 +1,32 @@
+"""The momentum (EMA) teacher: an exponential moving average of the encoder's parameters.
+
+After each optimizer update, ema <- m ema + (1 - m) params, with m rising from
+objective.ema_momentum to 1 along a cosine over train.num_steps (BYOL's schedule): the teacher moves
+early and settles late. The average lives in the train state (`ema_params`), sharded like the
+parameters and checkpointed with them, so a resumed run continues with the same teacher.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sora_jax.config import terms
+from sora_jax.objectives.teacher import TEACHER_TERMS
+
+
+def uses_teacher(config) -> bool:
+  """Whether a term of `objective.name` trains against the EMA teacher."""
+  return any(t in TEACHER_TERMS for t in terms(config.objective.name))
+
+
+def momentum(config, step) -> jax.Array:
+  """m(step) = 1 - (1 - m0) (cos(pi step / num_steps) + 1) / 2; m0 = objective.ema_momentum."""
+  m0 = config.objective.ema_momentum
+  progress = jnp.clip(jnp.asarray(step, jnp.float32) / max(config.train.num_steps, 1), 0.0, 1.0)
+  return 1.0 - (1.0 - m0) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+
+
+def update(ema, params, m: jax.Array):
+  """ema <- m ema + (1 - m) params, leaf by leaf (same tree, same shardings)."""
+  return jax.tree_util.tree_map(lambda e, p: m * e + (1.0 - m) * p.astype(e.dtype), ema, params)
