@@ -61,8 +61,10 @@ MUTANTS = {
     "grad-accumulation-per-micro-batch-loss": (
         "sora_jax/training/step.py",
         "loss, metrics, model_state, grads = _grad_cache(config, model, state, batch, key, accum)",
-        "(loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, key, state.ema_params)"
-        "\n      batch = jax.tree_util.tree_map(lambda x: _split(x, accum)[0], batch)",
+        # the accumulation before GradCache: each micro-batch's loss over its own clips only, averaged
+        "(loss, (metrics, model_state)), grads = jax.tree_util.tree_map(lambda *xs: sum(xs) / accum, *["
+        "grad_fn(state.params, state.model_state, jax.tree_util.tree_map(lambda x, i=i: _split(x, accum)[i], batch), "
+        "jax.random.fold_in(key, i), state.ema_params) for i in range(accum)])",
         ["tests/test_training_configs.py::test_gradient_accumulation_matches_one_big_batch"]),
     "ema-teacher-not-updated": (
         "sora_jax/training/step.py", "ema_params = ema.update(ema_params, params[\"encoder\"], momentum)",
@@ -75,6 +77,13 @@ MUTANTS = {
     "tower-layers-at-the-full-rate": (
         "sora_jax/training/optim.py", "tower = _base(config, lambda step: scale * learning_rate_schedule(config)(step))",
         "tower = _base(config, learning_rate_schedule(config))", ["tests/test_text_towers.py"]),
+    "mask-token-not-applied": (
+        "sora_jax/models/video_encoder.py",
+        "temporal_in = jnp.where(time_mask[..., None], token.astype(frames.dtype), frames)",
+        "temporal_in = frames", ["tests/test_latent_mask.py"]),
+    "frame-difference-shows-the-hidden-frame": (
+        "sora_jax/models/video_encoder.py", "x = with_frame_differences(x, time_mask if m.latent_predict else None)",
+        "x = with_frame_differences(x)", ["tests/test_latent_mask.py"]),
     "predictive-allows-future": (
         "sora_jax/config/validate.py", "if m.bidirectional or (m.temporal == \"transformer\" and not m.causal):",
         "if False:", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),

@@ -23,7 +23,7 @@ from sora_jax.errors import ConfigError
 FRAME_ENCODERS = ("seed_cnn", "resnet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls")
-OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol")  # sora_jax.objectives.TERMS
+OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -125,6 +125,8 @@ FIELDS: tuple[Field, ...] = (
     F("model.embed_dim", 64, c.integer(1), "size of the L2-normalised embedding"),
     F("model.num_classes", 0, c.integer(0), "> 0 adds a linear classifier head"),
     F("model.predict_steps", 0, c.integer(0), "> 0 adds the DPC predictor: from sequence[t], predict t+1..t+K"),
+    F("model.latent_predict", False, c.boolean(), "adds a learned mask token at the temporal model's input and "
+      "a per-step predictor on its output (output `latent_predictions`; objective latent_mask)"),
     F("model.text_embed_dim", 0, c.integer(0), "> 0 adds a head mapping the pooled vector into the space shared "
       "with text (output `aligned`, unit norm; objective video_text)"),
     F("model.input_mean", (0.5, 0.5, 0.5), c.rgb(positive=False), "per-channel mean after scaling uint8 to [0, 1]"),
@@ -132,7 +134,7 @@ FIELDS: tuple[Field, ...] = (
     F("model.dtype", "float32", c.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
 
     F("objective.name", "infonce", c.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
-      "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol"),
+      "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask"),
     F("objective.temperature", 0.1, c.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, c.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, c.number(0.0), "weight of the InfoNCE term"),
@@ -143,6 +145,11 @@ FIELDS: tuple[Field, ...] = (
       "EMA teacher's keys of the other views, InfoNCE over the global batch)"),
     F("objective.byol_weight", 1.0, c.number(0.0), "weight of BYOL (the predictor's cosine to the EMA teacher's "
       "embedding of the other views, no negatives)"),
+    F("objective.latent_mask_weight", 1.0, c.number(0.0), "weight of V-JEPA-style latent prediction: hidden "
+      "time steps' teacher representations predicted from the visible ones (smooth-L1)"),
+    F("objective.mask_ratio", 0.5, c.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
+    F("objective.mask_blocks", 1, c.integer(1), "latent_mask: the hidden steps come in this many contiguous "
+      "blocks (placed at random; they may overlap)"),
     F("objective.ema_momentum", 0.99, c.number(0.0, 1.0), "the EMA teacher's momentum at step 0 (moco, byol); "
       "it rises along a cosine to 1.0 at train.num_steps"),
     F("objective.predictor_hidden", 256, c.integer(1), "hidden width of the online predictor MLP (moco, byol)"),

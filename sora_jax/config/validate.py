@@ -52,6 +52,11 @@ def _get(config, dotted: str):
   return node
 
 
+def mask_length(num_frames: int, ratio: float, blocks: int) -> int:
+  """latent_mask: the length of each hidden block (round(ratio x T / blocks))."""
+  return int(round(ratio * num_frames / blocks))
+
+
 def terms(objective_name: str) -> tuple[str, ...]:
   """'infonce+predictive' -> ('infonce', 'predictive')."""
   return tuple(objective_name.split("+"))
@@ -111,6 +116,14 @@ def _objective(config) -> None:
   if "video_text" in terms(name) and m.text_embed_dim < 1:
     raise ConfigError(f"objective {name!r} needs the video side of the video-text space; set "
                       "--config.model.text_embed_dim=64 (>= 1)")
+  if "latent_mask" in terms(name):
+    if not m.latent_predict:
+      raise ConfigError(f"objective {name!r} predicts hidden time steps; set --config.model.latent_predict=True")
+    hidden = mask_length(config.data.num_frames, config.objective.mask_ratio, config.objective.mask_blocks)
+    if hidden < 1 or hidden * config.objective.mask_blocks >= config.data.num_frames:
+      raise ConfigError(f"config.objective.mask_ratio={config.objective.mask_ratio} with mask_blocks="
+                        f"{config.objective.mask_blocks} hides {hidden} step(s) per block of data.num_frames="
+                        f"{config.data.num_frames}; hide at least one step and leave one visible")
   if "supervised" in terms(name) and m.num_classes < 1:
     raise ConfigError(f"objective {name!r} needs a classifier; set --config.model.num_classes to the "
                       "dataset's number of classes")

@@ -35,10 +35,14 @@ def normalize_frames(video, mean, std, dtype):
   return x.astype(dtype)
 
 
-def with_frame_differences(x):
+def with_frame_differences(x, hidden=None):
   """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame with its difference from the previous one (zero
-  for the first), so a per-frame encoder sees local motion (TSN's RGB difference)."""
+  for the first), so a per-frame encoder sees local motion (TSN's RGB difference). `hidden`: bool
+  [B, T] or None; the difference is zero after a hidden step too (it would show the hidden frame)."""
   diff = jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], axis=1)
+  if hidden is not None:
+    after_hidden = jnp.concatenate([jnp.zeros_like(hidden[:, :1]), hidden[:, :-1]], axis=1)
+    diff = jnp.where(after_hidden[:, :, None, None, None], jnp.zeros_like(diff), diff)
   return jnp.concatenate([x, diff], axis=-1)
 
 
@@ -52,9 +56,13 @@ class VideoEncoder(nn.Module):
   unroll: int = 1  # scan unroll of the recurrent layers (speed only; same parameters)
 
   @nn.compact
-  def __call__(self, video, train: bool = False) -> dict[str, jax.Array]:
+  def __call__(self, video, train: bool = False, time_mask=None) -> dict[str, jax.Array]:
     """Returns frames [B,T,D], sequence [B,T,D'], pooled [B,D'], embedding [B,E] (unit norm),
-    logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0.
+    logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0,
+    latent_predictions [B,T,D'] when latent_predict (objective latent_mask).
+
+    time_mask: bool [B, T] or None; with model.latent_predict, the frame features of the True steps
+    are replaced by a learned mask token before the temporal model (the frames output is unmasked).
     """
     m = self.model_config
     check_video(video)
@@ -62,14 +70,19 @@ class VideoEncoder(nn.Module):
     b, t, h, w, c = video.shape
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
     if m.frame_input == "rgb+diff":
-      x = with_frame_differences(x)
+      x = with_frame_differences(x, time_mask if m.latent_predict else None)
     frame_encoder = make_frame_encoder(m, dtype)
     if m.remat_frames == "time":
       frames = _per_time_step(frame_encoder, x, train)
     else:
       feats = frame_encoder(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
       frames = feats.reshape(b, t, feats.shape[-1])
-    sequence, pooled = make_temporal(m, dtype, self.unroll)(frames)
+    temporal_in = frames
+    if m.latent_predict:
+      token = self.param("mask_token", nn.initializers.normal(0.02), (frames.shape[-1],), jnp.float32)
+      if time_mask is not None:
+        temporal_in = jnp.where(time_mask[..., None], token.astype(frames.dtype), frames)
+    sequence, pooled = make_temporal(m, dtype, self.unroll)(temporal_in)
     chex.assert_shape(sequence, (b, t, None))
     chex.assert_rank(pooled, 2)
     proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, dtype, name="projection")(pooled)
@@ -87,6 +100,9 @@ class VideoEncoder(nn.Module):
     if m.predict_steps > 0:
       out["targets"], out["predictions"] = Predictor(m.predict_steps, m.head_hidden, m.embed_dim, dtype,
                                                      name="predictor")(frames, sequence)
+    if m.latent_predict:
+      out["latent_predictions"] = ProjectionHead(m.head_hidden, 2, sequence.shape[-1], dtype,
+                                                 name="latent_predictor")(sequence).astype(jnp.float32)
     chex.assert_shape(out["embedding"], (b, m.embed_dim))
     return out
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from sora_jax.config import terms
 from sora_jax.objectives import teacher as teacher_lib
 from sora_jax.objectives.collapse import collapse_metrics
+from sora_jax.objectives.latent import latent_mask
 from sora_jax.objectives import video_text as video_text_lib
 from sora_jax.objectives.contrastive import infonce
 from sora_jax.objectives.predictive import predictive
@@ -22,7 +23,7 @@ from sora_jax.objectives.supervised import supervised
 from sora_jax.objectives.video_text import project_text, text_features, video_text
 
 __all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text", "text_features",
-           "init_params", "pretrained", "temperature", "batch_keys"]
+           "init_params", "pretrained", "temperature", "batch_keys", "latent_mask"]
 
 TERM_SALT = 1 << 20  # the terms' keys: fold_in(step key, TERM_SALT + i), apart from the model's dropout key
 TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
@@ -44,7 +45,7 @@ def init_params(config, key=None, pretrained: dict | None = None) -> dict:
   key = jax.random.PRNGKey(config.seed) if key is None else key
   if "video_text" in terms(config.objective.name):
     params.update(video_text_lib.init_params(config, key, TEXT_DIM, pretrained))
-  if any(t in teacher_lib.TEACHER_TERMS for t in terms(config.objective.name)):
+  if any(t in teacher_lib.PREDICTOR_TERMS for t in terms(config.objective.name)):
     params["predictor"] = teacher_lib.init_predictor(jax.random.fold_in(key, 2), config.model.embed_dim,
                                                      config.objective.predictor_hidden)
   return params
@@ -95,9 +96,13 @@ def _byol(config, views, batch, params, temp, key):
   return teacher_lib.byol(*_teacher_pair(views, params))
 
 
+def _latent_mask(config, views, batch, params, temp, key):
+  return _views_mean([latent_mask(o["latent_predictions"], o["teacher_sequence"], o["time_mask"]) for o in views])
+
+
 Term = Callable[..., tuple[jax.Array, dict]]
 TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "supervised": _supervised,
-                          "video_text": _video_text, "moco": _moco, "byol": _byol}
+                          "video_text": _video_text, "moco": _moco, "byol": _byol, "latent_mask": _latent_mask}
 # Batch entries a term reads besides the video (they go to the devices with it).
 BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask")}
 
@@ -116,7 +121,9 @@ def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], ba
 
   Args:
     outputs_per_view: V dicts of `VideoEncoder` outputs for `[B, ...]` inputs (one per view); with a
-      teacher term, each also has `teacher`: the EMA teacher's embedding of that view `[B, E]`.
+      teacher term, each also has `teacher`: the EMA teacher's embedding of that view `[B, E]`; with
+      latent_mask, `teacher_sequence` [B, T, D'] (the teacher's temporal outputs of the unmasked
+      clip) and `time_mask` float [B, T] (1 = the step was hidden from the online network).
     batch: `label` int32 `[B]` (supervised); caption `[B, D_text]`, caption_id int32 `[B]`,
       caption_mask bool `[B]` (video_text).
     params: the objective's own parameters (`init_params`), e.g. a learned temperature.

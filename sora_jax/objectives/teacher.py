@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-TEACHER_TERMS = ("moco", "byol")
+PREDICTOR_TERMS = ("moco", "byol")  # terms with the online predictor MLP
+TEACHER_TERMS = PREDICTOR_TERMS + ("latent_mask",)  # terms that read the EMA teacher (objectives.latent)
 
 
 def _normalize(x: jax.Array) -> jax.Array:

@@ -15,31 +15,42 @@ import jax.numpy as jnp
 import optax
 
 from sora_jax import objectives
+from sora_jax.config import terms
 from sora_jax.models import kernels
+from sora_jax.objectives.latent import draw_mask
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training import ema
 from sora_jax.training.optim import learning_rate_schedule
 from sora_jax.training.state import TrainState
 
 
-def _apply(model, encoder_params, model_state, flat, key):
+def _apply(model, encoder_params, model_state, flat, key, time_mask=None):
   """-> (outputs, model_state after the step) of the encoder in training mode."""
   variables = {"params": encoder_params, **model_state}
   if model_state:
-    return model.apply(variables, flat, train=True, rngs={"dropout": key}, mutable=list(model_state))
-  return model.apply(variables, flat, train=True, rngs={"dropout": key}), model_state
+    return model.apply(variables, flat, train=True, time_mask=time_mask, rngs={"dropout": key},
+                       mutable=list(model_state))
+  return model.apply(variables, flat, train=True, time_mask=time_mask, rngs={"dropout": key}), model_state
 
 
 def _encode(config, model, encoder_params, model_state, batch, key, ema_params=None):
-  """-> (V dicts of the encoder's outputs [B, ...] (plus the teacher's embedding `teacher` when there is
-  a teacher), model_state after the step)."""
+  """-> (V dicts of the encoder's outputs [B, ...] (plus the teacher's `teacher` embedding and, with
+  latent_mask, `teacher_sequence` and the `time_mask` drawn from `key`), model_state after the step)."""
   video = batch["video"]
   b, v = video.shape[:2]
   flat = video.reshape((b * v,) + video.shape[2:])
-  out, new_state = _apply(model, encoder_params, model_state, flat, key)
-  if ema_params is not None:  # the momentum teacher on the same views: no gradient, its state changes dropped
+  mask = None
+  if "latent_mask" in terms(config.objective.name):
+    o = config.objective
+    mask = draw_mask(jax.random.fold_in(key, 2), b * v, video.shape[2], o.mask_ratio, o.mask_blocks)
+  out, new_state = _apply(model, encoder_params, model_state, flat, key, mask)
+  if mask is not None:
+    out = dict(out, time_mask=mask.astype(jnp.float32))
+  if ema_params is not None:  # the momentum teacher on the whole views: no gradient, its state changes dropped
     teacher, _ = _apply(model, jax.lax.stop_gradient(ema_params), model_state, flat, jax.random.fold_in(key, 1))
     out = dict(out, teacher=jax.lax.stop_gradient(teacher["embedding"]))
+    if mask is not None:
+      out["teacher_sequence"] = jax.lax.stop_gradient(teacher["sequence"])
   return [jax.tree_util.tree_map(lambda x, i=i: x.reshape((b, v) + x.shape[1:])[:, i], out) for i in range(v)], new_state
 
 
@@ -86,7 +97,7 @@ def _grad_cache(config, model, state: TrainState, batch, key, accum: int):
     i, mb, d = inputs
     online = lambda p: _encode(config, model, p, state.model_state, mb, jax.random.fold_in(key, i))[0]
     _, vjp = jax.vjp(online, encoder)
-    d = [{k: g for k, g in view.items() if k != "teacher"} for view in d]  # the teacher takes no gradient
+    d = [{k: g for k, g in view.items() if not k.startswith("teacher")} for view in d]  # the teacher takes none
     return jax.tree_util.tree_map(jnp.add, grads_sum, vjp(d)[0]), None
 
   grads, _ = jax.lax.scan(backward, jax.tree_util.tree_map(jnp.zeros_like, encoder), (steps, micro, d_micro))
