@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-from sora_jax.evaluation.report import markdown_table, text_markdown
+import statistics
+
+from sora_jax.evaluation.report import markdown_table, table_rows, text_markdown
 
 BEGIN = "<!-- figures:{} (bench/figures.py writes this block from bench/results/figures.json) -->"
 END = "<!-- figures:{}:end -->"
@@ -105,9 +107,33 @@ def render(part: str, data: dict) -> str:
     return stamp(data["machine"]) + "\n\n" + "\n".join(lines)
   minutes = lambda s: f"{s / 60:.0f} min"
   text = text_markdown(data["report"].get("text"), data["report"].get("text_baselines"))[2:]  # without its heading
+  seeds = data.get("seed_reports") or []
+  table = (f"Mean ± std over {len(seeds)} seeds (`--config.seed` 0..{len(seeds) - 1}; the video-text rows below: "
+           f"seed 0).\n\n" + seeds_table(seeds)) if len(seeds) > 1 else markdown_table(data["report"])
   return (f"{stamp(data['machine'])} `python {data['command']}` took {minutes(data['train_s'])}, "
-          f"`python eval.py` {minutes(data['eval_s'])}.\n\n" + markdown_table(data["report"])
-          + ("\n\n" + "\n".join(text).rstrip() if text else ""))
+          f"`python eval.py` {minutes(data['eval_s'])}" + (" (seed 0)" if len(seeds) > 1 else "") + ".\n\n"
+          + table + ("\n\n" + "\n".join(text).rstrip() if text else ""))
+
+
+def seeds_table(reports: list[dict]) -> str:
+  """The main table over several seeds' reports: each figure as mean ± sample std (same rows and
+  columns as one report's table; cells without a figure stay as they are)."""
+  tables = [table_rows(r) for r in reports]
+  header, rows = tables[0]
+  if any(t[0] != header or [r[0] for r in t[1]] != [r[0] for r in rows] for t in tables):
+    raise ValueError("the seeds' reports have different models or columns; rerun them with one config")
+
+  def cell(i, j):
+    values = [t[1][i][j] for t in tables]
+    try:
+      xs = [float(v) for v in values]
+    except ValueError:
+      return values[0]
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
+
+  out = [[r[0]] + [cell(i, j) for j in range(1, len(r))] for i, r in enumerate(rows)]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
+  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in out])
 
 
 def block(part: str, data: dict) -> str:

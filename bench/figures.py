@@ -3,6 +3,7 @@
   .venv/bin/python bench/figures.py                         # every part (about an hour on 2 cores)
   .venv/bin/python bench/figures.py --only benchmarks       # some parts; the others keep their figures
   .venv/bin/python bench/figures.py --render                # only rewrite the README from the JSON
+  .venv/bin/python bench/figures.py --only moving_digits --seeds 3   # tables as mean ± std of 3 seeds
 
 Each part's results are stored in bench/results/figures.json with the machine they were measured
 on (date, CPU model and vector ISA, cores, load average before and after, library versions). The
@@ -91,12 +92,25 @@ def run_benchmarks(logs: pathlib.Path) -> dict:
   return out
 
 
+def seeded(name: str, overrides: list[str], workdir: pathlib.Path, config: str = "default"):
+  """A part that trains and evaluates `config` once per seed (seed 0: `workdir` and the given
+  overrides, as a single-seed part; seed s > 0: `workdir`-seed{s} with --config.seed=s). The part's
+  figures are seed 0's; with several seeds `seed_reports` holds every seed's report."""
+  def run(logs: pathlib.Path, seeds: int) -> dict:
+    first = run_eval_part(name, overrides, workdir, logs, config)
+    if seeds > 1:
+      first["seed_reports"] = [first["report"]] + [
+          run_eval_part(f"{name}-seed{s}", [*overrides, f"--config.seed={s}"], workdir.with_name(f"{workdir.name}-seed{s}"),
+                        logs, config)["report"] for s in range(1, seeds)]
+    return first
+  return run
+
+
 PARTS = {
-    "moving_shapes": lambda logs: run_eval_part("moving_shapes", [], ROOT / "runs" / "figures-moving_shapes", logs),
-    "moving_digits": lambda logs: run_eval_part("moving_digits", ["--config.data.name=moving_digits"],
-                                                ROOT / "runs" / "figures-moving_digits", logs),
-    "benchmarks": run_benchmarks,
-    "text": lambda logs: run_eval_part("text", [], ROOT / "runs" / "figures-text", logs, config="text"),
+    "moving_shapes": seeded("moving_shapes", [], ROOT / "runs" / "figures-moving_shapes"),
+    "moving_digits": seeded("moving_digits", ["--config.data.name=moving_digits"], ROOT / "runs" / "figures-moving_digits"),
+    "benchmarks": lambda logs, seeds: run_benchmarks(logs),
+    "text": seeded("text", [], ROOT / "runs" / "figures-text", config="text"),
 }
 
 
@@ -104,6 +118,8 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {list(PARTS)}")
   ap.add_argument("--render", action="store_true", help="rewrite the README from figures.json; run nothing")
+  ap.add_argument("--seeds", type=int, default=1, help="train and evaluate each model part with seeds 0..N-1; the "
+                  "README tables show mean ± std (N >= 2)")
   args = ap.parse_args()
   results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
   if not args.render:
@@ -115,7 +131,7 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     for part in parts:
       stamp = machine()
-      figures = PARTS[part](logs)
+      figures = PARTS[part](logs, args.seeds)
       stamp["load"].append(round(os.getloadavg()[0], 2))
       results[part] = {"machine": stamp, **figures}
       RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")  # a part at a time: nothing lost

@@ -73,3 +73,25 @@ def test_a_text_part_renders_the_video_table_and_the_video_text_rows_of_each_tow
   assert "| bag of words (from scratch) | held_out | text to video | 25.0 | 25.0 |" in out
   assert "## Video-text" not in out and figure_tables.render("moving_shapes", RESULTS["moving_shapes"]) in out.replace(
       "train.py --config text", RESULTS["moving_shapes"]["command"])
+
+
+def _report(linear, knn):
+  return {"models": {"ssl": {"title": "self-supervised", "appearance": {"linear": linear, "knn": knn}},
+                     "random": {"title": "random init", "appearance": {"linear": 0.4, "knn": None}}},
+          "chance": {"appearance": 0.2}}
+
+
+def test_several_seeds_render_as_mean_and_sample_std_per_figure():
+  table = figure_tables.seeds_table([_report(0.90, 0.80), _report(0.94, 0.80), _report(0.92, 0.86)])
+  lines = table.splitlines()
+  assert lines[0] == "| model | linear | kNN |"
+  assert lines[2] == "| self-supervised | 92.0 ± 2.0 | 82.0 ± 3.5 |"
+  assert lines[3] == "| random init | 40.0 ± 0.0 | – |" and lines[4].startswith("| majority class | 20.0 ± 0.0")
+  with pytest.raises(ValueError, match="different models"):
+    figure_tables.seeds_table([_report(0.9, 0.8), {"models": {}, "chance": {}}])
+  part = {"machine": {"date": "2026-01-01", "cpu": "X", "isa": "avx2", "cores": 2, "load": [0.5, 0.7],
+                      "versions": {"python": "3.11", "jax": "0.1"}}, "command": "train.py --config default",
+          "train_s": 60, "eval_s": 120, "report": _report(0.90, 0.80)}
+  assert "92.0 ±" not in figure_tables.render("moving_shapes", part)  # one seed: that seed's table
+  many = figure_tables.render("moving_shapes", dict(part, seed_reports=[_report(0.90, 0.80), _report(0.94, 0.84)]))
+  assert "Mean ± std over 2 seeds" in many and "| self-supervised | 92.0 ± 2.8 | 82.0 ± 2.8 |" in many
