@@ -19,14 +19,19 @@ def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def _centred(x):
+  x = x.astype(np.float64)
+  return _unit(x - x.mean(0, keepdims=True))
+
+
 def _numpy_byol(p, z):
-  p, z = _unit(p.astype(np.float64)), _unit(z.astype(np.float64))
+  p, z = _centred(p), _centred(z)
   v = p.shape[1]
   return np.mean([np.mean(2 - 2 * np.sum(p[:, i] * z[:, j], -1)) for i in range(v) for j in range(v) if i != j])
 
 
 def _numpy_moco(p, z, t):
-  p, z = _unit(p.astype(np.float64)), _unit(z.astype(np.float64))
+  p, z = _centred(p), _centred(z)
   v, out = p.shape[1], []
   for i in range(v):
     for j in range(v):
@@ -71,8 +76,8 @@ def test_terms_read_the_predictor_and_the_teachers_view_embeddings():
   views = [{"embedding": _unit(online[:, i]), "teacher": _unit(target[:, i])} for i in range(2)]
   loss, m = objectives.compute_loss(config, views, {"label": np.zeros(8, np.int32)}, params)
   predicted = np.asarray(teacher.predict(params["predictor"], jnp.asarray(_unit(online))))
-  np.testing.assert_allclose(float(m["byol_loss"]), _numpy_byol(predicted, target), rtol=1e-5)
-  np.testing.assert_allclose(float(m["moco_loss"]), _numpy_moco(predicted, target, config.objective.temperature),
+  np.testing.assert_allclose(float(m["byol_loss"]), _numpy_byol(predicted, _unit(target)), rtol=1e-5)
+  np.testing.assert_allclose(float(m["moco_loss"]), _numpy_moco(predicted, _unit(target), config.objective.temperature),
                              rtol=1e-5)
   np.testing.assert_allclose(float(loss), float(m["infonce_loss"]) + 0.5 * float(m["moco_loss"])
                              + 2.0 * float(m["byol_loss"]), rtol=1e-6)

@@ -5,6 +5,8 @@ The train state keeps `ema_params`, an exponential moving average of the encoder
 view's teacher embedding to these terms. The online side adds a predictor MLP (the objective's
 parameter `predictor`) on its embedding; only the online network and the predictor learn.
 
+Both sides are centred over the global batch before they are normalised (`_centred`).
+
   moco:  MoCo v3 (Chen, Xie, He 2021): InfoNCE between the prediction of view i and the teacher's
          embedding of view j != i over the global batch, scaled by 2 T, averaged over ordered pairs.
   byol:  BYOL (Grill et al. 2020) / rho-BYOL (Feichtenhofer et al. 2021): 2 - 2 cos(prediction of
@@ -25,6 +27,15 @@ TEACHER_TERMS = PREDICTOR_TERMS + ("latent_mask",)  # terms that read the EMA te
 
 def _normalize(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _centred(x: jax.Array) -> jax.Array:
+  """[B, V, E] minus its mean over the global batch (per view), then unit length: what BatchNorm in
+  MoCo v3's and BYOL's heads does for them. Without it a freshly initialised teacher maps every clip
+  to nearly one point (per-dimension std 0.016 where spread unit vectors have 0.125), its keys tell
+  nothing apart, and the student learns nothing (MoCo on moving_digits stayed at chance) or
+  collapses (BYOL: std 0.0005 by step 60)."""
+  return _normalize(x - x.mean(0, keepdims=True))
 
 
 def init_predictor(key: jax.Array, dim: int, hidden: int) -> dict:
@@ -50,9 +61,10 @@ def _pairs(v: int) -> list[tuple[int, int]]:
 def byol(predictions: jax.Array, teacher: jax.Array) -> tuple[jax.Array, dict]:
   """predictions, teacher: [B, V, E] (any scale; both are normalised here) -> (loss, metrics).
 
-  loss = mean over ordered view pairs i != j and the batch of 2 - 2 cos(p_i, stop_gradient(z_j)).
+  loss = mean over ordered view pairs i != j and the batch of 2 - 2 cos(p_i, stop_gradient(z_j)), both
+  sides centred over the batch first (`_centred`).
   """
-  p, z = _normalize(predictions), jax.lax.stop_gradient(_normalize(teacher))
+  p, z = _centred(predictions), jax.lax.stop_gradient(_centred(teacher))
   cos = jnp.stack([jnp.sum(p[:, i] * z[:, j], -1) for i, j in _pairs(p.shape[1])])  # [pairs, B]
   return jnp.mean(2.0 - 2.0 * cos), {"byol_cosine": jnp.mean(cos)}
 
@@ -61,9 +73,10 @@ def moco(predictions: jax.Array, teacher: jax.Array, temperature) -> tuple[jax.A
   """predictions, teacher: [B, V, E] -> (loss, metrics): MoCo v3's symmetric contrastive loss.
 
   For each ordered pair i != j: logits = p_i z_j^T / T over the global batch ([B, B]), the positive of
-  row b is column b; cross-entropy x 2T (MoCo v3's scaling), averaged over the pairs.
+  row b is column b; cross-entropy x 2T (MoCo v3's scaling), averaged over the pairs. Both sides are
+  centred over the batch first (`_centred`).
   """
-  p, z = _normalize(predictions), jax.lax.stop_gradient(_normalize(teacher))
+  p, z = _centred(predictions), jax.lax.stop_gradient(_centred(teacher))
   labels = jnp.arange(p.shape[0])
   losses, accs = [], []
   for i, j in _pairs(p.shape[1]):
