@@ -78,8 +78,10 @@ MUTANTS = {
         "sora_jax/training/optim.py", "tower = _base(config, lambda step: scale * learning_rate_schedule(config)(step))",
         "tower = _base(config, learning_rate_schedule(config))", ["tests/test_text_towers.py"]),
     "teacher-terms-not-centred": (
-        "sora_jax/objectives/teacher.py", "p, z = _centred(predictions), jax.lax.stop_gradient(_centred(teacher))",
-        "p, z = _normalize(predictions), jax.lax.stop_gradient(_normalize(teacher))", ["tests/test_teacher.py"]),
+        "sora_jax/objectives/teacher.py",
+        "p, z = _centred(predictions), jax.lax.stop_gradient(_centred(teacher))\n  labels = jnp.arange(p.shape[0])",
+        "p, z = _normalize(predictions), jax.lax.stop_gradient(_normalize(teacher))\n  labels = jnp.arange(p.shape[0])",
+        ["tests/test_teacher.py"]),
     "mask-token-not-applied": (
         "sora_jax/models/video_encoder.py",
         "temporal_in = jnp.where(time_mask[..., None], token.astype(frames.dtype), frames)",
