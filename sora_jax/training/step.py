@@ -3,7 +3,9 @@
 `train_step(state, batch) -> (state, metrics)`; batch = {'video': uint8 [B, V, T, H, W, 3],
 'label': int32 [B]} as global arrays sharded over the batch axes. The V views are folded into the
 batch ([B*V, T, H, W, 3], video-major so each device keeps its own rows) and encoded in one call;
-outputs are unfolded to V dicts of [B, ...] for the objective, which sees the global batch.
+outputs are unfolded to V dicts of [B, ...] for the objective, which sees the global batch. With a
+teacher term the EMA teacher (state.ema_params) encodes the same views without gradient, and is
+moved toward the updated encoder after the optimizer step (training.ema).
 """
 
 from __future__ import annotations
