@@ -62,7 +62,8 @@ class VideoEncoder(nn.Module):
     latent_predictions [B,T,D'] when latent_predict (objective latent_mask).
 
     time_mask: bool [B, T] or None; with model.latent_predict, the frame features of the True steps
-    are replaced by a learned mask token before the temporal model (the frames output is unmasked).
+    are replaced by a learned mask token before the temporal model (`frames` is the features before
+    the token; with rgb+diff input the step after a hidden one gets no frame difference).
     """
     m = self.model_config
     check_video(video)
