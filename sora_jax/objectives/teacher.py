@@ -39,11 +39,13 @@ def _centred(x: jax.Array) -> jax.Array:
 
 
 def init_predictor(key: jax.Array, dim: int, hidden: int) -> dict:
-  """The predictor MLP's parameters: dim -> hidden (LayerNorm, GELU) -> dim (LeCun-normal kernels)."""
+  """The predictor MLP's parameters: dim -> hidden (LayerNorm, GELU) -> dim (LeCun-normal kernels). The
+  output layer has no bias: the terms centre the predictions over the batch, so a bias would get a
+  zero gradient and Adam would walk it on rounding noise (differently on every device layout)."""
   k1, k2 = jax.random.split(key)
   return {"hidden": {"kernel": jax.random.normal(k1, (dim, hidden)) / jnp.sqrt(dim), "bias": jnp.zeros((hidden,))},
           "norm": {"scale": jnp.ones((hidden,)), "bias": jnp.zeros((hidden,))},
-          "out": {"kernel": jax.random.normal(k2, (hidden, dim)) / jnp.sqrt(hidden), "bias": jnp.zeros((dim,))}}
+          "out": {"kernel": jax.random.normal(k2, (hidden, dim)) / jnp.sqrt(hidden)}}  # no bias: centring removes it
 
 
 def predict(params: dict, x: jax.Array) -> jax.Array:
@@ -51,7 +53,7 @@ def predict(params: dict, x: jax.Array) -> jax.Array:
   h = x @ params["hidden"]["kernel"] + params["hidden"]["bias"]
   mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
   h = (h - mean) * jax.lax.rsqrt(var + 1e-6) * params["norm"]["scale"] + params["norm"]["bias"]
-  return jax.nn.gelu(h) @ params["out"]["kernel"] + params["out"]["bias"]
+  return jax.nn.gelu(h) @ params["out"]["kernel"]
 
 
 def _pairs(v: int) -> list[tuple[int, int]]:
