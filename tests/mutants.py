@@ -80,7 +80,7 @@ MUTANTS = {
     "teacher-terms-not-centred": (
         "sora_jax/objectives/teacher.py",
         "p, z = _centred(predictions), jax.lax.stop_gradient(_centred(teacher))\n  labels = jnp.arange(p.shape[0])",
-        "p, z = _normalize(predictions), jax.lax.stop_gradient(_normalize(teacher))\n  labels = jnp.arange(p.shape[0])",
+        "p, z = l2_normalize(predictions), jax.lax.stop_gradient(l2_normalize(teacher))\n  labels = jnp.arange(p.shape[0])",
         ["tests/test_teacher.py"]),
     "mask-token-not-applied": (
         "sora_jax/models/video_encoder.py",

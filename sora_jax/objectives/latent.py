@@ -26,18 +26,13 @@ def draw_mask(key: jax.Array, batch: int, num_frames: int, ratio: float, blocks:
   return jnp.any((t >= starts[..., None]) & (t < starts[..., None] + length), axis=1)
 
 
-def _layer_norm(x: jax.Array) -> jax.Array:
-  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + 1e-6)
-
-
 def latent_mask(predictions: jax.Array, teacher_sequence: jax.Array, mask: jax.Array) -> tuple[jax.Array, dict]:
   """predictions, teacher_sequence: [B, T, D]; mask: bool [B, T] (True = hidden) -> (loss, metrics).
 
   loss = mean over the hidden steps of the whole batch of smooth-L1(prediction, layer_norm(teacher)),
   averaged over D; the teacher gets no gradient.
   """
-  target = jax.lax.stop_gradient(_layer_norm(teacher_sequence.astype(jnp.float32)))
+  target = jax.lax.stop_gradient(jax.nn.standardize(teacher_sequence.astype(jnp.float32), axis=-1, epsilon=1e-6))
   per_step = optax.huber_loss(predictions.astype(jnp.float32), target, delta=1.0).mean(-1)  # [B, T]
   weight = mask.astype(jnp.float32)
   loss = jnp.sum(per_step * weight) / jnp.maximum(jnp.sum(weight), 1.0)

@@ -21,12 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sora_jax.linalg import l2_normalize
+
 PREDICTOR_TERMS = ("moco", "byol")  # terms with the online predictor MLP
 TEACHER_TERMS = PREDICTOR_TERMS + ("latent_mask",)  # terms that read the EMA teacher (objectives.latent)
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _centred(x: jax.Array) -> jax.Array:
@@ -35,7 +33,7 @@ def _centred(x: jax.Array) -> jax.Array:
   to nearly one point (per-dimension std 0.016 where spread unit vectors have 0.125), its keys tell
   nothing apart, and the student learns nothing (MoCo on moving_digits stayed at chance) or
   collapses (BYOL: std 0.0005 by step 60)."""
-  return _normalize(x - x.mean(0, keepdims=True))
+  return l2_normalize(x - x.mean(0, keepdims=True))
 
 
 def init_predictor(key: jax.Array, dim: int, hidden: int) -> dict:
@@ -50,9 +48,8 @@ def init_predictor(key: jax.Array, dim: int, hidden: int) -> dict:
 
 def predict(params: dict, x: jax.Array) -> jax.Array:
   """[..., dim] -> [..., dim]: the predictor MLP."""
-  h = x @ params["hidden"]["kernel"] + params["hidden"]["bias"]
-  mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-  h = (h - mean) * jax.lax.rsqrt(var + 1e-6) * params["norm"]["scale"] + params["norm"]["bias"]
+  h = jax.nn.standardize(x @ params["hidden"]["kernel"] + params["hidden"]["bias"], axis=-1, epsilon=1e-6)
+  h = h * params["norm"]["scale"] + params["norm"]["bias"]
   return jax.nn.gelu(h) @ params["out"]["kernel"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from sora_jax.config import terms
 from sora_jax.objectives.teacher import TEACHER_TERMS
@@ -28,5 +29,5 @@ def momentum(config, step) -> jax.Array:
 
 
 def update(ema, params, m: jax.Array):
-  """ema <- m ema + (1 - m) params, leaf by leaf (same tree, same shardings)."""
-  return jax.tree_util.tree_map(lambda e, p: m * e + (1.0 - m) * p.astype(e.dtype), ema, params)
+  """ema <- m ema + (1 - m) params, leaf by leaf (same tree, same shardings): optax's Polyak averaging."""
+  return optax.incremental_update(params, ema, 1.0 - m)
