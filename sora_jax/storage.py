@@ -1,6 +1,7 @@
 """Where files live: a local path or a URL (`gs://bucket/run`, `s3://...`), one layer for every stage.
 
-`path(p)` is an `etils.epath.Path` (orbax takes it as is); a URL stays a URL (`pathlib` would turn
+`path(p)` is an `etils.epath.Path` (orbax takes it as is) served by fsspec, whatever the
+environment says (see `EPATH_USE_TF` below); a URL stays a URL (`pathlib` would turn
 `gs://b/run` into a local folder `gs:/b/run`). Byte ranges of a file (the records of prepared
 shards) are read with `os.pread` for local files and with ranged reads through fsspec elsewhere
 (gcsfs for gs://), never through `tf.io.gfile`, so that the same code reads a bucket, a GCS
@@ -23,8 +24,21 @@ import time
 
 import fsspec
 from etils import epath
+from etils.epath import gpath as epath_gpath
 
 from sora_jax.errors import SoraError
+
+# etils sends every gs:// / s3:// path operation (orbax's, TFDS's, ours) through TensorFlow's own
+# file system whenever TensorFlow is installed, which it always is here, unless EPATH_USE_TF says
+# otherwise: a second storage stack, with its own retries and credentials, that no test exercises.
+# The choice is made here instead, for the whole process: fsspec (gcsfs for gs://), the stack
+# every read and write of ours goes through and the tests run against a GCS emulator. etils caches
+# its answer on first use, so the cache is cleared too (code that touched a gs:// path before
+# importing sora_jax would otherwise keep TF's).
+os.environ["EPATH_USE_TF"] = "false"
+_etils_tf_check = getattr(epath_gpath, "_is_tf_installed", None)
+if hasattr(_etils_tf_check, "cache_clear"):
+  _etils_tf_check.cache_clear()
 
 # The package that serves each common scheme (the one-line error names it).
 _PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs", "hf": "huggingface_hub"}

@@ -199,6 +199,24 @@ MUTANTS = {
     "augment-not-only-the-chosen-clips": (
         "sora_jax/data/augment.py", "fn(tf.gather(x, chosen), sub))", "fn(tf.gather(x, chosen), params))",
         ["tests/test_data.py::test_augmenting_a_batch_gives_each_example_what_augmenting_it_alone_gives"]),
+    "gradient-clipping-ignored": (
+        "sora_jax/training/optim.py", "  if opt.clip_norm > 0:\n    tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)",
+        "  pass",
+        ["tests/test_training_configs.py::test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set"]),
+    "every-epoch-one-order": (
+        "sora_jax/data/pipeline.py", "np.random.default_rng([seed, _DATA_SALT, epoch])",
+        "np.random.default_rng([seed, _DATA_SALT])",
+        ["tests/test_data.py::test_every_epoch_visits_every_example_in_its_own_order"]),
+    "every-term-sees-the-masked-clips": (
+        "sora_jax/training/step.py", "if mask is not None and len(names) > 1 and not config.objective.mask_every_term:",
+        "if False:",
+        ["tests/test_latent_mask.py::test_other_terms_see_the_whole_clips_unless_every_term_is_masked"]),
+    "processes-restore-different-steps": (
+        "sora_jax/training/checkpoint.py", "if not _everywhere(error is None):", "if error is not None:",
+        ["tests/test_training_processes.py::test_a_checkpoint_one_process_cannot_read_is_skipped_by_every_process"]),
+    "resume-on-other-data-unchecked": (
+        "sora_jax/training/loop.py", "if changes and not self.config.train.allow_data_change:", "if False:",
+        ["tests/test_training.py::test_resume_on_other_data_stops_in_one_line_unless_allowed"]),
 }
 
 

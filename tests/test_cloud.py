@@ -49,7 +49,7 @@ def gcs(tmp_path_factory):
     except OSError:
       assert time.time() < deadline and proc.poll() is None, "the GCS emulator did not start"
       time.sleep(0.2)
-  env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "EPATH_USE_TF": "false",
+  env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2"}
   yield env, url
@@ -180,3 +180,19 @@ def test_local_paths_stay_local_and_urls_stay_urls(tmp_path, monkeypatch):
   config = defaults()
   config.data.data_dir = "gs://b/datasets"  # reaches TFDS as a URL (pathlib made it gs:/b/datasets)
   assert data_dir(config) == "gs://b/datasets" and parse_data_name("tfrecord:gs://b/d") == ("tfrecord", "gs://b/d")
+
+
+def test_object_store_paths_go_through_fsspec_whatever_the_environment_says():
+  """With TensorFlow installed (always, here) etils would route gs:// through tf.io.gfile, a stack
+  no test runs, unless EPATH_USE_TF=false; importing sora_jax.storage makes that choice, so our
+  paths and those orbax builds from them use fsspec even when the environment asks for TF."""
+  env = {**os.environ, "EPATH_USE_TF": "true"}
+  run = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+  probe = ("from etils import epath; from etils.epath import backend\n"
+           "assert epath.Path('gs://b/x')._backend is backend.tf_backend  # etils alone: TF (and cached)\n"
+           "from sora_jax import storage\n"
+           "assert storage.path('gs://b/run')._backend is backend.fsspec_backend\n"
+           "assert epath.Path('gs://b/run/checkpoints')._backend is backend.fsspec_backend  # as orbax builds them\n"
+           "print('fsspec')")
+  proc = run(probe)
+  assert proc.returncode == 0 and proc.stdout.strip() == "fsspec", proc.stderr[-2000:]

@@ -256,6 +256,18 @@ def test_hosts_read_disjoint_parts_of_the_same_global_batches(data_dir, hosts):
   assert len(seen) == len(set(seen)) == 192 // 16 * 16
 
 
+def test_every_epoch_visits_every_example_in_its_own_order(data_dir):
+  from sora_jax.data import pipeline
+  it = pipeline.TrainInput(small_config(data_dir))
+  n = it.steps_per_epoch * it.global_batch
+  epochs, order = it._order(0, 0, 3 * it.steps_per_epoch)
+  per_epoch = [order[epochs == e].tolist() for e in range(3)]
+  assert all(len(o) == n == len(set(o)) for o in per_epoch)  # each epoch: every example once
+  assert len({tuple(o) for o in per_epoch}) == 3  # reshuffled each epoch, not one order repeated
+  assert pipeline.epoch_permutation(0, 1, 1000).tolist() != pipeline.epoch_permutation(0, 0, 1000).tolist()
+  assert pipeline.epoch_permutation(1, 0, 1000).tolist() != pipeline.epoch_permutation(0, 0, 1000).tolist()
+
+
 def test_exact_continuation_after_restore(data_dir):
   import json
 

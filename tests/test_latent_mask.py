@@ -74,3 +74,29 @@ def test_latent_mask_config_errors_are_one_line():
     validate(load_config("jepa", ["objective.mask_ratio=1.0"]))
   with pytest.raises(ConfigError, match="hide at least one"):
     validate(load_config("jepa", ["objective.mask_ratio=0.01"]))
+
+
+@pytest.mark.parametrize("mask_every_term", [False, True])
+def test_other_terms_see_the_whole_clips_unless_every_term_is_masked(mask_every_term):
+  """infonce + latent_mask: InfoNCE's embedding comes from an unmasked online pass (the hidden steps
+  and their frame differences stay visible to it) while the predictions come from the masked pass;
+  with objective.mask_every_term both come from the one masked pass."""
+  from sora_jax.training.step import _encode
+  config = load_config("jepa", ["model.width=0.125", "model.hidden_size=16", "model.head_hidden=16",
+                                "data.num_frames=6", "data.frame_size=16",
+                                f"objective.mask_every_term={mask_every_term}"])
+  model = build_encoder(config)
+  variables = init_variables(config, jax.random.PRNGKey(0))
+  video = np.random.RandomState(0).randint(0, 255, (4, 2, 6, 16, 16, 3)).astype(np.uint8)
+  key = jax.random.PRNGKey(3)
+  views, _ = _encode(config, model, variables["params"], {}, {"video": video}, key)
+  flat = video.reshape((8,) + video.shape[2:])
+  mask = np.stack([v["time_mask"] for v in views], 1).reshape(8, 6) > 0
+  assert mask.any() and not mask.all()
+  run = lambda m: model.apply(variables, flat, train=True, time_mask=m, rngs={"dropout": key})
+  whole, masked = run(None), run(jnp.asarray(mask))
+  got = lambda k: np.stack([np.asarray(v[k]) for v in views], 1).reshape((8,) + views[0][k].shape[1:])
+  np.testing.assert_allclose(got("latent_predictions"), np.asarray(masked["latent_predictions"]), atol=1e-5)
+  expected = masked if mask_every_term else whole
+  np.testing.assert_allclose(got("embedding"), np.asarray(expected["embedding"]), atol=1e-5)
+  assert not np.allclose(np.asarray(whole["embedding"]), np.asarray(masked["embedding"]), atol=1e-4)

@@ -133,6 +133,30 @@ def test_resume_after_a_lost_checkpoint_redoes_the_steps_and_logs_each_step_once
     np.testing.assert_array_equal(a, b)
 
 
+def _seeded(config, seed):
+  config.seed = seed
+  return config
+
+
+def test_resume_on_other_data_stops_in_one_line_unless_allowed(straight, data_dir, tmp_path, monkeypatch):
+  """A resume whose seed or batch differs from the checkpoint's would silently change the data order:
+  it stops before any step, naming each change and the flag; with the flag it continues on the new
+  stream from the saved step and says so."""
+  workdir, _, ids = straight
+  shutil.copytree(workdir / "checkpoints" / "2", tmp_path / "checkpoints" / "2")
+  with pytest.raises(ConfigError, match=r"^checkpoint 2 was trained on other data \(seed 0 -> 7; global_batch 16 -> 8\)"
+                     r".*--config\.train\.allow_data_change=true$") as e:
+    _run(_seeded(tiny_config(data_dir, train__batch_size=8), 7), tmp_path)
+  assert "\n" not in str(e.value) and sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  messages = []
+  import sora_jax.training.loop as loop_lib
+  monkeypatch.setattr(loop_lib, "_say", messages.append)
+  state, ids2 = _run(_seeded(tiny_config(data_dir, train__allow_data_change=True), 7), tmp_path)
+  assert int(state.step) == 4 and [step for step, _ in ids2] == [2, 3]
+  assert ids2 != ids[2:]  # the new seed's order, from the saved step on
+  assert any(m.startswith("the input changed since checkpoint 2 (seed 0 -> 7)") for m in messages), messages
+
+
 def test_without_device_prefetch_the_run_is_the_same(straight, data_dir, tmp_path):
   workdir, params, ids = straight
   state, ids0 = _run(tiny_config(data_dir, data__device_prefetch=0), tmp_path)

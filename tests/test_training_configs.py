@@ -90,6 +90,21 @@ def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
   assert float(sched(0)) == 0.0 and abs(float(sched(w)) - 1.0) < 1e-6 and float(sched(n)) < 1e-6
 
 
+def test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set():
+  params = {"a": jnp.zeros((3,)), "b": {"kernel": jnp.zeros((2, 2))}}
+  grads = {"a": jnp.array([3.0, 4.0, 0.0]), "b": {"kernel": jnp.full((2, 2), 2.0)}}  # global norm sqrt(41)
+  config = load_config(ROOT / "configs/default.py")
+  config.optimizer.name, config.optimizer.momentum, config.optimizer.weight_decay = "sgd", 0.0, 0.0
+  config.optimizer.schedule, config.optimizer.warmup_steps, config.optimizer.learning_rate = "constant", 0, 1.0
+  for clip, norm in ((1.0, 1.0), (0.5, 0.5), (0.0, float(np.sqrt(41.0))), (100.0, float(np.sqrt(41.0)))):
+    config.optimizer.clip_norm = clip
+    tx = build_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    leaves = [np.asarray(u) for u in jax.tree_util.tree_leaves(updates)]
+    assert abs(float(np.sqrt(sum((u ** 2).sum() for u in leaves))) - norm) < 1e-5, clip
+    np.testing.assert_allclose(np.asarray(updates["a"]), -np.array([3.0, 4.0, 0.0]) * norm / np.sqrt(41.0), rtol=1e-5)
+
+
 @pytest.mark.parametrize("name, objective", [("default", "infonce"), ("default", "moco"),
                                              ("text", "infonce+video_text")])
 def test_gradient_accumulation_matches_one_big_batch(name, objective):

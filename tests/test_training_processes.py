@@ -183,6 +183,34 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(s
     np.testing.assert_array_equal(a, b)
 
 
+_RESTORE_WORKER = _PREAMBLE + textwrap.dedent("""
+    config_path, workdir = args[0], args[1 + int(sys.argv[2])]  # each process its own view of the run
+    import jax
+    from sora_jax.training import checkpoint as ckpt, loop
+    ckpt.RESTORE_BACKOFF_S = 0.05
+    run = loop._Run(ckpt.saved_config(json.load(open(config_path))), loop.epath.Path(workdir))
+    state, start = run.restore_or_init()
+    print("restored step", start, int(state.step))
+""")
+
+
+def test_a_checkpoint_one_process_cannot_read_is_skipped_by_every_process(straight, data_dir, tmp_path):
+  """Two processes whose views of one run differ (step 4's shards damaged in process 1's only, as a
+  host reading a stale or truncated copy would see them): both retry it, agree it is damaged, and
+  resume from step 2; the damaged step is set aside, never deleted."""
+  workdir, _, _ = straight
+  for name in ("a", "b"):
+    shutil.copytree(workdir, tmp_path / name)
+  _truncate_state(tmp_path / "b" / "checkpoints" / "4")
+  (tmp_path / "a" / "checkpoints" / "4.damaged").mkdir()  # a name taken by an earlier set-aside
+  (tmp_path / "config.json").write_text(json.dumps(to_dict(tiny_config(data_dir))))
+  outs = _spawn_two(tmp_path, _RESTORE_WORKER, tmp_path / "config.json", tmp_path / "a", tmp_path / "b")
+  assert all("restored step 2 2" in out for out in outs), outs[0][-2000:] + outs[1][-2000:]
+  assert "checkpoint 4 is damaged (" in outs[0] and "could not be read on another process" in outs[0], outs[0][-2000:]
+  assert (tmp_path / "a" / "checkpoints" / "4.damaged-2" / "state").is_dir()  # moved by process 0, kept
+  assert not (tmp_path / "a" / "checkpoints" / "4").exists()
+
+
 _EVAL_WORKER = _PREAMBLE + textwrap.dedent("""
     from sora_jax.evaluation.run import evaluate
     rep = evaluate(args[0], progress=False, baselines=[], overrides=json.loads(args[1]))

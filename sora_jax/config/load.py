@@ -25,7 +25,8 @@ from sora_jax.errors import ConfigError
 # a run saved before them keeps the behaviour it was trained with.
 LEGACY = {"model.frame_input": "rgb", "model.frame_pool": "mean", "model.resnet_stem": "small",
           "data.sampling": "random", "data.augment.color_jitter": (),
-          "text.learning_rate_scale": 1.0}  # runs before it trained the tower's layers at the full rate
+          "text.learning_rate_scale": 1.0,  # runs before it trained the tower's layers at the full rate
+          "objective.mask_every_term": True}  # jepa runs before it masked the clips of every term
 
 
 def named_configs() -> list[str]:

@@ -150,6 +150,8 @@ FIELDS: tuple[Field, ...] = (
     F("objective.mask_ratio", 0.5, c.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
     F("objective.mask_blocks", 1, c.integer(1), "latent_mask: the hidden steps come in this many contiguous "
       "blocks (placed at random; they may overlap)"),
+    F("objective.mask_every_term", False, c.boolean(), "latent_mask beside other terms: they see the masked clips "
+      "too (one online pass); off: they see the whole clips (a second online pass, the masked one predicts)"),
     F("objective.ema_momentum", 0.99, c.number(0.0, 1.0), "the EMA teacher's momentum at step 0 (moco, byol); "
       "it rises along a cosine to 1.0 at train.num_steps"),
     F("objective.predictor_hidden", 256, c.integer(1), "hidden width of the online predictor MLP (moco, byol)"),
@@ -175,6 +177,8 @@ FIELDS: tuple[Field, ...] = (
     F("train.grad_accum_steps", 1, c.integer(1), "micro-batches per step (the batch must divide into them)"),
     F("train.checkpoint_every", 100, c.integer(0), "steps between checkpoints (0 = only at the end)"),
     F("train.keep_checkpoints", 3, c.integer(1), "checkpoints kept on disk"),
+    F("train.allow_data_change", False, c.boolean(), "resume a run whose seed, batch size, training split or "
+      "dataset differ from its checkpoint's (the data order changes); off: such a resume stops in one line"),
     F("train.log_every", 10, c.integer(1), "steps between metric lines"),
     F("train.preemption_check_every", 10, c.integer(1), "steps between the processes' agreement on a SIGTERM "
       "(an allgather; a single process checks every step)"),

@@ -1,7 +1,8 @@
 """V-JEPA for our architecture at the default's budget: half of each clip's time steps (one
 contiguous block) are hidden behind a learned mask token at the temporal model's input, and the
 online network predicts the EMA teacher's temporal representations of those steps (smooth-L1 in
-latent space). InfoNCE between the two views stays on, so the clip embedding is trained too; the
+latent space). InfoNCE between the two views stays on, on the whole clips (a second online pass:
+objective.mask_every_term=false), so the clip embedding is trained on what it will be used on; the
 biLSTM predicts a hidden step from both sides.
 """
 

@@ -112,7 +112,14 @@ class TrainInput:
   def get_state(self) -> dict:
     """JSON-able position of the next batch."""
     return {"epoch": self._epoch, "step": self._step, "seed": self.seed, "split": self.split_name,
-            "num_examples": self.num_examples, "global_batch": self.global_batch}
+            "num_examples": self.num_examples, "global_batch": self.global_batch, "dataset": self.config.data.name}
+
+  def changes_from(self, saved: dict) -> list[str]:
+    """What differs between a saved position's stream (`get_state` of an earlier run) and this one,
+    as 'field old -> new' (fields an older run did not save are not compared)."""
+    mine = self.get_state()
+    return [f"{k} {saved[k]!r} -> {mine[k]!r}" for k in ("dataset", "split", "num_examples", "seed", "global_batch")
+            if k in saved and saved[k] != mine[k]]
 
   def set_state(self, state: dict) -> None:
     epoch, step = int(state["epoch"]), int(state["step"])

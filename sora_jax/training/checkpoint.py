@@ -13,15 +13,18 @@ intact). The workdir may be a URL (gs://bucket/run): orbax writes through tensor
 from __future__ import annotations
 
 import sys
+import time
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint._src.serialization import jax_array_handlers
 
 from sora_jax import storage
+from sora_jax.parallel import distributed
 from sora_jax.config import migrate, to_dict, validate
 from sora_jax.errors import CheckpointError
 
@@ -84,28 +87,106 @@ def _reason(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0][:160] if text else ''}"
 
 
+RESTORE_ATTEMPTS = 3  # reads of one checkpoint before it is called damaged (storage errors can be transient)
+RESTORE_BACKOFF_S = 1.0  # the wait before the second read; doubled before each next one
+
+
 def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state, say) -> tuple:
-  """`restore` of the newest checkpoint that restores. Each newer one that does not is reported
-  through `say` in one line and moved aside to `<step>.damaged` (by process 0; never deleted), so
-  the resumed run can save that step again. Raises the newest one's CheckpointError if none does."""
+  """`restore` of the newest checkpoint that restores on every process.
+
+  Every process tries the same steps (process 0's listing), newest first; a failed read is
+  retried (`RESTORE_ATTEMPTS`) before the step counts as damaged, and all processes then agree
+  (an allgather) whether each restored it, so a shard one host cannot read makes every host move
+  on, never some of them. Each newer step that fails anywhere is reported through `say` in one
+  line and moved aside (by process 0; never deleted) to `<step>.damaged`, or `<step>.damaged-2`,
+  ... when that name is taken, so the resumed run can save that step again. Raises the newest
+  one's CheckpointError if none restores."""
+  reader = _process_local_reader(manager)
   errors = []
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      out = restore(manager, abstract_state, step)
-    except CheckpointError as e:
-      errors.append((step, e))
+  for step in _agreed_steps(manager):
+    out, error = _restore_retrying(reader, abstract_state, step)
+    if not _everywhere(error is None):
+      errors.append((step, error or CheckpointError(f"checkpoint {manager.directory}/{step} could not be read on "
+                                                    "another process")))
       continue
-    for bad, e in errors:
-      aside = epath.Path(manager.directory) / f"{bad}.damaged"
-      if jax.process_index() == 0:
-        storage.move(epath.Path(manager.directory) / str(bad), aside)
-      say(f"checkpoint {bad} is damaged ({_reason(e.__cause__ or e)}); resuming from {step} (moved to {aside})")
-    if errors and jax.process_count() > 1:
-      multihost_utils.sync_global_processes("sora_jax_checkpoints_set_aside")
+    _set_aside(epath.Path(manager.directory), [(bad, e, step) for bad, e in errors], say)
+    _close_reader(reader, manager)
     return out
+  _close_reader(reader, manager)
   if errors:
     raise errors[0][1]
   raise CheckpointError(f"no checkpoint in {manager.directory}")
+
+
+def _process_local_reader(manager: ocp.CheckpointManager) -> ocp.CheckpointManager:
+  """A read-only manager of the same directory whose restores wait for no other process: orbax
+  ends each restore with a barrier of every process, which a process whose read failed never
+  reaches (the others would wait there for minutes). Processes agree through `_everywhere`."""
+  if jax.process_count() == 1:
+    return manager
+  me = jax.process_index()
+  options = ocp.CheckpointManagerOptions(read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"sora_jax_restore_{me}"))
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+              "config": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(manager.directory, item_handlers=handlers, options=options)
+
+
+def _agreed_steps(manager) -> list[int]:
+  """Process 0's steps, newest first, on every process (a host whose listing lags tries the same
+  steps and fails the ones it cannot read, which the others then skip too)."""
+  steps = np.asarray(sorted(manager.all_steps(), reverse=True), np.int64)
+  if jax.process_count() == 1:
+    return [int(s) for s in steps]
+  n = int(multihost_utils.broadcast_one_to_all(np.int64(len(steps))))
+  mine = np.zeros(n, np.int64)
+  mine[:min(n, len(steps))] = steps[:n]
+  return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)]
+
+
+def _everywhere(ok: bool) -> bool:
+  """True when `ok` holds on every process."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _restore_retrying(manager, abstract_state, step: int):
+  """-> ((state, data, step), None), or (None, the last CheckpointError) after RESTORE_ATTEMPTS reads."""
+  error = None
+  for attempt in range(RESTORE_ATTEMPTS):
+    if attempt:
+      time.sleep(RESTORE_BACKOFF_S * 2 ** (attempt - 1))
+    try:
+      return restore(manager, abstract_state, step), None
+    except CheckpointError as e:
+      error = e
+  return None, error
+
+
+def _set_aside(directory: epath.Path, damaged: list, say) -> None:
+  """Moves each damaged `directory/step` to the first free `step.damaged[-k]` (process 0 moves,
+  after every process has named the places: all report the same names)."""
+  places = []
+  for bad, e, step in damaged:
+    aside, k = directory / f"{bad}.damaged", 1
+    while aside.exists():
+      k += 1
+      aside = directory / f"{bad}.damaged-{k}"
+    places.append(aside)
+    say(f"checkpoint {bad} is damaged ({_reason(e.__cause__ or e)}); resuming from {step} (moved to {aside})")
+  if damaged:
+    distributed.barrier(f"sora_jax_checkpoints_named_aside_{damaged[-1][2]}")
+  if jax.process_index() == 0:
+    for (bad, _, _), aside in zip(damaged, places):
+      storage.move(directory / str(bad), aside)
+  if damaged:
+    distributed.barrier(f"sora_jax_checkpoints_set_aside_{damaged[-1][2]}")
+
+
+def _close_reader(reader, manager) -> None:
+  if reader is not manager:
+    reader.close()
 
 
 def load_for_inference(workdir, step: int | None = None):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from sora_jax import objectives, storage
 from sora_jax.config import terms, to_json, validate
 from sora_jax.data.pipeline import TrainInput
-from sora_jax.errors import SoraError, unwritable, unwritable_message
+from sora_jax.errors import ConfigError, SoraError, unwritable, unwritable_message
 from sora_jax.models import encoder
 from sora_jax.parallel import distributed, mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
@@ -201,9 +201,13 @@ class _Run:
     self.manager.close()  # a fresh manager: it lists the steps without the ones set aside
     self.manager = ckpt.make_manager(self.workdir, keep=self.config.train.keep_checkpoints)
     self.data.seek(start)
-    if saved is not None and saved.get("num_examples") not in (None, self.data.num_examples):
-      _say(f"the training split held {saved['num_examples']} videos when checkpoint {start} was written and "
-           f"holds {self.data.num_examples} now; the input continues at global step {start} of the new one")
+    changes = self.data.changes_from(saved or {})
+    if changes and not self.config.train.allow_data_change:
+      raise ConfigError(f"checkpoint {start} was trained on other data ({'; '.join(changes)}): resuming would change the "
+                        "data order; rerun with the saved values, or add --config.train.allow_data_change=true")
+    if changes:
+      _say(f"the input changed since checkpoint {start} ({'; '.join(changes)}); it continues at global step {start} "
+           "of the new stream (train.allow_data_change)")
     _say(f"resumed from {ckpt.checkpoint_dir(self.workdir)} at step {start} on {self.mesh.size} devices")
     return state, start
 

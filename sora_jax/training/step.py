@@ -41,11 +41,17 @@ def _encode(config, model, encoder_params, model_state, batch, key, ema_params=N
   video = batch["video"]
   b, v = video.shape[:2]
   flat = video.reshape((b * v,) + video.shape[2:])
-  mask = None
-  if "latent_mask" in terms(config.objective.name):
+  mask, names = None, terms(config.objective.name)
+  if "latent_mask" in names:
     o = config.objective
     mask = draw_mask(jax.random.fold_in(key, 2), b * v, video.shape[2], o.mask_ratio, o.mask_blocks)
-  out, new_state = _apply(model, encoder_params, model_state, flat, key, mask)
+  if mask is not None and len(names) > 1 and not config.objective.mask_every_term:
+    # The other terms see the whole clips; a second online pass sees the masked ones and predicts.
+    out, new_state = _apply(model, encoder_params, model_state, flat, key)
+    masked, _ = _apply(model, encoder_params, model_state, flat, key, mask)
+    out = dict(out, latent_predictions=masked["latent_predictions"])
+  else:
+    out, new_state = _apply(model, encoder_params, model_state, flat, key, mask)
   if mask is not None:
     out = dict(out, time_mask=mask.astype(jnp.float32))
   if ema_params is not None:  # the momentum teacher on the whole views: no gradient, its state changes dropped
