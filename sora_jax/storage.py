@@ -234,10 +234,10 @@ SETTLE_S = 1.0  # an object store's lock: pause between writing the lock object 
 @contextlib.contextmanager
 def exclusive(lock_path, *, timeout_s: float = 600.0, poll_s: float = 0.5):
   """Holds an exclusive lock for a short critical section (other holders wait, up to `timeout_s`).
-  A local file: `fcntl.flock`, released by the kernel if the holder dies. An object (a bucket has
-  no exclusive create here): a lock object with our token, written when none is there and read
-  back after `SETTLE_S`; the writer whose token is not there waits again. A lock object left by
-  a holder that died is reported after `timeout_s` with the object to delete."""
+  A local file: `fcntl.flock`, released by the kernel if the holder dies. An object: a lock object
+  holding our token, made by `create_exclusive` (on gs://, a conditional create) and deleted by
+  `remove_if_holding`; a writer that cannot create it waits. A lock object left by a holder that
+  died is reported after `timeout_s` with the object to delete."""
   lock_path = path(lock_path)
   if is_local(lock_path):
     with open(lock_path, "a") as f:
@@ -257,14 +257,15 @@ def exclusive(lock_path, *, timeout_s: float = 600.0, poll_s: float = 0.5):
   try:
     yield
   finally:
-    if _read_or_none(lock_path) == token:
-      lock_path.unlink(missing_ok=True)
+    remove_if_holding(lock_path, token)
 
 
 def create_exclusive(p, text: str) -> bool:
-  """Creates file `p` holding `text` unless it exists; True if this call created it. Local: O_EXCL
-  (atomic). An object (no exclusive create here): written when absent, then read back after
-  `SETTLE_S`; of two writers racing, the one whose text is not there gets False."""
+  """Creates file `p` holding `text` unless it exists; True if this call created it. Local: O_EXCL.
+  gs://: a conditional create (`ifGenerationMatch=0`): GCS refuses it (412) when the object exists,
+  and a refusal is read back, since a retried request whose first attempt landed is refused too
+  (the object then holds our own `text`, which is unique to the caller). Other object stores
+  (no conditional create through fsspec): written when absent and read back after `SETTLE_S`."""
   p = path(p)
   if is_local(p):
     try:
@@ -274,11 +275,43 @@ def create_exclusive(p, text: str) -> bool:
     with os.fdopen(fd, "w") as f:
       f.write(text)
     return True
+  if scheme(p) in ("gs", "gcs"):
+    try:
+      filesystem(os.fspath(p)).pipe_file(os.fspath(p), text.encode(), mode="create")
+    except FileExistsError:
+      return _read_or_none(p) == text
+    return True
   if p.exists():
     return False
   p.write_text(text)
   time.sleep(SETTLE_S)
   return _read_or_none(p) == text
+
+
+def remove_if_holding(p, text: str) -> bool:
+  """Deletes file `p` if it holds `text` (a lock we created); True if it did. gs://: the delete is
+  conditional on the generation that held `text`, so an object replaced since by another writer
+  (a lock taken over) is never deleted."""
+  p = path(p)
+  if scheme(p) not in ("gs", "gcs"):
+    if _read_or_none(p) != text:
+      return False
+    p.unlink(missing_ok=True)
+    return True
+  fs, url = filesystem(os.fspath(p)), os.fspath(p)
+  try:
+    generation = fs.info(url, refresh=True).get("generation")
+  except FileNotFoundError:
+    return False
+  if _read_or_none(p) != text or generation is None:
+    return False
+  bucket, key, _ = fs.split_path(url)
+  try:
+    fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=str(generation))
+  except (FileNotFoundError, FileExistsError):  # gone, or replaced since (412)
+    return False
+  fs.invalidate_cache(url)
+  return True
 
 
 def _read_or_none(p) -> str | None:

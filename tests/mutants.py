@@ -217,6 +217,9 @@ MUTANTS = {
     "resume-on-other-data-unchecked": (
         "sora_jax/training/loop.py", "if changes and not self.config.train.allow_data_change:", "if False:",
         ["tests/test_training.py::test_resume_on_other_data_stops_in_one_line_unless_allowed"]),
+    "gs-lock-written-then-read-back": (
+        "sora_jax/storage.py", "  if scheme(p) in (\"gs\", \"gcs\"):\n    try:\n      filesystem(", "  if False:\n    try:\n      filesystem(",
+        ["tests/test_cloud.py::test_a_gs_lock_is_a_conditional_create_that_survives_lost_and_retried_uploads"]),
 }
 
 

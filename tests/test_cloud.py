@@ -29,26 +29,30 @@ TINY = ["--config.data.num_frames=4", "--config.data.frame_size=16", "--config.d
         "--config.train.checkpoint_every=2", "--config.optimizer.warmup_steps=1", "--no_quick_eval"]
 
 
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-  """(env for subprocesses, emulator URL): a GCS emulator with one bucket, for this module."""
+def _start_emulator(*flags: str):
+  """-> (process, URL) of tests/gcs_emulator.py with one bucket, once it answers."""
   pytest.importorskip("gcsfs")
   pytest.importorskip("gcp_storage_emulator")
-  s = socket.socket()
-  s.bind(("127.0.0.1", 0))
-  port = s.getsockname()[1]
-  s.close()
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
   url = f"http://127.0.0.1:{port}"
-  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), "--port", str(port), "--bucket", BUCKET],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), "--port", str(port), "--bucket", BUCKET,
+                           *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 60
   while True:
     try:
       urllib.request.urlopen(f"{url}/storage/v1/b/{BUCKET}/o", timeout=2).read()
-      break
+      return proc, url
     except OSError:
       assert time.time() < deadline and proc.poll() is None, "the GCS emulator did not start"
       time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """(env for subprocesses, emulator URL): a GCS emulator with one bucket, for this module."""
+  proc, url = _start_emulator()
   env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -186,7 +190,7 @@ def test_object_store_paths_go_through_fsspec_whatever_the_environment_says():
   """With TensorFlow installed (always, here) etils would route gs:// through tf.io.gfile, a stack
   no test runs, unless EPATH_USE_TF=false; importing sora_jax.storage makes that choice, so our
   paths and those orbax builds from them use fsspec even when the environment asks for TF."""
-  env = {**os.environ, "EPATH_USE_TF": "true"}
+  env = {**os.environ, "EPATH_USE_TF": "true", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"}  # gcsfs: no credential probe
   run = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
   probe = ("from etils import epath; from etils.epath import backend\n"
            "assert epath.Path('gs://b/x')._backend is backend.tf_backend  # etils alone: TF (and cached)\n"
@@ -196,3 +200,42 @@ def test_object_store_paths_go_through_fsspec_whatever_the_environment_says():
            "print('fsspec')")
   proc = run(probe)
   assert proc.returncode == 0 and proc.stdout.strip() == "fsspec", proc.stderr[-2000:]
+
+
+_LOCK_PROBE = """
+import sys
+from sora_jax import storage
+b = sys.argv[1]
+print("raced", storage.create_exclusive(f"gs://{b}/locks/raced.lock", "ours"),
+      storage.path(f"gs://{b}/locks/raced.lock").read_text())
+print("landed", storage.create_exclusive(f"gs://{b}/locks/landed.lock", "ours"))
+print("lost", storage.create_exclusive(f"gs://{b}/locks/lost.lock", "ours"))
+print("taken", storage.create_exclusive(f"gs://{b}/locks/lost.lock", "second"))
+print("release-theirs", storage.remove_if_holding(f"gs://{b}/locks/raced.lock", "ours"),
+      storage.path(f"gs://{b}/locks/raced.lock").exists())
+print("release-ours", storage.remove_if_holding(f"gs://{b}/locks/landed.lock", "ours"),
+      storage.path(f"gs://{b}/locks/landed.lock").exists())
+storage.write_text(f"gs://{b}/locks/lost.lock", "taken over")  # another run replaced our lock
+print("release-replaced", storage.remove_if_holding(f"gs://{b}/locks/lost.lock", "ours"),
+      storage.path(f"gs://{b}/locks/lost.lock").read_text())
+"""
+
+
+def test_a_gs_lock_is_a_conditional_create_that_survives_lost_and_retried_uploads(tmp_path):
+  """Against an emulator with GCS's preconditions whose first upload of each lock object fails
+  with 503 (gcsfs retries it): an upload that lost the race to another writer's does not hold the
+  lock (the write-then-read-back lock it replaces overwrote the other and held it too); one whose
+  first attempt landed before its answer was lost does; releasing deletes only our own object."""
+  faults = ["locks/raced.lock=raced:theirs", "locks/landed.lock=landed", "locks/lost.lock=lost"]
+  proc, url = _start_emulator(*[f"--fail-first-upload={f}" for f in faults])
+  try:
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    out = subprocess.run([sys.executable, "-c", _LOCK_PROBE, BUCKET], capture_output=True, text=True, env=env,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["raced False theirs", "landed True", "lost True", "taken False",
+                                       "release-theirs False True", "release-ours True False",
+                                       "release-replaced False taken over"], out.stdout + out.stderr[-2000:]
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)

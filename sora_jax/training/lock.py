@@ -3,8 +3,9 @@
 A second `train` on the same workdir (the same command twice, or another learning rate) would
 interleave two runs' checkpoints and metrics; it stops instead with a one-line error naming the
 holder. A lock left by a process that is gone (same host, pid not running) is taken over. On start
-the holder also removes orbax's temporary directories left by a save that never finished. In a
-bucket (gs://), where nothing creates a file exclusively, the lock is written and read back.
+the holder also removes orbax's temporary directories left by a save that never finished. On gs://
+the lock is a conditional create (`storage.create_exclusive`) and its release a delete conditional
+on the generation we wrote.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ class WorkdirLock:
     return self
 
   def _create(self, me: dict) -> None:
-    """Creates the lock file or raises FileExistsError (`storage.create_exclusive`: atomic locally;
-    in a bucket, of two runs starting together, the one whose token is not read back stops)."""
-    if not storage.create_exclusive(self.path, json.dumps(me)):
+    """Creates the lock file or raises FileExistsError (`storage.create_exclusive`: atomic locally
+    and on gs://)."""
+    self.text = json.dumps(me)
+    if not storage.create_exclusive(self.path, self.text):
       raise FileExistsError(os.fspath(self.path))
 
   def _holder(self) -> dict:
@@ -82,6 +84,5 @@ class WorkdirLock:
 
   def __exit__(self, *exc):
     if self.held:
-      if self._holder().get("token", self.token) == self.token:
-        self.path.unlink(missing_ok=True)
+      storage.remove_if_holding(self.path, self.text)  # never a lock another run has taken over since
       self.held = False
