@@ -220,6 +220,12 @@ MUTANTS = {
     "gs-lock-written-then-read-back": (
         "sora_jax/storage.py", "  if scheme(p) in (\"gs\", \"gcs\"):\n    try:\n      filesystem(", "  if False:\n    try:\n      filesystem(",
         ["tests/test_cloud.py::test_a_gs_lock_is_a_conditional_create_that_survives_lost_and_retried_uploads"]),
+    "lock-lease-never-expires": (
+        "sora_jax/training/lock.py", "and time.time() > holder[\"expires\"]:", "and False:",
+        ["tests/test_lock.py"]),
+    "lock-heartbeat-overwrites-a-successor": (
+        "sora_jax/training/lock.py", "if self._holder()[1] != self.text:", "if False:",
+        ["tests/test_lock.py"]),
 }
 
 
