@@ -131,6 +131,11 @@ def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
     while not _committed_steps(url):
       assert time.time() < deadline and first.poll() is None, first.stdout.read()[-3000:] if first.poll() else "slow"
       time.sleep(0.5)
+    # A second train on the same gs:// workdir while the first runs: refused in one line.
+    second = subprocess.run([*train, "--config.train.num_steps=2"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    busy = [line for line in second.stderr.splitlines() if "in use by pid" in line]
+    assert second.returncode != 0 and len(busy) == 1 and f"in use by pid {first.pid} " in busy[0], second.stderr[-3000:]
     first.send_signal(signal.SIGKILL)  # no save, no cleanup: the lock and maybe a half-written save stay
     first.wait(timeout=60)
   finally:
