@@ -226,6 +226,9 @@ MUTANTS = {
     "lock-heartbeat-overwrites-a-successor": (
         "sora_jax/training/lock.py", "if self._holder()[1] != self.text:", "if False:",
         ["tests/test_lock.py"]),
+    "lost-lock-keeps-training": (
+        "sora_jax/training/loop.py", "if preempt.workdir_lost:  # before anything more is written there", "if False:",
+        ["tests/test_training.py::test_a_run_whose_lock_was_taken_over_stops_without_saving_or_deleting_it"]),
 }
 
 

@@ -9,11 +9,13 @@ cache so that the same program is compiled once per session.
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -155,6 +157,27 @@ def test_resume_on_other_data_stops_in_one_line_unless_allowed(straight, data_di
   assert int(state.step) == 4 and [step for step, _ in ids2] == [2, 3]
   assert ids2 != ids[2:]  # the new seed's order, from the saved step on
   assert any(m.startswith("the input changed since checkpoint 2 (seed 0 -> 7)") for m in messages), messages
+
+
+def test_a_run_whose_lock_was_taken_over_stops_without_saving_or_deleting_it(data_dir, tmp_path, monkeypatch):
+  """Another run takes train.lock over (this one's lease having expired, say after a long pause):
+  the heartbeat notices, and the loop stops at the next step without saving, logging or releasing."""
+  import sora_jax.training.lock as lock_lib
+  from sora_jax.training.lock import WorkdirBusy
+  monkeypatch.setattr(lock_lib, "HEARTBEAT_S", 0.05)
+  successor = json.dumps({"pid": 4242, "host": "another-host", "token": "successor", "expires": 2e9})
+
+  def take_over(step, batch):
+    if step == 10:  # read up to data.device_prefetch steps ahead of its step
+      (tmp_path / "train.lock").write_text(successor)
+      time.sleep(0.5)  # the heartbeat's next beat
+
+  with pytest.raises(WorkdirBusy, match=r"^stopped at step (\d+) without saving: .*train\.lock was taken over") as e:
+    train(tiny_config(data_dir, train__num_steps=40, train__checkpoint_every=2), tmp_path, batch_callback=take_over)
+  stopped = int(re.search(r"step (\d+)", str(e.value)).group(1))
+  assert 8 <= stopped < 40 and (tmp_path / "train.lock").read_text() == successor  # not deleted on the way out
+  assert all(int(d) < stopped for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert max(json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")) < stopped
 
 
 def test_without_device_prefetch_the_run_is_the_same(straight, data_dir, tmp_path):

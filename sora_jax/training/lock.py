@@ -47,11 +47,13 @@ def _alive(pid: int) -> bool:
 
 class WorkdirLock:
 
-  def __init__(self, workdir, say=print, *, lease_s: float = LEASE_S, heartbeat_s: float = HEARTBEAT_S):
+  def __init__(self, workdir, say=print, *, lease_s: float | None = None, heartbeat_s: float | None = None):
     self.path, self.say, self.held = storage.path(workdir) / NAME, say, False
     self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-    self.lease_s, self.heartbeat_s = lease_s, heartbeat_s
+    self.lease_s = LEASE_S if lease_s is None else lease_s
+    self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
     self.text, self._stop, self._beat = "", threading.Event(), None
+    self.lost = threading.Event()  # set when another run took the lock over: the loop stops without saving
 
   def _record(self) -> str:
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -108,6 +110,7 @@ class WorkdirLock:
     while not self._stop.wait(self.heartbeat_s):
       try:
         if self._holder()[1] != self.text:
+          self.lost.set()
           self.say(f"{self.path} is no longer this run's (taken over after its lease expired); "
                    "another run may be writing this workdir")
           return

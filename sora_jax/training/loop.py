@@ -35,7 +35,7 @@ from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training import checkpoint as ckpt
 from sora_jax.training.captions import caption_features
 from sora_jax.training.feed import DeviceFeed
-from sora_jax.training.lock import WorkdirLock
+from sora_jax.training.lock import WorkdirBusy, WorkdirLock
 from sora_jax.training.log import DivergedError, Window, Writer
 from sora_jax.training.optim import build_optimizer
 from sora_jax.training.profile import StepProfiler
@@ -94,8 +94,9 @@ class _Preemption:
 
   SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
-  def __init__(self, every: int):
+  def __init__(self, every: int, lock_lost: threading.Event | None = None):
     self.requested, self.every, self.reason = False, every, ""
+    self.lock_lost, self.workdir_lost = lock_lost, False  # another run took the workdir's lock over
     self._old = {}
 
   def __enter__(self):
@@ -118,11 +119,14 @@ class _Preemption:
   def agreed(self, step: int) -> bool:
     """All processes stop at the same step: any process's request counts for all. With several
     processes they ask each other every `train.preemption_check_every` steps (an allgather)."""
-    if jax.process_count() == 1:
-      return self.requested
-    if step % self.every:
-      return False
-    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+    flags = np.array([self.requested, self.lock_lost is not None and self.lock_lost.is_set()])
+    if jax.process_count() > 1:
+      if step % self.every:
+        return False
+      flags = np.any(multihost_utils.process_allgather(flags), axis=0)  # the lock: process 0 alone knows
+    if flags[1]:
+      self.workdir_lost, self.reason = True, "the workdir lock was taken over by another run"
+    return bool(flags.any())
 
 
 def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | None = None,
@@ -139,8 +143,8 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
   workdir = storage.path(workdir)  # a local folder or a URL (gs://bucket/run)
   workdir.mkdir(parents=True, exist_ok=True)
   try:
-    with _QUIET_DISK_ERRORS, WorkdirLock(workdir, _say):  # one run per workdir (WorkdirBusy names the holder)
-      return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback)
+    with _QUIET_DISK_ERRORS, WorkdirLock(workdir, _say) as lock:  # one run per workdir (WorkdirBusy names the holder)
+      return _train(config, workdir, tuple(hooks), stop_at_step, batch_callback, lock.lost)
   except Exception as e:  # noqa: BLE001 - a full or read-only disk: one line naming what survived
     cause = unwritable(e)
     if cause is None:
@@ -151,7 +155,7 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
     raise SoraError(unwritable_message(cause, workdir, kept)) from e
 
 
-def _train(config, workdir: epath.Path, hooks, stop_at_step, batch_callback):
+def _train(config, workdir: epath.Path, hooks, stop_at_step, batch_callback, lock_lost=None):
   run = _Run(config, workdir)
   state, start = run.restore_or_init()
   if jax.process_index() == 0:
@@ -160,7 +164,7 @@ def _train(config, workdir: epath.Path, hooks, stop_at_step, batch_callback):
   bar = _progress(config.train.num_steps, start)
   profiler = StepProfiler(config.train.profile_steps, workdir, jax.process_index() == 0)
   try:
-    with _Preemption(config.train.preemption_check_every) as preempt:
+    with _Preemption(config.train.preemption_check_every, lock_lost) as preempt:
       state = _loop(run, state, start, hooks, writer, bar, preempt, stop_at_step, batch_callback, profiler)
   finally:
     with contextlib.ExitStack() as closing:  # each one runs even if one before it fails (a full disk)
@@ -236,6 +240,9 @@ def _loop(run: _Run, state, start, hooks, writer, bar, preempt, stop_at_step, ba
         bar.write(traced)
       bar.update(1)
       stopping = step == stop_at_step or preempt.agreed(step)
+      if preempt.workdir_lost:  # before anything more is written there
+        raise WorkdirBusy(f"stopped at step {step} without saving: {run.workdir / 'train.lock'} was taken over by "
+                          "another run (this one's lease had expired); the workdir is that run's now")
       end = step == tc.num_steps or stopping
       log_now = step % tc.log_every == 0 or end
       hook_now = bool(hooks) and ((tc.quick_eval_every and step % tc.quick_eval_every == 0) or step == tc.num_steps)
