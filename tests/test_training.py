@@ -167,10 +167,17 @@ def test_a_run_whose_lock_was_taken_over_stops_without_saving_or_deleting_it(dat
   monkeypatch.setattr(lock_lib, "HEARTBEAT_S", 0.05)
   successor = json.dumps({"pid": 4242, "host": "another-host", "token": "successor", "expires": 2e9})
 
+  said = []
+  import sora_jax.training.loop as loop_lib
+  monkeypatch.setattr(loop_lib, "_say", said.append)
+
   def take_over(step, batch):
     if step == 10:  # read up to data.device_prefetch steps ahead of its step
       (tmp_path / "train.lock").write_text(successor)
-      time.sleep(0.5)  # the heartbeat's next beat
+      deadline = time.time() + 120
+      while not any("is no longer this run's" in m for m in said):  # the heartbeat noticed
+        assert time.time() < deadline, said
+        time.sleep(0.05)
 
   with pytest.raises(WorkdirBusy, match=r"^stopped at step (\d+) without saving: .*train\.lock was taken over") as e:
     train(tiny_config(data_dir, train__num_steps=40, train__checkpoint_every=2), tmp_path, batch_callback=take_over)
