@@ -47,9 +47,12 @@ def _serial_saves_on_cpu() -> None:
 def make_manager(workdir, *, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
   _serial_saves_on_cpu()
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
-              "config": ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=_handlers(), options=options)
+
+
+def _handlers() -> dict:
+  return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+          "config": ocp.JsonCheckpointHandler()}
 
 
 def saved_config(d: dict) -> ml_collections.ConfigDict:
@@ -127,9 +130,7 @@ def _process_local_reader(manager: ocp.CheckpointManager) -> ocp.CheckpointManag
   me = jax.process_index()
   options = ocp.CheckpointManagerOptions(read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
       primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"sora_jax_restore_{me}"))
-  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
-              "config": ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(manager.directory, item_handlers=handlers, options=options)
+  return ocp.CheckpointManager(manager.directory, item_handlers=_handlers(), options=options)
 
 
 def _agreed_steps(manager) -> list[int]:
