@@ -23,14 +23,3 @@ def data_dir(tmp_path_factory):
   """A data dir shared by the whole session, so built-in datasets are generated once."""
   return str(tmp_path_factory.getbasetemp() / "sora_data")
 
-
-# The longest files first: `make test` hands whole files to its workers (--dist loadfile) in
-# collection order, and the longest file (2-process runs, about 5 minutes on 2 cores) collected
-# last in alphabetical order ran alone at the end while the other worker idled.
-_LONGEST_FIRST = ("test_training_processes.py", "test_training.py", "test_cloud.py", "test_survival.py",
-                  "test_memory.py", "test_finetune.py", "test_apps_embed.py", "test_video_text.py")
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
