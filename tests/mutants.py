@@ -206,7 +206,7 @@ MUTANTS = {
     "every-epoch-one-order": (
         "sora_jax/data/pipeline.py", "np.random.default_rng([seed, _DATA_SALT, epoch])",
         "np.random.default_rng([seed, _DATA_SALT])",
-        ["tests/test_data.py::test_every_epoch_visits_every_example_in_its_own_order"]),
+        ["tests/test_data_order.py::test_every_epoch_visits_every_example_in_its_own_order"]),
     "every-term-sees-the-masked-clips": (
         "sora_jax/training/step.py", "if mask is not None and len(names) > 1 and not config.objective.mask_every_term:",
         "if False:",
