@@ -14,13 +14,10 @@ object, `Staged` writes a local file and uploads it whole when it is complete.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-import socket
 import tempfile
 import threading
-import time
 
 import fsspec
 from etils import epath
@@ -228,94 +225,25 @@ class Appender:
       self._f.close()
 
 
-SETTLE_S = 1.0  # an object store's lock: pause between writing the lock object and reading it back
-
-
-@contextlib.contextmanager
-def exclusive(lock_path, *, timeout_s: float = 600.0, poll_s: float = 0.5):
-  """Holds an exclusive lock for a short critical section (other holders wait, up to `timeout_s`).
-  A local file: `fcntl.flock`, released by the kernel if the holder dies. An object: a lock object
-  holding our token, made by `create_exclusive` (on gs://, a conditional create) and deleted by
-  `remove_if_holding`; a writer that cannot create it waits. A lock object left by a holder that
-  died is reported after `timeout_s` with the object to delete."""
-  lock_path = path(lock_path)
-  if is_local(lock_path):
-    with open(lock_path, "a") as f:
-      fcntl.flock(f, fcntl.LOCK_EX)
-      try:
-        yield
-      finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return
-  token = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{time.time_ns()}"
-  deadline = time.monotonic() + timeout_s
-  while not create_exclusive(lock_path, token):
-    if time.monotonic() > deadline:
-      raise StorageError(f"{lock_path} has been held for over {timeout_s:.0f} s; if no writer is running, "
-                         "delete it and retry")
-    time.sleep(poll_s)
+def read_text_or_none(p) -> str | None:
+  """A file's text; None if it is absent or cannot be read."""
   try:
-    yield
-  finally:
-    remove_if_holding(lock_path, token)
-
-
-def create_exclusive(p, text: str) -> bool:
-  """Creates file `p` holding `text` unless it exists; True if this call created it. Local: O_EXCL.
-  gs://: a conditional create (`ifGenerationMatch=0`): GCS refuses it (412) when the object exists,
-  and a refusal is read back, since a retried request whose first attempt landed is refused too
-  (the object then holds our own `text`, which is unique to the caller). Other object stores
-  (no conditional create through fsspec): written when absent and read back after `SETTLE_S`."""
-  p = path(p)
-  if is_local(p):
-    try:
-      fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      return False
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    return True
-  if scheme(p) in ("gs", "gcs"):
-    try:
-      filesystem(os.fspath(p)).pipe_file(os.fspath(p), text.encode(), mode="create")
-    except FileExistsError:
-      return _read_or_none(p) == text
-    return True
-  if p.exists():
-    return False
-  p.write_text(text)
-  time.sleep(SETTLE_S)
-  return _read_or_none(p) == text
-
-
-def remove_if_holding(p, text: str) -> bool:
-  """Deletes file `p` if it holds `text` (a lock we created); True if it did. gs://: the delete is
-  conditional on the generation that held `text`, so an object replaced since by another writer
-  (a lock taken over) is never deleted."""
-  p = path(p)
-  if scheme(p) not in ("gs", "gcs"):
-    if _read_or_none(p) != text:
-      return False
-    p.unlink(missing_ok=True)
-    return True
-  fs, url = filesystem(os.fspath(p)), os.fspath(p)
-  try:
-    generation = fs.info(url, refresh=True).get("generation")
-  except FileNotFoundError:
-    return False
-  if _read_or_none(p) != text or generation is None:
-    return False
-  bucket, key, _ = fs.split_path(url)
-  try:
-    fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=str(generation))
-  except (FileNotFoundError, FileExistsError):  # gone, or replaced since (412)
-    return False
-  fs.invalidate_cache(url)
-  return True
-
-
-def _read_or_none(p) -> str | None:
-  try:
-    return p.read_text()
+    return path(p).read_text()
   except (FileNotFoundError, OSError):
     return None
+
+
+def read_bytes_many(paths) -> list[bytes]:
+  """Whole files, in order; on an object store in concurrent requests (one round trip, not N)."""
+  paths = [path(p) for p in paths]
+  if not paths or is_local(paths[0]):
+    return [p.read_bytes() for p in paths]
+  fs = filesystem(os.fspath(paths[0]))
+  got = fs.cat([os.fspath(p) for p in paths])
+  return [got[os.fspath(p)] if os.fspath(p) in got else got[fs._strip_protocol(os.fspath(p))] for p in paths]
+
+
+def remove(p) -> None:
+  """Deletes a file if it is there (best effort: what is left is never listed anywhere)."""
+  with contextlib.suppress(FileNotFoundError, OSError):
+    path(p).unlink(missing_ok=True)

@@ -7,8 +7,8 @@ It is `gcp-storage-emulator` (PyPI) with what GCS does and it lacks:
   StorageGeneration");
 - the `ifGenerationMatch` precondition on uploads and deletes (0: only if no such object; N: only
   if the live object's generation is N), answered 412 as GCS does: what locks on gs:// rest on.
-For the tests of lost and retried requests, `--fail-first-upload NAME=MODE` makes the first upload
-of object NAME answer 503 (the client retries it): MODE `lost` stores nothing, `landed` stores it
+For the tests of lost and retried requests, `--fail-upload NAME@N=MODE` makes the N-th upload of
+object NAME that passes its preconditions (`NAME=MODE`: the first) answer 503 (the client retries it): MODE `lost` stores nothing, `landed` stores it
 (the request reached GCS; its answer was lost), `raced:TEXT` stores TEXT instead (another writer's
 upload landed in between).
 """
@@ -36,7 +36,8 @@ def _upload_name(request):
   return data.get("meta", {}).get("name") if isinstance(data, dict) else None
 
 
-def serve(host: str, port: int, bucket: str, fail_first_upload: dict) -> None:
+def serve(host: str, port: int, bucket: str, fail_upload: dict) -> None:
+  uploads: dict[str, int] = {}  # name -> uploads so far that passed their preconditions
   from gcp_storage_emulator.handlers import objects
 
   plain_download, plain_insert, plain_delete = objects.download, objects.insert, objects.delete
@@ -56,7 +57,10 @@ def serve(host: str, port: int, bucket: str, fail_first_upload: dict) -> None:
       response.status = HTTPStatus.PRECONDITION_FAILED
       response.json({"error": {"code": 412, "message": "conditionNotMet", "errors": [{"reason": "conditionNotMet"}]}})
       return None
-    mode = fail_first_upload.pop(name, None) if name is not None else None
+    mode = None
+    if name is not None:
+      uploads[name] = uploads.get(name, 0) + 1
+      mode = fail_upload.pop(f"{name}@{uploads[name]}", None)
     if mode is None:
       return plain_insert(request, response, storage, *args, **kwargs)
     if mode == "landed":
@@ -87,10 +91,11 @@ if __name__ == "__main__":
   parser.add_argument("--host", default="127.0.0.1")
   parser.add_argument("--port", type=int, required=True)
   parser.add_argument("--bucket", required=True)
-  parser.add_argument("--fail-first-upload", action="append", default=[], metavar="NAME=MODE",
-                      help="the first upload of object NAME answers 503; MODE: lost | landed | raced:TEXT")
+  parser.add_argument("--fail-upload", action="append", default=[], metavar="NAME[@N]=MODE",
+                      help="the N-th (default: first) upload of object NAME answers 503; MODE: lost | landed | raced:TEXT")
   args = parser.parse_args()
   import logging
   logging.disable(logging.INFO)
-  serve(args.host, args.port, args.bucket, dict(x.split("=", 1) for x in args.fail_first_upload))
+  faults = (x.split("=", 1) for x in args.fail_upload)
+  serve(args.host, args.port, args.bucket, {k if "@" in k else f"{k}@1": mode for k, mode in faults})
   sys.exit(0)

@@ -34,18 +34,67 @@ def test_append_reload_and_search_finds_itself(tmp_path):
   assert [h["rank"] for h in hits[0]] == [1, 2, 3, 4]
 
 
-def test_unfinished_append_is_ignored_and_overwritten(tmp_path):
+def test_an_append_that_never_committed_is_ignored_and_its_files_never_listed(tmp_path, monkeypatch):
+  from sora_jax import atomic
   x = np.eye(4, dtype=np.float32)
   idx = Index.create(tmp_path, dim=4, dtype="float16")
   idx.append(x[:2], _records(["a", "b"]))
-  with open(tmp_path / "items.jsonl", "a") as f:  # a crash after writing items, before index.json
-    f.write(json.dumps({"id": 99, "path": "zombie"}) + "\n")
+
+  def crash(*args):
+    raise KeyboardInterrupt  # the process dies after writing its files, before index.json
+  monkeypatch.setattr(atomic, "replace_if_version", crash)
+  with pytest.raises(KeyboardInterrupt):
+    idx.append(x[2:], _records(["zombie", "z2"]))
+  monkeypatch.undo()
   idx = Index.load(tmp_path)
-  assert idx.paths == ["a", "b"]
+  assert idx.paths == ["a", "b"] and len(list(tmp_path.glob("items-*.jsonl"))) == 2  # one committed, one orphan
   idx.append(x[2:], _records(["c", "d"]))
   idx = Index.load(tmp_path)
   assert idx.paths == ["a", "b", "c", "d"] and idx.embeddings().dtype == np.float32
+  np.testing.assert_array_equal(idx.embeddings(), x)
   assert idx.shards()[0].dtype == np.float16
+
+
+def test_a_version_1_index_is_read_and_appended_to(tmp_path):
+  """Version 1 kept every item in items.jsonl (lines past `count`: an append that never committed)."""
+  x = np.eye(4, dtype=np.float32)
+  np.save(tmp_path / "emb-00000.npy", x[:2])
+  (tmp_path / "items.jsonl").write_text("".join(json.dumps({"id": i, "path": p, "label": 1}) + "\n"
+                                                for i, p in enumerate(["a", "b", "zombie"])))
+  (tmp_path / "index.json").write_text(json.dumps({
+      "version": 1, "dim": 4, "dtype": "float32", "count": 2, "shards": [{"file": "emb-00000.npy", "count": 2}],
+      "step": 3, "config_hash": "h", "workdir": None, "label_names": None, "extra": {}, "text_dim": None}))
+  assert Index.load(tmp_path).paths == ["a", "b"]
+  assert Index.load(tmp_path).append(x[1:], _records(["b", "c", "d"])) == 2  # "b" is there already
+  idx = Index.load(tmp_path)
+  assert idx.paths == ["a", "b", "c", "d"] and idx.meta["version"] == 2 and idx.ids.tolist() == [0, 1, 2, 3]
+  np.testing.assert_array_equal(idx.embeddings(), x)
+
+
+def test_a_writer_whose_lock_failed_it_cannot_commit_over_another(tmp_path, monkeypatch):
+  """Two writers inside the critical section at once (a lock deleted by hand while its holder ran):
+  the one that commits second finds index.json changed since it read it, drops its files, reads the
+  new index and appends again; every row keeps its own path, a path both add lands once."""
+  from sora_jax import atomic
+  x = np.eye(6, dtype=np.float32)
+  a = Index.create(tmp_path, dim=6)
+  b = Index.load(tmp_path)
+  commit = atomic.replace_if_version
+  calls = []
+
+  def b_commits_first(p, text, version):
+    if not calls:
+      calls.append(1)
+      assert b._append_locked(x[3:], _records(["d", "e", "f"]), None) == 3  # b commits in between
+    return commit(p, text, version)
+  monkeypatch.setattr(atomic, "replace_if_version", b_commits_first)
+  assert a.append(x[:4], _records(["a", "b", "c", "d"])) == 3  # "d" is b's by then
+  monkeypatch.undo()
+  idx = Index.load(tmp_path)
+  assert idx.paths == ["d", "e", "f", "a", "b", "c"] and idx.count == 6
+  rows = {p: int(np.argmax(e)) for p, e in zip(idx.paths, idx.embeddings())}
+  assert rows == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4, "f": 5}  # each row with its own path
+  assert len(list(tmp_path.glob("emb-*.npy"))) == 2  # a's first files were removed
 
 
 def test_index_errors(tmp_path):

@@ -155,9 +155,17 @@ def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
   report = json.loads(_read(url, "run/eval/report.json"))
   assert report["checkpoint_step"] == done + 2 and report["workdir"] == run
 
-  _run([*CLI, "embed", "--workdir", run, "--videos", str(src), "--out", index, "--no-progress"], env, tmp_path)
+  # Two embeds into one new gs:// index at once, one of them over half the other's videos: each
+  # video lands once (the second to append drops the paths the first added), in the same index.
+  embeds = [subprocess.Popen([*CLI, "embed", "--workdir", run, "--videos", str(videos), "--out", index, "--no-progress"],
+                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for videos in (src, src / "right")]
+  outs = [p.communicate(timeout=400)[0] for p in embeds]
+  assert [p.returncode for p in embeds] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
   meta = json.loads(_read(url, "index/index.json"))
-  assert meta["count"] == 12 and meta["workdir"] == run
+  assert meta["count"] == 12 and meta["workdir"] == run and meta["version"] == 2
+  items = [json.loads(line) for s in meta["shards"] for line in _read(url, f"index/{s['items']}").decode().splitlines()]
+  assert sorted(it["path"] for it in items) == sorted(str(p) for p in src.rglob("*.mp4"))  # each once
   out = _run([*CLI, "search", "--index", index, "--query", str(src / "right" / "right0.mp4"), "--k", "3",
               "--html", f"gs://{BUCKET}/search.html"], env, tmp_path)
   first = next(line.split() for line in out.splitlines() if line.split()[:1] == ["1"])  # rank, score, path, label
@@ -209,38 +217,91 @@ def test_object_store_paths_go_through_fsspec_whatever_the_environment_says():
 
 _LOCK_PROBE = """
 import sys
-from sora_jax import storage
+from sora_jax import atomic, storage
 b = sys.argv[1]
-print("raced", storage.create_exclusive(f"gs://{b}/locks/raced.lock", "ours"),
+print("raced", atomic.create_exclusive(f"gs://{b}/locks/raced.lock", "ours"),
       storage.path(f"gs://{b}/locks/raced.lock").read_text())
-print("landed", storage.create_exclusive(f"gs://{b}/locks/landed.lock", "ours"))
-print("lost", storage.create_exclusive(f"gs://{b}/locks/lost.lock", "ours"))
-print("taken", storage.create_exclusive(f"gs://{b}/locks/lost.lock", "second"))
-print("release-theirs", storage.remove_if_holding(f"gs://{b}/locks/raced.lock", "ours"),
+print("landed", atomic.create_exclusive(f"gs://{b}/locks/landed.lock", "ours"))
+print("lost", atomic.create_exclusive(f"gs://{b}/locks/lost.lock", "ours"))
+print("taken", atomic.create_exclusive(f"gs://{b}/locks/lost.lock", "second"))
+print("release-theirs", atomic.remove_if_holding(f"gs://{b}/locks/raced.lock", "ours"),
       storage.path(f"gs://{b}/locks/raced.lock").exists())
-print("release-ours", storage.remove_if_holding(f"gs://{b}/locks/landed.lock", "ours"),
+print("release-ours", atomic.remove_if_holding(f"gs://{b}/locks/landed.lock", "ours"),
       storage.path(f"gs://{b}/locks/landed.lock").exists())
 storage.write_text(f"gs://{b}/locks/lost.lock", "taken over")  # another run replaced our lock
-print("release-replaced", storage.remove_if_holding(f"gs://{b}/locks/lost.lock", "ours"),
+print("release-replaced", atomic.remove_if_holding(f"gs://{b}/locks/lost.lock", "ours"),
       storage.path(f"gs://{b}/locks/lost.lock").read_text())
+import json, socket, time
+from sora_jax.training.lock import WorkdirLock, WorkdirBusy
+stale = {"pid": 1, "host": "a-preempted-vm", "since": "then", "token": "t"}
+storage.write_text(f"gs://{b}/live/train.lock", json.dumps(dict(stale, expires=time.time() + 300)))
+try:
+  WorkdirLock(f"gs://{b}/live").__enter__()
+except WorkdirBusy as e:
+  print("live-refused", "in use by pid 1 on host a-preempted-vm" in str(e))
+storage.write_text(f"gs://{b}/run/train.lock", json.dumps(dict(stale, expires=time.time() - 30)))
+said = []
+with WorkdirLock(f"gs://{b}/run", said.append):
+  held = json.loads(storage.path(f"gs://{b}/run/train.lock").read_text())
+  print("stale-taken", held["host"] == socket.gethostname(), said[0].split(": its")[1][:14])
+print("released", storage.path(f"gs://{b}/run/train.lock").exists())
 """
 
 
-def test_a_gs_lock_is_a_conditional_create_that_survives_lost_and_retried_uploads(tmp_path):
-  """Against an emulator with GCS's preconditions whose first upload of each lock object fails
-  with 503 (gcsfs retries it): an upload that lost the race to another writer's does not hold the
-  lock (the write-then-read-back lock it replaces overwrote the other and held it too); one whose
-  first attempt landed before its answer was lost does; releasing deletes only our own object."""
-  faults = ["locks/raced.lock=raced:theirs", "locks/landed.lock=landed", "locks/lost.lock=lost"]
-  proc, url = _start_emulator(*[f"--fail-first-upload={f}" for f in faults])
-  try:
-    env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-    out = subprocess.run([sys.executable, "-c", _LOCK_PROBE, BUCKET], capture_output=True, text=True, env=env,
-                         timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines() == ["raced False theirs", "landed True", "lost True", "taken False",
-                                       "release-theirs False True", "release-ours True False",
-                                       "release-replaced False taken over"], out.stdout + out.stderr[-2000:]
-  finally:
-    proc.terminate()
-    proc.wait(timeout=30)
+@pytest.fixture(scope="module")
+def faulty_gcs():
+  """(env, URL) of an emulator with GCS's preconditions where some uploads answer 503 (gcsfs retries
+  them): each lock object's first upload, and the third commit of the index at ix/."""
+  faults = ["locks/raced.lock=raced:theirs", "locks/landed.lock=landed", "locks/lost.lock=lost",
+            "ix/index.json@3=landed"]
+  proc, url = _start_emulator(*[f"--fail-upload={f}" for f in faults])
+  yield {**os.environ, "STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}, url
+  proc.terminate()
+  proc.wait(timeout=30)
+
+
+def _probe(code: str, env: dict) -> list[str]:
+  out = subprocess.run([sys.executable, "-c", code, BUCKET], capture_output=True, text=True, env=env, timeout=180)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout.splitlines()
+
+
+def test_a_gs_lock_is_a_conditional_create_that_survives_lost_and_retried_uploads(faulty_gcs):
+  """An upload that lost the race to another writer's does not hold the lock (the write-then-read-back
+  lock it replaces overwrote the other and held it too); one whose first attempt landed before its
+  answer was lost does; releasing deletes only our own object. A train.lock whose lease is live is
+  refused; one whose lease expired (a preempted VM's) is taken over, then released."""
+  assert _probe(_LOCK_PROBE, faulty_gcs[0]) == [
+      "raced False theirs", "landed True", "lost True", "taken False", "release-theirs False True",
+      "release-ours True False", "release-replaced False taken over", "live-refused True",
+      "stale-taken True  lease expired", "released False"]
+
+
+_INDEX_PROBE = """
+import sys, numpy as np
+from sora_jax import atomic
+from sora_jax.apps.index import Index
+ix, x = f"gs://{sys.argv[1]}/ix", np.eye(6, dtype=np.float32)
+a = Index.create(ix, dim=6)
+b = Index.load(ix)
+commit, calls = atomic.replace_if_version, []
+def b_commits_first(p, text, version):  # two writers in the critical section: a lock deleted by hand
+  if not calls:
+    calls.append("b")
+    calls.append(b._append_locked(x[3:], [{"path": p} for p in "def"], None))
+  ok = commit(p, text, version)
+  calls.append(ok)
+  return ok
+atomic.replace_if_version = b_commits_first
+print("added", a.append(x[:4], [{"path": p} for p in "abcd"]), calls)
+idx = Index.load(ix)
+print("rows", *(f"{p}{int(np.argmax(e))}" for p, e in zip(idx.paths, idx.embeddings())))
+"""
+
+
+def test_a_gs_index_commit_is_conditional_so_writers_whose_lock_failed_keep_every_row_paired(faulty_gcs):
+  """a reads index.json, b commits, a's commit (upload conditional on the generation a read) is
+  refused: a reads the new index and appends again, without the path b added. a's second commit
+  lands but its answer is lost (503); the retry is refused (412) and read back as ours."""
+  assert _probe(_INDEX_PROBE, faulty_gcs[0]) == [
+      "added 3 ['b', True, 3, False, True]", "rows d3 e4 f5 a0 b1 c2"]

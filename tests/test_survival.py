@@ -82,8 +82,6 @@ def test_a_full_then_read_only_disk_stops_in_one_line_and_the_named_checkpoint_r
   mounted = mounted.returncode == 0  # root with mount rights: a real small file system
   try:
     workdir = disk / "run"
-    first = _train(workdir, data_dir, 2)
-    assert first.wait(timeout=240) == 0, first.stdout.read()[-3000:]
     # A full disk in the middle of training: the error can land in a checkpoint write (orbax's threads),
     # the metrics or the TensorBoard events, depending on timing; each must end the run in one line.
     run = _train(workdir, data_dir, 100_000)

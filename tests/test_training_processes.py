@@ -70,29 +70,21 @@ def _two_processes(tmp_path, data_dir, *extra) -> list[str]:
   return _spawn_two(tmp_path, _WORKER, tmp_path / "config.json", tmp_path / "two", *extra)
 
 
-def test_two_processes_of_4_devices_match_one_process_of_8(straight, data_dir, tmp_path):
+def test_two_processes_stopped_and_resumed_match_one_process_of_8(straight, data_dir, tmp_path):
+  """Stopped at step 2 and resumed, 2 processes x 4 devices log the losses of the uninterrupted
+  single-process run (each process continues its own part of every global batch), once; their
+  checkpoint restores in this single process with the 1-process run's parameters."""
   workdir, params, _ = straight
+  assert all("final step 2" in out for out in _two_processes(tmp_path, data_dir, "2"))
   outs = _two_processes(tmp_path, data_dir)
   assert all("final step 4" in out for out in outs), outs[0][-2000:]
   two, one = _metrics(tmp_path / "two"), _metrics(workdir)
   assert [r["step"] for r in two] == [1, 2, 3, 4]  # written once (process 0), not per process
   np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
-  # The 2-process checkpoint restores in this single process, parameters as the 1-process run's.
   _, variables, step = ckpt.load_for_inference(tmp_path / "two")
   assert step == 4
   for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), params):
     np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-6)
-
-
-def test_two_processes_stopped_and_resumed_continue_each_on_its_own_slice(straight, data_dir, tmp_path):
-  """Stopped at step 2 and resumed, 2 processes x 4 devices log the losses of the uninterrupted
-  single-process run: each process continues its own part of every global batch."""
-  workdir, _, _ = straight
-  assert all("final step 2" in out for out in _two_processes(tmp_path, data_dir, "2"))
-  assert all("final step 4" in out for out in _two_processes(tmp_path, data_dir))
-  two, one = _metrics(tmp_path / "two"), _metrics(workdir)
-  assert [r["step"] for r in two] == [1, 2, 3, 4]
-  np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
 
 
 def test_one_process_of_8_stopped_and_continued_as_two_processes_of_4(straight, data_dir, tmp_path):
@@ -212,24 +204,36 @@ def test_a_checkpoint_one_process_cannot_read_is_skipped_by_every_process(straig
 
 
 _EVAL_WORKER = _PREAMBLE + textwrap.dedent("""
+    workdir, overrides, out = args
     from sora_jax.evaluation.run import evaluate
-    rep = evaluate(args[0], progress=False, baselines=[], overrides=json.loads(args[1]))
+    rep = evaluate(workdir, progress=False, baselines=[], overrides=json.loads(overrides))
     print("MODELS", json.dumps(rep["models"], sort_keys=True, default=float))
+    from sora_jax.apps.embed import embed_videos
+    from sora_jax.errors import DataError
+    rep = embed_videos(workdir, "dataset:", out, batch_size=8, progress=False)
+    print("ADDED", rep.added, "COUNT", rep.index.count)
+    try:
+      embed_videos(workdir, os.path.dirname(out), out, progress=False)
+    except DataError as e:
+      print("FILES", e)
 """)
 EVAL_OVERRIDES = ["eval.finetune_epochs=1", "eval.probe_steps=50", "eval.projection=pca"]
 
 
-def test_two_processes_evaluate_as_one_each_embedding_its_share(straight, tmp_path):
-  """`evaluate` in 2 processes x 4 devices: each embeds its share of every batch, the rows are
-  gathered in order, fine-tuning runs on the 8-device mesh; the figures and the stored embeddings
-  are those of 1 process x 8 devices, and only process 0 writes."""
+def test_two_processes_evaluate_and_embed_as_one_each_embedding_its_share(straight, tmp_path):
+  """`evaluate`, then `embed --videos dataset:`, in 2 processes x 4 devices: each embeds its share
+  of every batch, the rows are gathered in order, fine-tuning runs on the 8-device mesh; the figures,
+  the stored embeddings and the index are those of 1 process x 8 devices, and only process 0 writes
+  (one process in one call: the same processes run both)."""
+  from sora_jax.apps.embed import embed_videos
+  from sora_jax.apps.index import Index
   from sora_jax.evaluation.embed import load
   from sora_jax.evaluation.run import evaluate
   workdir, _, _ = straight
   one, two = tmp_path / "one", tmp_path / "two"
   shutil.copytree(workdir, one)
   shutil.copytree(workdir, two)
-  outs = _spawn_two(tmp_path, _EVAL_WORKER, two, json.dumps(EVAL_OVERRIDES), timeout=400)
+  outs = _spawn_two(tmp_path, _EVAL_WORKER, two, json.dumps(EVAL_OVERRIDES), tmp_path / "index2", timeout=400)
   figures = [json.loads(next(line for line in out.splitlines() if line.startswith("MODELS "))[7:]) for out in outs]
   assert figures[0] == figures[1]  # every process holds every row, so the same figures
   single = evaluate(one, progress=False, baselines=[], overrides=EVAL_OVERRIDES)["models"]
@@ -241,30 +245,9 @@ def test_two_processes_evaluate_as_one_each_embedding_its_share(straight, tmp_pa
     np.testing.assert_array_equal(x["video_id"], y["video_id"])  # gathered in the split's order
     np.testing.assert_allclose(x["embedding"], y["embedding"], atol=1e-5)
   assert (two / "eval" / "report.json").exists() and len(list((two / "eval").glob("report*.json"))) == 1
-
-
-_EMBED_WORKER = _PREAMBLE + textwrap.dedent("""
-    workdir, out = args
-    from sora_jax.apps.embed import embed_videos
-    from sora_jax.errors import DataError
-    rep = embed_videos(workdir, "dataset:", out, batch_size=8, progress=False)
-    print("ADDED", rep.added, "COUNT", rep.index.count)
-    try:
-      embed_videos(workdir, os.path.dirname(out), out, progress=False)
-    except DataError as e:
-      print("FILES", e)
-""")
-
-
-def test_two_processes_embed_a_dataset_into_one_index_in_order(straight, tmp_path):
-  """`embed --videos dataset:` in 2 processes x 4 devices: each embeds its share of every batch,
-  process 0 appends the gathered rows: the index equals the one a single process writes."""
-  from sora_jax.apps.embed import embed_videos
-  from sora_jax.apps.index import Index
-  workdir, _, _ = straight
-  for out in _spawn_two(tmp_path, _EMBED_WORKER, workdir, tmp_path / "two"):
+  for out in outs:
     assert "ADDED 64 COUNT 64" in out and "runs in one process" in out, out[-2000:]
-  one = embed_videos(workdir, "dataset:", tmp_path / "one", batch_size=8, progress=False).index
-  two = Index.load(tmp_path / "two")
-  assert two.paths == one.paths and two.count == 64  # the split's order, each video once
-  np.testing.assert_allclose(two.embeddings(), one.embeddings(), atol=1e-5)
+  index1 = embed_videos(workdir, "dataset:", tmp_path / "index1", batch_size=8, progress=False).index
+  index2 = Index.load(tmp_path / "index2")
+  assert index2.paths == index1.paths and index2.count == 64  # the split's order, each video once
+  np.testing.assert_allclose(index2.embeddings(), index1.embeddings(), atol=1e-5)

@@ -150,6 +150,7 @@ def test_a_text_run_trains_and_its_report_has_video_text_figures(tmp_path):
   from sora_jax.training.loop import train
   config = load_config("text", ["data.name=moving_shapes/small", "train.batch_size=16", "train.num_steps=4",
                                 "train.quick_eval_every=0", "train.log_every=2", "model.width=0.125",
+                                "data.num_frames=4", "data.frame_size=16", "model.hidden_size=16",
                                 "eval.finetune_epochs=0", "eval.probe_steps=5", "eval.batch_size=32"])
   train(config, tmp_path)
   rep = evaluate(tmp_path, baselines=("bag_of_words",), progress=False)

@@ -259,10 +259,10 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   added, buf_e, buf_a, buf_r, flushed_at = 0, [], [], [], time.monotonic()
 
   def flush():
-    nonlocal added, buf_e, buf_a, buf_r, flushed_at
+    nonlocal added, skipped, buf_e, buf_a, buf_r, flushed_at
     if buf_r:
-      index.append(np.concatenate(buf_e), buf_r, aligned=np.concatenate(buf_a) if buf_a else None)
-      added += len(buf_r)
+      n = index.append(np.concatenate(buf_e), buf_r, aligned=np.concatenate(buf_a) if buf_a else None)
+      added, skipped = added + n, skipped + len(buf_r) - n  # another writer's by the time we append
       buf_e, buf_a, buf_r = [], [], []
     flushed_at = time.monotonic()
 
@@ -344,9 +344,8 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
       if 0 <= label < len(names):
         rec["label_name"] = str(names[label])
       records.append(rec)
-    if lead:
-      index.append(emb[new], records, aligned=aligned[new] if text_dim else None)
-    added += len(records)
+    n = index.append(emb[new], records, aligned=aligned[new] if text_dim else None) if lead else len(records)
+    added, skipped = added + n, skipped + len(records) - n
   bar.close()
   if gather:
     distributed.barrier("sora_jax_embed_index_done")

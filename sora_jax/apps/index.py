@@ -1,40 +1,49 @@
 """The embedding index: an append-only directory (local or in a bucket) that search streams from.
 
 Layout of an index directory:
-  index.json        metadata: dim, dtype, count, shards, checkpoint step, config hash, workdir
-  emb-00000.npy     embeddings float32|float16 [n_shard, E], L2-normalised rows (one per append)
-  txt-00000.npy     with `text_dim` (a run with a text head): the same rows in the space shared with
-                    text, [n_shard, E_text], searched by sentences (`search --text`)
-  items.jsonl       one JSON object per row, in row order: id, path, label, label_name, caption
+  index.json               metadata: dim, dtype, count, the shards in row order, checkpoint step,
+                           config hash, workdir; the one file every append rewrites
+  emb-00000-<token>.npy    embeddings float32|float16 [n_shard, E], L2-normalised rows (one per append)
+  txt-00000-<token>.npy    with `text_dim` (a run with a text head): the same rows in the space shared
+                           with text, [n_shard, E_text], searched by sentences (`search --text`)
+  items-00000-<token>.jsonl  one JSON object per row of the shard, in row order: id, path, label,
+                           label_name, caption
+  items.jsonl              (version 1 indexes) the items of the shards listed before version 2
 
-Appends write a new shard, then the item lines, then `index.json` (atomically, last), so a crash
-mid-append leaves the previous index intact: rows past `count` in items.jsonl are ignored. Each
-append holds an exclusive lock on `index.lock` and re-reads the metadata first, so concurrent
-writers (two `embed` runs into one index) both land, one append after the other. Rows that are
-not finite are refused.
+An append writes its own files under names no other writer uses (the token is drawn per append),
+then commits `index.json` last, and only if it is still the version the append read (on gs://, an
+upload conditional on the object's generation): a crash mid-append leaves the previous index
+intact, and two writers whose lock failed them (a lock deleted by hand while its holder ran) cannot
+commit an index whose rows and paths disagree; the later one reads the new index and appends again.
+Appends also hold an exclusive lock on `index.lock`, so concurrent writers (two `embed` runs into one
+index) normally queue. Rows that are not finite are refused; a row whose path the index already
+holds (another writer added it first) is dropped under the lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Any, Sequence
 
 import numpy as np
 
-from sora_jax import storage
+from sora_jax import atomic, storage
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+_READS = (1, 2)  # versions this code reads: 1 kept every item in one items.jsonl
 _META = "index.json"
 _ITEMS = "items.jsonl"
+COMMIT_ATTEMPTS = 5  # an append whose index.json another writer replaced reads it again and retries
 _DTYPES = ("float32", "float16")
 
 
 def _locked(directory):
   """An exclusive lock on the index for one append (other writers wait)."""
-  return storage.exclusive(directory / "index.lock")
+  return atomic.exclusive(directory / "index.lock")
 
 
 def _rows(x, dim: int, what: str) -> np.ndarray:
@@ -50,6 +59,30 @@ def _rows(x, dim: int, what: str) -> np.ndarray:
 
 def _write_json_atomic(path, obj: Any) -> None:
   storage.write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _read_items(directory, meta: dict) -> list[dict]:
+  """The items of every shard `meta` lists, in row order: those of version 1 shards from the first
+  lines of items.jsonl (lines past them are an append that never committed), then each later shard's
+  own items file (read together: one round trip on an object store)."""
+  items: list[dict] = []
+  legacy = sum(s["count"] for s in meta["shards"] if "items" not in s)
+  if legacy:
+    with (directory / _ITEMS).open() as f:
+      for line in f:
+        if len(items) == legacy:
+          break
+        items.append(json.loads(line))
+    if len(items) != legacy:
+      raise DataError(f"index {str(directory)!r} lists {legacy} rows but {_ITEMS} has {len(items)}; rebuild it")
+  own = [s for s in meta["shards"] if "items" in s]
+  for s, raw in zip(own, storage.read_bytes_many([directory / s["items"] for s in own])):
+    lines = raw.decode("utf-8").splitlines()
+    if len(lines) != s["count"]:
+      raise DataError(f"index file {str(directory / s['items'])!r} holds {len(lines)} rows where {_META} says "
+                      f"{s['count']}; the index is damaged: rebuild it")
+    items.extend(json.loads(line) for line in lines)
+  return items
 
 
 class Index:
@@ -83,7 +116,6 @@ class Index:
             "step": step, "config_hash": config_hash, "workdir": workdir,
             "label_names": list(label_names) if label_names else None, "extra": extra or {},
             "text_dim": int(text_dim) if text_dim else None}
-    (directory / _ITEMS).write_text("")
     _write_json_atomic(directory / _META, meta)
     return cls(directory, meta, [])
 
@@ -91,24 +123,21 @@ class Index:
   def load(cls, directory) -> "Index":
     """Opens an index directory written by `create`/`append` (embeddings are memory-mapped)."""
     directory = storage.path(directory)
+    return cls._parse(directory, storage.read_text_or_none(directory / _META))
+
+  @classmethod
+  def _parse(cls, directory, text: str | None) -> "Index":
     meta_path = directory / _META
-    if not meta_path.is_file():
+    if text is None:
       raise DataError(f"no index at {str(directory)!r} (missing {_META}); build one with `sora-jax embed --out`")
     try:
-      meta = json.loads(meta_path.read_text())
+      meta = json.loads(text)
     except json.JSONDecodeError as e:
       raise DataError(f"index metadata {str(meta_path)!r} is corrupt ({e}); rebuild the index") from e
-    if meta.get("version") != INDEX_VERSION:
-      raise DataError(f"index {str(directory)!r} has version {meta.get('version')!r}; this code reads {INDEX_VERSION}")
-    items = []
-    with (directory / _ITEMS).open() as f:
-      for line in f:
-        if len(items) == meta["count"]:
-          break  # lines of an append that did not finish
-        items.append(json.loads(line))
-    if len(items) != meta["count"]:
-      raise DataError(f"index {str(directory)!r} lists {meta['count']} rows but {_ITEMS} has {len(items)}; rebuild it")
-    return cls(directory, meta, items)
+    if meta.get("version") not in _READS:
+      raise DataError(f"index {str(directory)!r} has version {meta.get('version')!r}; this code reads "
+                      f"{', '.join(map(str, _READS))}")
+    return cls(directory, meta, _read_items(directory, meta))
 
   @classmethod
   def open_or_create(cls, directory, **kwargs) -> "Index":
@@ -122,9 +151,10 @@ class Index:
   # ---- writing ----------------------------------------------------------------------------------
 
   def append(self, embeddings: np.ndarray, records: Sequence[dict], *, label_names: Sequence[str] | None = None,
-             aligned: np.ndarray | None = None) -> None:
+             aligned: np.ndarray | None = None) -> int:
     """Adds rows: embeddings [n, E] (normalised here) and one record dict per row; `aligned`
-    [n, text_dim] (normalised here) exactly when the index has a `text_dim`.
+    [n, text_dim] (normalised here) exactly when the index has a `text_dim`. -> the number of rows
+    added: a record whose path the index holds by then (another writer's) is dropped.
 
     A record has `path` (str or None) and optionally `id` (int; default: the row number),
     `label` (int, -1 unknown), `label_name`, `caption`. Named labels are numbered by the index,
@@ -143,13 +173,32 @@ class Index:
       if len(aligned) != len(embeddings):
         raise DataError(f"{len(embeddings)} embeddings but {len(aligned)} aligned rows")
     if not len(embeddings):
-      return
+      return 0
     with _locked(self.directory):
-      self._append_locked(l2_normalize(embeddings), records, label_names, aligned)
+      return self._append_locked(l2_normalize(embeddings), records, label_names, aligned)
 
-  def _append_locked(self, embeddings: np.ndarray, records, label_names, aligned=None) -> None:
-    latest = Index.load(self.directory)  # another writer may have appended since we read it
-    self.meta, self.items, self._lookup = latest.meta, latest.items, None
+  def _append_locked(self, embeddings: np.ndarray, records, label_names, aligned=None) -> int:
+    for _ in range(COMMIT_ATTEMPTS):
+      text, version = atomic.read_versioned(self.directory / _META)
+      latest = Index._parse(self.directory, text)  # another writer may have appended since we read it
+      self.meta, self.items, self._lookup, self._shards = latest.meta, latest.items, None, None
+      new = [i for i, r in enumerate(records) if not self.has_path(r.get("path"))]  # theirs first: dropped
+      if not new:
+        return 0
+      meta, items, files = self._stage([records[i] for i in new], label_names, embeddings[new],
+                                       None if aligned is None else aligned[new])
+      if atomic.replace_if_version(self.directory / _META, json.dumps(meta, indent=2, sort_keys=True), version):
+        self.meta = meta
+        self.items.extend(items)
+        return len(items)
+      for f in files:  # another writer committed first: ours were never listed
+        storage.remove(self.directory / f)
+    raise DataError(f"index {str(self.directory)!r} changed under each of {COMMIT_ATTEMPTS} appends; another "
+                    "writer is appending without holding index.lock: stop it and retry")
+
+  def _stage(self, records, label_names, embeddings, aligned) -> tuple[dict, list[dict], list[str]]:
+    """Writes the files of one append under names of its own; -> (the metadata that lists them, the
+    items, the file names). Named labels are numbered against the list in the metadata read."""
     start = self.count
     known = list(self.meta.get("label_names") or [])
     names = known + [n for n in dict.fromkeys(label_names or ()) if n not in known]
@@ -163,33 +212,20 @@ class Index:
         if r.get(key) is not None:
           item[key] = r[key]
       items.append(item)
-    name = f"emb-{len(self.meta['shards']):05d}.npy"
-    shard = {"file": name, "count": len(items)}
-    for file, rows in ((name, embeddings), (f"txt-{len(self.meta['shards']):05d}.npy", aligned)):
-      if rows is not None:
-        with (self.directory / file).open("wb") as f:
-          np.save(f, rows.astype(self.meta["dtype"]))
+    stem = f"{len(self.meta['shards']):05d}-{uuid.uuid4().hex[:12]}"
+    shard = {"file": f"emb-{stem}.npy", "count": len(items), "items": f"items-{stem}.jsonl"}
     if aligned is not None:
-      shard["text_file"] = f"txt-{len(self.meta['shards']):05d}.npy"
-    lines = "".join(json.dumps(item) + "\n" for item in items)
-    if storage.is_local(self.directory):
-      with open(self.directory / _ITEMS, "rb+") as f:
-        # Drop lines of an earlier unfinished append before adding ours.
-        for _ in range(start):
-          f.readline()
-        f.truncate(f.tell())
-        f.seek(0, os.SEEK_END)
-        f.write(lines.encode("utf-8"))
-    else:  # an object has no append: rewritten whole
-      kept = (self.directory / _ITEMS).read_text().splitlines(keepends=True)[:start]
-      (self.directory / _ITEMS).write_text("".join(kept) + lines)
-    meta = dict(self.meta, count=start + len(items), shards=self.meta["shards"] + [shard])
+      shard["text_file"] = f"txt-{stem}.npy"
+    for key, rows in (("file", embeddings), ("text_file", aligned)):
+      if rows is not None:
+        with (self.directory / shard[key]).open("wb") as f:
+          np.save(f, rows.astype(self.meta["dtype"]))
+    storage.write_text(self.directory / shard["items"], "".join(json.dumps(item) + "\n" for item in items))
+    meta = dict(self.meta, version=INDEX_VERSION, count=start + len(items), shards=self.meta["shards"] + [shard],
+                commit=stem)
     if names != known:
       meta["label_names"] = names
-    _write_json_atomic(self.directory / _META, meta)
-    self.meta = meta
-    self.items.extend(items)
-    self._shards = None
+    return meta, items, [shard[k] for k in ("file", "text_file", "items") if k in shard]
 
   # ---- reading ----------------------------------------------------------------------------------
 

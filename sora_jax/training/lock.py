@@ -8,8 +8,8 @@ expired (a run on a preempted VM, whatever host it comes back as), its process i
 host, pid not running), or it names this very process but another token (a container restarted
 under the same hostname as the same pid). Tokens decide, never pids alone: the holder releases
 (and refreshes) only the lock that still holds its own token, so a run that lost its lease never
-deletes its successor's. Creation and release go through `storage.create_exclusive` and
-`storage.remove_if_holding` (O_EXCL locally; conditional create and delete on gs://). On start the
+deletes its successor's. Creation and release go through `atomic.create_exclusive` and
+`atomic.remove_if_holding` (O_EXCL locally; conditional create and delete on gs://). On start the
 holder also removes orbax's temporary directories left by a save that never finished.
 """
 
@@ -23,7 +23,7 @@ import time
 
 import jax
 
-from sora_jax import storage
+from sora_jax import atomic, storage
 from sora_jax.errors import SoraError
 
 NAME = "train.lock"
@@ -64,7 +64,7 @@ class WorkdirLock:
       return self
     for _ in range(3):
       self.text = self._record()
-      if storage.create_exclusive(self.path, self.text):
+      if atomic.create_exclusive(self.path, self.text):
         self.held = True
         break
       holder, raw = self._holder()
@@ -75,7 +75,7 @@ class WorkdirLock:
             f"(since {holder.get('since', '?')}); stop that run or use another --workdir (if it is not running, "
             f"delete {self.path}, or wait for its lease to expire)") from None
       self.say(f"taking over {self.path}: {reason}")
-      storage.remove_if_holding(self.path, raw)  # only the stale lock read; a newer one stays
+      atomic.remove_if_holding(self.path, raw)  # only the stale lock read; a newer one stays
     else:
       raise WorkdirBusy(f"could not take {self.path}: other runs kept taking it; retry") from None
     self._beat = threading.Thread(target=self._heartbeat, name="sora-train-lock", daemon=True)
@@ -125,5 +125,5 @@ class WorkdirLock:
       self._stop.set()
       self._beat.join()
     if self.held:
-      storage.remove_if_holding(self.path, self.text)  # never a lock another run has taken over since
+      atomic.remove_if_holding(self.path, self.text)  # never a lock another run has taken over since
       self.held = False
