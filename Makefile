@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= default
 
-.PHONY: venv train eval test bench bench-smoke figures clean readme-config mutants
+.PHONY: venv train eval test bench bench-smoke figures clean config-docs readme-config mutants
 
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,8 +62,9 @@ figures: venv
 clean:
 	rm -rf $(VENV) runs
 
-# Rewrites README's config reference from the schema (tests/test_config.py checks it is current).
-readme-config: venv
-	$(PY) -c "import re, pathlib; from sora_jax.config import reference; p = pathlib.Path('README.md'); \
-	b, e = '<!-- config-reference:begin (make readme-config rewrites this block) -->', '<!-- config-reference:end -->'; \
+# Rewrites docs/configs.md's config reference from the schema (tests/test_config.py checks it is current).
+config-docs: venv
+	$(PY) -c "import re, pathlib; from sora_jax.config import reference; p = pathlib.Path('docs/configs.md'); \
+	b, e = '<!-- config-reference:begin (make config-docs rewrites this block) -->', '<!-- config-reference:end -->'; \
 	s = p.read_text(); i, j = s.index(b) + len(b), s.index(e); p.write_text(s[:i] + '\n' + reference() + '\n' + s[j:])"
+readme-config: config-docs

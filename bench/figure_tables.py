@@ -1,7 +1,8 @@
-"""The README's generated figure tables, rendered from bench/results/figures.json alone.
+"""The generated figure tables of the README and docs/, rendered from bench/results/figures.json alone.
 
-`render(part, data)` gives one block (a stamp line, then a markdown table); `rewrite(readme,
-results)` puts every block between its markers. No jax here: tests import it to check the README.
+`render(part, data)` gives one block (a stamp line, then a markdown table); `rewrite_all(texts,
+results)` puts every block between its markers, in whichever file holds them. No jax here: tests
+import it to check the documents.
 """
 
 from __future__ import annotations
@@ -140,12 +141,29 @@ def block(part: str, data: dict) -> str:
   return f"{BEGIN.format(part)}\n{render(part, data)}\n{END.format(part)}"
 
 
-def rewrite(readme: str, results: dict) -> str:
-  """The README with each part's block replaced by its rendering (a part with no markers: an error)."""
+def rewrite(text: str, results: dict, *, partial: bool = False) -> str:
+  """`text` with each part's block replaced by its rendering (a part with no markers: an error,
+  unless `partial`, where it is left to another file)."""
   for part, data in results.items():
     pattern = re.compile(re.escape(BEGIN.format(part)) + r".*?" + re.escape(END.format(part)), re.S)
-    if not pattern.search(readme):
-      raise SystemExit(f"figures: README.md has no block for {part!r}; add the lines\n{BEGIN.format(part)}\n"
-                       f"{END.format(part)}")
-    readme = pattern.sub(lambda _: block(part, data), readme)
-  return readme
+    if not pattern.search(text):
+      if partial:
+        continue
+      raise SystemExit(f"figures: no block for {part!r}; add the lines\n{BEGIN.format(part)}\n{END.format(part)}")
+    text = pattern.sub(lambda _: block(part, data), text)
+  return text
+
+
+def documents(root) -> list:
+  """The files that hold figure blocks: the README and every page under docs/."""
+  return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def rewrite_all(texts: dict, results: dict) -> dict:
+  """{file: text} with every part's block rendered; each part must have its block in exactly one file."""
+  for part in results:
+    holders = [f for f, t in texts.items() if BEGIN.format(part) in t]
+    if len(holders) != 1:
+      raise SystemExit(f"figures: the block for {part!r} is in {len(holders)} files ({', '.join(map(str, holders))}); "
+                       f"it belongs in exactly one of README.md and docs/*.md")
+  return {f: rewrite(t, results, partial=True) for f, t in texts.items()}

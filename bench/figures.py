@@ -1,15 +1,15 @@
-"""`make figures`: reruns what the README's figure tables come from, then rewrites those tables.
+"""`make figures`: reruns what the figure tables (README and docs/) come from, then rewrites those tables.
 
   .venv/bin/python bench/figures.py                         # every part (about an hour on 2 cores)
   .venv/bin/python bench/figures.py --only benchmarks       # some parts; the others keep their figures
-  .venv/bin/python bench/figures.py --render                # only rewrite the README from the JSON
+  .venv/bin/python bench/figures.py --render                # only rewrite the tables from the JSON
   .venv/bin/python bench/figures.py --only moving_digits --seeds 3   # tables as mean ± std of 3 seeds
 
 Each part's results are stored in bench/results/figures.json with the machine they were measured
 on (date, CPU model and vector ISA, cores, load average before and after, library versions). The
-README's blocks between `<!-- figures:PART ... -->` and `<!-- figures:PART:end -->` are rendered
-from that file alone; tests/test_figures.py checks they are, so a README figure always has a run
-behind it. Prints the rendered blocks, then one JSON line.
+blocks between `<!-- figures:PART ... -->` and `<!-- figures:PART:end -->` (in README.md or a page
+of docs/) are rendered from that file alone; tests/test_figures.py checks they are, so a figure
+table always has a run behind it. Prints the rendered blocks, then one JSON line.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "figures.json"
-README = ROOT / "README.md"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", "tensorflow-cpu", "tensorflow-datasets",
             "torch", "faiss-cpu")
 
@@ -117,7 +116,7 @@ PARTS = {
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {list(PARTS)}")
-  ap.add_argument("--render", action="store_true", help="rewrite the README from figures.json; run nothing")
+  ap.add_argument("--render", action="store_true", help="rewrite the tables in README.md and docs/ from figures.json; run nothing")
   ap.add_argument("--seeds", type=int, default=1, help="train and evaluate each model part with seeds 0..N-1; the "
                   "README tables show mean ± std (N >= 2)")
   args = ap.parse_args()
@@ -136,8 +135,10 @@ def main() -> int:
       results[part] = {"machine": stamp, **figures}
       RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")  # a part at a time: nothing lost
   results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # as stored (sorted keys): what
-  text = figure_tables.rewrite(README.read_text(), results)  # tests/test_figures.py renders too
-  README.write_text(text)
+  texts = {f: f.read_text() for f in figure_tables.documents(ROOT)}
+  for f, text in figure_tables.rewrite_all(texts, results).items():  # tests/test_figures.py renders too
+    if text != texts[f]:
+      f.write_text(text)
   for part in results:
     print(figure_tables.render(part, results[part]), end="\n\n")
   print(json.dumps({"bench": "figures", "parts": sorted(results), "results": str(RESULTS.relative_to(ROOT))}))

@@ -15,7 +15,7 @@ a residual that is 12 element-passes, without one 8. Without a normaliser, the R
 ride in the convolution (XLA:GPU's fused cuDNN call) and the ReLU's gradient costs 3 passes.
 
   python bench/roofline.py                      # configs/large.py, 32 clips per device, H100
-  python bench/roofline.py --conv-ms 46         # the convolutions as an H100 trace measured them (README)
+  python bench/roofline.py --conv-ms 46         # the convolutions as an H100 trace measured them (docs/benchmarks.md)
   python bench/roofline.py --set model.norm=none --device H200
 
 --conv-ms (the convolutions' kernel time in a profile of the same step) replaces the convolutions'

@@ -140,11 +140,11 @@ def _flatten(d, prefix=""):
   return out
 
 
-def test_readme_config_reference_is_the_schema():
-  text = (ROOT / "README.md").read_text()
-  begin = "<!-- config-reference:begin (make readme-config rewrites this block) -->"
+def test_the_config_reference_in_docs_is_the_schema():
+  text = (ROOT / "docs" / "configs.md").read_text()
+  begin = "<!-- config-reference:begin (make config-docs rewrites this block) -->"
   block = text[text.index(begin) + len(begin):text.index("<!-- config-reference:end -->")]
-  assert block.strip() == reference(), "README's config reference is stale: run `make readme-config`"
+  assert block.strip() == reference(), "docs/configs.md's config reference is stale: run `make config-docs`"
 
 
 @pytest.mark.parametrize("overrides", [["model.bidirectional=true"],

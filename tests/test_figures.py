@@ -1,4 +1,4 @@
-"""The README's figure tables come from a recorded run of the current default config (`make figures`)."""
+"""The figure tables (README and docs/) come from a recorded run of the current default config (`make figures`)."""
 
 import json
 import pathlib
@@ -24,9 +24,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def test_every_readme_figure_block_is_what_the_recorded_results_render_to():
   assert set(RESULTS) == {"moving_shapes", "moving_digits", "benchmarks", "text"}
-  readme = (ROOT / "README.md").read_text()
-  assert figure_tables.rewrite(readme, RESULTS) == readme, "README figures differ from bench/results/figures.json: " \
-      "run `make figures` (or `python bench/figures.py --render`)"
+  texts = {f: f.read_text() for f in figure_tables.documents(ROOT)}
+  assert figure_tables.rewrite_all(texts, RESULTS) == texts, "figures in README.md or docs/ differ from " \
+      "bench/results/figures.json: run `make figures` (or `python bench/figures.py --render`)"
   for data in RESULTS.values():
     m = data["machine"]
     assert m["cpu"] and m["cores"] >= 1 and m["versions"]["jax"] and len(m["load"]) == 2

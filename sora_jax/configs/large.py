@@ -8,7 +8,7 @@ Run one process per host (TPU pods and SLURM are detected; otherwise pass --coor
 
 Every field that matters at this scale is set here rather than inherited from the CPU demo's
 defaults (a 3x3 stride-1 stem meant for <= 64 px frames ran ResNet-34's first stage at 224 x 224:
-228 GB of temporaries per device). Measured on one H200 (bench/accelerator.py, README "Benchmarks"):
+228 GB of temporaries per device). Measured on one H200 (bench/accelerator.py, docs/benchmarks.md):
 8 clips per device take 5.18 GB and 28 ms per step with nothing rematerialised; `remat_frames=time`
 cuts that to 1.07 GB but runs 3.3x slower (91.5 ms), so it is for devices that cannot hold the
 activations. XLA:CPU's memory analysis (`sora-jax model-summary --config large --per-device-batch 8`)

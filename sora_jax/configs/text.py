@@ -4,7 +4,7 @@ captions, embedded by the frozen pretrained text tower (all-MiniLM-L6-v2). Text 
 
 Hue jitter is off: a caption names the object's colour, which a hue shift would contradict.
 The evaluation adds the bag-of-words text tower trained from scratch at the same budget as a
-baseline. text.feature_noise stays off: 0.08 lowered every figure of this run (README, "Video and text").
+baseline. text.feature_noise stays off: 0.08 lowered every figure of this run (docs/text.md).
 """
 
 from sora_jax.config import defaults

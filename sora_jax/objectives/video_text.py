@@ -10,8 +10,7 @@ embedding (computed once per caption, outside the step); or `bag_of_words`, the 
 embeddings over the same tokenizer, trained from scratch (the baseline that shows what pretraining
 is worth). In training, `text.feature_noise` adds Gaussian noise to the unit feature, so that the
 projection cannot key on the small shifts that tell one phrasing of a description from another
-(it helps when only the projections train; in the joint run at 0.08 it hurt: README, "Video and
-text").
+(it helps when only the projections train; in the joint run at 0.08 it hurt: docs/text.md).
 
 Captions repeat across a batch (two videos can share a phrasing): every video whose caption is the
 same string as the query's (same `caption_id`) is a positive, not a negative (soft targets spread
