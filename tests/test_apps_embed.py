@@ -280,3 +280,16 @@ def test_a_model_giving_non_finite_embeddings_adds_nothing_and_lists_every_file(
                    "--no-progress"]) == 1
   printed = capsys.readouterr()
   assert printed.out.count("not finite") == 6 and Index.load(out).count == 0
+
+
+def test_class_folders_are_numbered_as_prepare_numbers_them(tmp_path):
+  """Integer class names in numeric order ("2" before "10"), others as text: the same rule for
+  `embed` as for `prepare`, so a label means one class whichever built the data."""
+  from sora_jax.apps.embed import list_videos
+  from sora_jax.data.prepare import class_order
+  for name in ("10", "2", "33"):
+    (tmp_path / "n" / name).mkdir(parents=True)
+    (tmp_path / "n" / name / "v.mp4").write_bytes(b"")
+  recs = list_videos(tmp_path / "n")
+  assert {r["label_name"]: r["label"] for r in recs} == {"2": 0, "10": 1, "33": 2}
+  assert class_order(["b", "10", "a", "2"]) == ["10", "2", "a", "b"]  # not all integers: as text

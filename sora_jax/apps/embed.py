@@ -30,6 +30,7 @@ from sora_jax import storage
 from sora_jax.apps.index import Index
 from sora_jax.config import to_dict
 from sora_jax.data import pipeline
+from sora_jax.data.prepare import class_order
 from sora_jax.data.video_io import VIDEO_EXTENSIONS, clips_from_frames, decode_video
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.evaluation import embed as eval_embed
@@ -157,7 +158,7 @@ def list_videos(source) -> list[dict]:
   """Records {path, label, label_name, caption} of a folder (recursive) or a manifest file.
 
   Folder: every video file under it; a file in a sub-folder gets the sub-folder's name as its
-  label (`DIR/<class>/<file>`; classes numbered in sorted order). Manifest: `.jsonl` with keys
+  label (`DIR/<class>/<file>`; classes numbered in `class_order`, as `prepare` numbers them). Manifest: `.jsonl` with keys
   path[, label][, caption]; `.csv`/`.tsv` with a header naming a `path` column (label, caption
   optional); `.txt`: one path per line (optionally followed by whitespace and an integer label).
   Relative paths are relative to the manifest's folder.
@@ -167,7 +168,7 @@ def list_videos(source) -> list[dict]:
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
     if not files:
       raise DataError(f"no video files ({', '.join(VIDEO_EXTENSIONS[:5])}, ...) under {str(source)!r}")
-    classes = sorted({p.parent.relative_to(source).parts[0] for p in files if p.parent != source})
+    classes = class_order(p.parent.relative_to(source).parts[0] for p in files if p.parent != source)
     recs = []
     for p in files:
       rel = p.relative_to(source).parts

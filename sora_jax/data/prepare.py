@@ -49,7 +49,9 @@ def _hash_split(rel: str, val_fraction: float, test_fraction: float) -> str:
   return "test" if u < test_fraction else "validation" if u < test_fraction + val_fraction else "train"
 
 
-def _sort_classes(names):
+def class_order(names) -> list[str]:
+  """Class names in label order, for `prepare` and `embed` alike: as numbers when every name is an
+  integer ("2" before "10"), else as text."""
   names = sorted(set(names))
   if names and all(n.lstrip("-").isdigit() for n in names):
     names = sorted(names, key=int)
@@ -159,7 +161,7 @@ def scan(src, *, val_fraction=0.0, test_fraction=0.2, extensions=video_io.VIDEO_
   for it in unique:
     if it["split"] is None:
       it["split"] = _hash_split(it["rel"], val_fraction, test_fraction)
-  classes = _sort_classes(it["label"] for it in unique if it["label"] is not None)
+  classes = class_order(it["label"] for it in unique if it["label"] is not None)
   return unique, classes, rejected
 
 
