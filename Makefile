@@ -25,9 +25,11 @@ train: venv
 eval: venv
 	$(PY) eval.py --workdir $(WORKDIR)
 
-# Two worker processes, each test file on one of them (module fixtures stay shared): 9:46-10:25 vs 15:21-16:48
-# for the suite in one process on 2 cores. TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 2
+# Three worker processes on 2 cores, each test file on one of them (module fixtures stay shared): the
+# workers wait on subprocesses, sleeps and retries for about a quarter of the time, which a third fills
+# (2026-12-03: 13:28 with 3 workers, 15:11 with 2 the same morning on a commit with a few more
+# subprocess launches; one process took 15:21-16:48 on 2026-11-28). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 test: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
