@@ -26,7 +26,7 @@ CLI = [sys.executable, "-c", "import sys; from sora_jax.cli import main; sys.exi
 TINY = ["--config.data.num_frames=4", "--config.data.frame_size=16", "--config.data.num_parallel_calls=2",
         "--config.model.width=0.125", "--config.model.hidden_size=16", "--config.model.head_hidden=16",
         "--config.model.embed_dim=8", "--config.train.batch_size=4", "--config.train.log_every=1",
-        "--config.train.checkpoint_every=2", "--config.optimizer.warmup_steps=1", "--no_quick_eval"]
+        "--config.train.checkpoint_every=2", "--config.optimizer.warmup_steps=1", "--no-quick-eval"]
 
 
 def _start_emulator(*flags: str):

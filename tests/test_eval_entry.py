@@ -166,3 +166,20 @@ def test_an_unknown_config_field_in_train_py_is_one_line(tmp_path):
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith("sora-jax: error: unknown config field 'train.foo'")
   assert not (tmp_path / "new").exists()  # nothing left behind
+
+
+def test_train_flags_are_kebab_case_and_the_old_spellings_still_read(capsys):
+  from sora_jax.cli import build_parser
+  parser = build_parser("train")
+  new = parser.parse_args(["train", "--workdir", "w", "--coordinator-address", "h:1", "--num-processes", "2",
+                           "--process-id", "1", "--no-quick-eval"])
+  old = parser.parse_args(["train", "--workdir", "w", "--coordinator_address", "h:1", "--num_processes", "2",
+                           "--process_id", "1", "--no_quick_eval"])
+  assert vars(new) == vars(old)
+  assert (new.coordinator_address, new.num_processes, new.process_id, new.no_quick_eval) == ("h:1", 2, 1, True)
+  defaults = parser.parse_args(["train", "--workdir", "w"])
+  assert (defaults.coordinator_address, defaults.num_processes, defaults.no_quick_eval) == (None, None, False)
+  with pytest.raises(SystemExit):
+    parser.parse_args(["train", "--help"])
+  text = capsys.readouterr().out
+  assert "--no-quick-eval" in text and "--no_quick_eval" not in text  # the old spellings are not listed

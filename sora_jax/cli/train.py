@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -14,12 +15,16 @@ def add_arguments(parser) -> None:
                            "or a config file (.py with get_config())")
   parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports go here (a local path or "
                       "a URL); an existing run there is resumed")
-  parser.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0 "
+  parser.add_argument("--coordinator-address", default=None, help="multi-host: host:port of process 0 "
                       "(or $JAX_COORDINATOR_ADDRESS; SLURM/TPU pods are detected)")
-  parser.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
-  parser.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
-  parser.add_argument("--no_quick_eval", action="store_true", help="skip the periodic kNN evaluation "
+  parser.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+  parser.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+  parser.add_argument("--no-quick-eval", action="store_true", help="skip the periodic kNN evaluation "
                       "(train.quick_eval_every)")
+  old = {"coordinator_address": {}, "num_processes": {"type": int}, "process_id": {"type": int},
+         "no_quick_eval": {"action": "store_true"}}
+  for flag, kind in old.items():  # the spellings before kebab-case: still read, no longer listed
+    parser.add_argument(f"--{flag}", dest=flag, help=argparse.SUPPRESS, **kind)
 
 
 def run(args) -> int:

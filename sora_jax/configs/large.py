@@ -3,8 +3,8 @@ bench/accelerator.py): ResNet-34 on every frame + a 4-layer Transformer over 16 
 bf16 compute with float32 parameters, InfoNCE + predictive coding over a global batch of 1024 clips
 with LARS.
 
-Run one process per host (TPU pods and SLURM are detected; otherwise pass --coordinator_address,
---num_processes and --process_id) with --config.data.name=tfrecord:/path/to/shards.
+Run one process per host (TPU pods and SLURM are detected; otherwise pass --coordinator-address,
+--num-processes and --process-id) with --config.data.name=tfrecord:/path/to/shards.
 
 Every field that matters at this scale is set here rather than inherited from the CPU demo's
 defaults (a 3x3 stride-1 stem meant for <= 64 px frames ran ResNet-34's first stage at 224 x 224:
