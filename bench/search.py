@@ -109,7 +109,7 @@ def bench_size(n, args, rng):
     ivf.index.nprobe = nprobe
     _, a_r = ivf.search(q, k)
     qps = args.queries / _median_time(lambda: ivf.search(q, k), args.repeats)
-    row["ivf"].append({"nprobe": nprobe, "recall_at_10": search.recall_at_k(a_r, exact_r), "qps": qps,
+    row["ivf"].append({"nprobe": nprobe, "recall_at_10": search.overlap_with_exact(a_r, exact_r), "qps": qps,
                        "speedup_over_flat": qps / row["faiss_flat_qps"], "speedup_over_jax": qps / row["jax_qps"]})
   row["peak_rss_gib"] = _rss_gib()
   del ivf, x

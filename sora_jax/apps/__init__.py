@@ -4,8 +4,8 @@ from sora_jax.apps.embed import Embedder, embed_videos, list_videos
 from sora_jax.apps.html import write_html
 from sora_jax.apps.index import Index
 from sora_jax.apps.predict import predict_video
-from sora_jax.apps.search import IVFIndex, query_vector, recall_at_k, search_index
+from sora_jax.apps.search import IVFIndex, overlap_with_exact, query_vector, search_index
 from sora_jax.parallel.topk import ExactSearch, exact_search
 
 __all__ = ["Embedder", "ExactSearch", "IVFIndex", "Index", "embed_videos", "exact_search", "list_videos",
-           "predict_video", "query_vector", "recall_at_k", "search_index", "write_html"]
+           "predict_video", "query_vector", "overlap_with_exact", "search_index", "write_html"]

@@ -97,10 +97,14 @@ def search_index(index, queries=None, k: int = 10, *, approximate: bool = False,
   return results
 
 
-def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
-  """Fraction of the exact top-k rows that the approximate top-k also returns (mean over queries)."""
+def overlap_with_exact(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
+  """Fraction of the exact top-k rows that the approximate top-k also returns (mean over queries):
+  how much an approximate search loses, not a retrieval figure (that is evaluation.retrieval.recall_at_k)."""
   hits = [len(set(a[a >= 0].tolist()) & set(e.tolist())) / max(len(e), 1) for a, e in zip(approx_rows, exact_rows)]
   return float(np.mean(hits)) if hits else 0.0
+
+
+recall_at_k = overlap_with_exact  # the name before 2026-12-03, kept for one release
 
 
 def _faiss():

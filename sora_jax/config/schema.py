@@ -114,7 +114,8 @@ FIELDS: tuple[Field, ...] = (
     F("model.attention", "auto", c.choice("auto", "xla", "cudnn"), "attention kernel (temporal=transformer): "
       "auto (cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16, head size a multiple of 8 up to 128 and an even "
       "sequence; XLA elsewhere) | xla | cudnn"),
-    F("model.remat", False, c.boolean(), "recompute activations in the backward pass (saves memory)"),
+    F("model.remat", False, c.boolean(), "recompute each temporal Transformer block in the backward pass (saves "
+      "memory; the frame encoder's is model.remat_frames)"),
     F("model.remat_frames", "none", c.choice("none", "block", "time"), "frame-encoder activations recomputed "
       "in the backward pass: none | block (per ResNet block; left to XLA's scheduler, which on CPU keeps them "
       "all) | time (scanned over time, one frame step alive at a time: ~1/T of the activations, +1 forward)"),
