@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from sora_jax.config import checks as c
+from sora_jax.config import checks
 from sora_jax.config.datasets import parse_data_name
 from sora_jax.errors import ConfigError
 
@@ -32,7 +32,7 @@ TEXT_TOWERS = ("minilm", "bag_of_words")
 class Field:
   name: str  # dotted path, e.g. "train.batch_size"
   default: Any
-  check: c.Check
+  check: checks.Check
   doc: str
 
 
@@ -47,7 +47,7 @@ def _color_jitter(dotted, value):
   jitter = tuple(value) if isinstance(value, (list, tuple)) else value
   if jitter == ():
     return
-  if not (isinstance(jitter, tuple) and len(jitter) == 4 and all(c.is_number(v) and v >= 0 for v in jitter)
+  if not (isinstance(jitter, tuple) and len(jitter) == 4 and all(checks.is_number(v) and v >= 0 for v in jitter)
           and jitter[3] <= 0.5):
     raise ConfigError(f"config.{dotted}={jitter!r} must be () or 4 numbers >= 0 (brightness, contrast, "
                         "saturation, hue maxima; hue <= 0.5), e.g. (0.2, 0.3, 0.8, 0.5)")
@@ -57,175 +57,177 @@ _color_jitter.describe = "() or 4 numbers"
 
 F = Field
 FIELDS: tuple[Field, ...] = (
-    F("seed", 0, c.integer(0), "root of every random draw (initialisation, data order, augmentation)"),
+    F("seed", 0, checks.integer(0), "root of every random draw (initialisation, data order, augmentation)"),
 
     F("data.name", "moving_shapes", _data_name,
       "moving_shapes | moving_digits (built in, [/small]) | tfrecord:PATH (from `sora-jax prepare`) | "
       "tfds:NAME/CONFIG"),
-    F("data.data_dir", "", c.string(), "where datasets are generated/read; '' = $SORA_JAX_DATA_DIR or "
+    F("data.data_dir", "", checks.string(), "where datasets are generated/read; '' = $SORA_JAX_DATA_DIR or "
       "~/.cache/sora_jax/datasets"),
-    F("data.num_frames", 8, c.integer(1, 1024), "frames per clip (T)"),
-    F("data.frame_size", 32, c.integer(8, 1024), "square frame side in pixels after cropping (H = W)"),
-    F("data.stride", 1, c.integer(1, 64), "source frames between two clip frames"),
-    F("data.num_views", 2, c.integer(1, 16), "clips (views) drawn from each video per training example"),
-    F("data.view_gap", "uniform", c.choice("uniform", "decreasing"), "how far apart views start: uniform | "
+    F("data.num_frames", 8, checks.integer(1, 1024), "frames per clip (T)"),
+    F("data.frame_size", 32, checks.integer(8, 1024), "square frame side in pixels after cropping (H = W)"),
+    F("data.stride", 1, checks.integer(1, 64), "source frames between two clip frames"),
+    F("data.num_views", 2, checks.integer(1, 16), "clips (views) drawn from each video per training example"),
+    F("data.view_gap", "uniform", checks.choice("uniform", "decreasing"), "how far apart views start: uniform | "
       "decreasing (CVRL: nearer gaps more likely)"),
-    F("data.sampling", "random", c.choice("random", "uniform", "centred"),
+    F("data.sampling", "random", checks.choice("random", "uniform", "centred"),
       "where training views start: random | uniform (evenly spaced) | centred"),
-    F("data.train_split", "train", c.name("train"), "split to train on (and the kNN bank of evaluation)"),
-    F("data.eval_split", "test", c.name("test"), "split evaluation scores"),
-    F("data.augment.crop_scale", (0.7, 1.0), c.pair(0.01, 1.0),
+    F("data.train_split", "train", checks.name("train"), "split to train on (and the kNN bank of evaluation)"),
+    F("data.eval_split", "test", checks.name("test"), "split evaluation scores"),
+    F("data.augment.crop_scale", (0.7, 1.0), checks.pair(0.01, 1.0),
       "(min, max) area of the random crop; smaller crops often cut the object out"),
-    F("data.augment.flip_prob", 0.0, c.number(0.0, 1.0), "horizontal flip probability per view; flips swap "
+    F("data.augment.flip_prob", 0.0, checks.number(0.0, 1.0), "horizontal flip probability per view; flips swap "
       "left and right motion, so leave them off where the direction of motion matters"),
-    F("data.augment.color_jitter_prob", 0.8, c.number(0.0, 1.0), "probability of colour jitter per view"),
-    F("data.augment.color_jitter_strength", 1.0, c.number(0.0, 4.0), "scales SimCLR's jitter when color_jitter=()"),
+    F("data.augment.color_jitter_prob", 0.8, checks.number(0.0, 1.0), "probability of colour jitter per view"),
+    F("data.augment.color_jitter_strength", 1.0, checks.number(0.0, 4.0),
+      "scales SimCLR's jitter when color_jitter=()"),
     F("data.augment.color_jitter", (0.2, 0.3, 0.8, 0.5), _color_jitter,
       "(brightness, contrast, saturation, hue) maxima; () = SimCLR's (0.8, 0.8, 0.8, 0.2) x strength. Any hue, "
       "so colour cannot identify a video; mild brightness, as these dark frames turn black or white otherwise"),
-    F("data.augment.per_frame_jitter", False, c.boolean(), "draw the jitter per frame instead of per clip"),
-    F("data.augment.grayscale_prob", 0.2, c.number(0.0, 1.0), "probability of grayscale per view"),
-    F("data.augment.blur_prob", 0.0, c.number(0.0, 1.0), "probability of Gaussian blur per view"),
-    F("data.augment.solarize_prob", 0.0, c.number(0.0, 1.0), "probability of solarisation per view"),
-    F("data.shuffle_buffer", 1024, c.integer(0), "examples in the shuffle buffer of each host"),
-    F("data.num_parallel_calls", -1, c.integer(-1), "tf.data parallelism; -1 = AUTOTUNE (0 is not allowed)"),
-    F("data.prefetch", 2, c.integer(0), "host batches prepared ahead"),
-    F("data.device_prefetch", 2, c.integer(0, 64), "global batches placed on the devices ahead of the step "
+    F("data.augment.per_frame_jitter", False, checks.boolean(), "draw the jitter per frame instead of per clip"),
+    F("data.augment.grayscale_prob", 0.2, checks.number(0.0, 1.0), "probability of grayscale per view"),
+    F("data.augment.blur_prob", 0.0, checks.number(0.0, 1.0), "probability of Gaussian blur per view"),
+    F("data.augment.solarize_prob", 0.0, checks.number(0.0, 1.0), "probability of solarisation per view"),
+    F("data.shuffle_buffer", 1024, checks.integer(0), "examples in the shuffle buffer of each host"),
+    F("data.num_parallel_calls", -1, checks.integer(-1), "tf.data parallelism; -1 = AUTOTUNE (0 is not allowed)"),
+    F("data.prefetch", 2, checks.integer(0), "host batches prepared ahead"),
+    F("data.device_prefetch", 2, checks.integer(0, 64), "global batches placed on the devices ahead of the step "
       "(their reads and transfers overlap the running step); 0 = each just before its step"),
 
-    F("model.frame_encoder", "seed_cnn", c.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet"),
-    F("model.width", 0.25, c.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
+    F("model.frame_encoder", "seed_cnn", checks.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet"),
+    F("model.width", 0.25, checks.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
       "(1.0 = 64/128/256)"),
-    F("model.resnet_depth", 18, c.choice(18, 34), "ResNet depth (frame_encoder=resnet)"),
-    F("model.resnet_stem", "small", c.choice("small", "imagenet"),
+    F("model.resnet_depth", 18, checks.choice(18, 34), "ResNet depth (frame_encoder=resnet)"),
+    F("model.resnet_stem", "small", checks.choice("small", "imagenet"),
       "small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)"),
-    F("model.frame_input", "rgb+diff", c.choice("rgb", "rgb+diff"), "rgb | rgb+diff: each frame with its "
+    F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff"), "rgb | rgb+diff: each frame with its "
       "difference from the previous one, so the per-frame CNN sees motion its global pool would lose"),
-    F("model.frame_pool", "mean", c.choice("mean", "flatten"),
+    F("model.frame_pool", "mean", checks.choice("mean", "flatten"),
       "mean (global average: what, not where) | flatten (keeps the final grid)"),
-    F("model.norm", "group", c.choice("none", "group", "batch"), "none | group | batch (batch makes batch "
+    F("model.norm", "group", checks.choice("none", "group", "batch"), "none | group | batch (batch makes batch "
       "statistics mutable)"),
-    F("model.temporal", "lstm", c.choice(*TEMPORAL), "model over time: lstm | gru | transformer | none"),
-    F("model.hidden_size", 64, c.integer(1), "width of the temporal model"),
-    F("model.num_layers", 1, c.integer(1), "layers of the temporal model"),
-    F("model.bidirectional", False, c.boolean(), "run the LSTM/GRU both ways"),
-    F("model.num_heads", 4, c.integer(1), "attention heads (temporal=transformer)"),
-    F("model.causal", False, c.boolean(), "sequence[t] sees frames <= t only"),
-    F("model.attention", "auto", c.choice("auto", "xla", "cudnn"), "attention kernel (temporal=transformer): "
+    F("model.temporal", "lstm", checks.choice(*TEMPORAL), "model over time: lstm | gru | transformer | none"),
+    F("model.hidden_size", 64, checks.integer(1), "width of the temporal model"),
+    F("model.num_layers", 1, checks.integer(1), "layers of the temporal model"),
+    F("model.bidirectional", False, checks.boolean(), "run the LSTM/GRU both ways"),
+    F("model.num_heads", 4, checks.integer(1), "attention heads (temporal=transformer)"),
+    F("model.causal", False, checks.boolean(), "sequence[t] sees frames <= t only"),
+    F("model.attention", "auto", checks.choice("auto", "xla", "cudnn"), "attention kernel (temporal=transformer): "
       "auto (cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16, head size a multiple of 8 up to 128 and an even "
       "sequence; XLA elsewhere) | xla | cudnn"),
-    F("model.remat", False, c.boolean(), "recompute each temporal Transformer block in the backward pass (saves "
+    F("model.remat", False, checks.boolean(), "recompute each temporal Transformer block in the backward pass (saves "
       "memory; the frame encoder's is model.remat_frames)"),
-    F("model.remat_frames", "none", c.choice("none", "block", "time"), "frame-encoder activations recomputed "
+    F("model.remat_frames", "none", checks.choice("none", "block", "time"), "frame-encoder activations recomputed "
       "in the backward pass: none | block (per ResNet block; left to XLA's scheduler, which on CPU keeps them "
       "all) | time (scanned over time, one frame step alive at a time: ~1/T of the activations, +1 forward)"),
-    F("model.scan_layers", False, c.boolean(), "scan over identical transformer layers (faster compile)"),
-    F("model.pooling", "mean", c.choice(*POOLING), "sequence -> pooled: last | mean | cls"),
-    F("model.head_hidden", 128, c.integer(1), "hidden width of the projection head"),
-    F("model.head_layers", 2, c.integer(1), "layers of the projection head (1 = linear)"),
-    F("model.embed_dim", 64, c.integer(1), "size of the L2-normalised embedding"),
-    F("model.num_classes", 0, c.integer(0), "> 0 adds a linear classifier head"),
-    F("model.predict_steps", 0, c.integer(0), "> 0 adds the DPC predictor: from sequence[t], predict t+1..t+K"),
-    F("model.latent_predict", False, c.boolean(), "adds a learned mask token at the temporal model's input and "
+    F("model.scan_layers", False, checks.boolean(), "scan over identical transformer layers (faster compile)"),
+    F("model.pooling", "mean", checks.choice(*POOLING), "sequence -> pooled: last | mean | cls"),
+    F("model.head_hidden", 128, checks.integer(1), "hidden width of the projection head"),
+    F("model.head_layers", 2, checks.integer(1), "layers of the projection head (1 = linear)"),
+    F("model.embed_dim", 64, checks.integer(1), "size of the L2-normalised embedding"),
+    F("model.num_classes", 0, checks.integer(0), "> 0 adds a linear classifier head"),
+    F("model.predict_steps", 0, checks.integer(0), "> 0 adds the DPC predictor: from sequence[t], predict t+1..t+K"),
+    F("model.latent_predict", False, checks.boolean(), "adds a learned mask token at the temporal model's input and "
       "a per-step predictor on its output (output `latent_predictions`; objective latent_mask)"),
-    F("model.text_embed_dim", 0, c.integer(0), "> 0 adds a head mapping the pooled vector into the space shared "
+    F("model.text_embed_dim", 0, checks.integer(0), "> 0 adds a head mapping the pooled vector into the space shared "
       "with text (output `aligned`, unit norm; objective video_text)"),
-    F("model.input_mean", (0.5, 0.5, 0.5), c.rgb(positive=False), "per-channel mean after scaling uint8 to [0, 1]"),
-    F("model.input_std", (0.25, 0.25, 0.25), c.rgb(positive=True), "per-channel std after scaling to [0, 1]"),
-    F("model.dtype", "float32", c.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
+    F("model.input_mean", (0.5, 0.5, 0.5), checks.rgb(positive=False),
+      "per-channel mean after scaling uint8 to [0, 1]"),
+    F("model.input_std", (0.25, 0.25, 0.25), checks.rgb(positive=True), "per-channel std after scaling to [0, 1]"),
+    F("model.dtype", "float32", checks.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
 
-    F("objective.name", "infonce", c.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
+    F("objective.name", "infonce", checks.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
       "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask"),
-    F("objective.temperature", 0.1, c.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
-    F("objective.learn_temperature", False, c.boolean(), "learn the temperature (log-parametrised)"),
-    F("objective.infonce_weight", 1.0, c.number(0.0), "weight of the InfoNCE term"),
-    F("objective.predictive_weight", 1.0, c.number(0.0), "weight of the predictive (DPC) term"),
-    F("objective.supervised_weight", 1.0, c.number(0.0), "weight of the cross-entropy term"),
-    F("objective.video_text_weight", 1.0, c.number(0.0), "weight of the video-text alignment term"),
-    F("objective.moco_weight", 1.0, c.number(0.0), "weight of MoCo v3 (the predictor's queries against the "
+    F("objective.temperature", 0.1, checks.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
+    F("objective.learn_temperature", False, checks.boolean(), "learn the temperature (log-parametrised)"),
+    F("objective.infonce_weight", 1.0, checks.number(0.0), "weight of the InfoNCE term"),
+    F("objective.predictive_weight", 1.0, checks.number(0.0), "weight of the predictive (DPC) term"),
+    F("objective.supervised_weight", 1.0, checks.number(0.0), "weight of the cross-entropy term"),
+    F("objective.video_text_weight", 1.0, checks.number(0.0), "weight of the video-text alignment term"),
+    F("objective.moco_weight", 1.0, checks.number(0.0), "weight of MoCo v3 (the predictor's queries against the "
       "EMA teacher's keys of the other views, InfoNCE over the global batch)"),
-    F("objective.byol_weight", 1.0, c.number(0.0), "weight of BYOL (the predictor's cosine to the EMA teacher's "
+    F("objective.byol_weight", 1.0, checks.number(0.0), "weight of BYOL (the predictor's cosine to the EMA teacher's "
       "embedding of the other views, no negatives)"),
-    F("objective.latent_mask_weight", 1.0, c.number(0.0), "weight of V-JEPA-style latent prediction: hidden "
+    F("objective.latent_mask_weight", 1.0, checks.number(0.0), "weight of V-JEPA-style latent prediction: hidden "
       "time steps' teacher representations predicted from the visible ones (smooth-L1)"),
-    F("objective.mask_ratio", 0.5, c.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
-    F("objective.mask_blocks", 1, c.integer(1), "latent_mask: the hidden steps come in this many contiguous "
+    F("objective.mask_ratio", 0.5, checks.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
+    F("objective.mask_blocks", 1, checks.integer(1), "latent_mask: the hidden steps come in this many contiguous "
       "blocks (placed at random; they may overlap)"),
-    F("objective.mask_every_term", False, c.boolean(), "latent_mask beside other terms: they see the masked clips "
+    F("objective.mask_every_term", False, checks.boolean(), "latent_mask beside other terms: they see the masked clips "
       "too (one online pass); off: they see the whole clips (a second online pass, the masked one predicts)"),
-    F("objective.ema_momentum", 0.99, c.number(0.0, 1.0), "the EMA teacher's momentum at step 0 (moco, byol); "
+    F("objective.ema_momentum", 0.99, checks.number(0.0, 1.0), "the EMA teacher's momentum at step 0 (moco, byol); "
       "it rises along a cosine to 1.0 at train.num_steps"),
-    F("objective.predictor_hidden", 256, c.integer(1), "hidden width of the online predictor MLP (moco, byol)"),
-    F("objective.video_text_temperature", 0.07, c.number(0.0, exclusive_minimum=True),
+    F("objective.predictor_hidden", 256, checks.integer(1), "hidden width of the online predictor MLP (moco, byol)"),
+    F("objective.video_text_temperature", 0.07, checks.number(0.0, exclusive_minimum=True),
       "initial temperature of the video-text term (always learned, CLIP-style)"),
 
-    F("text.tower", "minilm", c.choice(*TEXT_TOWERS), "text side of video_text: minilm (pretrained "
+    F("text.tower", "minilm", checks.choice(*TEXT_TOWERS), "text side of video_text: minilm (pretrained "
       "all-MiniLM-L6-v2, frozen, captions embedded once and cached) | bag_of_words (token embeddings over the "
       "same tokenizer, trained from scratch; the eval baseline)"),
-    F("text.train_layers", 0, c.integer(0), "top layers of the pretrained tower (minilm) that train with "
+    F("text.train_layers", 0, checks.integer(0), "top layers of the pretrained tower (minilm) that train with "
       "video_text; 0 = frozen: captions embedded once and cached. k > 0 runs the tower in the step (its weights "
       "join the checkpoint; the embeddings and lower layers stay fixed)"),
-    F("text.learning_rate_scale", 0.01, c.number(0.0, exclusive_minimum=True), "the trained tower layers' "
+    F("text.learning_rate_scale", 0.01, checks.number(0.0, exclusive_minimum=True), "the trained tower layers' "
       "learning rate as a fraction of optimizer.learning_rate (pretrained BERT layers fine-tune at ~1e-5 to "
       "5e-5; at the run's full rate they unlearn and the video side collapses with them)"),
-    F("text.feature_noise", 0.0, c.number(0.0), "std of Gaussian noise added to each coordinate of a caption's "
+    F("text.feature_noise", 0.0, checks.number(0.0), "std of Gaussian noise added to each coordinate of a caption's "
       "unit text feature in training (drawn from the step key): the projection learns to read what survives "
       "it, so unseen phrasings land near seen ones; 0 = off"),
 
-    F("train.batch_size", 64, c.integer(1), "global batch (all processes); 64 learns motion in a few hundred "
+    F("train.batch_size", 64, checks.integer(1), "global batch (all processes); 64 learns motion in a few hundred "
       "steps where 32 needs ~700"),
-    F("train.num_steps", 600, c.integer(1), "optimizer steps of the run"),
-    F("train.grad_accum_steps", 1, c.integer(1), "micro-batches per step (the batch must divide into them)"),
-    F("train.checkpoint_every", 100, c.integer(0), "steps between checkpoints (0 = only at the end)"),
-    F("train.keep_checkpoints", 3, c.integer(1), "checkpoints kept on disk"),
-    F("train.allow_data_change", False, c.boolean(), "resume a run whose seed, batch size, training split or "
+    F("train.num_steps", 600, checks.integer(1), "optimizer steps of the run"),
+    F("train.grad_accum_steps", 1, checks.integer(1), "micro-batches per step (the batch must divide into them)"),
+    F("train.checkpoint_every", 100, checks.integer(0), "steps between checkpoints (0 = only at the end)"),
+    F("train.keep_checkpoints", 3, checks.integer(1), "checkpoints kept on disk"),
+    F("train.allow_data_change", False, checks.boolean(), "resume a run whose seed, batch size, training split or "
       "dataset differ from its checkpoint's (the data order changes); off: such a resume stops in one line"),
-    F("train.log_every", 10, c.integer(1), "steps between metric lines"),
-    F("train.preemption_check_every", 10, c.integer(1), "steps between the processes' agreement on a SIGTERM "
+    F("train.log_every", 10, checks.integer(1), "steps between metric lines"),
+    F("train.preemption_check_every", 10, checks.integer(1), "steps between the processes' agreement on a SIGTERM "
       "(an allgather; a single process checks every step)"),
-    F("train.quick_eval_every", 100, c.integer(0), "steps between quick kNN evaluations; 0 = off"),
-    F("train.profile_steps", "", c.step_range(), "'START:STOP': a profiler trace of steps START..STOP-1 in "
+    F("train.quick_eval_every", 100, checks.integer(0), "steps between quick kNN evaluations; 0 = off"),
+    F("train.profile_steps", "", checks.step_range(), "'START:STOP': a profiler trace of steps START..STOP-1 in "
       "WORKDIR/plugins/profile (TensorBoard's profile tab, `tensorboard --logdir WORKDIR`); '' = none"),
 
-    F("optimizer.name", "adamw", c.choice("adamw", "sgd", "lars"), "adamw | sgd | lars"),
-    F("optimizer.learning_rate", 3e-3, c.number(0.0, exclusive_minimum=True), "peak learning rate"),
-    F("optimizer.warmup_steps", 10, c.integer(0), "linear warm-up steps"),
-    F("optimizer.schedule", "cosine", c.choice("cosine", "constant"), "after warm-up: cosine | constant"),
-    F("optimizer.weight_decay", 1e-4, c.number(0.0), "decoupled weight decay (not on biases, norms, temperature)"),
-    F("optimizer.momentum", 0.9, c.number(0.0, 1.0), "momentum of sgd and lars"),
-    F("optimizer.clip_norm", 1.0, c.number(0.0), "global gradient-norm clip; 0 = none"),
+    F("optimizer.name", "adamw", checks.choice("adamw", "sgd", "lars"), "adamw | sgd | lars"),
+    F("optimizer.learning_rate", 3e-3, checks.number(0.0, exclusive_minimum=True), "peak learning rate"),
+    F("optimizer.warmup_steps", 10, checks.integer(0), "linear warm-up steps"),
+    F("optimizer.schedule", "cosine", checks.choice("cosine", "constant"), "after warm-up: cosine | constant"),
+    F("optimizer.weight_decay", 1e-4, checks.number(0.0), "decoupled weight decay (not on biases, norms, temperature)"),
+    F("optimizer.momentum", 0.9, checks.number(0.0, 1.0), "momentum of sgd and lars"),
+    F("optimizer.clip_norm", 1.0, checks.number(0.0), "global gradient-norm clip; 0 = none"),
 
-    F("mesh.data", -1, c.integer(-1), "devices on the data axis; -1 = all devices not used by other axes"),
-    F("mesh.fsdp", 1, c.integer(1), "devices that shard parameters and optimizer state"),
-    F("mesh.fsdp_min_size", 2 ** 14, c.integer(0), "with mesh.fsdp > 1, arrays of fewer elements stay replicated "
+    F("mesh.data", -1, checks.integer(-1), "devices on the data axis; -1 = all devices not used by other axes"),
+    F("mesh.fsdp", 1, checks.integer(1), "devices that shard parameters and optimizer state"),
+    F("mesh.fsdp_min_size", 2 ** 14, checks.integer(0), "with mesh.fsdp > 1, arrays of fewer elements stay replicated "
       "(the rules: PARAM_RULES in sora_jax/parallel/mesh.py)"),
 
-    F("eval.batch_size", 64, c.integer(1), "clips per embedding batch"),
-    F("eval.num_clips", 1, c.integer(1), "clips per video averaged into one feature"),
-    F("eval.num_crops", 1, c.integer(1), "spatial crops per clip averaged into one feature"),
-    F("eval.knn_k", 20, c.integer(1), "neighbours in the kNN vote"),
-    F("eval.knn_temperature", 0.07, c.number(0.0, exclusive_minimum=True), "kNN vote weight exp(cos / T)"),
-    F("eval.retrieval_ks", (1, 5, 10, 20), c.numbers(1, integers=True, example="(1, 5, 10, 20)"),
+    F("eval.batch_size", 64, checks.integer(1), "clips per embedding batch"),
+    F("eval.num_clips", 1, checks.integer(1), "clips per video averaged into one feature"),
+    F("eval.num_crops", 1, checks.integer(1), "spatial crops per clip averaged into one feature"),
+    F("eval.knn_k", 20, checks.integer(1), "neighbours in the kNN vote"),
+    F("eval.knn_temperature", 0.07, checks.number(0.0, exclusive_minimum=True), "kNN vote weight exp(cos / T)"),
+    F("eval.retrieval_ks", (1, 5, 10, 20), checks.numbers(1, integers=True, example="(1, 5, 10, 20)"),
       "k of the retrieval R@k figures"),
-    F("eval.mean_center", False, c.boolean(), "centre features on the gallery mean before retrieval"),
-    F("eval.baselines", ("random", "supervised"), c.subset(*BASELINES),
+    F("eval.mean_center", False, checks.boolean(), "centre features on the gallery mean before retrieval"),
+    F("eval.baselines", ("random", "supervised"), checks.subset(*BASELINES),
       "evaluated beside the run: random | supervised | bag_of_words (the run with text.tower=bag_of_words; "
       "video_text runs); trained ones go to <workdir>/baselines"),
-    F("eval.feature", "pooled", c.choice("pooled", "embedding"),
+    F("eval.feature", "pooled", checks.choice("pooled", "embedding"),
       "pooled (temporal model output) | embedding (projection head output)"),
-    F("eval.probe_learning_rates", (0.01, 0.1), c.numbers(0.0), "linear probe sweep, chosen on validation"),
-    F("eval.probe_weight_decays", (0.0, 1e-4, 1e-3), c.numbers(0.0), "linear probe L2 sweep"),
-    F("eval.probe_steps", 300, c.integer(1), "full-batch Adam steps per probe"),
-    F("eval.val_fraction", 0.2, c.number(0.0, 0.9, exclusive_minimum=True),
+    F("eval.probe_learning_rates", (0.01, 0.1), checks.numbers(0.0), "linear probe sweep, chosen on validation"),
+    F("eval.probe_weight_decays", (0.0, 1e-4, 1e-3), checks.numbers(0.0), "linear probe L2 sweep"),
+    F("eval.probe_steps", 300, checks.integer(1), "full-batch Adam steps per probe"),
+    F("eval.val_fraction", 0.2, checks.number(0.0, 0.9, exclusive_minimum=True),
       "share of train held out when the dataset has no validation split"),
-    F("eval.max_examples", 0, c.integer(0), "cap on embedded train clips; 0 = all"),
-    F("eval.finetune_epochs", 1, c.integer(0), "epochs of fine-tuning the encoder + a new head; 0 = off"),
-    F("eval.finetune_learning_rate", 1e-3, c.number(0.0, exclusive_minimum=True), "encoder rate when fine-tuning"),
-    F("eval.finetune_head_learning_rate", 1e-2, c.number(0.0, exclusive_minimum=True),
+    F("eval.max_examples", 0, checks.integer(0), "cap on embedded train clips; 0 = all"),
+    F("eval.finetune_epochs", 1, checks.integer(0), "epochs of fine-tuning the encoder + a new head; 0 = off"),
+    F("eval.finetune_learning_rate", 1e-3, checks.number(0.0, exclusive_minimum=True), "encoder rate when fine-tuning"),
+    F("eval.finetune_head_learning_rate", 1e-2, checks.number(0.0, exclusive_minimum=True),
       "the new classifier head's rate (10x: at the encoder's it barely moves in one epoch)"),
-    F("eval.supervised_steps", 300, c.integer(0), "steps of the supervised baseline; 0 = its config's num_steps"),
-    F("eval.quick_examples", 256, c.integer(2), "clips per side of the quick kNN eval during training"),
-    F("eval.projection", "pca", c.choice("pca", "tsne"), "2-D plot of the test embeddings: pca | tsne"),
+    F("eval.supervised_steps", 300, checks.integer(0), "steps of the supervised baseline; 0 = its config's num_steps"),
+    F("eval.quick_examples", 256, checks.integer(2), "clips per side of the quick kNN eval during training"),
+    F("eval.projection", "pca", checks.choice("pca", "tsne"), "2-D plot of the test embeddings: pca | tsne"),
 )
 
 SECTIONS = ("data", "model", "objective", "text", "train", "optimizer", "mesh", "eval")
