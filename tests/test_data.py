@@ -7,6 +7,12 @@ import pytest
 
 from sora_jax.config import validate
 from sora_jax.configs import default as _default
+
+
+def _aug(**changes):
+  """The default config's augmentation (the schema's defaults) with `changes`."""
+  from sora_jax.data import augment
+  return dataclasses.replace(augment.AugmentConfig.from_config(_default.get_config()), **changes)
 from sora_jax.errors import ConfigError
 
 
@@ -56,8 +62,8 @@ def test_color_jitter_magnitudes_override_the_strength():
   import tensorflow as tf
 
   from sora_jax.data import augment
-  assert augment.jitter_magnitudes(augment.AugmentConfig(color_jitter_strength=0.5)) == (0.4, 0.4, 0.4, 0.1)
-  hue_only = augment.AugmentConfig(color_jitter_prob=1.0, color_jitter_strength=1.0, color_jitter=(0, 0, 0, 0.5),
+  assert augment.jitter_magnitudes(_aug(color_jitter_strength=0.5, color_jitter=())) == (0.4, 0.4, 0.4, 0.1)
+  hue_only = _aug(color_jitter_prob=1.0, color_jitter_strength=1.0, color_jitter=(0, 0, 0, 0.5),
                                    grayscale_prob=0.0, crop_scale=(1.0, 1.0), flip_prob=0.0)
   p = augment.draw_params(tf.constant([1, 2], tf.int64), 64, 1, hue_only)
   assert float(tf.reduce_max(tf.abs(p["brightness"]))) == 0 and float(tf.reduce_max(p["hue"])) > 0.4
@@ -81,7 +87,7 @@ def test_a_colour_jitter_op_whose_maxima_are_zero_is_not_run(jitter, hue, colour
   import tensorflow as tf
 
   from sora_jax.data import augment
-  cfg = augment.AugmentConfig(color_jitter_prob=1.0, color_jitter=jitter, grayscale_prob=0.0)
+  cfg = _aug(color_jitter_prob=1.0, color_jitter=jitter, grayscale_prob=0.0)
   params = augment.draw_params(tf.constant([1, 2], tf.int64), 4, 2, cfg)
   video = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 2, 8, 8, 3)).astype(np.uint8))
   ops = _op_types(tf.function(lambda v, p: augment.apply_batch(v, p, cfg)), video, params)
@@ -184,14 +190,14 @@ def test_views_differ_but_each_clip_is_consistent(data_dir):
   from sora_jax.data import augment
   frame = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
   static = tf.constant(np.stack([frame] * 6))  # a still video: any per-frame difference is augmentation
-  cfg = augment.AugmentConfig(color_jitter_prob=1.0, grayscale_prob=0.0, blur_prob=1.0, solarize_prob=0.5)
+  cfg = _aug(color_jitter_prob=1.0, grayscale_prob=0.0, blur_prob=1.0, solarize_prob=0.5)
   outs = [augment.augment_clip(static, tf.constant([3, v], tf.int64), 16, cfg).numpy() for v in range(3)]
   for o in outs:
     assert o.shape == (6, 16, 16, 3)
     assert (o == o[:1]).all()  # crop, flip, colour, blur shared by all frames
   assert not (outs[0] == outs[1]).all() and not (outs[1] == outs[2]).all()
   jit = augment.augment_clip(static, tf.constant([3, 0], tf.int64), 16,
-                             augment.AugmentConfig(color_jitter_prob=1.0, per_frame_jitter=True)).numpy()
+                             _aug(color_jitter_prob=1.0, per_frame_jitter=True)).numpy()
   assert not (jit == jit[:1]).all()  # per-frame jitter: frames differ
 
 
@@ -201,7 +207,7 @@ def test_every_augmentation_parameter_is_drawn_independently_per_view():
   import tensorflow as tf
 
   from sora_jax.data import augment
-  cfg = augment.AugmentConfig(crop_scale=(0.3, 1.0), color_jitter=(0.4, 0.4, 0.4, 0.1))
+  cfg = _aug(crop_scale=(0.3, 1.0), color_jitter=(0.4, 0.4, 0.4, 0.1))
   for seed in range(5):
     p = augment.draw_params(tf.constant([seed, 11], tf.int64), 2, 4, cfg)
     for name in ("box", "brightness", "contrast", "saturation", "hue", "sigma"):

@@ -15,16 +15,17 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  crop_scale: tuple[float, float] = (0.5, 1.0)
-  aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-  flip_prob: float = 0.5
-  color_jitter_prob: float = 0.8
-  color_jitter_strength: float = 0.5
-  color_jitter: tuple[float, ...] = ()  # (brightness, contrast, saturation, hue) maxima; () = SimCLR's x strength
-  per_frame_jitter: bool = False
-  grayscale_prob: float = 0.2
-  blur_prob: float = 0.0
-  solarize_prob: float = 0.0
+  """`config.data.augment` as the ops read it; its defaults are the schema's (`from_config`)."""
+  crop_scale: tuple[float, float]
+  flip_prob: float
+  color_jitter_prob: float
+  color_jitter_strength: float
+  color_jitter: tuple[float, ...]  # (brightness, contrast, saturation, hue) maxima; () = SimCLR's x strength
+  per_frame_jitter: bool
+  grayscale_prob: float
+  blur_prob: float
+  solarize_prob: float
+  aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # of the crop box (not a config field)
 
   @classmethod
   def from_config(cls, config) -> "AugmentConfig":
