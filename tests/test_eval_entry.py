@@ -108,6 +108,15 @@ def test_quick_eval_hook(trained):
   acc = hook(1, variables)["knn_accuracy"]
   assert acc == hook(2, variables)["knn_accuracy"]  # deterministic
   assert acc == pytest.approx(_knn_written_out(config, variables, 24))
+  # The loop prints every hook's figures by name, not one it knows of.
+  import types
+  from sora_jax.training import loop
+  written = []
+  state = types.SimpleNamespace(inference_variables=lambda: variables)
+  record = loop._run_hooks([hook, lambda step, v: {"other_figure": 0.25}], 3, state,
+                           types.SimpleNamespace(write=written.append))
+  assert record == {"knn_accuracy": acc, "other_figure": 0.25}
+  assert written == [f"step 3: knn_accuracy {acc:.3f}, other_figure 0.250"]
 
 
 def _knn_written_out(config, variables, n):

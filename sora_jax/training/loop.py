@@ -280,8 +280,8 @@ def _run_hooks(hooks, step: int, state, bar) -> dict:
   record = {}
   for hook in hooks:
     record.update({k: float(v) for k, v in hook(step, variables).items()})
-  if "knn_accuracy" in record:
-    bar.write(f"step {step}: knn_accuracy {record['knn_accuracy']:.3f}")
+  if record:  # whatever the hooks measured (the quick eval: knn_accuracy), by name
+    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(record.items())))
   return record
 
 
