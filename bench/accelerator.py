@@ -95,12 +95,12 @@ def model_flops(config, tx, abstract, batch) -> float:
   """FLOPs of one step as the model defines it: no rematerialisation, recurrences unrolled."""
   import jax
 
-  from sora_jax.models import encoder
+  from sora_jax.models import build_encoder_unchecked
   from sora_jax.training.step import make_train_step
   plain = config.copy_and_resolve_references()
   plain.model.remat, plain.model.remat_frames, plain.model.scan_layers = False, "none", False
   plain.model.attention = "xla"  # same FLOPs; lowers on the CPU backend
-  step = make_train_step(plain, encoder(plain, unroll=plain.data.num_frames + 1), tx)
+  step = make_train_step(plain, build_encoder_unchecked(plain, unroll=plain.data.num_frames + 1), tx)
   spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (abstract, batch))
   # Counted on the CPU backend: XLA:GPU gives no cost analysis before compiling, and the FLOPs of the
   # unoptimised module do not depend on the platform (CPU's 9 per-tap matmuls = one convolution's MACs).
@@ -133,7 +133,7 @@ def timed_steps(step, state, batch, steps: int, warmup: int = 1):
 def run_config(name, config, steps, input_steps, profile_dir, peak) -> dict:
   import jax
 
-  from sora_jax.models import encoder
+  from sora_jax.models import build_encoder_unchecked
   from sora_jax.parallel import mesh as mesh_lib
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
@@ -141,7 +141,7 @@ def run_config(name, config, steps, input_steps, profile_dir, peak) -> dict:
   mesh = mesh_lib.make_mesh(config)
   tx = build_optimizer(config)
   abstract = jax.eval_shape(lambda: init_state(config, tx))
-  step, shardings = jit_train_step(config, encoder(config), tx, abstract, mesh)
+  step, shardings = jit_train_step(config, build_encoder_unchecked(config), tx, abstract, mesh)
   batch = jax.device_put(host_batch(config), mesh_lib.batch_sharding(mesh))
   t = time.perf_counter()
   compiled = step.lower(abstract, batch).compile()

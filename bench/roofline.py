@@ -61,12 +61,12 @@ def record_layers(config, clips: int) -> list[dict]:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.models import encoder, frame_encoders
+  from sora_jax.models import build_encoder_unchecked, frame_encoders
   config = config.copy_and_resolve_references()  # as the model defines it: nothing recomputed, no loops
   config.model.remat, config.model.remat_frames, config.model.scan_layers = False, "none", False
   c = config.data
   video = jax.ShapeDtypeStruct((clips * c.num_views, c.num_frames, c.frame_size, c.frame_size, 3), jnp.uint8)
-  model = encoder(config)
+  model = build_encoder_unchecked(config)
   layers: list[dict] = []
 
   def stage(path) -> str:

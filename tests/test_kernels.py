@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 from sora_jax.config import load_config
-from sora_jax.models import encoder
+from sora_jax.models import build_encoder_unchecked
 from sora_jax.models import kernels
 from sora_jax.models.kernels import (attention_fn, attention_implementation, compiler_options, conv3x3,
                                       max_pool2x2, max_pool3x3s2)
@@ -122,7 +122,7 @@ def _abstract_step(name: str, batch: int, frames: int):
 def test_large_config_train_step_lowered_for_gpu_and_tpu_uses_native_convolution_gradients():
   from sora_jax.training.step import make_train_step
   config, tx, state, batch = _abstract_step("large", 2, 4)
-  step = make_train_step(config, encoder(config), tx)
+  step = make_train_step(config, build_encoder_unchecked(config), tx)
   layers = [p for p, a in jax.tree_util.tree_leaves_with_path(state.params)
             if "kernel" in jax.tree_util.keystr(p) and len(a.shape) == 4]
   assert len(layers) > 20
@@ -146,10 +146,10 @@ def test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_u
   from sora_jax.parallel import mesh as mesh_lib
   from sora_jax.training.step import jit_train_step, make_train_step
   config, tx, state, batch = _abstract_step("seed", 8, 2)
-  step, shardings = jit_train_step(config, encoder(config), tx, state, mesh_lib.make_mesh(config))
+  step, shardings = jit_train_step(config, build_encoder_unchecked(config), tx, state, mesh_lib.make_mesh(config))
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
   ours = _ynn_fusion_kinds(step.lower(state, batch).compile().as_text())
-  default = _ynn_fusion_kinds(jax.jit(make_train_step(config, encoder(config), tx)).lower(state, batch)
+  default = _ynn_fusion_kinds(jax.jit(make_train_step(config, build_encoder_unchecked(config), tx)).lower(state, batch)
                               .compile().as_text())
   assert default["convolution"] == 3 * 3 - 1 and "convolution" not in ours, (default, ours)
   # jax 0.10.2's XLA:CPU hands YNNPACK single dots, reductions and convolutions (not elementwise

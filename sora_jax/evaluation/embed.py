@@ -26,7 +26,7 @@ from sora_jax import storage
 from sora_jax.data import pipeline
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
-from sora_jax.models import encoder, kernels
+from sora_jax.models import build_encoder_unchecked, kernels
 from sora_jax.parallel import mesh as mesh_lib
 
 FIELDS = ("pooled", "embedding", "logits", "aligned")
@@ -46,7 +46,7 @@ def make_embed_fn(config, mesh=None):
   multiple of the mesh size (`embed_batches` pads); variables should be placed with
   `place_variables`. Jitted once per batch shape.
   """
-  model = encoder(config)
+  model = build_encoder_unchecked(config)
   mesh = mesh or mesh_lib.inference_mesh(config)
   rows = mesh_lib.batch_sharding(mesh)
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from sora_jax.data import pipeline
 from sora_jax.evaluation import embed
-from sora_jax.models import encoder, init_variables
+from sora_jax.models import build_encoder_unchecked, init_variables
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training.feed import DeviceFeed
@@ -94,7 +94,7 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
 
 def _tune(cfg, mesh, tx, state, steps: int, progress: bool):
   """`steps` of cross-entropy on the train split -> (tuned state, accuracy over the last 10 steps)."""
-  step_fn, shardings = jit_train_step(cfg, encoder(cfg), tx, jax.eval_shape(lambda: state), mesh)
+  step_fn, shardings = jit_train_step(cfg, build_encoder_unchecked(cfg), tx, jax.eval_shape(lambda: state), mesh)
   state = jax.device_put(state, shardings)
   data = pipeline.TrainInput(cfg, process_index=jax.process_index(), process_count=jax.process_count())
   feed = DeviceFeed(data, mesh, cfg.data.device_prefetch, 0, steps, config=cfg)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sora_jax.models.video_encoder import default_batch_shape, encoder
+from sora_jax.models.video_encoder import default_batch_shape, build_encoder_unchecked
 
 
 def _fmt_shape(tree) -> str:
@@ -39,7 +39,7 @@ def summary_rows(config, depth: int = 2, module_flops: bool = True):
 
 
   # Fully unrolled scans: XLA's cost analysis counts a while-loop body once, not T times.
-  model = encoder(config, unroll=config.data.num_frames + 1)
+  model = build_encoder_unchecked(config, unroll=config.data.num_frames + 1)
   clip = jnp.zeros(default_batch_shape(config, 1), jnp.uint8)
   rng = jax.random.key(0)
   variables = jax.eval_shape(lambda r: model.init(r, clip), rng)

@@ -123,12 +123,12 @@ def _per_time_step(frame_encoder, x, train: bool):
 def build_encoder(config, unroll: int = 1) -> VideoEncoder:
   """VideoEncoder from the WHOLE config, for callers outside the library: checks config.model first
   (ConfigError naming the field). Library code, whose config was validated where it entered, uses
-  `encoder`."""
+  `build_encoder_unchecked`."""
   validate(config, sections=("model",))
-  return encoder(config, unroll)
+  return build_encoder_unchecked(config, unroll)
 
 
-def encoder(config, unroll: int = 1) -> VideoEncoder:
+def build_encoder_unchecked(config, unroll: int = 1) -> VideoEncoder:
   """VideoEncoder from an already validated config (reads config.model)."""
   return VideoEncoder(model_config=ml_collections.FrozenConfigDict(config.model), unroll=unroll)
 

@@ -29,7 +29,7 @@ from sora_jax import objectives, storage
 from sora_jax.config import terms, to_json, validate
 from sora_jax.data.pipeline import TrainInput
 from sora_jax.errors import ConfigError, SoraError, unwritable, unwritable_message
-from sora_jax.models import encoder
+from sora_jax.models import build_encoder_unchecked
 from sora_jax.parallel import distributed, mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training import checkpoint as ckpt
@@ -182,7 +182,8 @@ class _Run:
     self.tx = build_optimizer(config)
     self.pretrained = objectives.pretrained(config)  # weights a part of the model starts from (or {})
     self.abstract = jax.eval_shape(lambda p: init_state(config, self.tx, p), self.pretrained)
-    self.step_fn, self.shardings = jit_train_step(config, encoder(config), self.tx, self.abstract, self.mesh)
+    self.step_fn, self.shardings = jit_train_step(config, build_encoder_unchecked(config), self.tx, self.abstract,
+                                                  self.mesh)
     self.manager = ckpt.make_manager(workdir, keep=config.train.keep_checkpoints)
     texts = caption_features(config) if "video_text" in terms(config.objective.name) else None
     self.data = TrainInput(config, process_index=jax.process_index(), process_count=jax.process_count(),

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from sora_jax import objectives
-from sora_jax.models import encoder
+from sora_jax.models import build_encoder_unchecked
 from sora_jax.training import ema
 from sora_jax.models.video_encoder import default_batch_shape
 
@@ -40,7 +40,7 @@ def init_state(config, tx: optax.GradientTransformation, pretrained: dict | None
   root = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(root)
   dummy = jnp.zeros(default_batch_shape(config), jnp.uint8)
-  variables = dict(encoder(config).init(init_key, dummy, train=False))
+  variables = dict(build_encoder_unchecked(config).init(init_key, dummy, train=False))
   params = {"encoder": variables.pop("params"),
             "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1), pretrained)}
   ema_params = jax.tree_util.tree_map(jnp.copy, params["encoder"]) if ema.uses_teacher(config) else None
