@@ -38,8 +38,8 @@ def exclusive(lock_path, *, timeout_s: float = 600.0, poll_s: float = 0.5):
   deadline = time.monotonic() + timeout_s
   while not create_exclusive(lock_path, token):
     if time.monotonic() > deadline:
-      raise storage.StorageError(f"{lock_path} has been held for over {timeout_s:.0f} s; if no writer is running, "
-                         "delete it and retry")
+      raise storage.StorageError(f"{lock_path} has been held for over {timeout_s:.0f} s; if no writer is "
+                                 "running, delete it and retry")
     time.sleep(poll_s)
   try:
     yield
