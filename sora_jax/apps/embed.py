@@ -158,8 +158,8 @@ def list_videos(source) -> list[dict]:
   """Records {path, label, label_name, caption} of a folder (recursive) or a manifest file.
 
   Folder: every video file under it; a file in a sub-folder gets the sub-folder's name as its
-  label (`DIR/<class>/<file>`; classes numbered in `class_order`, as `prepare` numbers them). Manifest: `.jsonl` with keys
-  path[, label][, caption]; `.csv`/`.tsv` with a header naming a `path` column (label, caption
+  label (`DIR/<class>/<file>`; classes numbered in `class_order`, as `prepare` numbers them).
+  Manifest: `.jsonl` with keys path[, label][, caption]; `.csv`/`.tsv` with a header naming a `path` column (label, caption
   optional); `.txt`: one path per line (optionally followed by whitespace and an integer label).
   Relative paths are relative to the manifest's folder.
   """
