@@ -94,33 +94,12 @@ def jax_side(args):
 def torch_side(args, embed_dim=128, t=16, size=64):
   import numpy as np
   import torch
-  from torch import nn
 
   torch.manual_seed(0)
 
-  class SeedNet(nn.Module):
-    def __init__(self):
-      super().__init__()
-      layers, c = [], 3
-      for o in (64, 128, 256):
-        layers += [nn.Conv2d(c, o, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        c = o
-      self.cnn = nn.Sequential(*layers)
-      self.lstm = nn.LSTM(256, 128, num_layers=2, bidirectional=True, batch_first=True)
-      self.fc = nn.Linear(256, embed_dim)
-      self.register_buffer("mean", torch.tensor([0.5] * 3).view(1, 3, 1, 1))
-      self.register_buffer("std", torch.tensor([0.25] * 3).view(1, 3, 1, 1))
-
-    def forward(self, video):  # uint8 [B, T, H, W, 3]
-      b, t, h, w, c = video.shape
-      x = video.reshape(b * t, h, w, c).permute(0, 3, 1, 2).float() / 255.0
-      x = (x - self.mean) / self.std
-      f = self.cnn(x).mean(dim=(2, 3)).reshape(b, t, -1)
-      s, _ = self.lstm(f)
-      pooled = torch.cat([s[:, -1, :128], s[:, 0, 128:]], dim=-1)
-      return nn.functional.normalize(self.fc(pooled), dim=-1)
-
-  net = SeedNet()
+  sys.path.insert(0, str(ROOT / "bench"))
+  from torch_reference import ReferenceModel
+  net = ReferenceModel(embed_dim=embed_dim, pooling="last")  # sora-jax's seed pooling: each direction's final state
   opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
   rng = np.random.default_rng(0)
   video = torch.from_numpy(rng.integers(0, 256, (args.batch, t, size, size, 3), dtype=np.uint8))

@@ -126,17 +126,22 @@ class RangeReader:
 def write_text(p, text: str) -> None:
   """Replaces a file's text whole: a local file through a temporary file + rename (a reader never
   sees half a file); an object in one upload (objects are replaced atomically)."""
+  write_bytes(p, text.encode())
+
+
+def write_bytes(p, data: bytes) -> None:
+  """`write_text` for bytes."""
   p = path(p)
   if is_local(p):
     tmp = p.parent / f".{p.name}.tmp-{os.getpid()}"
     try:
-      tmp.write_text(text)
+      tmp.write_bytes(data)
       os.replace(tmp, p)
     except BaseException:
       tmp.unlink(missing_ok=True)  # a full disk leaves no half file behind
       raise
   else:
-    p.write_text(text)
+    p.write_bytes(data)
 
 
 def move(src, dst) -> None:

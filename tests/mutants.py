@@ -245,6 +245,23 @@ MUTANTS = {
     "lost-lock-keeps-training": (
         "sora_jax/training/loop.py", "if preempt.workdir_lost:  # before anything more is written there", "if False:",
         ["tests/test_training.py::test_a_run_whose_lock_was_taken_over_stops_without_saving_or_deleting_it"]),
+    "import-gru-biases-summed": (
+        "sora_jax/weights/reference.py", "if arch.rnn == \"lstm\":  # both biases", "if True:  # both biases",
+        ["tests/test_weights.py::test_imported_model_gives_the_reference_models_embeddings"]),
+    "import-rnn-kernel-not-transposed": (
+        "sora_jax/weights/reference.py", "hidden = {\"kernel\": f[f\"rnn.weight_hh_l{k}{suffix}\"].T}",
+        "hidden = {\"kernel\": f[f\"rnn.weight_hh_l{k}{suffix}\"].reshape(-1, f[f\"rnn.weight_hh_l{k}{suffix}\"].shape[0])}",
+        ["tests/test_weights.py::test_imported_model_gives_the_reference_models_embeddings"]),
+    "import-pools-final-states": (
+        "sora_jax/weights/reference.py", "\"pooling\": \"last_step\", \"head_layers\"", "\"pooling\": \"last\", \"head_layers\"",
+        ["tests/test_weights.py::test_imported_model_gives_the_reference_models_embeddings"]),
+    "unpickler-allows-any-global": (
+        "sora_jax/torch_pickle.py", "    found = _ALLOWED.get((module, name))\n    if found is None:",
+        "    found = _ALLOWED.get((module, name))\n    if found is None:\n      return super().find_class(module, name)\n    if found is None:",
+        ["tests/test_weights.py::test_a_pickle_that_would_run_code_is_refused_and_runs_nothing"]),
+    "export-lstm-bias-not-split": (
+        "sora_jax/weights/reference.py", "else np.zeros(arch.gates * arch.hidden, np.float32))",
+        "else p(*layer, \"input\", \"bias\"))", ["tests/test_weights.py::test_export_then_import_gives_the_same_parameters_bitwise"]),
 }
 
 

@@ -22,7 +22,7 @@ from sora_jax.errors import ConfigError
 
 FRAME_ENCODERS = ("seed_cnn", "resnet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
-POOLING = ("last", "mean", "cls")
+POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words")
 TEXT_TOWERS = ("minilm", "bag_of_words")
@@ -121,7 +121,9 @@ FIELDS: tuple[Field, ...] = (
       "in the backward pass: none | block (per ResNet block; left to XLA's scheduler, which on CPU keeps them "
       "all) | time (scanned over time, one frame step alive at a time: ~1/T of the activations, +1 forward)"),
     F("model.scan_layers", False, checks.boolean(), "scan over identical transformer layers (faster compile)"),
-    F("model.pooling", "mean", checks.choice(*POOLING), "sequence -> pooled: last | mean | cls"),
+    F("model.pooling", "mean", checks.choice(*POOLING), "sequence -> pooled: last (each direction's final state) | "
+      "mean | cls | last_step (the output at the last step, PyTorch's out[:, -1]: a bidirectional net's backward "
+      "half has read one frame; imported reference models)"),
     F("model.head_hidden", 128, checks.integer(1), "hidden width of the projection head"),
     F("model.head_layers", 2, checks.integer(1), "layers of the projection head (1 = linear)"),
     F("model.embed_dim", 64, checks.integer(1), "size of the L2-normalised embedding"),

@@ -2,9 +2,10 @@
 
 Recurrent layers project all T inputs in one matmul, then `nn.scan` runs only the hidden-state
 update, so compile time does not grow with T and the parameter tree does not depend on T.
-Pooling ('last' | 'mean' | 'cls') lives here because 'last' depends on the direction(s):
-for a bidirectional net it is the forward direction's last state with the backward direction's
-first (each direction's final state). A CLS token is a learned input appended after the last
+Pooling ('last' | 'mean' | 'cls' | 'last_step') lives here because 'last' depends on the
+direction(s): for a bidirectional net it is the forward direction's last state with the backward
+direction's first (each direction's final state); 'last_step' is the output at the last position
+(PyTorch's `out[:, -1]`, the reference model's: its backward half has read only the last frame). A CLS token is a learned input appended after the last
 frame, so causal models still see every frame from it.
 """
 
@@ -196,7 +197,7 @@ class TemporalModel(nn.Module):
       pooled = y[:, t]
     elif self.pooling == "mean":
       pooled = jnp.mean(sequence, axis=1)
-    elif self.kind in ("lstm", "gru") and self.bidirectional:
+    elif self.kind in ("lstm", "gru") and self.bidirectional and self.pooling == "last":
       h = self.hidden  # forward's last state, backward's first position (its final state)
       pooled = jnp.concatenate([sequence[:, -1, :h], sequence[:, 0, h:]], axis=-1)
     else:

@@ -1,0 +1,1 @@
+"""Weights in and out: reference PyTorch checkpoints, safetensors and PyTorch exports."""
