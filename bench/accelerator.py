@@ -50,8 +50,9 @@ def parse():
                  help="run each config twice, side by side: GroupNorm and the stem max-pool as autodiff of flax's/"
                       "XLA's ops (rows NAME[xla]) and as sora_jax's fused kernels (NAME[fused]); see models/kernels.py")
   p.add_argument("--layers", action="store_true",
-                 help="instead: each GroupNorm+ReLU and the stem max-pool of configs/large.py's ResNet-34, forward + "
-                      "gradient, autodiff vs fused, at --layer-frames frames of --layer-size px in --layer-dtype")
+                 help="instead: each GroupNorm+ReLU and the stem max-pool of configs/large.py's ResNet-34 and "
+                      "EfficientNet-Lite0's depthwise convolutions, forward + gradient, XLA's vs ours, at "
+                      "--layer-frames frames of --layer-size px in --layer-dtype")
   p.add_argument("--layer-frames", type=int, default=256, help="frames per device (8 clips x 2 views x 16 frames)")
   p.add_argument("--layer-size", type=int, default=224)
   p.add_argument("--layer-dtype", default="bfloat16")
@@ -215,7 +216,7 @@ def check_kernels() -> dict:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.models.kernels import attention_fn, forced, group_norm, max_pool2x2, max_pool3x3s2
+  from sora_jax.models.kernels import attention_fn, depthwise_conv, forced, group_norm, max_pool2x2, max_pool3x3s2
 
   def rel(a, b):
     a, b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
@@ -229,8 +230,11 @@ def check_kernels() -> dict:
   out = {"max_pool_masked_vs_plain_rel_err": rel(pool["cpu"](x), pool["native"](x))}
   scale, bias = 1 + 0.1 * jax.random.normal(keys[1], (32,)), 0.1 * jax.random.normal(keys[5], (32,))
   xb = x.astype(jnp.bfloat16)
+  depthwise_kernel = 0.2 * jax.random.normal(keys[2], (5, 5, 1, 32), jnp.float32)
   for kernel, choices, fn in (("group_norm", ("fused", "flax"), lambda x: group_norm(x, scale, bias, 8, relu=True)),
-                              ("stem_pool", ("masked", "xla"), max_pool3x3s2)):
+                              ("stem_pool", ("masked", "xla"), max_pool3x3s2),
+                              ("depthwise", ("taps", "xla"),
+                               lambda x: depthwise_conv(x, depthwise_kernel.astype(x.dtype), 2))):
     grads = {}
     for choice in choices:
       with forced(**{kernel: choice}):
@@ -262,7 +266,7 @@ def layer_table(args) -> None:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.models.kernels import forced, group_norm, max_pool3x3s2
+  from sora_jax.models.kernels import depthwise_conv, forced, group_norm, max_pool3x3s2
   n, s, dtype = args.layer_frames, args.layer_size, jnp.dtype(args.layer_dtype)
   key = jax.random.key(0)
   # (name, shape, groups, residual?): the stem's output, then each stage's block end
@@ -296,8 +300,20 @@ def layer_table(args) -> None:
       t[choice] = ms(max_pool3x3s2, x)
   rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"]))
   result["stem_max_pool_ms"] = {k: round(v, 2) for k, v in t.items()}
-  print(f"large config layers, forward + gradient, {n} frames of {s} px, {dtype.name}, on {result['device']}")
-  print(f"{'layer':<36}{'autodiff ms':>12}{'fused ms':>10}{'ratio':>8}")
+  # EfficientNet-Lite0's depthwise convolutions (configs/imagenet.py): (block, input side, channels, kernel, stride)
+  for block, side, c, k, stride in ((1, s // 2, 96, 3, 2), (3, s // 4, 144, 5, 2), (8, s // 16, 480, 5, 1),
+                                    (12, s // 32, 1152, 5, 1)):
+    x = jax.random.normal(key, (n, max(side, 1), max(side, 1), c), dtype)
+    w = jax.random.normal(key, (k, k, 1, c), dtype)
+    t = {}
+    for choice in ("xla", "taps"):
+      with forced(depthwise=choice):
+        t[choice] = ms(lambda x, w, stride=stride: depthwise_conv(x, w, stride), x, w)
+    rows.append((f"depthwise{block} {x.shape[1]}x{x.shape[2]}x{c} k{k} s{stride}", t["xla"], t["taps"]))
+    result[f"depthwise{block}_ms"] = {kk: round(v, 2) for kk, v in t.items()}
+  print(f"layers, forward + gradient, {n} frames of {s} px, {dtype.name}, on {result['device']}: the large config's "
+        "GroupNorms and stem pool, EfficientNet-Lite0's depthwise convolutions; XLA's / flax's autodiff vs sora_jax's")
+  print(f"{'layer':<36}{'XLA ms':>12}{'ours ms':>10}{'ratio':>8}")
   for name, a, b in rows:
     print(f"{name:<36}{a:>12.2f}{b:>10.2f}{a / b:>8.2f}")
   print(json.dumps(result))

@@ -35,15 +35,15 @@ class _Storage(str):
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
-  """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])."""
+  """torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]) -> a
+  view of the storage (`_state_dict` copies it once every storage is filled)."""
   itemsize = storage.dtype.itemsize
   if offset < 0 or any(s < 0 for s in (*size, *stride)):
     raise ValueError(f"negative offset/size/stride {offset}/{size}/{stride}")
   end = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else offset
   if end > storage.size:
     raise ValueError(f"a tensor of size {tuple(size)} reads past its storage of {storage.size} elements")
-  view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * itemsize for s in stride))
-  return np.array(view)  # a copy that owns its memory, C-ordered
+  return np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * itemsize for s in stride))
 
 
 def _rebuild_parameter(data, *unused):
@@ -57,14 +57,14 @@ _ALLOWED = {("collections", "OrderedDict"): collections.OrderedDict,
 
 
 class _Unpickler(pickle.Unpickler):
+  """Rebuilds only what `_ALLOWED` names; `storage(key, dtype, numel)` gives a persistent id's array."""
 
-  def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, where: str, big_endian: bool):
-    super().__init__(io.BytesIO(data))
-    self.archive, self.prefix, self.where, self.big_endian = archive, prefix, where, big_endian
-    self.storages = {}
+  def __init__(self, stream, where: str, storage=None):
+    super().__init__(stream)
+    self.where, self.storage, self.storages = where, storage, {}
 
   def find_class(self, module, name):
-    found = _ALLOWED.get((module, name))
+    found = _ALLOWED.get((module, name)) if self.storage else None
     if found is None:
       raise CheckpointError(
           f"{self.where}: refused: its pickle asks for {module}.{name}, which a state_dict of tensors never needs "
@@ -72,28 +72,25 @@ class _Unpickler(pickle.Unpickler):
     return found
 
   def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Storage)):
+    # ('storage', torch.<Type>Storage, key, location, numel) and, in the pre-1.6 format, a 6th item: a view
+    if not (self.storage and isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
+            and isinstance(pid[1], _Storage) and isinstance(pid[4], int) and pid[4] >= 0):
       raise CheckpointError(f"{self.where}: refused: an unknown persistent id {str(pid)[:80]!r} in its pickle")
-    _, kind, key, _, numel = pid
+    kind, key, numel = pid[1], str(pid[2]), pid[4]
     if key not in self.storages:
-      dtype = np.dtype(STORAGES[kind]).newbyteorder(">" if self.big_endian else "<")
-      raw = self.archive.read(f"{self.prefix}/data/{key}")
-      self.storages[key] = np.frombuffer(raw, dtype, count=int(numel)).astype(dtype.newbyteorder("="))
+      self.storages[key] = self.storage(key, np.dtype(STORAGES[kind]), numel)
+    view = pid[5] if len(pid) == 6 else None
+    if view is not None:  # (view key, offset, size) into the root storage
+      _, offset, size = view
+      return self.storages[key][offset:offset + size]
     return self.storages[key]
-
-
-def _archive_prefix(archive: zipfile.ZipFile, where: str) -> str:
-  pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-  if len(pickles) != 1:
-    raise CheckpointError(f"{where}: a zip without one <name>/data.pkl is not a PyTorch checkpoint")
-  return pickles[0].split("/")[0]
 
 
 def load(path) -> dict[str, np.ndarray]:
   """A state_dict saved by `torch.save` -> {name: numpy array}, running no code from the file.
 
-  Raises CheckpointError (one line) for a file that is not a zip checkpoint (the pre-1.6 format:
-  re-save it with a recent PyTorch), a pickle that names anything but tensors, or damaged data."""
+  Reads the zip format (PyTorch >= 1.6) and the older single-stream format. Raises CheckpointError
+  (one line) for a file that is neither, a pickle that names anything but tensors, or damaged data."""
   try:
     data = storage.path(path).read_bytes()
   except OSError as e:
@@ -103,20 +100,64 @@ def load(path) -> dict[str, np.ndarray]:
 
 def loads(data: bytes, where: str = "checkpoint") -> dict[str, np.ndarray]:
   """`load` of a file's bytes; `where` names it in errors."""
-  if not zipfile.is_zipfile(io.BytesIO(data)):
-    raise CheckpointError(f"{where} is not a PyTorch zip checkpoint (torch.save since PyTorch 1.6); re-save it "
-                          "with `torch.save(model.state_dict(), F)` in a recent PyTorch")
-  with zipfile.ZipFile(io.BytesIO(data)) as archive:
-    prefix = _archive_prefix(archive, where)
-    names = set(archive.namelist())
-    big = f"{prefix}/byteorder" in names and archive.read(f"{prefix}/byteorder").strip() == b"big"
-    try:
-      obj = _Unpickler(archive.read(f"{prefix}/data.pkl"), archive, prefix, where, big).load()
-    except CheckpointError:
-      raise
-    except Exception as e:  # noqa: BLE001 - a damaged pickle raises many kinds; the caller gets one
-      raise CheckpointError(f"{where}: damaged PyTorch checkpoint ({type(e).__name__}: {str(e)[:160]})") from e
+  try:
+    if zipfile.is_zipfile(io.BytesIO(data)):
+      obj = _load_zip(data, where)
+    elif data[:2] == pickle.PROTO + b"\x02":
+      obj = _load_legacy(data, where)
+    else:
+      raise CheckpointError(f"{where} is not a PyTorch checkpoint (torch.save's zip or older format); save it "
+                            "with `torch.save(model.state_dict(), F)`")
+  except CheckpointError:
+    raise
+  except Exception as e:  # noqa: BLE001 - a damaged pickle raises many kinds; the caller gets one
+    raise CheckpointError(f"{where}: damaged PyTorch checkpoint ({type(e).__name__}: {str(e)[:160]})") from e
   return _state_dict(obj, where)
+
+
+def _load_zip(data: bytes, where: str):
+  with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+      raise CheckpointError(f"{where}: a zip without one <name>/data.pkl is not a PyTorch checkpoint")
+    prefix = pickles[0].split("/")[0]
+    big = f"{prefix}/byteorder" in archive.namelist() and archive.read(f"{prefix}/byteorder").strip() == b"big"
+
+    def read(key, dtype, numel):
+      raw = archive.read(f"{prefix}/data/{key}")
+      return np.frombuffer(raw, dtype.newbyteorder(">" if big else "<"), count=numel).astype(dtype)
+
+    return _Unpickler(io.BytesIO(archive.read(f"{prefix}/data.pkl")), where, read).load()
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _load_legacy(data: bytes, where: str):
+  """The pre-1.6 format, one stream: pickles of the magic number, the protocol version and system
+  info, then the object's pickle, the list of storage keys, and each storage's raw data in that
+  order (an int64 element count, then the elements, little-endian)."""
+  stream = io.BytesIO(data)
+  plain = lambda: _Unpickler(stream, where).load()  # noqa: E731 - no globals allowed at all
+  if plain() != _LEGACY_MAGIC:
+    raise CheckpointError(f"{where} is a pickle, not a PyTorch checkpoint; save `model.state_dict()` with torch.save")
+  plain(), plain()  # protocol version, system info
+  empty = {}
+
+  def allocate(key, dtype, numel):
+    empty[key] = np.empty(numel, dtype)
+    return empty[key]
+
+  obj = _Unpickler(stream, where, allocate).load()
+  for key in plain():
+    buffer = empty[str(key)]
+    count = int.from_bytes(stream.read(8), "little")
+    raw = stream.read(count * buffer.dtype.itemsize)
+    if count != buffer.size or len(raw) != buffer.nbytes:
+      raise CheckpointError(f"{where}: storage {key} holds {count} elements where its tensors need {buffer.size} "
+                            "(a truncated or damaged file)")
+    buffer[:] = np.frombuffer(raw, buffer.dtype.newbyteorder("<"))
+  return obj
 
 
 def _state_dict(obj, where: str) -> dict[str, np.ndarray]:
@@ -132,7 +173,7 @@ def _state_dict(obj, where: str) -> dict[str, np.ndarray]:
     raise CheckpointError(f"{where} does not hold a state_dict of tensors; save `model.state_dict()`")
   if obj and all(str(k).startswith("module.") for k in obj):
     obj = {k[len("module."):]: v for k, v in obj.items()}
-  return {str(k): v for k, v in obj.items()}
+  return {str(k): np.array(v) for k, v in obj.items()}  # copies that own their memory, C-ordered
 
 
 class _Writer:

@@ -253,15 +253,27 @@ MUTANTS = {
         "hidden = {\"kernel\": f[f\"rnn.weight_hh_l{k}{suffix}\"].reshape(-1, f[f\"rnn.weight_hh_l{k}{suffix}\"].shape[0])}",
         ["tests/test_weights.py::test_imported_model_gives_the_reference_models_embeddings"]),
     "import-pools-final-states": (
-        "sora_jax/weights/reference.py", "\"pooling\": \"last_step\", \"head_layers\"", "\"pooling\": \"last\", \"head_layers\"",
+        "sora_jax/weights/reference.py", "\"bidirectional\": self.bidirectional, \"pooling\": \"last_step\",",
+        "\"bidirectional\": self.bidirectional, \"pooling\": \"last\",",
         ["tests/test_weights.py::test_imported_model_gives_the_reference_models_embeddings"]),
     "unpickler-allows-any-global": (
-        "sora_jax/torch_pickle.py", "    found = _ALLOWED.get((module, name))\n    if found is None:",
-        "    found = _ALLOWED.get((module, name))\n    if found is None:\n      return super().find_class(module, name)\n    if found is None:",
+        "sora_jax/torch_pickle.py", "    found = _ALLOWED.get((module, name)) if self.storage else None\n    if found is None:",
+        "    found = _ALLOWED.get((module, name)) if self.storage else None\n    if found is None:\n"
+        "      return super().find_class(module, name)\n    if found is None:",
         ["tests/test_weights.py::test_a_pickle_that_would_run_code_is_refused_and_runs_nothing"]),
     "export-lstm-bias-not-split": (
         "sora_jax/weights/reference.py", "else np.zeros(arch.gates * arch.hidden, np.float32))",
         "else p(*layer, \"input\", \"bias\"))", ["tests/test_weights.py::test_export_then_import_gives_the_same_parameters_bitwise"]),
+    "efficientnet-batch-norm-not-folded": (
+        "sora_jax/models/efficientnet.py", "scale = g / np.sqrt(v + BN_EPS)", "scale = g",
+        ["tests/test_efficientnet.py::test_the_imagenet_port_gives_the_pytorch_originals_classes_on_real_photographs"]),
+    "efficientnet-no-skip": (
+        "sora_jax/models/efficientnet.py", "x = x + y if s == 1 and x.shape[-1] == y.shape[-1] else y", "x = y",
+        ["tests/test_efficientnet.py::test_the_imagenet_port_gives_the_pytorch_originals_classes_on_real_photographs"]),
+    "depthwise-taps-pad-before": (
+        "sora_jax/models/kernels.py", "  return total // 2, total - total // 2\n\n\ndef _depthwise_xla",
+        "  return total - total // 2, total // 2\n\n\ndef _depthwise_xla",
+        ["tests/test_efficientnet.py::test_depthwise_taps_equal_xlas_grouped_convolution_values_and_gradients"]),
 }
 
 

@@ -132,6 +132,9 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, caps
   _zip_with_pickle(tmp_path / "evil.pth", payload)
   with pytest.raises(CheckpointError, match="refused: its pickle asks for .*open.*nothing from the file was run"):
     torch_pickle.load(tmp_path / "evil.pth")
+  (tmp_path / "evil_legacy.pth").write_bytes(payload)  # the pre-1.6 format: a stream of protocol-2 pickles
+  with pytest.raises(CheckpointError, match="refused: its pickle asks for .*open"):
+    torch_pickle.load(tmp_path / "evil_legacy.pth")
   assert cli.main(["import-torch", str(tmp_path / "evil.pth"), "--workdir", str(tmp_path / "run")]) == 1
   err = capsys.readouterr().err.strip()
   assert err.startswith("sora-jax: error:") and "refused" in err and "\n" not in err
@@ -139,11 +142,13 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, caps
 
 
 def test_files_that_are_not_state_dicts_get_one_line(tmp_path):
-  (tmp_path / "legacy.pth").write_bytes(pickle.dumps({"a": 1}))  # a bare pickle (pre-1.6 torch.save)
+  (tmp_path / "pickle.pkl").write_bytes(pickle.dumps({"a": 1}))  # a bare pickle (protocol 5)
+  (tmp_path / "pickle2.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=2))  # no torch.save magic number
   (tmp_path / "random.bin").write_bytes(os.urandom(64))
   _zip_with_pickle(tmp_path / "list.pth", pickle.dumps([1, 2], protocol=2))
-  cases = {"legacy.pth": "not a PyTorch zip checkpoint", "random.bin": "not a PyTorch zip checkpoint",
-           "list.pth": "does not hold a state_dict", "absent.pth": "cannot read"}
+  cases = {"pickle.pkl": "is not a PyTorch checkpoint", "pickle2.pkl": "is a pickle, not a PyTorch checkpoint",
+           "random.bin": "is not a PyTorch checkpoint", "list.pth": "does not hold a state_dict",
+           "absent.pth": "cannot read"}
   for name, message in cases.items():
     with pytest.raises(CheckpointError, match=message):
       transfer.read_weights(tmp_path / name)

@@ -9,7 +9,8 @@ def add_arguments(parser) -> None:
   parser.add_argument("--workdir", required=True, help="the training run (its latest checkpoint unless --step)")
   parser.add_argument("--format", choices=("safetensors", "torch"), default="safetensors",
                       help="safetensors (default) or torch (a state_dict file torch.load reads; PyTorch is not needed)")
-  parser.add_argument("--out", default=None, help="the file to write (default WORKDIR/export/model-STEP.safetensors|.pth)")
+  parser.add_argument("--out", default=None,
+                      help="the file to write (default WORKDIR/export/model-STEP.safetensors|.pth)")
   parser.add_argument("--layout", choices=("auto", "reference", "flax"), default="auto",
                       help="reference: the PyTorch reference model's names and layouts (seed CNN + LSTM/GRU + linear "
                            "head); flax: every variable under its flax path; auto (default): reference when it fits")

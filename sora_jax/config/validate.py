@@ -93,6 +93,10 @@ def _model(config) -> None:
   if m.remat_frames == "time" and m.norm == "batch":
     raise ConfigError("config.model.remat_frames='time' computes frames one time step at a time, which changes "
                       "batch statistics; use config.model.norm='group' (or 'none') or remat_frames='none'")
+  if m.pretrained and (m.frame_encoder, m.norm, m.width) != ("efficientnet_lite0", "none", 1.0):
+    raise ConfigError("config.model.pretrained=True needs config.model.frame_encoder='efficientnet_lite0', "
+                      f"model.norm='none' (its batch norms are folded) and model.width=1.0; got {m.frame_encoder!r}, "
+                      f"{m.norm!r}, {m.width}")
   if m.pooling == "cls" and m.temporal == "none":
     raise ConfigError("config.model.pooling='cls' needs a temporal model to read the CLS token; "
                       "choose config.model.pooling in 'last', 'mean' or set config.model.temporal")
@@ -160,6 +164,9 @@ def _eval(config) -> None:
   if "bag_of_words" in wanted and "video_text" not in terms(config.objective.name):
     raise ConfigError(f"eval.baselines has bag_of_words, a text baseline, but objective {config.objective.name!r} "
                       "has no video_text term; drop it from --config.eval.baselines")
+  if "pretrained" in wanted and not config.model.pretrained:
+    raise ConfigError("eval.baselines has pretrained (the ImageNet frame encoder before training), but "
+                      "model.pretrained is false; drop it from --config.eval.baselines")
 
 
 _RULES = {"data": _data, "model": _model, "objective": _objective, "text": _text, "train": _train,

@@ -2,6 +2,7 @@
 with a video_text term the same run over a text tower trained from scratch.
 
 - random: the run's architecture initialised from config.seed, never trained;
+- pretrained: a model.pretrained run's starting point (the ImageNet frame encoder), never trained;
 - supervised: the same architecture with a classifier head, trained with cross-entropy on the
   run's data by `sora_jax.training.loop.train` from the named config `supervised` into
   `<workdir>/baselines/supervised`;
@@ -19,7 +20,7 @@ import jax
 
 from sora_jax import storage
 from sora_jax.config import load_config
-from sora_jax.models import init_variables
+from sora_jax.models import efficientnet, init_variables
 from sora_jax.training import checkpoint
 from sora_jax.training.loop import train
 
@@ -28,6 +29,14 @@ log = logging.getLogger("sora_jax.eval")
 
 def random_variables(config):
   return init_variables(config, jax.random.PRNGKey(config.seed))
+
+
+def pretrained_variables(config):
+  """The run's architecture at step 0 of a model.pretrained run: the ImageNet frame encoder, the rest
+  initialised from config.seed (what the run started from)."""
+  variables = random_variables(config)
+  params = dict(variables["params"], **efficientnet.pretrained_params(config.model))
+  return dict(variables, params=params)
 
 
 def supervised_config(config, info: dict):

@@ -24,7 +24,8 @@ from sora_jax.training.checkpoint import load_run
 
 log = logging.getLogger("sora_jax.eval")
 
-TITLES = {"ssl": "self-supervised", "random": "random init", "supervised": "supervised"}
+TITLES = {"ssl": "self-supervised", "random": "random init", "supervised": "supervised",
+          "pretrained": "ImageNet init (step 0)"}
 
 
 def _splits(config, info: dict):
@@ -120,6 +121,8 @@ def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
   models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
   if "random" in wanted:
     models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
+  if "pretrained" in wanted:
+    models["pretrained"] = (config, bl.pretrained_variables(config), {"model": "pretrained", **data_key})
   if "supervised" in wanted:
     sup_config, sup_vars, sup_step = bl.supervised_variables(config, workdir, info)
     models["supervised"] = (_with_model(config, sup_config), sup_vars,

@@ -5,8 +5,9 @@ update, so compile time does not grow with T and the parameter tree does not dep
 Pooling ('last' | 'mean' | 'cls' | 'last_step') lives here because 'last' depends on the
 direction(s): for a bidirectional net it is the forward direction's last state with the backward
 direction's first (each direction's final state); 'last_step' is the output at the last position
-(PyTorch's `out[:, -1]`, the reference model's: its backward half has read only the last frame). A CLS token is a learned input appended after the last
-frame, so causal models still see every frame from it.
+(PyTorch's `out[:, -1]`, the reference model's: its backward half has read only the last frame).
+A CLS token is a learned input appended after the last frame, so causal models still see every
+frame from it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from sora_jax import objectives, storage
+from sora_jax import storage
 from sora_jax.config import terms, to_json, validate
 from sora_jax.data.pipeline import TrainInput
 from sora_jax.errors import ConfigError, SoraError, unwritable, unwritable_message
@@ -39,7 +39,7 @@ from sora_jax.training.lock import WorkdirBusy, WorkdirLock
 from sora_jax.training.log import DivergedError, Window, Writer
 from sora_jax.training.optim import build_optimizer
 from sora_jax.training.profile import StepProfiler
-from sora_jax.training.state import init_state
+from sora_jax.training.state import init_state, pretrained_weights
 from sora_jax.training.step import jit_train_step
 
 __all__ = ["train", "DivergedError"]
@@ -180,7 +180,7 @@ class _Run:
     self.config, self.workdir = config, workdir
     self.mesh = mesh_lib.make_mesh(config)  # ConfigError here, before anything compiles
     self.tx = build_optimizer(config)
-    self.pretrained = objectives.pretrained(config)  # weights a part of the model starts from (or {})
+    self.pretrained = pretrained_weights(config)  # weights parts of the model start from (text tower, ImageNet)
     self.abstract = jax.eval_shape(lambda p: init_state(config, self.tx, p), self.pretrained)
     self.step_fn, self.shardings = jit_train_step(config, build_encoder_unchecked(config), self.tx, self.abstract,
                                                   self.mesh)

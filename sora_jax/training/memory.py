@@ -14,13 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sora_jax import objectives
 from sora_jax.config import validate
 from sora_jax.errors import ConfigError
 from sora_jax.models import build_encoder_unchecked
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training.optim import build_optimizer
-from sora_jax.training.state import init_state
+from sora_jax.training.state import init_state, pretrained_weights
 from sora_jax.training.step import jit_train_step
 
 
@@ -43,7 +42,7 @@ def step_memory(config, per_device_batch: int, device=None) -> dict:
   device = device or jax.devices()[0]
   mesh = mesh_lib.make_mesh(cfg, devices=[device])
   tx = build_optimizer(cfg)
-  abstract = jax.eval_shape(lambda p: init_state(cfg, tx, p), objectives.pretrained(cfg))
+  abstract = jax.eval_shape(lambda p: init_state(cfg, tx, p), pretrained_weights(cfg))
   step, shardings = jit_train_step(cfg, build_encoder_unchecked(cfg), tx, abstract, mesh)
   state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   d = cfg.data

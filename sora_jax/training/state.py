@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from sora_jax import objectives
+from sora_jax.errors import ConfigError
+from sora_jax.models import efficientnet
 from sora_jax.models import build_encoder_unchecked
 from sora_jax.training import ema
 from sora_jax.models.video_encoder import default_batch_shape
@@ -34,15 +36,28 @@ class TrainState:
     return {"params": self.params["encoder"], **self.model_state}
 
 
+def pretrained_weights(config) -> dict:
+  """Weights parts of the state start from, as numpy, loaded here outside any jit (pass them to
+  `init_state` as an argument): {'objective': objectives.pretrained(config) (the text tower),
+  'encoder': {'frame_encoder': ImageNet weights} with model.pretrained}."""
+  return {"objective": objectives.pretrained(config), "encoder": efficientnet.pretrained_params(config.model)}
+
+
 def init_state(config, tx: optax.GradientTransformation, pretrained: dict | None = None) -> TrainState:
   """Pure: the initial state from config.seed (wrap in jit / eval_shape); `pretrained`:
-  `objectives.pretrained(config)`, passed as an argument of the jitted function."""
+  `pretrained_weights(config)`, passed as an argument of the jitted function."""
+  pretrained = pretrained or {}
   root = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(root)
   dummy = jnp.zeros(default_batch_shape(config), jnp.uint8)
   variables = dict(build_encoder_unchecked(config).init(init_key, dummy, train=False))
-  params = {"encoder": variables.pop("params"),
-            "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1), pretrained)}
+  encoder = dict(variables.pop("params"))
+  for name, tree in (pretrained.get("encoder") or {}).items():
+    if jax.tree_util.tree_map(jnp.shape, tree) != jax.tree_util.tree_map(jnp.shape, encoder[name]):
+      raise ConfigError(f"the pretrained weights of {name} do not fit this model's {name} (config.model changed?)")
+    encoder[name] = tree
+  params = {"encoder": encoder,
+            "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1), pretrained.get("objective"))}
   ema_params = jax.tree_util.tree_map(jnp.copy, params["encoder"]) if ema.uses_teacher(config) else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_key, ema_params=ema_params)

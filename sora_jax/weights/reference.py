@@ -52,10 +52,10 @@ class Architecture:
 
   def config_fields(self) -> dict:
     """The config.model fields that make sora-jax's model this architecture."""
-    return {"frame_encoder": "seed_cnn", "frame_input": "rgb", "norm": "none", "frame_pool": "mean",
-            "width": self.width, "temporal": self.rnn, "hidden_size": self.hidden, "num_layers": self.num_layers,
-            "bidirectional": self.bidirectional, "pooling": "last_step", "head_layers": 1,
-            "embed_dim": self.embed_dim, "latent_predict": False}
+    return {"frame_encoder": "seed_cnn", "pretrained": False, "frame_input": "rgb", "norm": "none",
+            "frame_pool": "mean", "width": self.width, "temporal": self.rnn, "hidden_size": self.hidden,
+            "num_layers": self.num_layers, "bidirectional": self.bidirectional, "pooling": "last_step",
+            "head_layers": 1, "embed_dim": self.embed_dim}
 
 
 def _shape(sd, key, where):
@@ -101,8 +101,9 @@ def expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
   g, h, d = arch.gates * arch.hidden, arch.hidden, len(arch.directions())
   for k in range(arch.num_layers):
     for suffix, _ in arch.directions():
-      shapes.update({f"rnn.weight_ih_l{k}{suffix}": (g, cin if k == 0 else d * h), f"rnn.weight_hh_l{k}{suffix}": (g, h),
-                     f"rnn.bias_ih_l{k}{suffix}": (g,), f"rnn.bias_hh_l{k}{suffix}": (g,)})
+      shapes.update({f"rnn.weight_ih_l{k}{suffix}": (g, cin if k == 0 else d * h),
+                     f"rnn.weight_hh_l{k}{suffix}": (g, h), f"rnn.bias_ih_l{k}{suffix}": (g,),
+                     f"rnn.bias_hh_l{k}{suffix}": (g,)})
   shapes["fc.weight"], shapes["fc.bias"] = (arch.embed_dim, d * h), (arch.embed_dim,)
   return shapes
 

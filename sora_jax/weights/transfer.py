@@ -14,13 +14,13 @@ import json
 import jax
 import numpy as np
 
-from sora_jax import objectives, storage, torch_pickle
+from sora_jax import storage, torch_pickle
 from sora_jax.config import to_json, validate
 from sora_jax.errors import CheckpointError, ConfigError, SoraError
 from sora_jax.training import checkpoint as ckpt
 from sora_jax.training.lock import WorkdirLock
 from sora_jax.training.optim import build_optimizer
-from sora_jax.training.state import init_state
+from sora_jax.training.state import init_state, pretrained_weights
 from sora_jax.weights import reference
 
 FORMATS = {"safetensors": ".safetensors", "torch": ".pth"}
@@ -69,7 +69,7 @@ def import_torch(path, config, workdir, *, say=print) -> dict:
   workdir = storage.path(workdir)
   _refuse_trained(workdir)
   tx = build_optimizer(config)
-  state = jax.jit(lambda p: init_state(config, tx, p), backend="cpu")(objectives.pretrained(config))
+  state = jax.jit(lambda p: init_state(config, tx, p), backend="cpu")(pretrained_weights(config))
   imported = reference.to_params(sd, arch)
   params = jax.device_get(state.params)
   initialised = sorted(set(params["encoder"]) - set(imported))
@@ -79,8 +79,8 @@ def import_torch(path, config, workdir, *, say=print) -> dict:
       raise CheckpointError(f"{path}: {name} maps to shapes {jax.tree_util.tree_map(np.shape, tree)}, the model has "
                             f"{mine}")  # a mapping bug, not a user error: reference.check ran first
     params["encoder"][name] = tree
-  state = state.replace(params=params, opt_state=tx.init(params),
-                        ema_params=None if state.ema_params is None else params["encoder"])
+  teacher = None if state.ema_params is None else jax.tree_util.tree_map(np.copy, params["encoder"])
+  state = state.replace(params=params, opt_state=tx.init(params), ema_params=teacher)
   workdir.mkdir(parents=True, exist_ok=True)
   with WorkdirLock(workdir, say):
     _refuse_trained(workdir)  # again, under the lock
