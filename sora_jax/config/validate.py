@@ -164,9 +164,6 @@ def _eval(config) -> None:
   if "bag_of_words" in wanted and "video_text" not in terms(config.objective.name):
     raise ConfigError(f"eval.baselines has bag_of_words, a text baseline, but objective {config.objective.name!r} "
                       "has no video_text term; drop it from --config.eval.baselines")
-  if "pretrained" in wanted and not config.model.pretrained:
-    raise ConfigError("eval.baselines has pretrained (the ImageNet frame encoder before training), but "
-                      "model.pretrained is false; drop it from --config.eval.baselines")
 
 
 _RULES = {"data": _data, "model": _model, "objective": _objective, "text": _text, "train": _train,

@@ -121,8 +121,11 @@ def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
   models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
   if "random" in wanted:
     models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
-  if "pretrained" in wanted:
+  if "pretrained" in wanted and config.model.pretrained:
     models["pretrained"] = (config, bl.pretrained_variables(config), {"model": "pretrained", **data_key})
+  elif "pretrained" in wanted:
+    log.warning("eval.baselines has pretrained, but this run did not start from pretrained weights "
+                "(model.pretrained is false): no such row")
   if "supervised" in wanted:
     sup_config, sup_vars, sup_step = bl.supervised_variables(config, workdir, info)
     models["supervised"] = (_with_model(config, sup_config), sup_vars,
