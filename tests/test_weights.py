@@ -54,20 +54,21 @@ def test_imported_model_gives_the_reference_models_embeddings(rnn, imported, tmp
   assert np.abs(ours[0] - ours[1]).max() > 1e-3  # the clips differ by far more than the tolerance
 
 
-def test_an_imported_run_resumes_training_from_the_imported_weights(imported, tmp_path):
-  import shutil
-
-  from sora_jax.training.loop import train
-  workdir = tmp_path / "run"
-  shutil.copytree(imported, workdir)
-  config, variables, _ = ckpt.load_for_inference(workdir)
-  config.train.update(batch_size=8, num_steps=1, checkpoint_every=1, quick_eval_every=0, log_every=1)
-  config.data.name = "moving_shapes/small"
-  config.optimizer.warmup_steps = 0  # (the warm-up's first rate is 0)
-  assert int(train(config, workdir).step) == 1
-  moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(a - b).max()), jax.device_get(variables["params"]),
-                                 _params(workdir))
-  assert 0 < max(jax.tree_util.tree_leaves(moved)) < 0.1  # one small step from the imported weights
+def test_an_imported_checkpoint_restores_as_a_train_state_as_resuming_does(imported):
+  """`train` on the imported workdir restores checkpoint 0 onto the state it would initialise (the
+  optimizer's moments included) and continues from its data position: the same call here."""
+  from sora_jax.training.optim import build_optimizer
+  from sora_jax.training.state import init_state, pretrained_weights
+  config = ckpt.load_for_inference(imported)[0]
+  tx = build_optimizer(config)
+  abstract = jax.eval_shape(lambda p: init_state(config, tx, p), pretrained_weights(config))
+  manager = ckpt.make_manager(imported, async_save=False)
+  state, data, step = ckpt.restore(manager, abstract)
+  manager.close()
+  assert step == 0 and int(state.step) == 0 and (data["epoch"], data["step"]) == (0, 0)
+  for a, b in zip(*map(jax.tree_util.tree_leaves, (state.params["encoder"], _params(imported)))):
+    assert np.array_equal(a, b)
+  assert all(not np.asarray(m).any() for m in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(m) > 0)
 
 
 def test_export_then_import_gives_the_same_parameters_bitwise(imported, tmp_path):
