@@ -3,7 +3,7 @@ by per-device batch and frame-encoder remat, the largest batch that fits 16 / 32
 step time with and without remat at a small shape that runs here. Prints a table, then one JSON line.
 
   .venv/bin/python bench/step_memory.py [--config large] [--batches 1,2,4,8,16] [--remat none,block]
-      [--time_frames 8 --time_size 64 --time_batch 2 --steps 3]  [--smoke]
+      [--time-frames 8 --time-size 64 --time-batch 2 --steps 3]  [--smoke]
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ def main():
   ap.add_argument("--config", default="large")
   ap.add_argument("--batches", default="1,2,4,8,16")
   ap.add_argument("--remat", default="none,block,time")
-  ap.add_argument("--time_frames", type=int, default=8)
-  ap.add_argument("--time_size", type=int, default=64)
-  ap.add_argument("--time_batch", type=int, default=2)
+  ap.add_argument("--time-frames", "--time_frames", type=int, default=8)
+  ap.add_argument("--time-size", "--time_size", type=int, default=64)
+  ap.add_argument("--time-batch", "--time_batch", type=int, default=2)
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--smoke", action="store_true", help="tiny shapes: checks the script, not the figures")
   args = ap.parse_args()

@@ -4,7 +4,7 @@ default and seed configs; the peak memory of a default training run (train.py, a
 with a quick kNN evaluation); the training loop's host wait per step with and without device
 prefetch. Prints a table, then one JSON line.
 
-  .venv/bin/python bench/train_step.py [--steps 5] [--skip_torch] [--skip_run] [--loop_steps 12]
+  .venv/bin/python bench/train_step.py [--steps 5] [--skip-torch] [--skip-run] [--loop-steps 12]
 """
 
 from __future__ import annotations
@@ -195,17 +195,19 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--configs", default="default,seed")
-  ap.add_argument("--skip_torch", action="store_true")
-  ap.add_argument("--skip_run", action="store_true")
-  ap.add_argument("--run_steps", type=int, default=10)
-  ap.add_argument("--loop_steps", type=int, default=12, help="steps of the loop-wait comparison (0 = skip)")
+  ap.add_argument("--skip-torch", "--skip_torch", action="store_true")
+  ap.add_argument("--skip-run", "--skip_run", action="store_true")
+  ap.add_argument("--run-steps", "--run_steps", type=int, default=10)
+  ap.add_argument("--loop-steps", "--loop_steps", type=int, default=12,
+                  help="steps of the loop-wait comparison (0 = skip)")
   ap.add_argument("--smoke", action="store_true", help="CI check of the script: default config at batch 8, 1 step, "
                   "no PyTorch, no training run, a 3-step loop comparison (the figures mean nothing)")
-  ap.add_argument("--seed_batch_size", type=int, default=8,
+  ap.add_argument("--seed-batch-size", "--seed_batch_size", type=int, default=8,
                   help="global batch for the seed config (16x64x64 clips; 32 needs >14 GB on CPU)")
-  ap.add_argument("--text_layers", default="", help="comma-separated text.train_layers values to time on the text "
+  ap.add_argument("--text-layers", "--text_layers", default="",
+                  help="comma-separated text.train_layers values to time on the text "
                   "config's training loop (first = the reference, e.g. 0,1,2; '' = skip)")
-  ap.add_argument("--text_steps", type=int, default=10)
+  ap.add_argument("--text-steps", "--text_steps", type=int, default=10)
   args = ap.parse_args()
   smoke = ["train.batch_size=8"] if args.smoke else []
   if args.smoke:
