@@ -63,9 +63,14 @@ def _run(cmd: list[str], log: pathlib.Path) -> str:
   return proc.stdout
 
 
+# The baselines evaluated beside the default runs (the run config's own eval.baselines, plus I3D).
+BASELINES = "random,supervised,i3d_kinetics"
+
+
 def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: pathlib.Path,
-                  config: str = "default") -> dict:
-  """A named config (default: `default`) trained and evaluated on one built-in dataset (a fresh workdir)."""
+                  config: str = "default", baselines: str | None = None) -> dict:
+  """A named config (default: `default`) trained and evaluated on one built-in dataset (a fresh
+  workdir); `baselines`: eval.py's --baselines (default: the config's)."""
   py = sys.executable
   if workdir.exists():
     subprocess.run(["rm", "-rf", str(workdir)], check=True)
@@ -73,9 +78,11 @@ def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: 
   _run([py, "train.py", "--config", config, "--workdir", str(workdir), *overrides],
        logs / f"{name}-train.log")
   train_s = time.time() - t0
-  _run([py, "eval.py", "--workdir", str(workdir), "--no-progress"], logs / f"{name}-eval.log")
+  _run([py, "eval.py", "--workdir", str(workdir), "--no-progress", *(["--baselines", baselines] if baselines else [])],
+       logs / f"{name}-eval.log")
   report = json.loads((workdir / "eval" / "report.json").read_text())
   return {"command": " ".join([f"train.py --config {config}", *overrides]), "overrides": overrides,
+          "baselines": baselines,
           "config": json.loads((workdir / "config.json").read_text()), "train_s": round(train_s, 1),
           "eval_s": round(time.time() - t0 - train_s, 1),
           "report": {k: report.get(k) for k in ("models", "chance", "checkpoint_step", "dataset", "protocol", "text",
@@ -91,23 +98,24 @@ def run_benchmarks(logs: pathlib.Path) -> dict:
   return out
 
 
-def seeded(name: str, overrides: list[str], workdir: pathlib.Path, config: str = "default"):
+def seeded(name: str, overrides: list[str], workdir: pathlib.Path, config: str = "default", baselines=None):
   """A part that trains and evaluates `config` once per seed (seed 0: `workdir` and the given
   overrides, as a single-seed part; seed s > 0: `workdir`-seed{s} with --config.seed=s). The part's
   figures are seed 0's; with several seeds `seed_reports` holds every seed's report."""
   def run(logs: pathlib.Path, seeds: int) -> dict:
-    first = run_eval_part(name, overrides, workdir, logs, config)
+    first = run_eval_part(name, overrides, workdir, logs, config, baselines)
     if seeds > 1:
       first["seed_reports"] = [first["report"]] + [
           run_eval_part(f"{name}-seed{s}", [*overrides, f"--config.seed={s}"], workdir.with_name(f"{workdir.name}-seed{s}"),
-                        logs, config)["report"] for s in range(1, seeds)]
+                        logs, config, baselines)["report"] for s in range(1, seeds)]
     return first
   return run
 
 
 PARTS = {
-    "moving_shapes": seeded("moving_shapes", [], ROOT / "runs" / "figures-moving_shapes"),
-    "moving_digits": seeded("moving_digits", ["--config.data.name=moving_digits"], ROOT / "runs" / "figures-moving_digits"),
+    "moving_shapes": seeded("moving_shapes", [], ROOT / "runs" / "figures-moving_shapes", baselines=BASELINES),
+    "moving_digits": seeded("moving_digits", ["--config.data.name=moving_digits"], ROOT / "runs" / "figures-moving_digits",
+                            baselines=BASELINES),
     "benchmarks": lambda logs, seeds: run_benchmarks(logs),
     "text": seeded("text", [], ROOT / "runs" / "figures-text", config="text"),
 }

@@ -91,11 +91,15 @@ def load(path) -> dict[str, np.ndarray]:
 
   Reads the zip format (PyTorch >= 1.6) and the older single-stream format. Raises CheckpointError
   (one line) for a file that is neither, a pickle that names anything but tensors, or damaged data."""
+  return loads(read_bytes(path), str(path))
+
+
+def read_bytes(path) -> bytes:
+  """A weights file's bytes (local or a URL); CheckpointError (one line) when it cannot be read."""
   try:
-    data = storage.path(path).read_bytes()
+    return storage.path(path).read_bytes()
   except OSError as e:
     raise CheckpointError(f"cannot read {path} ({type(e).__name__}: {e.strerror or e})") from e
-  return loads(data, str(path))
 
 
 def loads(data: bytes, where: str = "checkpoint") -> dict[str, np.ndarray]:

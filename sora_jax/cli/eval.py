@@ -9,8 +9,8 @@ def add_arguments(parser) -> None:
   parser.add_argument("--workdir", required=True, help="a training run's workdir (its config is read from there)")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step to evaluate (default: the latest)")
   parser.add_argument("--baselines", default=None,
-                      help="comma-separated baselines to evaluate beside the run: random,supervised "
-                           "(default: config.eval.baselines; '' for none)")
+                      help="comma-separated baselines to evaluate beside the run, of random, supervised, "
+                           "pretrained, bag_of_words, i3d_kinetics (default: config.eval.baselines; '' for none)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

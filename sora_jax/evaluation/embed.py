@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -38,21 +39,29 @@ def place_variables(config, variables, mesh):
   return jax.device_put(variables, mesh_lib.tree_shardings(variables, mesh, config.mesh.fsdp_min_size))
 
 
-def make_embed_fn(config, mesh=None):
+def encoder_apply(config):
+  """-> apply(variables, video uint8 [N, T, H, W, 3]) -> the encoder's outputs {field: [N, D]}."""
+  model = build_encoder_unchecked(config)
+  return lambda variables, video: model.apply(variables, video, train=False)
+
+
+def make_embed_fn(config, mesh=None, apply=None):
   """-> f(variables, video uint8 [B, C, T, H, W, 3]) -> {field: [B, D]} averaged over the C clips.
 
-  On `mesh` (default: `parallel.mesh.inference_mesh(config)`, the training axes over this
-  machine's devices); `f.mesh` is it. The batch is sharded over the batch axes: B must be a
-  multiple of the mesh size (`embed_batches` pads); variables should be placed with
-  `place_variables`. Jitted once per batch shape.
+  `apply` (default: `encoder_apply(config)`, the run's encoder) maps variables and [N, T, H, W, 3]
+  to {field: [N, D]} (another network, e.g. a baseline's, fits here). On `mesh` (default:
+  `parallel.mesh.inference_mesh(config)`, the training axes over this machine's devices); `f.mesh`
+  is it. The batch is sharded over the batch axes: B must be a multiple of the mesh size
+  (`embed_batches` pads); variables should be placed with `place_variables`. Jitted once per batch
+  shape; `f.flops_per_clip(variables)` is XLA's count for one clip.
   """
-  model = build_encoder_unchecked(config)
+  apply = apply or encoder_apply(config)
   mesh = mesh or mesh_lib.inference_mesh(config)
   rows = mesh_lib.batch_sharding(mesh)
 
   def fn(variables, video):
     b, c = video.shape[:2]
-    out = model.apply(variables, video.reshape((b * c,) + video.shape[2:]), train=False)
+    out = apply(variables, video.reshape((b * c,) + video.shape[2:]))
     res = {}
     for name in FIELDS:
       if name in out:
@@ -69,7 +78,14 @@ def make_embed_fn(config, mesh=None):
   def call(variables, video):
     return jitted(variables, jax.device_put(video, rows))
 
-  call.mesh = mesh
+  def flops_per_clip(variables) -> float | None:
+    clip = jax.ShapeDtypeStruct((1, 1, config.data.num_frames, config.data.frame_size, config.data.frame_size, 3),
+                                jnp.uint8)
+    cost = jax.jit(fn).lower(variables, clip).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+  call.mesh, call.flops_per_clip = mesh, flops_per_clip
   return call
 
 
@@ -190,6 +206,7 @@ def extract(config, variables, split: str, out_dir, *, fingerprint: dict | None 
                                   num_crops=config.eval.num_crops, process_index=jax.process_index(),
                                   process_count=jax.process_count())
   writer = ShardWriter(out_dir, chunk) if lead else None
+  start = time.perf_counter()
   kept = []
   bar = _bar(progress and lead, split, max_examples or _split_size(config, split))
   done = 0
@@ -207,7 +224,8 @@ def extract(config, variables, split: str, out_dir, *, fingerprint: dict | None 
                     "check config.data.name/data_dir and the split name")
   if not lead:
     return {k: np.concatenate([r[k] for r in kept]) for k in kept[0]}
-  writer.close(meta)
+  clips = done * int(config.eval.num_clips) * int(config.eval.num_crops)
+  writer.close(dict(meta, seconds=round(time.perf_counter() - start, 3), clips=clips))
   return load(out_dir)
 
 

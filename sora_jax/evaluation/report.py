@@ -31,6 +31,8 @@ COLUMNS = (
     ("shuffled linear", ("shuffled_appearance", "linear")),
     ("shuffled motion linear", ("shuffled_motion", "linear")),
     ("fine-tune", ("finetune", "accuracy")),
+    ("GFLOPs/clip", ("cost", "gflops_per_clip")),
+    ("ms/clip", ("cost", "ms_per_clip")),
 )
 
 
@@ -43,15 +45,20 @@ def _lookup(figures: dict, path):
   return node
 
 
-def _fmt(value) -> str:
-  return "–" if value is None else f"{100 * value:.1f}"
+def _fmt(value, path=("",)) -> str:
+  """A cell: accuracies and recalls as percentages, costs (path under 'cost') as they are."""
+  if value is None:
+    return "–"
+  if path[0] == "cost":
+    return f"{value:.3g}"
+  return f"{100 * value:.1f}"
 
 
 def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
   """-> (header, rows) of the main table; percentages, '–' where a figure was not computed."""
   columns = [(t, p) for t, p in COLUMNS if any(_lookup(m, p) is not None for m in report["models"].values())]
   header = ["model"] + [t for t, _ in columns]
-  rows = [[m.get("title", name)] + [_fmt(_lookup(m, p)) for _, p in columns] for name, m in report["models"].items()]
+  rows = [[m.get("title", name)] + [_fmt(_lookup(m, p), p) for _, p in columns] for name, m in report["models"].items()]
   chance = report.get("chance") or {}
   if any(v is not None for v in chance.values()):
     # The majority class of the test split, for the classification columns only.

@@ -18,6 +18,7 @@ from sora_jax.config import apply_overrides, validate
 from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.errors import ConfigError
+from sora_jax.models import i3d
 from sora_jax.evaluation import baselines as bl, embed, finetune as ft, report, retrieval, suite, temporal
 from sora_jax.evaluation import text as text_eval
 from sora_jax.training.checkpoint import load_run
@@ -25,7 +26,7 @@ from sora_jax.training.checkpoint import load_run
 log = logging.getLogger("sora_jax.eval")
 
 TITLES = {"ssl": "self-supervised", "random": "random init", "supervised": "supervised",
-          "pretrained": "ImageNet init (step 0)"}
+          "pretrained": "ImageNet init (step 0)", "i3d_kinetics": "I3D Kinetics-400 (supervised, frozen)"}
 
 
 def _splits(config, info: dict):
@@ -116,9 +117,13 @@ def _data_key(config, info) -> dict:
 
 
 def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
-  """name -> (config, variables, embedding-cache fingerprint) for the run and each wanted baseline."""
+  """name -> (config, variables, embedding-cache fingerprint[, apply]) for the run and each wanted
+  baseline (`apply`: a network other than the run's architecture, see `embed.make_embed_fn`)."""
   data_key = _data_key(config, info)
   models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
+  if "i3d_kinetics" in wanted:
+    models["i3d_kinetics"] = (config, i3d.load_kinetics(), {"model": "i3d_kinetics", "i3d_size": bl.i3d_size(config),
+                                                            **data_key}, bl.i3d_apply(config))
   if "random" in wanted:
     models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
   if "pretrained" in wanted and config.model.pretrained:
@@ -136,16 +141,29 @@ def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
 def _evaluate_models(config, models, emb_dir, info, progress) -> tuple[dict, tuple]:
   """-> (name -> figures, the run's own embedded splits)."""
   results, ssl_splits, fns = {}, None, {}
-  for name, (cfg, var, fp) in models.items():
+  for name, (cfg, var, fp, *apply) in models.items():
     log.info("evaluating %s", TITLES[name])
-    key = json.dumps(cfg.model.to_dict(), sort_keys=True, default=str)
-    fns.setdefault(key, embed.make_embed_fn(cfg))  # one compilation per architecture
+    key = name if apply else json.dumps(cfg.model.to_dict(), sort_keys=True, default=str)
+    if key not in fns:  # one compilation per architecture
+      fns[key] = embed.make_embed_fn(cfg, apply=apply[0] if apply else None)
     figs, splits = evaluate_model(cfg, var, emb_dir / name, info, fp, progress=progress, embed_fn=fns[key])
     figs["title"] = TITLES[name] + (f" (step {fp['step']})" if "step" in fp else "")
+    figs["cost"] = _cost(fns[key], var, emb_dir / name, cfg)
     results[name] = figs
     if name == "ssl":
       ssl_splits = splits
   return results, ssl_splits
+
+
+def _cost(embed_fn, variables, model_dir, config) -> dict:
+  """What embedding one clip costs: XLA's FLOP count, and the wall time of the extraction that wrote
+  the stored embeddings (unshuffled splits; measured on the machine and run that computed them)."""
+  metas = [m for d in sorted(storage.path(model_dir).glob("*")) if not d.name.endswith("-shuffled")
+           for m in [embed.read_meta(d)] if m and m.get("clips")]
+  seconds, clips = sum(m["seconds"] for m in metas), sum(m["clips"] for m in metas)
+  flops = embed_fn.flops_per_clip(embed.place_variables(config, variables, embed_fn.mesh))
+  return {"gflops_per_clip": flops / 1e9 if flops else None, "ms_per_clip": 1e3 * seconds / clips if clips else None,
+          "devices": jax.device_count()}
 
 
 def _bag_of_words(config, workdir, info, progress) -> dict:
