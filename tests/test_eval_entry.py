@@ -33,20 +33,32 @@ def trained(tmp_path_factory):
   return c, root / "run"
 
 
-def test_eval_report_from_other_mesh(trained, capsys):
-  import jax
+@pytest.fixture(scope="module")
+def evaluated(trained):
+  """`sora-jax eval` of the tiny run with the random and i3d_kinetics baselines -> (config, workdir, printed)."""
+  import contextlib
+  import io
+
   from sora_jax import cli
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    assert cli.main(["eval", "--workdir", str(trained[1]), "--no-progress", "--config.eval.knn_k=5",
+                     "--baselines", "random,i3d_kinetics"]) == 0
+  return (*trained, printed.getvalue())
+
+
+def test_eval_report_from_other_mesh(evaluated):
+  import jax
   from sora_jax.evaluation import run
   from sora_jax.training.checkpoint import load_for_inference
-  config, workdir = trained
+  config, workdir, table = evaluated
   assert jax.device_count() == 8 and config.mesh.data == 2
   with pytest.raises(ConfigError, match="only --config.eval"):
     run.evaluate(workdir, progress=False, overrides=("model.width=2",))
-  assert cli.main(["eval", "--workdir", str(workdir), "--no-progress", "--config.eval.knn_k=5"]) == 0
   out = workdir / "eval"
   rep = json.loads((out / "report.json").read_text())
   assert rep["checkpoint_step"] == 1 and rep["config"]["mesh"]["data"] == 2 and rep["config"]["eval"]["knn_k"] == 5
-  assert set(rep["models"]) == {"ssl", "random"}
+  assert set(rep["models"]) == {"ssl", "random", "i3d_kinetics"}
   for figs in rep["models"].values():
     for section in ("appearance", "motion", "shuffled_appearance", "shuffled_motion"):
       assert 0.0 <= figs[section]["linear"] <= 1.0 and 0.0 <= figs[section]["knn"] <= 1.0
@@ -81,8 +93,7 @@ def test_eval_report_from_other_mesh(trained, capsys):
                                                              for wd in e.probe_weight_decays]
   for name in ("report.md", "projection.png", "retrieval_gallery.png", "training_curves.png"):
     assert (out / name).stat().st_size > 0
-  table = capsys.readouterr().out
-  assert "self-supervised (step 1)" in table and "random init" in table
+  assert "self-supervised (step 1)" in table and "random init" in table and "I3D Kinetics-400" in table
   # The embeddings on disk are the checkpoint's: re-embedding a few test clips directly agrees.
   from sora_jax.data import pipeline
   from sora_jax.evaluation import embed
@@ -192,3 +203,29 @@ def test_train_flags_are_kebab_case_and_the_old_spellings_still_read(capsys):
     parser.parse_args(["train", "--help"])
   text = capsys.readouterr().out
   assert "--no-quick-eval" in text and "--no_quick_eval" not in text  # the old spellings are not listed
+
+
+def test_the_i3d_kinetics_baseline_embeds_the_run_clips_with_i3d_and_reports_its_cost(evaluated):
+  import jax
+
+  from sora_jax.data import pipeline
+  from sora_jax.evaluation import embed
+  from sora_jax.models import i3d
+  config, workdir, _ = evaluated
+  rep = json.loads((workdir / "eval" / "report.json").read_text())
+  figs = rep["models"]["i3d_kinetics"]
+  assert figs["title"] == "I3D Kinetics-400 (supervised, frozen)" and 0.0 <= figs["appearance"]["knn"] <= 1.0
+  cost, ssl_cost = figs["cost"], rep["models"]["ssl"]["cost"]
+  assert cost["gflops_per_clip"] > 10 * ssl_cost["gflops_per_clip"] > 0 and cost["ms_per_clip"] > 0
+  assert "GFLOPs/clip" in (workdir / "eval" / "report.md").read_text()
+  # What is stored is I3D's pooled Mixed_5c of the clips, L2-normalised per clip and averaged.
+  stored = embed.load(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
+  batch = next(pipeline.eval_batches(config, "test", batch_size=4, num_clips=2))
+  kinetics, model = i3d.load_kinetics(), i3d.InceptionI3D()
+  per_clip = [np.asarray(jax.jit(lambda v, x: i3d.features(model, v, x))(kinetics, batch["video"][:, i]))
+              for i in range(2)]
+  mean = sum(p / np.linalg.norm(p, axis=-1, keepdims=True) for p in per_clip) / 2
+  np.testing.assert_array_equal(stored["video_id"][:4], batch["video_id"])
+  np.testing.assert_allclose(stored["pooled"][:4], mean, atol=2e-5)
+  meta = embed.read_meta(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
+  assert meta["fingerprint"]["i3d_size"] == config.data.frame_size and meta["clips"] == 2 * meta["count"]

