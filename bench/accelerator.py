@@ -134,24 +134,19 @@ def timed_steps(step, state, batch, steps: int, warmup: int = 1):
 def run_config(name, config, steps, input_steps, profile_dir, peak) -> dict:
   import jax
 
-  from sora_jax.models import build_encoder_unchecked
   from sora_jax.parallel import mesh as mesh_lib
-  from sora_jax.training.optim import build_optimizer
-  from sora_jax.training.state import init_state
-  from sora_jax.training.step import jit_train_step
-  mesh = mesh_lib.make_mesh(config)
-  tx = build_optimizer(config)
-  abstract = jax.eval_shape(lambda: init_state(config, tx))
-  step, shardings = jit_train_step(config, build_encoder_unchecked(config), tx, abstract, mesh)
+  from sora_jax.training.step import build_step
+  built = build_step(config)
+  mesh = built.mesh
   batch = jax.device_put(host_batch(config), mesh_lib.batch_sharding(mesh))
   t = time.perf_counter()
-  compiled = step.lower(abstract, batch).compile()
+  compiled = built.step.lower(built.abstract, batch).compile()
   compile_s = time.perf_counter() - t
-  flops = model_flops(config, tx, abstract, batch)
+  flops = model_flops(config, built.tx, built.abstract, batch)
   mem = compiled.memory_analysis()
   compiled_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
                     - mem.alias_size_in_bytes) if mem is not None else None
-  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+  state = built.init()
   state, times = timed_steps(compiled, state, batch, steps)
   step_s = statistics.median(times)
   t = time.perf_counter()  # back to back: the host dispatches ahead, as the training loop may

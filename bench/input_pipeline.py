@@ -227,19 +227,11 @@ def step_ratio(config, steps: int, blocks: int) -> dict:
 
   from sora_jax.data.pipeline import TrainInput
   from sora_jax.parallel import distributed, mesh as mesh_lib
-  source = "sora_jax.training.step.jit_train_step"
-  try:
-    from sora_jax.models import build_encoder
-    from sora_jax.training.optim import build_optimizer
-    from sora_jax.training.state import init_state
-    from sora_jax.training.step import device_batch, jit_train_step
-  except ImportError as e:  # the training stage has not landed: say so
-    raise SystemExit(f"sora_jax.training is not available ({e})")
-  mesh = mesh_lib.make_mesh(config)
-  model, tx = build_encoder(config), build_optimizer(config)
-  abstract = jax.eval_shape(lambda: init_state(config, tx))
-  step_fn, shardings = jit_train_step(config, model, tx, abstract, mesh)
-  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+  from sora_jax.training.step import build_step, device_batch
+  source = "sora_jax.training.step.build_step"
+  built = build_step(config)
+  mesh, step_fn = built.mesh, built.step
+  state = built.init()
   data = TrainInput(config)
   held = distributed.host_to_global(device_batch(next(data), config), mesh)
   for _ in range(3):  # compile + warm-up

@@ -46,22 +46,16 @@ def _timed(fn) -> float:
 
 def jax_step(config, steps: int) -> dict:
   import jax
-  from sora_jax.models import build_encoder
-  from sora_jax.parallel import mesh as mesh_lib
-  from sora_jax.training.optim import build_optimizer
-  from sora_jax.training.state import init_state
-  from sora_jax.training.step import jit_train_step
-  mesh = mesh_lib.make_mesh(config)
-  tx = build_optimizer(config)
-  abstract = jax.eval_shape(lambda: init_state(config, tx))
-  step, shardings = jit_train_step(config, build_encoder(config), tx, abstract, mesh)
+  from sora_jax.training.step import build_step
+  built = build_step(config)
+  abstract = built.abstract
   batch = _batch(config)
   t = time.perf_counter()
-  compiled = step.lower(abstract, batch).compile()
+  compiled = built.step.lower(abstract, batch).compile()
   compile_s = time.perf_counter() - t
   cost = compiled.cost_analysis()
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
-  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+  state = built.init()
   state, times = timed_steps(compiled, state, batch, steps)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract.params))
   return {"compile_s": compile_s, "step_s": float(np.median(times)), "flops": flops, "params": n_params}

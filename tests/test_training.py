@@ -330,20 +330,14 @@ def test_steps_on_one_batch_lower_the_loss_and_move_every_parameter():
   """The step learns: 8 steps on one fixed batch (2 views of 8 random clips) lower the InfoNCE loss
   well below its first value and change every parameter leaf (a step that dropped the update, or
   froze a part of the model, would not)."""
-  from sora_jax.models import build_encoder_unchecked
   from sora_jax.parallel import mesh as mesh_lib
-  from sora_jax.training.optim import build_optimizer
-  from sora_jax.training.state import init_state
-  from sora_jax.training.step import jit_train_step
+  from sora_jax.training.step import build_step
   config = load_config("default", ["data.num_frames=4", "data.frame_size=16", "model.width=0.125",
                                    "model.hidden_size=16", "model.head_hidden=16", "model.embed_dim=8",
                                    "train.batch_size=8", "mesh.data=2", "optimizer.warmup_steps=0",
                                    "optimizer.schedule=constant", "optimizer.weight_decay=0"])
-  mesh = mesh_lib.make_mesh(config, devices=jax.devices()[:2])
-  tx = build_optimizer(config)
-  abstract = jax.eval_shape(lambda: init_state(config, tx))
-  step, shardings = jit_train_step(config, build_encoder_unchecked(config), tx, abstract, mesh)
-  state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+  built = build_step(config, mesh_lib.make_mesh(config, devices=jax.devices()[:2]))
+  step, state = built.step, built.init()
   before = _leaves(state)
   rng = np.random.default_rng(0)
   clips = rng.integers(0, 255, (8, 1, 4, 16, 16, 3), np.uint8)

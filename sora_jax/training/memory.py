@@ -16,11 +16,8 @@ import numpy as np
 
 from sora_jax.config import validate
 from sora_jax.errors import ConfigError
-from sora_jax.models import build_encoder_unchecked
 from sora_jax.parallel import mesh as mesh_lib
-from sora_jax.training.optim import build_optimizer
-from sora_jax.training.state import init_state, pretrained_weights
-from sora_jax.training.step import jit_train_step
+from sora_jax.training.step import build_step
 
 
 def _nbytes(tree) -> int:
@@ -40,10 +37,8 @@ def step_memory(config, per_device_batch: int, device=None) -> dict:
   cfg.train.batch_size, cfg.mesh.data, cfg.mesh.fsdp = per_device_batch, 1, 1
   validate(cfg)
   device = device or jax.devices()[0]
-  mesh = mesh_lib.make_mesh(cfg, devices=[device])
-  tx = build_optimizer(cfg)
-  abstract = jax.eval_shape(lambda p: init_state(cfg, tx, p), pretrained_weights(cfg))
-  step, shardings = jit_train_step(cfg, build_encoder_unchecked(cfg), tx, abstract, mesh)
+  built = build_step(cfg, mesh_lib.make_mesh(cfg, devices=[device]))
+  step, shardings, abstract = built.step, built.shardings, built.abstract
   state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   d = cfg.data
   batch = {"video": jax.ShapeDtypeStruct((per_device_batch, d.num_views, d.num_frames, d.frame_size, d.frame_size, 3),

@@ -10,7 +10,8 @@ moved toward the updated encoder after the optimizer step (training.ema).
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +19,12 @@ import optax
 
 from sora_jax import objectives
 from sora_jax.config import terms
-from sora_jax.models import kernels
+from sora_jax.models import build_encoder_unchecked, kernels
 from sora_jax.objectives.latent import draw_mask
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training import ema
-from sora_jax.training.optim import learning_rate_schedule
-from sora_jax.training.state import TrainState
+from sora_jax.training.optim import build_optimizer, learning_rate_schedule
+from sora_jax.training.state import TrainState, init_state, pretrained_weights
 
 
 def _apply(model, encoder_params, model_state, flat, key, time_mask=None):
@@ -157,3 +158,33 @@ def jit_train_step(config, model, tx, abstract_state, mesh):
                  out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
                  compiler_options=kernels.compiler_options(mesh_lib.platform(mesh)))
   return step, state_shardings
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltStep:
+  """Everything a config's training step is made of, built once by `build_step`."""
+  config: Any
+  mesh: jax.sharding.Mesh
+  tx: optax.GradientTransformation
+  pretrained: dict  # `pretrained_weights(config)`: an argument of init, never a constant in it
+  abstract: TrainState  # the state's shapes and dtypes
+  step: Callable  # jitted (state, batch) -> (state, metrics); the state is donated
+  shardings: TrainState  # of the state, by the rules in parallel.mesh
+
+  def init(self) -> TrainState:
+    """The initial state (config.seed, the pretrained weights), placed by `shardings`."""
+    return jax.jit(lambda p: init_state(self.config, self.tx, p), out_shardings=self.shardings)(self.pretrained)
+
+
+def build_step(config, mesh=None, *, tx=None, abstract=None) -> BuiltStep:
+  """The one way to build the train step (the loop, fine-tuning, the memory report, the benches):
+  mesh (default `make_mesh(config)`) -> optimizer (default `build_optimizer(config)`) -> the
+  abstract state (default: `init_state`'s, with the pretrained weights; given, `init` is not for
+  it) -> `jit_train_step`."""
+  mesh = mesh or mesh_lib.make_mesh(config)  # ConfigError here, before anything compiles
+  tx = tx or build_optimizer(config)
+  pretrained = pretrained_weights(config) if abstract is None else {}  # (a given state is the caller's)
+  if abstract is None:
+    abstract = jax.eval_shape(lambda p: init_state(config, tx, p), pretrained)
+  step, shardings = jit_train_step(config, build_encoder_unchecked(config), tx, abstract, mesh)
+  return BuiltStep(config, mesh, tx, pretrained, abstract, step, shardings)
