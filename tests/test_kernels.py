@@ -144,9 +144,10 @@ def _ynn_fusion_kinds(hlo: str) -> collections.Counter:
 
 def test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_uses_them():
   from sora_jax.parallel import mesh as mesh_lib
-  from sora_jax.training.step import jit_train_step, make_train_step
+  from sora_jax.training.step import build_step, make_train_step
   config, tx, state, batch = _abstract_step("seed", 8, 2)
-  step, shardings = jit_train_step(config, build_encoder_unchecked(config), tx, state, mesh_lib.make_mesh(config))
+  built = build_step(config, tx=tx, abstract=state)
+  step, shardings = built.step, built.shardings
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings)
   ours = _ynn_fusion_kinds(step.lower(state, batch).compile().as_text())
   default = _ynn_fusion_kinds(jax.jit(make_train_step(config, build_encoder_unchecked(config), tx)).lower(state, batch)

@@ -126,12 +126,9 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
   for accum in (1, 4):
     config.train.grad_accum_steps = accum
     validate(config)
-    mesh = mesh_lib.make_mesh(config, devices=jax.devices()[:2])
-    tx = build_optimizer(config)
-    abstract = jax.eval_shape(lambda: init_state(config, tx))
-    from sora_jax.training.step import device_batch, jit_train_step
-    step, shardings = jit_train_step(config, build_encoder(config), tx, abstract, mesh)
-    state = jax.jit(lambda: init_state(config, tx), out_shardings=shardings)()
+    from sora_jax.training.step import build_step, device_batch
+    built = build_step(config, mesh_lib.make_mesh(config, devices=jax.devices()[:2]))
+    step, state = built.step, built.init()
     start = jax.device_get(state.params)
     state, metrics = step(state, device_batch(batch, config))
     moved = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - np.asarray(b), jax.device_get(state.params), start)
@@ -141,5 +138,7 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
     if key not in ("learning_rate", "finite"):
       np.testing.assert_allclose(m4[key], m1[key], rtol=1e-5, atol=1e-6, err_msg=key)
   for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(four)):
-    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)  # steps of order 1: float summation order only
+    # Steps of order 0.1-1: float summation order only (moco from the loop's init: one element in 432 off
+    # by 2.7e-5; a wrong accumulation is off by the size of the step).
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
   assert any(np.abs(a).max() > 1e-3 for a in jax.tree_util.tree_leaves(one))  # the step moved the parameters

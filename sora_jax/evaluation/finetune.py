@@ -4,7 +4,7 @@ view per clip, the training input pipeline), then scored on the test split (clip
 log-probabilities).
 
 It runs on pretraining's machinery: the config's mesh and sharding rules, the same jitted and
-donated step (`training.step.jit_train_step`) with the `supervised` objective and its own
+donated step (`training.step.build_step`) with the `supervised` objective and its own
 optimizer, fed by `training.feed.DeviceFeed`.
 """
 
@@ -22,12 +22,12 @@ from tqdm import tqdm
 
 from sora_jax.data import pipeline
 from sora_jax.evaluation import embed
-from sora_jax.models import build_encoder_unchecked, init_variables
+from sora_jax.models import init_variables
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training.feed import DeviceFeed
 from sora_jax.training.state import TrainState
-from sora_jax.training.step import jit_train_step
+from sora_jax.training.step import build_step
 
 
 def classifier_config(config, num_classes: int):
@@ -94,8 +94,8 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
 
 def _tune(cfg, mesh, tx, state, steps: int, progress: bool):
   """`steps` of cross-entropy on the train split -> (tuned state, accuracy over the last 10 steps)."""
-  step_fn, shardings = jit_train_step(cfg, build_encoder_unchecked(cfg), tx, jax.eval_shape(lambda: state), mesh)
-  state = jax.device_put(state, shardings)
+  built = build_step(cfg, mesh, tx=tx, abstract=jax.eval_shape(lambda: state))
+  step_fn, state = built.step, jax.device_put(state, built.shardings)
   data = pipeline.TrainInput(cfg, process_index=jax.process_index(), process_count=jax.process_count())
   feed = DeviceFeed(data, mesh, cfg.data.device_prefetch, 0, steps, config=cfg)
   wait = wait_each_launch(mesh)

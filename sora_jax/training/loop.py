@@ -29,18 +29,15 @@ from sora_jax import storage
 from sora_jax.config import terms, to_json, validate
 from sora_jax.data.pipeline import TrainInput
 from sora_jax.errors import ConfigError, SoraError, unwritable, unwritable_message
-from sora_jax.models import build_encoder_unchecked
-from sora_jax.parallel import distributed, mesh as mesh_lib
+from sora_jax.parallel import distributed
 from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training import checkpoint as ckpt
 from sora_jax.training.captions import caption_features
 from sora_jax.training.feed import DeviceFeed
 from sora_jax.training.lock import WorkdirBusy, WorkdirLock
 from sora_jax.training.log import DivergedError, Window, Writer
-from sora_jax.training.optim import build_optimizer
 from sora_jax.training.profile import StepProfiler
-from sora_jax.training.state import init_state, pretrained_weights
-from sora_jax.training.step import jit_train_step
+from sora_jax.training.step import build_step
 
 __all__ = ["train", "DivergedError"]
 
@@ -178,12 +175,8 @@ class _Run:
 
   def __init__(self, config, workdir: epath.Path):
     self.config, self.workdir = config, workdir
-    self.mesh = mesh_lib.make_mesh(config)  # ConfigError here, before anything compiles
-    self.tx = build_optimizer(config)
-    self.pretrained = pretrained_weights(config)  # weights parts of the model start from (text tower, ImageNet)
-    self.abstract = jax.eval_shape(lambda p: init_state(config, self.tx, p), self.pretrained)
-    self.step_fn, self.shardings = jit_train_step(config, build_encoder_unchecked(config), self.tx, self.abstract,
-                                                  self.mesh)
+    self.built = build_step(config)  # a bad mesh is a ConfigError here, before anything compiles
+    self.mesh, self.step_fn, self.shardings = self.built.mesh, self.built.step, self.built.shardings
     self.manager = ckpt.make_manager(workdir, keep=config.train.keep_checkpoints)
     texts = caption_features(config) if "video_text" in terms(config.objective.name) else None
     self.data = TrainInput(config, process_index=jax.process_index(), process_count=jax.process_count(),
@@ -196,12 +189,9 @@ class _Run:
     """-> (state, first step): the latest checkpoint onto this mesh, else a fresh init. The input
     continues at the global step's position, whatever the process count that wrote it."""
     if self.manager.latest_step() is None:
-      # Init runs once: compiled without LLVM optimisation (same values, a fraction of the compile time).
-      state = jax.jit(lambda p: init_state(self.config, self.tx, p), out_shardings=self.shardings).lower(
-          self.pretrained).compile(compiler_options={"xla_backend_optimization_level": 0})(self.pretrained)
-      return state, 0
+      return self.built.init(), 0
     target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                    self.abstract, self.shardings)
+                                    self.built.abstract, self.shardings)
     state, saved, start = ckpt.restore_newest_intact(self.manager, target, _say)
     self.manager.close()  # a fresh manager: it lists the steps without the ones set aside
     self.manager = ckpt.make_manager(self.workdir, keep=self.config.train.keep_checkpoints)
