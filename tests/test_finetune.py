@@ -55,9 +55,9 @@ def test_finetune_trains_the_encoder_end_to_end(data_dir):
 def _head_accuracy(c, info, variables) -> float:
   """The tuned classifier on every test clip, written out: clip-averaged log-probabilities, argmax."""
   from sora_jax.data import pipeline
-  from sora_jax.evaluation.finetune import classifier_config
+  from sora_jax.config import derive
   from sora_jax.models import build_encoder
-  cfg = classifier_config(c, info["num_classes"])
+  cfg = derive.classifier(c, info["num_classes"])
   apply = jax.jit(lambda v, x: jax.nn.log_softmax(build_encoder(cfg).apply(v, x)["logits"]))
   correct = total = 0
   for batch in pipeline.eval_batches(cfg, cfg.data.eval_split, batch_size=8, num_clips=cfg.eval.num_clips,

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from sora_jax import storage
-from sora_jax.config import load_config
+from sora_jax.config import derive
 from sora_jax.models import efficientnet, i3d, init_variables
 from sora_jax.training import checkpoint
 from sora_jax.training.loop import train
@@ -61,26 +61,8 @@ def i3d_apply(config):
 
 
 def supervised_config(config, info: dict):
-  """The named config `supervised` (objective, views, augmentation, optimiser) with the run's data, clip
-  shape, architecture, mesh and seed."""
-  sup = load_config("supervised")
-  with sup.ignore_type():
-    for name in ("name", "data_dir", "num_frames", "frame_size", "stride", "train_split", "eval_split"):
-      sup.data[name] = config.data[name]  # the run's data and clip shape; its own views and augmentation
-    sup.model = copy.deepcopy(config.model)
-    sup.mesh = copy.deepcopy(config.mesh)
-    sup.eval = copy.deepcopy(config.eval)
-    sup.eval.baselines = ()  # a baseline has none of its own (and bag_of_words needs the run's text term)
-  sup.seed = config.seed
-  sup.model.num_classes = int(info["num_classes"])
-  sup.model.predict_steps = 0
-  steps = config.eval.supervised_steps
-  if steps:
-    sup.train.num_steps = steps
-    sup.train.checkpoint_every = steps
-    sup.optimizer.warmup_steps = min(sup.optimizer.warmup_steps, max(steps // 10, 1))
-  sup.train.quick_eval_every = 0
-  return sup
+  """`config.derive.supervised_baseline` for the run's data (its number of classes)."""
+  return derive.supervised_baseline(config, int(info["num_classes"]))
 
 
 def bag_of_words_config(config):

@@ -10,7 +10,6 @@ optimizer, fed by `training.feed.DeviceFeed`.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import jax
@@ -20,6 +19,7 @@ import optax
 from flax import traverse_util
 from tqdm import tqdm
 
+from sora_jax.config import derive
 from sora_jax.data import pipeline
 from sora_jax.evaluation import embed
 from sora_jax.models import init_variables
@@ -28,18 +28,6 @@ from sora_jax.parallel.inflight import wait_each_launch
 from sora_jax.training.feed import DeviceFeed
 from sora_jax.training.state import TrainState
 from sora_jax.training.step import build_step
-
-
-def classifier_config(config, num_classes: int):
-  """The run's config with a classifier head of num_classes, one view per example and the
-  supervised objective."""
-  cfg = copy.deepcopy(config)
-  cfg.model.num_classes = int(num_classes)
-  cfg.data.num_views = 1
-  cfg.objective.name = "supervised"
-  cfg.objective.learn_temperature = False
-  cfg.train.grad_accum_steps = 1
-  return cfg
 
 
 def merge_params(target, source):
@@ -70,7 +58,7 @@ def finetune(config, variables, info: dict, *, epochs: int, learning_rate: float
   "head_learning_rate"} (+ "variables", the tuned ones, if return_variables). head_learning_rate
   defaults to 10x learning_rate."""
   seed = config.seed if seed is None else seed
-  cfg = classifier_config(config, info["num_classes"])
+  cfg = derive.classifier(config, info["num_classes"])
   devices = mesh_lib.make_mesh(config).size  # the run's mesh (checks it fits the devices)
   cfg.train.batch_size = max(devices, cfg.train.batch_size // devices * devices)
   mesh = mesh_lib.make_mesh(cfg)
