@@ -36,6 +36,10 @@ COLUMNS = (
 )
 
 
+# Row order of the main table: the run, then its baselines (stored reports may hold them in any order).
+ROW_ORDER = ("ssl", "random", "pretrained", "supervised", "i3d_kinetics")
+
+
 def _lookup(figures: dict, path):
   node = figures
   for key in path:
@@ -58,7 +62,8 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
   """-> (header, rows) of the main table; percentages, '–' where a figure was not computed."""
   columns = [(t, p) for t, p in COLUMNS if any(_lookup(m, p) is not None for m in report["models"].values())]
   header = ["model"] + [t for t, _ in columns]
-  rows = [[m.get("title", name)] + [_fmt(_lookup(m, p), p) for _, p in columns] for name, m in report["models"].items()]
+  models = sorted(report["models"].items(), key=lambda kv: ROW_ORDER.index(kv[0]) if kv[0] in ROW_ORDER else len(ROW_ORDER))
+  rows = [[m.get("title", name)] + [_fmt(_lookup(m, p), p) for _, p in columns] for name, m in models]
   chance = report.get("chance") or {}
   if any(v is not None for v in chance.values()):
     # The majority class of the test split, for the classification columns only.
