@@ -45,7 +45,8 @@ def test_the_tables_were_measured_with_the_default_config_as_it_is(part):
   assert not changed, f"default config changed since `make figures` measured {part}: {changed}; rerun it"
   report = data["report"]
   assert report["checkpoint_step"] == current["train.num_steps"]
-  assert set(report["models"]) == {"ssl", "random", "supervised"}
+  baselines = data.get("baselines") or ",".join(current["eval.baselines"])  # the part's --baselines, else the config's
+  assert set(report["models"]) == {"ssl", *baselines.split(",")}
 
 
 def test_blocks_are_replaced_between_their_markers_and_a_missing_block_is_an_error():
