@@ -8,7 +8,6 @@ import it to check the documents.
 from __future__ import annotations
 
 import re
-
 import statistics
 
 from sora_jax.evaluation.report import markdown_table, table_rows, text_markdown

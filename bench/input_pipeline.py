@@ -226,7 +226,7 @@ def step_ratio(config, steps: int, blocks: int) -> dict:
   import jax
 
   from sora_jax.data.pipeline import TrainInput
-  from sora_jax.parallel import distributed, mesh as mesh_lib
+  from sora_jax.parallel import distributed
   from sora_jax.training.step import build_step, device_batch
   source = "sora_jax.training.step.build_step"
   built = build_step(config)

@@ -46,6 +46,7 @@ def _timed(fn) -> float:
 
 def jax_step(config, steps: int) -> dict:
   import jax
+
   from sora_jax.training.step import build_step
   built = build_step(config)
   abstract = built.abstract
@@ -207,6 +208,7 @@ def main():
   if args.smoke:
     args.configs, args.steps, args.skip_torch, args.skip_run, args.loop_steps = "default", 1, True, True, 3
   import jax
+
   from sora_jax.config import apply_overrides, load_config, validate
   peak = matmul_gflops()
   rows = {}

@@ -151,10 +151,10 @@ MUTANTS = {
         "sora_jax/atomic.py", "ifGenerationMatch=str(version if version is not None else 0)", "ifGenerationMatch=None",
         ["tests/test_cloud.py::test_a_gs_index_commit_is_conditional_so_writers_whose_lock_failed_keep_every_row_paired"]),
     "embed-sorts-class-names-as-text": (
-        "sora_jax/apps/embed.py",
+        "sora_jax/apps/embed_index.py",
         "classes = class_order(p.parent.relative_to(source).parts[0] for p in files if p.parent != source)",
         "classes = sorted({p.parent.relative_to(source).parts[0] for p in files if p.parent != source})",
-        ["tests/test_apps_embed.py::test_class_folders_are_numbered_as_prepare_numbers_them"]),
+        ["tests/test_apps_embed_index.py::test_class_folders_are_numbered_as_prepare_numbers_them"]),
     "search-ranks-nan-rows": (
         "sora_jax/parallel/topk.py", "(iota < n_valid)[None, :] & jnp.isfinite(s)", "(iota < n_valid)[None, :]",
         ["tests/test_apps_index.py::test_embeddings_that_are_not_finite_are_refused_and_never_ranked"]),

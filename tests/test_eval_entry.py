@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from test_eval_features import tiny_config
 
 from sora_jax.errors import CheckpointError, ConfigError, DataError
-from test_eval_embed import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,7 @@ def evaluated(trained):
 
 def test_eval_report_from_other_mesh(evaluated):
   import jax
+
   from sora_jax.evaluation import run
   from sora_jax.training.checkpoint import load_for_inference
   config, workdir, table = evaluated
@@ -65,7 +66,7 @@ def test_eval_report_from_other_mesh(evaluated):
     r = [figs["appearance"][f"R@{k}"] for k in (1, 5, 10, 20)]
     assert r == sorted(r)  # recall grows with k
   # kNN and R@k of the run, written out from the stored features: test clips query train + validation.
-  from sora_jax.evaluation import embed as stored_embeddings
+  from sora_jax.evaluation import features as stored_embeddings
   emb = {s: stored_embeddings.load(out / "embeddings" / "ssl" / s) for s in ("train", "validation", "test")}
   unit = lambda x: x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
   bank = unit(np.concatenate([emb["train"]["pooled"], emb["validation"]["pooled"]]))
@@ -96,10 +97,10 @@ def test_eval_report_from_other_mesh(evaluated):
   assert "self-supervised (step 1)" in table and "random init" in table and "I3D Kinetics-400" in table
   # The embeddings on disk are the checkpoint's: re-embedding a few test clips directly agrees.
   from sora_jax.data import pipeline
-  from sora_jax.evaluation import embed
+  from sora_jax.evaluation import features
   from sora_jax.models import build_encoder
   cfg, variables, _ = load_for_inference(workdir)
-  stored = embed.load(out / "embeddings" / "ssl" / "test")
+  stored = features.load(out / "embeddings" / "ssl" / "test")
   assert len(stored["video_id"]) == 64 and (stored["label"] >= 0).all()
   batch = next(pipeline.eval_batches(cfg, "test", batch_size=4, num_clips=2))
   apply = jax.jit(build_encoder(cfg).apply)
@@ -121,6 +122,7 @@ def test_quick_eval_hook(trained):
   assert acc == pytest.approx(_knn_written_out(config, variables, 24))
   # The loop prints every hook's figures by name, not one it knows of.
   import types
+
   from sora_jax.training import loop
   written = []
   state = types.SimpleNamespace(inference_variables=lambda: variables)
@@ -161,7 +163,7 @@ def _knn_written_out(config, variables, n):
 
 
 def test_missing_checkpoint_and_empty_split(tmp_path, trained):
-  from sora_jax.evaluation import embed, run
+  from sora_jax.evaluation import features, run
   with pytest.raises(CheckpointError, match=str(tmp_path / "nothing")):
     run.evaluate(tmp_path / "nothing", progress=False)
   # A prepared dataset whose test split holds no videos.
@@ -172,11 +174,11 @@ def test_missing_checkpoint_and_empty_split(tmp_path, trained):
   config = tiny_config()
   config.data.name = f"tfrecord:{root}"
   with pytest.raises(DataError, match="empty"):
-    embed.extract(config, {}, "test", tmp_path / "emb", progress=False)
+    features.extract(config, {}, "test", tmp_path / "emb", progress=False)
   config.data.name = trained[0].data.name
   config.data.data_dir = trained[0].data.data_dir
   with pytest.raises(DataError, match="no split 'nope'"):
-    embed.extract(config, {}, "nope", tmp_path / "emb", progress=False)
+    features.extract(config, {}, "nope", tmp_path / "emb", progress=False)
 
 
 def test_an_unknown_config_field_in_train_py_is_one_line(tmp_path):
@@ -209,7 +211,7 @@ def test_the_i3d_kinetics_baseline_embeds_the_run_clips_with_i3d_and_reports_its
   import jax
 
   from sora_jax.data import pipeline
-  from sora_jax.evaluation import embed
+  from sora_jax.evaluation import features
   from sora_jax.models import i3d
   config, workdir, _ = evaluated
   rep = json.loads((workdir / "eval" / "report.json").read_text())
@@ -219,7 +221,7 @@ def test_the_i3d_kinetics_baseline_embeds_the_run_clips_with_i3d_and_reports_its
   assert cost["gflops_per_clip"] > 10 * ssl_cost["gflops_per_clip"] > 0 and cost["ms_per_clip"] > 0
   assert "GFLOPs/clip" in (workdir / "eval" / "report.md").read_text()
   # What is stored is I3D's pooled Mixed_5c of the clips, L2-normalised per clip and averaged.
-  stored = embed.load(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
+  stored = features.load(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
   batch = next(pipeline.eval_batches(config, "test", batch_size=4, num_clips=2))
   kinetics, model = i3d.load_kinetics(), i3d.InceptionI3D()
   per_clip = [np.asarray(jax.jit(lambda v, x: i3d.features(model, v, x))(kinetics, batch["video"][:, i]))
@@ -227,5 +229,5 @@ def test_the_i3d_kinetics_baseline_embeds_the_run_clips_with_i3d_and_reports_its
   mean = sum(p / np.linalg.norm(p, axis=-1, keepdims=True) for p in per_clip) / 2
   np.testing.assert_array_equal(stored["video_id"][:4], batch["video_id"])
   np.testing.assert_allclose(stored["pooled"][:4], mean, atol=2e-5)
-  meta = embed.read_meta(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
+  meta = features.read_meta(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
   assert meta["fingerprint"]["i3d_size"] == config.data.frame_size and meta["clips"] == 2 * meta["count"]

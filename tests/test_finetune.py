@@ -5,8 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from test_eval_embed import tiny_config
+from test_eval_features import tiny_config
 
 
 def test_merge_keeps_the_new_head_and_takes_the_pretrained_encoder():
@@ -54,8 +53,8 @@ def test_finetune_trains_the_encoder_end_to_end(data_dir):
 
 def _head_accuracy(c, info, variables) -> float:
   """The tuned classifier on every test clip, written out: clip-averaged log-probabilities, argmax."""
-  from sora_jax.data import pipeline
   from sora_jax.config import derive
+  from sora_jax.data import pipeline
   from sora_jax.models import build_encoder
   cfg = derive.classifier(c, info["num_classes"])
   apply = jax.jit(lambda v, x: jax.nn.log_softmax(build_encoder(cfg).apply(v, x)["logits"]))
@@ -74,7 +73,7 @@ def test_finetune_and_embedding_run_on_the_configs_fsdp_mesh(data_dir):
   """mesh.fsdp=2 x data=4: the fine-tuning step and the embedding place the variables by the
   training's sharding rules (kernels really sharded) and give what data parallelism gives."""
   from sora_jax.data import pipeline
-  from sora_jax.evaluation import embed
+  from sora_jax.evaluation import features
   from sora_jax.evaluation.finetune import finetune
   from sora_jax.models import init_variables
   from sora_jax.parallel import mesh as mesh_lib
@@ -88,11 +87,11 @@ def test_finetune_and_embedding_run_on_the_configs_fsdp_mesh(data_dir):
     variables = init_variables(c, jax.random.PRNGKey(0))
     mesh = mesh_lib.inference_mesh(c)
     assert dict(mesh.shape) == {"data": 8 // fsdp, "fsdp": fsdp}
-    placed = embed.place_variables(c, variables, mesh)
+    placed = features.place_variables(c, variables, mesh)
     specs = [x.sharding.spec for x in jax.tree.leaves(placed) if x.ndim >= 2]
     assert all(("fsdp" in s) == (fsdp == 2) for s in specs), specs  # every kernel sharded under FSDP only
     batches = pipeline.eval_batches(c, "test", batch_size=16, num_clips=1, num_crops=1)
-    rows = list(embed.embed_batches(c, variables, batches, mesh=mesh))
+    rows = list(features.embed_batches(c, variables, batches, mesh=mesh))
     results[fsdp] = (np.concatenate([r["embedding"] for r in rows]),
                      finetune(c, variables, info, epochs=1, learning_rate=1e-3, progress=False, return_variables=True))
   np.testing.assert_allclose(results[2][0], results[1][0], atol=1e-5)

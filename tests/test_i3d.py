@@ -45,8 +45,9 @@ def test_batch_norm_is_folded_with_its_running_statistics():
 
 
 def test_the_baseline_resizes_clips_to_eval_i3d_frame_size(kinetics):
+  from test_eval_features import tiny_config
+
   from sora_jax.evaluation import baselines
-  from test_eval_embed import tiny_config
   c = tiny_config()  # clips of 4 x 16 px; at the clip's size the eval test (test_eval_entry) checks the features
   c.eval.i3d_frame_size = 40
   video = np.random.default_rng(1).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)

@@ -13,10 +13,15 @@ import pytest
 from jax import lax
 
 from sora_jax.config import load_config
-from sora_jax.models import build_encoder_unchecked
-from sora_jax.models import kernels
-from sora_jax.models.kernels import (attention_fn, attention_implementation, compiler_options, conv3x3,
-                                      max_pool2x2, max_pool3x3s2)
+from sora_jax.models import build_encoder_unchecked, kernels
+from sora_jax.models.kernels import (
+  attention_fn,
+  attention_implementation,
+  compiler_options,
+  conv3x3,
+  max_pool2x2,
+  max_pool3x3s2,
+)
 
 
 def _native_conv(x, k):
@@ -143,7 +148,6 @@ def _ynn_fusion_kinds(hlo: str) -> collections.Counter:
 
 
 def test_cpu_options_keep_xla_cpu_defaults_but_convolutions_and_the_train_step_uses_them():
-  from sora_jax.parallel import mesh as mesh_lib
   from sora_jax.training.step import build_step, make_train_step
   config, tx, state, batch = _abstract_step("seed", 8, 2)
   built = build_step(config, tx=tx, abstract=state)

@@ -300,6 +300,7 @@ def test_kill_during_save_leaves_previous_checkpoint_restorable(tmp_path):
 
 def _abstract_kill_state():
   import optax
+
   from sora_jax.training.state import TrainState
   params = {"encoder": {"w": jnp.zeros((4096, 8192), jnp.float32)}, "objective": {}}
   return TrainState(step=jnp.array(0), params=params, model_state={}, opt_state=optax.sgd(0.1).init(params),

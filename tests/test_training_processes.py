@@ -208,7 +208,7 @@ _EVAL_WORKER = _PREAMBLE + textwrap.dedent("""
     from sora_jax.evaluation.run import evaluate
     rep = evaluate(workdir, progress=False, baselines=[], overrides=json.loads(overrides))
     print("MODELS", json.dumps(rep["models"], sort_keys=True, default=float))
-    from sora_jax.apps.embed import embed_videos
+    from sora_jax.apps.embed_index import embed_videos
     from sora_jax.errors import DataError
     rep = embed_videos(workdir, "dataset:", out, batch_size=8, progress=False)
     print("ADDED", rep.added, "COUNT", rep.index.count)
@@ -225,9 +225,9 @@ def test_two_processes_evaluate_and_embed_as_one_each_embedding_its_share(straig
   of every batch, the rows are gathered in order, fine-tuning runs on the 8-device mesh; the figures,
   the stored embeddings and the index are those of 1 process x 8 devices, and only process 0 writes
   (one process in one call: the same processes run both)."""
-  from sora_jax.apps.embed import embed_videos
+  from sora_jax.apps.embed_index import embed_videos
   from sora_jax.apps.index import Index
-  from sora_jax.evaluation.embed import load
+  from sora_jax.evaluation.features import load
   from sora_jax.evaluation.run import evaluate
   workdir, _, _ = straight
   one, two = tmp_path / "one", tmp_path / "two"

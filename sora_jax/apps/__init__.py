@@ -1,6 +1,6 @@
 """sora_jax.apps: embed videos into an on-disk index, search it, classify a file."""
 
-from sora_jax.apps.embed import Embedder, embed_videos, list_videos
+from sora_jax.apps.embed_index import Embedder, embed_videos, list_videos
 from sora_jax.apps.html import write_html
 from sora_jax.apps.index import Index
 from sora_jax.apps.predict import predict_video

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sora_jax.apps.embed import get_embedder
+from sora_jax.apps.embed_index import get_embedder
 from sora_jax.apps.index import Index
 from sora_jax.data import pipeline
 from sora_jax.errors import CheckpointError, DataError

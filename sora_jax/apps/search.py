@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from sora_jax import storage
-from sora_jax.apps.embed import get_embedder
+from sora_jax.apps.embed_index import get_embedder
 from sora_jax.errors import CheckpointError, DataError
 from sora_jax.linalg import l2_normalize
 from sora_jax.parallel.topk import ExactSearch, blocks

@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-  from sora_jax.apps.embed import embed_videos, summary
+  from sora_jax.apps.embed_index import embed_videos, summary
   from sora_jax.errors import DataError
   if args.batch_size < 1:
     raise DataError(f"--batch-size={args.batch_size} must be >= 1")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from sora_jax.config import derive
 from sora_jax.data import pipeline
-from sora_jax.evaluation import embed
+from sora_jax.evaluation import features
 from sora_jax.models import init_variables
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel.inflight import wait_each_launch
@@ -107,7 +107,7 @@ def _test_accuracy(cfg, variables) -> float:
   batches = pipeline.eval_batches(cfg, cfg.data.eval_split, batch_size=cfg.eval.batch_size,
                                   num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops,
                                   process_index=jax.process_index(), process_count=jax.process_count())
-  for rows in embed.embed_batches(cfg, variables, batches):
+  for rows in features.embed_batches(cfg, variables, batches):
     known = rows["label"] >= 0
     correct += int((rows["logits"].argmax(-1)[known] == rows["label"][known]).sum())
     total += int(known.sum())

@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from sora_jax.data import pipeline
-from sora_jax.evaluation import embed, probes
+from sora_jax.evaluation import features, probes
 from sora_jax.parallel import mesh as mesh_lib
 
 log = logging.getLogger("sora_jax.eval")
@@ -41,12 +41,12 @@ def make_quick_eval(config, num_examples: int | None = None):
   feature = config.eval.feature
   cache: dict = {}
 
-  def features(variables, videos):
+  def embed_clips(variables, videos):
     batch = config.eval.batch_size
     out = []
     for start in range(0, len(videos), batch):
       rows = {"video": videos[start:start + batch]}
-      for r in embed.embed_batches(config, variables, [rows], mesh=cache["mesh"], embed_fn=cache["fn"]):
+      for r in features.embed_batches(config, variables, [rows], mesh=cache["mesh"], embed_fn=cache["fn"]):
         out.append(r[feature])
     return np.concatenate(out)
 
@@ -56,7 +56,7 @@ def make_quick_eval(config, num_examples: int | None = None):
       cache["bank"] = _take(config, config.data.train_split, n)
       cache["queries"] = _take(config, config.data.eval_split, n)
       cache["mesh"] = mesh_lib.inference_mesh(config, jax.local_devices())
-      cache["fn"] = embed.make_embed_fn(config, cache["mesh"])
+      cache["fn"] = features.make_embed_fn(config, cache["mesh"])
     bank, queries = cache["bank"], cache["queries"]
     if jax.process_count() > 1:  # every process scores the same clips on its own devices
       variables = multihost_utils.process_allgather(variables, tiled=True)
@@ -66,8 +66,8 @@ def make_quick_eval(config, num_examples: int | None = None):
                     config.data.train_split, config.data.eval_split)
         cache["warned"] = True
       return {}
-    acc = probes.knn_accuracy(features(variables, bank["video"]), bank["label"],
-                              features(variables, queries["video"]), queries["label"],
+    acc = probes.knn_accuracy(embed_clips(variables, bank["video"]), bank["label"],
+                              embed_clips(variables, queries["video"]), queries["label"],
                               k=config.eval.knn_k, temperature=config.eval.knn_temperature)
     return {"knn_accuracy": acc}
 

@@ -18,9 +18,17 @@ from sora_jax.config import apply_overrides, validate
 from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.errors import ConfigError
+from sora_jax.evaluation import (
+  baselines as bl,
+  features,
+  finetune as ft,
+  report,
+  retrieval,
+  suite,
+  temporal,
+  text as text_eval,
+)
 from sora_jax.models import i3d
-from sora_jax.evaluation import baselines as bl, embed, finetune as ft, report, retrieval, suite, temporal
-from sora_jax.evaluation import text as text_eval
 from sora_jax.training.checkpoint import load_run
 
 log = logging.getLogger("sora_jax.eval")
@@ -42,7 +50,7 @@ def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool
   max_n = int(config.eval.max_examples)
   seed = config.seed + 1 if shuffled else None
   suffix = "-shuffled" if shuffled else ""
-  get = lambda split, cap: embed.extract(config, variables, split, storage.path(out_dir) / f"{split}{suffix}",
+  get = lambda split, cap: features.extract(config, variables, split, storage.path(out_dir) / f"{split}{suffix}",
                                          fingerprint=fingerprint, shuffle_seed=seed, max_examples=cap,
                                          progress=progress, embed_fn=embed_fn)
   train = get(train_split, max_n)
@@ -56,7 +64,7 @@ def embed_model(config, variables, out_dir, info, fingerprint, *, shuffled: bool
 
 def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=True, embed_fn=None) -> tuple[dict, tuple]:
   """Figures of one model: appearance, motion, shuffled, drops. Returns (figures, ordered splits)."""
-  embed_fn = embed_fn or embed.make_embed_fn(config)
+  embed_fn = embed_fn or features.make_embed_fn(config)
   ordered = embed_model(config, variables, out_dir, info, fingerprint, shuffled=False, progress=progress,
                         embed_fn=embed_fn)
   figs = {}
@@ -118,7 +126,7 @@ def _data_key(config, info) -> dict:
 
 def _models(config, variables, ckpt_step, workdir, info, wanted) -> dict:
   """name -> (config, variables, embedding-cache fingerprint[, apply]) for the run and each wanted
-  baseline (`apply`: a network other than the run's architecture, see `embed.make_embed_fn`)."""
+  baseline (`apply`: a network other than the run's architecture, see `features.make_embed_fn`)."""
   data_key = _data_key(config, info)
   models = {"ssl": (config, variables, {"model": "ssl", "step": ckpt_step, **data_key})}
   if "random" in wanted:
@@ -145,7 +153,7 @@ def _evaluate_models(config, models, emb_dir, info, progress) -> tuple[dict, tup
     log.info("evaluating %s", TITLES[name])
     key = name if apply else json.dumps(cfg.model.to_dict(), sort_keys=True, default=str)
     if key not in fns:  # one compilation per architecture
-      fns[key] = embed.make_embed_fn(cfg, apply=apply[0] if apply else None)
+      fns[key] = features.make_embed_fn(cfg, apply=apply[0] if apply else None)
     figs, splits = evaluate_model(cfg, var, emb_dir / name, info, fp, progress=progress, embed_fn=fns[key])
     figs["title"] = TITLES[name] + (f" (step {fp['step']})" if "step" in fp else "")
     figs["cost"] = _cost(fns[key], var, emb_dir / name, cfg)
@@ -159,9 +167,9 @@ def _cost(embed_fn, variables, model_dir, config) -> dict:
   """What embedding one clip costs: XLA's FLOP count, and the wall time of the extraction that wrote
   the stored embeddings (unshuffled splits; measured on the machine and run that computed them)."""
   metas = [m for d in sorted(storage.path(model_dir).glob("*")) if not d.name.endswith("-shuffled")
-           for m in [embed.read_meta(d)] if m and m.get("clips")]
+           for m in [features.read_meta(d)] if m and m.get("clips")]
   seconds, clips = sum(m["seconds"] for m in metas), sum(m["clips"] for m in metas)
-  flops = embed_fn.flops_per_clip(embed.place_variables(config, variables, embed_fn.mesh))
+  flops = embed_fn.flops_per_clip(features.place_variables(config, variables, embed_fn.mesh))
   return {"gflops_per_clip": flops / 1e9 if flops else None, "ms_per_clip": 1e3 * seconds / clips if clips else None,
           "devices": jax.device_count()}
 
@@ -170,7 +178,7 @@ def _bag_of_words(config, workdir, info, progress) -> dict:
   """Video-text figures of the run retrained over a text tower learned from scratch (same budget)."""
   bow_config, variables, params, step = bl.bag_of_words_run(config, workdir)
   fingerprint = {"model": "bag_of_words", "step": step, **_data_key(config, info)}
-  test = embed.extract(bow_config, variables, config.data.eval_split,
+  test = features.extract(bow_config, variables, config.data.eval_split,
                        workdir / "eval" / "embeddings" / "bag_of_words" / config.data.eval_split,
                        fingerprint=fingerprint, progress=progress)
   return dict(text_eval.text_figures(bow_config, params, info, test), step=step)

@@ -1,6 +1,6 @@
 """One set of figures (linear probe, kNN, retrieval) for one labelling of embedded splits.
 
-An embedded split is the dict `embed.extract` returns: {feature: [N, D], label, motion_label,
+An embedded split is the dict `features.extract` returns: {feature: [N, D], label, motion_label,
 video_id}. Which feature the protocols read (`pooled`, the temporal model's output, or
 `embedding`, the projection head's) is config.eval.feature.
 """

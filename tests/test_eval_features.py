@@ -21,27 +21,27 @@ def tiny_config():
 
 
 def test_shard_writer_streams_in_chunks(tmp_path):
-  from sora_jax.evaluation import embed
+  from sora_jax.evaluation import features
   rng = np.random.default_rng(0)
   rows = [{"pooled": rng.normal(size=(n, 3)).astype(np.float32), "label": np.arange(n) % 2,
            "video_id": 10 * i + np.arange(n)} for i, n in enumerate([4, 3, 5])]
-  writer = embed.ShardWriter(tmp_path / "emb", chunk=6)
+  writer = features.ShardWriter(tmp_path / "emb", chunk=6)
   for r in rows:
     writer.add(r)
   meta = writer.close({"split": "x"})
   # Flushed at 7 (4+3) rows, then the last 5 on close: two shards, read back in order.
   assert meta["count"] == 12 and meta["shards"] == 2 and len(list((tmp_path / "emb").glob("shard-*.npz"))) == 2
-  back = embed.load(tmp_path / "emb")
+  back = features.load(tmp_path / "emb")
   np.testing.assert_array_equal(back["video_id"], np.concatenate([r["video_id"] for r in rows]))
   np.testing.assert_array_equal(back["pooled"], np.concatenate([r["pooled"] for r in rows]))
-  assert embed.read_meta(tmp_path / "emb")["complete"]
+  assert features.read_meta(tmp_path / "emb")["complete"]
 
 
 def test_shuffle_frames_is_a_seeded_permutation():
-  from sora_jax.evaluation import embed
+  from sora_jax.evaluation import features
   video = np.broadcast_to(np.arange(6, dtype=np.uint8)[None, None, :, None, None, None], (3, 2, 6, 2, 2, 3)).copy()
-  a = embed.shuffle_frames(video, 1)
-  np.testing.assert_array_equal(a, embed.shuffle_frames(video, 1))
+  a = features.shuffle_frames(video, 1)
+  np.testing.assert_array_equal(a, features.shuffle_frames(video, 1))
   assert not np.array_equal(a, video)
   # Every clip still holds each frame once; clips are permuted independently.
   assert (np.sort(a[:, :, :, 0, 0, 0], axis=-1) == np.arange(6)).all()
@@ -49,9 +49,9 @@ def test_shuffle_frames_is_a_seeded_permutation():
 
 
 def test_load_errors(tmp_path):
-  from sora_jax.evaluation import embed
+  from sora_jax.evaluation import features
   with pytest.raises(DataError, match="no complete embeddings"):
-    embed.load(tmp_path / "missing")
-  embed.ShardWriter(tmp_path / "empty").close({"split": "test"})
+    features.load(tmp_path / "missing")
+  features.ShardWriter(tmp_path / "empty").close({"split": "test"})
   with pytest.raises(DataError, match="gave no examples"):
-    embed.load(tmp_path / "empty")
+    features.load(tmp_path / "empty")

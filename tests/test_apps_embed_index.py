@@ -31,6 +31,7 @@ def _init_only_run(workdir, config):
   """A step-0 checkpoint in the training stage's format (checkpoint.save of init_state): a model
   with a classifier head without a second training run."""
   import jax
+
   from sora_jax.training import checkpoint as ckpt
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
@@ -84,8 +85,8 @@ def videos(tmp_path_factory):
 
 
 def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, capsys):
-  from sora_jax.apps.index import Index
   import sora_jax.apps as apps
+  from sora_jax.apps.index import Index
   later = tmp_path / "later"
   later.mkdir()
   shutil.move(str(videos / "blue"), str(later / "blue"))  # embedded on the second run
@@ -125,7 +126,7 @@ def test_embed_search_and_second_run_adds_only_new(run_dir, videos, tmp_path, ca
 
 
 def test_corrupt_query_file_is_a_clear_error(run_dir, videos, tmp_path, capsys):
-  from sora_jax.apps.embed import embed_videos
+  from sora_jax.apps.embed_index import embed_videos
   out = tmp_path / "index"
   embed_videos(run_dir, str(videos / "red"), str(out), progress=False)
   bad = tmp_path / "bad.mp4"
@@ -165,7 +166,7 @@ def text_run(tmp_path_factory, shared_data_dir):
 
 
 def test_predict_zero_shot_from_class_names_and_its_bad_inputs(run_dir, text_run, videos, capsys):
-  from sora_jax.apps.embed import get_embedder
+  from sora_jax.apps.embed_index import get_embedder
   from sora_jax.models.text_encoder import load_text_tower
   video = str(videos / "red" / "red_r.mp4")
   assert cli.main(["predict", "--workdir", text_run, "--video", video, "--labels", "red, green,blue", "--template",
@@ -232,7 +233,7 @@ def test_search_by_text_ranks_the_text_aligned_rows_and_refuses_what_it_cannot_d
 
 
 def test_embed_dataset_split_resumes_and_finds_itself(run_dir, tmp_path, capsys):
-  from sora_jax.apps import embed_videos, Index
+  from sora_jax.apps import Index, embed_videos
   out = str(tmp_path / "ds")
   report = embed_videos(run_dir, "dataset:", out, split="test", batch_size=16, progress=False)
   assert (report.added, report.skipped) == (64, 0)
@@ -265,6 +266,7 @@ def test_a_model_giving_non_finite_embeddings_adds_nothing_and_lists_every_file(
                                                                                 shared_data_dir):
   import jax
   import jax.numpy as jnp
+
   from sora_jax.apps.index import Index
   from sora_jax.training import checkpoint as ckpt
   from sora_jax.training.optim import build_optimizer
@@ -285,7 +287,7 @@ def test_a_model_giving_non_finite_embeddings_adds_nothing_and_lists_every_file(
 def test_class_folders_are_numbered_as_prepare_numbers_them(tmp_path):
   """Integer class names in numeric order ("2" before "10"), others as text: the same rule for
   `embed` as for `prepare`, so a label means one class whichever built the data."""
-  from sora_jax.apps.embed import list_videos
+  from sora_jax.apps.embed_index import list_videos
   from sora_jax.data.prepare import class_order
   for name in ("10", "2", "33"):
     (tmp_path / "n" / name).mkdir(parents=True)

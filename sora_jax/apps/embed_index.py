@@ -2,7 +2,7 @@
 
 Files are decoded with PyAV and cut into clips exactly as evaluation does
 (`data.video_io.clips_from_frames`); each video's clips are embedded and averaged
-(`evaluation.embed.make_embed_fn`: the batch is sharded over every device, parameters placed by the
+(`evaluation.features.make_embed_fn`: the batch is sharded over every device, parameters placed by the
 training's sharding rules: replicated, or FSDP-sharded when the run's config.mesh.fsdp > 1).
 Decoding runs in threads ahead of the devices. A second run into the same index skips the files it
 already holds and adds the new ones; files that fail to decode are skipped and reported.
@@ -33,7 +33,7 @@ from sora_jax.data import pipeline
 from sora_jax.data.prepare import class_order
 from sora_jax.data.video_io import VIDEO_EXTENSIONS, clips_from_frames, decode_video
 from sora_jax.errors import CheckpointError, DataError
-from sora_jax.evaluation import embed as eval_embed
+from sora_jax.evaluation import features
 from sora_jax.parallel import distributed
 from sora_jax.training.checkpoint import checkpoint_dir, load_run
 
@@ -59,9 +59,9 @@ class Embedder:
     self.num_clips = int(num_clips or self.config.eval.num_clips)
     if self.num_clips < 1:
       raise DataError(f"num_clips={num_clips} must be >= 1")
-    self.embed_fn = eval_embed.make_embed_fn(self.config, mesh)  # default: the run's mesh axes on these devices
+    self.embed_fn = features.make_embed_fn(self.config, mesh)  # default: the run's mesh axes on these devices
     self.mesh = self.embed_fn.mesh
-    self.variables = eval_embed.place_variables(self.config, variables, self.mesh)
+    self.variables = features.place_variables(self.config, variables, self.mesh)
     self.config_hash = config_hash(self.config, self.num_clips)
     self.decode_threads = decode_threads
 
