@@ -80,7 +80,7 @@ def torch_step(config, steps: int) -> dict:
   """The same encoder (seed CNN per frame -> LSTM -> MLP head), NT-Xent and AdamW in PyTorch."""
   import torch
   from torch import nn
-  m, c = config.model, config.data
+  m = config.model
   assert torch_twin_fits(config), "torch twin: rgb frames -> seed_cnn (mean pool, no norm) -> lstm"
 
   class Net(nn.Module):
