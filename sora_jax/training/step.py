@@ -173,7 +173,9 @@ class BuiltStep:
 
   def init(self) -> TrainState:
     """The initial state (config.seed, the pretrained weights), placed by `shardings`. It runs once:
-    compiled without LLVM optimisation (the same values, a fraction of the compile time)."""
+    compiled without LLVM optimisation (a fraction of the compile time; deterministic, and within
+    float rounding of an optimised compile's values: 6e-8 apart on some kernels of the moco test's
+    model), the same init for every caller."""
     init = jax.jit(lambda p: init_state(self.config, self.tx, p), out_shardings=self.shardings)
     return init.lower(self.pretrained).compile(compiler_options={"xla_backend_optimization_level": 0})(self.pretrained)
 
