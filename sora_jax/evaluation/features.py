@@ -28,6 +28,8 @@ from sora_jax.data import pipeline
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
 from sora_jax.models import build_encoder_unchecked, kernels
+from sora_jax.models.summary import xla_flops
+from sora_jax.models.video_encoder import default_batch_shape
 from sora_jax.parallel import mesh as mesh_lib
 
 FIELDS = ("pooled", "embedding", "logits", "aligned")
@@ -39,9 +41,9 @@ def place_variables(config, variables, mesh):
   return jax.device_put(variables, mesh_lib.tree_shardings(variables, mesh, config.mesh.fsdp_min_size))
 
 
-def encoder_apply(config):
+def encoder_apply(config, unroll: int = 1):
   """-> apply(variables, video uint8 [N, T, H, W, 3]) -> the encoder's outputs {field: [N, D]}."""
-  model = build_encoder_unchecked(config)
+  model = build_encoder_unchecked(config, unroll=unroll)
   return lambda variables, video: model.apply(variables, video, train=False)
 
 
@@ -53,8 +55,10 @@ def make_embed_fn(config, mesh=None, apply=None):
   `parallel.mesh.inference_mesh(config)`, the training axes over this machine's devices); `f.mesh`
   is it. The batch is sharded over the batch axes: B must be a multiple of the mesh size
   (`embed_batches` pads); variables should be placed with `place_variables`. Jitted once per batch
-  shape; `f.flops_per_clip(variables)` is XLA's count for one clip.
+  shape; `f.flops_per_clip(variables)` is XLA's count for one clip (the run's encoder unrolled over
+  time for it: a scan's body counts once).
   """
+  counted = apply or encoder_apply(config, unroll=config.data.num_frames + 1)
   apply = apply or encoder_apply(config)
   mesh = mesh or mesh_lib.inference_mesh(config)
   rows = mesh_lib.batch_sharding(mesh)
@@ -79,11 +83,8 @@ def make_embed_fn(config, mesh=None, apply=None):
     return jitted(variables, jax.device_put(video, rows))
 
   def flops_per_clip(variables) -> float | None:
-    clip = jax.ShapeDtypeStruct((1, 1, config.data.num_frames, config.data.frame_size, config.data.frame_size, 3),
-                                jnp.uint8)
-    cost = jax.jit(fn).lower(variables, clip).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"]) if cost and "flops" in cost else None
+    shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), variables)
+    return xla_flops(counted, shapes, jax.ShapeDtypeStruct(default_batch_shape(config), jnp.uint8))
 
   call.mesh, call.flops_per_clip = mesh, flops_per_clip
   return call

@@ -157,14 +157,14 @@ def _evaluate_models(config, models, emb_dir, info, progress) -> tuple[dict, tup
       fns[key] = features.make_embed_fn(cfg, apply=apply[0] if apply else None)
     figs, splits = evaluate_model(cfg, var, emb_dir / name, info, fp, progress=progress, embed_fn=fns[key])
     figs["title"] = TITLES[name] + (f" (step {fp['step']})" if "step" in fp else "")
-    figs["cost"] = _cost(fns[key], var, emb_dir / name, cfg)
+    figs["cost"] = _cost(fns[key], var, emb_dir / name)
     results[name] = figs
     if name == "ssl":
       ssl_splits = splits
   return results, ssl_splits
 
 
-def _cost(embed_fn, variables, model_dir, config) -> dict:
+def _cost(embed_fn, variables, model_dir) -> dict:
   """What embedding one clip costs: XLA's FLOP count, and the wall time of the extraction that wrote
   the stored embeddings (unshuffled splits; measured on the machine and run that computed them)."""
   metas = [m for d in sorted(storage.path(model_dir).glob("*")) if not d.name.endswith("-shuffled")
@@ -172,7 +172,7 @@ def _cost(embed_fn, variables, model_dir, config) -> dict:
   seconds, clips = sum(m["seconds"] for m in metas), sum(m["clips"] for m in metas)
   if jax.process_count() > 1:  # process 0 wrote the metadata: every process reports its figures
     seconds, clips = (float(v) for v in multihost_utils.broadcast_one_to_all(np.asarray([seconds, clips], np.float64)))
-  flops = embed_fn.flops_per_clip(features.place_variables(config, variables, embed_fn.mesh))
+  flops = embed_fn.flops_per_clip(variables)
   return {"gflops_per_clip": flops / 1e9 if flops else None, "ms_per_clip": 1e3 * seconds / clips if clips else None,
           "devices": jax.device_count()}
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sora_jax.models.video_encoder import default_batch_shape, build_encoder_unchecked
+from sora_jax.models.video_encoder import build_encoder_unchecked, default_batch_shape
 
 
 def _fmt_shape(tree) -> str:
@@ -32,6 +32,16 @@ def _subtree(params, path):
       return {}
     node = node[name]
   return node
+
+
+def xla_flops(fn, *args, compiled: bool = False) -> float | None:
+  """XLA's FLOP count of `fn(*args)` (arrays or ShapeDtypeStructs), of the lowered module (or the
+  compiled one); None where the backend gives none. A scan's body counts once: unroll recurrences
+  to count them T times."""
+  lowered = jax.jit(fn).lower(*args)
+  cost = (lowered.compile() if compiled else lowered).cost_analysis()
+  cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def summary_rows(config, depth: int = 2, module_flops: bool = True):
@@ -57,11 +67,7 @@ def summary_rows(config, depth: int = 2, module_flops: bool = True):
   except Exception:  # flax-internal API moved: fall back to the top-level parameter groups
     for name, sub in params.items():
       rows.append((name, "", _count(sub), None))
-  apply = jax.jit(lambda v, x: model.apply(v, x))
-  cost = apply.lower(variables, clip).compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  total_flops = float((cost or {}).get("flops", 0.0))
+  total_flops = xla_flops(lambda v, x: model.apply(v, x), variables, clip, compiled=True) or 0.0
   return rows, {"params": _count(params), "flops_per_clip": total_flops,
                 "clip_shape": list(clip.shape[1:])}
 
