@@ -183,21 +183,20 @@ def xla_flops(config) -> float:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.training.optim import build_optimizer
-  from sora_jax.training.state import init_state
-  tx = build_optimizer(config)
-  abstract = jax.eval_shape(lambda: init_state(config, tx))
+  from sora_jax.parallel.mesh import make_mesh
+  from sora_jax.training.step import build_step
+  built = build_step(config, make_mesh(config, devices=jax.devices("cpu")[:1]))  # jitted, never compiled here
   d, n = config.data, config.train.batch_size
   batch = {"video": jax.ShapeDtypeStruct((n, d.num_views, d.num_frames, d.frame_size, d.frame_size, 3), jnp.uint8),
            "label": jax.ShapeDtypeStruct((n,), jnp.int32)}
-  return accelerator.model_flops(config, tx, abstract, batch)
+  return accelerator.model_flops(config, built.tx, built.abstract, batch)
 
 
 def main(argv=None):
   args = parse(argv)
   from sora_jax.config import load_config
   config = load_config(args.config, args.set + [f"train.batch_size={args.per_device_batch}",
-                                                "train.grad_accum_steps=1"])
+                                                "train.grad_accum_steps=1", "mesh.data=1", "mesh.fsdp=1"])
   peak, bandwidth = dict(accelerator.PEAK_TFLOPS)[args.device] * 1e12, HBM_TB_PER_S[args.device] * 1e12
   table = roofline(record_layers(config, args.per_device_batch), peak, bandwidth)
   result = ceilings(table, peak, args.conv_ms, args.target, flops=xla_flops(config))

@@ -34,8 +34,8 @@ MUTANTS = {
         "jnp.exp(params[\"log_temperature\"])", ["tests/test_objectives.py"]),
     "predictive-first-view-only": (
         "sora_jax/objectives/__init__.py",
-        "[predictive(o[\"predictions\"], o[\"targets\"], temp) for o in views]",
-        "[predictive(o[\"predictions\"], o[\"targets\"], temp) for o in views[:1]]",
+        "outputs[\"predictions\"], outputs[\"targets\"])",
+        "outputs[\"predictions\"][:, :1], outputs[\"targets\"][:, :1])",
         ["tests/test_objectives.py"]),
     "video-text-shared-captions-are-negatives": (
         "sora_jax/objectives/video_text.py", "same = (caption_id[:, None] == caption_id[None, :]) & mask[:, None]",

@@ -89,13 +89,13 @@ def test_other_terms_see_the_whole_clips_unless_every_term_is_masked(mask_every_
   variables = init_variables(config, jax.random.PRNGKey(0))
   video = np.random.RandomState(0).randint(0, 255, (4, 2, 6, 16, 16, 3)).astype(np.uint8)
   key = jax.random.PRNGKey(3)
-  views, _ = _encode(config, model, variables["params"], {}, {"video": video}, key)
+  outputs, _ = _encode(config, model, variables["params"], {}, {"video": video}, key)  # [B, V, ...]
   flat = video.reshape((8,) + video.shape[2:])
-  mask = np.stack([v["time_mask"] for v in views], 1).reshape(8, 6) > 0
+  mask = np.asarray(outputs["time_mask"]).reshape(8, 6) > 0
   assert mask.any() and not mask.all()
   run = lambda m: model.apply(variables, flat, train=True, time_mask=m, rngs={"dropout": key})
   whole, masked = run(None), run(jnp.asarray(mask))
-  got = lambda k: np.stack([np.asarray(v[k]) for v in views], 1).reshape((8,) + views[0][k].shape[1:])
+  got = lambda k: np.asarray(outputs[k]).reshape((8,) + outputs[k].shape[2:])
   np.testing.assert_allclose(got("latent_predictions"), np.asarray(masked["latent_predictions"]), atol=1e-5)
   expected = masked if mask_every_term else whole
   np.testing.assert_allclose(got("embedding"), np.asarray(expected["embedding"]), atol=1e-5)

@@ -109,15 +109,15 @@ def test_compute_loss_weights_terms_and_learned_temperature_has_gradient():
   config.objective.supervised_weight = 2.0
   config.objective.learn_temperature = True
   rs = np.random.RandomState(4)
-  views = [{"embedding": jnp.asarray(_normalise(rs.normal(size=(4, 6))), jnp.float32),
-            "logits": jnp.asarray(rs.normal(size=(4, 3)), jnp.float32)} for _ in range(2)]
+  outputs = {"embedding": jnp.asarray(_normalise(rs.normal(size=(4, 2, 6))), jnp.float32),
+             "logits": jnp.asarray(rs.normal(size=(4, 2, 3)), jnp.float32)}  # [B, V, ...]
   batch = {"label": jnp.array([0, 1, 2, -1])}
   params = objectives.init_params(config)
-  loss, m = objectives.compute_loss(config, views, batch, params)
+  loss, m = objectives.compute_loss(config, outputs, batch, params)
   np.testing.assert_allclose(float(loss), 0.5 * float(m["infonce_loss"]) + 2.0 * float(m["supervised_loss"]),
                              rtol=1e-6)
   np.testing.assert_allclose(float(m["temperature"]), 0.1, rtol=1e-5)
-  grad = jax.grad(lambda p: objectives.compute_loss(config, views, batch, p)[0])(params)
+  grad = jax.grad(lambda p: objectives.compute_loss(config, outputs, batch, p)[0])(params)
   assert float(jnp.abs(grad["log_temperature"])) > 0
 
 
@@ -144,8 +144,8 @@ def test_predictive_term_is_the_mean_over_views():
   rs = np.random.RandomState(5)
   views = [{"targets": _normalise(rs.normal(size=(3, 5, 8))).astype(np.float32),
             "predictions": _normalise(rs.normal(size=(3, 5, 2, 8))).astype(np.float32)} for _ in range(2)]
-  loss, m = objectives.compute_loss(config, [{k: jnp.asarray(v) for k, v in o.items()} for o in views],
-                                    {"label": jnp.zeros(3, jnp.int32)})
+  outputs = {k: jnp.stack([jnp.asarray(o[k]) for o in views], axis=1) for k in views[0]}  # [B, V, ...]
+  loss, m = objectives.compute_loss(config, outputs, {"label": jnp.zeros(3, jnp.int32)})
   want = np.mean([_numpy_predictive(o["predictions"], o["targets"], config.objective.temperature) for o in views])
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   assert abs(want - _numpy_predictive(views[0]["predictions"], views[0]["targets"], 0.1)) > 1e-3  # views differ

@@ -73,8 +73,8 @@ def test_terms_read_the_predictor_and_the_teachers_view_embeddings():
   params = objectives.init_params(config, jax.random.PRNGKey(0))
   assert params["predictor"]["hidden"]["kernel"].shape == (8, 16)
   online, target = _example(b=8, v=2)
-  views = [{"embedding": _unit(online[:, i]), "teacher": _unit(target[:, i])} for i in range(2)]
-  loss, m = objectives.compute_loss(config, views, {"label": np.zeros(8, np.int32)}, params)
+  outputs = {"embedding": _unit(online), "teacher": _unit(target)}  # [B, V, E]
+  loss, m = objectives.compute_loss(config, outputs, {"label": np.zeros(8, np.int32)}, params)
   predicted = np.asarray(teacher.predict(params["predictor"], jnp.asarray(_unit(online))))
   np.testing.assert_allclose(float(m["byol_loss"]), _numpy_byol(predicted, _unit(target)), rtol=1e-5)
   np.testing.assert_allclose(float(m["moco_loss"]), _numpy_moco(predicted, _unit(target), config.objective.temperature),

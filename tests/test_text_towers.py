@@ -2,9 +2,9 @@
 held-out words follow, and the baseline's rows in the report."""
 
 import flax
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from sora_jax import objectives
@@ -40,8 +40,8 @@ def test_the_bag_of_words_tower_learns_from_the_video_text_loss():
   video = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2, 64)), jnp.float32)
   video = video / jnp.linalg.norm(video, axis=-1, keepdims=True)
   batch = {"caption": ids, "caption_id": jnp.arange(4), "caption_mask": jnp.ones(4, bool)}
-  views = [{"aligned": video[:, 0], "embedding": video[:, 0]}, {"aligned": video[:, 1], "embedding": video[:, 1]}]
-  grads = jax.grad(lambda p: objectives.compute_loss(config, views, batch, p)[0])(params)
+  outputs = {"aligned": video, "embedding": video}  # [B, V, E]
+  grads = jax.grad(lambda p: objectives.compute_loss(config, outputs, batch, p)[0])(params)
   used = np.unique(np.asarray(ids))
   norms = np.linalg.norm(np.asarray(grads[BOW]), axis=1)
   assert (norms[used[used > 0]] > 0).all() and norms[0] == 0  # its tokens move; padding does not
@@ -67,12 +67,12 @@ def test_the_step_key_reaches_the_noise_and_the_same_key_gives_the_same_loss():
   rng = np.random.default_rng(0)
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   video = jnp.asarray(unit(rng.normal(size=(8, 64))), jnp.float32)
-  views = [{"aligned": video, "embedding": video}] * 2
+  outputs = {"aligned": jnp.stack([video] * 2, 1), "embedding": jnp.stack([video] * 2, 1)}
   batch = {"caption": jnp.asarray(unit(rng.normal(size=(8, 384))), jnp.float32), "caption_id": jnp.arange(8),
            "caption_mask": jnp.ones(8, bool)}
-  loss = lambda key: float(objectives.compute_loss(config, views, batch, params, key)[1]["video_text_loss"])
+  loss = lambda key: float(objectives.compute_loss(config, outputs, batch, params, key)[1]["video_text_loss"])
   assert loss(jax.random.PRNGKey(1)) == loss(jax.random.PRNGKey(1)) != loss(jax.random.PRNGKey(2))
-  assert loss(None) == float(objectives.compute_loss(config, views, batch, params)[1]["video_text_loss"])
+  assert loss(None) == float(objectives.compute_loss(config, outputs, batch, params)[1]["video_text_loss"])
 
 
 def test_held_out_words_are_read_as_their_class_by_the_frozen_tower():

@@ -219,8 +219,8 @@ def nan_marker(monkeypatch):
   from sora_jax import objectives
   real = objectives.compute_loss
 
-  def poisoned(config, views, batch, params=None, key=None):
-    loss, metrics = real(config, views, batch, params, key)
+  def poisoned(config, outputs, batch, params=None, key=None):
+    loss, metrics = real(config, outputs, batch, params, key)
     return loss + jnp.where(batch["label"][0] == -99, jnp.nan, 0.0), metrics
 
   monkeypatch.setattr(objectives, "compute_loss", poisoned)

@@ -1,8 +1,8 @@
 """The video_text term against numpy, on any device count; terms compose by name; captions in the pipeline."""
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -78,12 +78,12 @@ def test_terms_compose_by_name_with_their_weights():
   config = load_config("text", ["objective.infonce_weight=0.5", "objective.video_text_weight=2.0"])
   rs = np.random.RandomState(3)
   b = 4
-  views = [{"embedding": _unit(rs.normal(size=(b, 8))).astype(np.float32),
-            "aligned": _unit(rs.normal(size=(b, 64))).astype(np.float32)} for _ in range(2)]
+  outputs = {"embedding": _unit(rs.normal(size=(b, 2, 8))).astype(np.float32),
+             "aligned": _unit(rs.normal(size=(b, 2, 64))).astype(np.float32)}  # [B, V, ...]
   params = objectives.init_params(config, jax.random.PRNGKey(0))
   batch = {"caption": rs.normal(size=(b, objectives.TEXT_DIM)).astype(np.float32), "caption_id": np.arange(b),
            "caption_mask": np.ones(b, bool), "label": np.zeros(b, np.int32)}
-  loss, m = objectives.compute_loss(config, views, batch, params)
+  loss, m = objectives.compute_loss(config, outputs, batch, params)
   np.testing.assert_allclose(float(loss), 0.5 * float(m["infonce_loss"]) + 2.0 * float(m["video_text_loss"]), rtol=1e-6)
   assert objectives.batch_keys(config) == ("video", "label", "caption", "caption_id", "caption_mask")
 
@@ -171,6 +171,7 @@ def test_videos_placed_at_their_captions_are_found_by_them_and_zero_shot_reads_t
   """Retrieval and zero-shot scores of ideal `aligned` vectors: each video sits exactly at its
   caption's (or its class prompt's) point of the shared space."""
   import jax
+
   from sora_jax.evaluation import text as text_eval
   config = load_config("text", ["data.name=moving_shapes/small"])
   params = objectives.init_params(config, jax.random.PRNGKey(0))

@@ -1,23 +1,22 @@
 """Objectives: pure functions of model outputs on global arrays -> (loss, metrics).
 
-`compute_loss(config, outputs_per_view, batch, params=None)` adds the terms named by
+`compute_loss(config, outputs, batch, params=None)` adds the terms named by
 `config.objective.name` (any '+'-joined set of the registered TERMS) with the weights
 `config.objective.<term>_weight`. A new term is one function here and its weight field in the schema.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from sora_jax.config import terms
-from sora_jax.objectives import teacher as teacher_lib
+from sora_jax.objectives import teacher as teacher_lib, video_text as video_text_lib
 from sora_jax.objectives.collapse import collapse_metrics
-from sora_jax.objectives.latent import latent_mask
-from sora_jax.objectives import video_text as video_text_lib
 from sora_jax.objectives.contrastive import infonce
+from sora_jax.objectives.latent import latent_mask
 from sora_jax.objectives.predictive import predictive
 from sora_jax.objectives.supervised import supervised
 from sora_jax.objectives.video_text import project_text, text_features, video_text
@@ -58,46 +57,47 @@ def temperature(config, params: Mapping[str, Any] | None) -> jax.Array | float:
   return config.objective.temperature
 
 
-def _views_mean(parts):
-  return (jnp.mean(jnp.stack([p[0] for p in parts])),
-          {k: jnp.mean(jnp.stack([p[1][k] for p in parts])) for k in parts[0][1]})
+def _per_view(term, *arrays):
+  """A term of one view's [B, ...] arrays, mapped over the view axis of [B, V, ...] arrays and
+  averaged over the views (each view its own batch of negatives)."""
+  value, metrics = jax.vmap(term, in_axes=1)(*arrays)
+  return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}
 
 
-def _infonce(config, views, batch, params, temp, key):
-  return infonce(jnp.stack([o["embedding"] for o in views], axis=1), temp)  # [B, V, E]
+def _infonce(config, outputs, batch, params, temp, key):
+  return infonce(outputs["embedding"], temp)
 
 
-def _predictive(config, views, batch, params, temp, key):
-  return _views_mean([predictive(o["predictions"], o["targets"], temp) for o in views])
+def _predictive(config, outputs, batch, params, temp, key):
+  return _per_view(lambda p, t: predictive(p, t, temp), outputs["predictions"], outputs["targets"])
 
 
-def _supervised(config, views, batch, params, temp, key):
-  return _views_mean([supervised(o["logits"], batch["label"]) for o in views])
+def _supervised(config, outputs, batch, params, temp, key):
+  return _per_view(lambda logits: supervised(logits, batch["label"]), outputs["logits"])
 
 
-def _video_text(config, views, batch, params, temp, key):
+def _video_text(config, outputs, batch, params, temp, key):
   text = project_text(params, text_features(config, params, batch["caption"], key))
-  value, metrics = video_text(jnp.stack([o["aligned"] for o in views], axis=1), text, batch["caption_id"],
-                              batch["caption_mask"], video_text_lib.temperature(params))
+  value, metrics = video_text(outputs["aligned"], text, batch["caption_id"], batch["caption_mask"],
+                              video_text_lib.temperature(params))
   return value, dict(metrics, video_text_temperature=video_text_lib.temperature(params))
 
 
-def _teacher_pair(views, params):
+def _teacher_pair(outputs, params):
   """([B, V, E] the predictor on each view's embedding, [B, V, E] the teacher's embeddings)."""
-  online = jnp.stack([o["embedding"] for o in views], axis=1)
-  return teacher_lib.predict(params["predictor"], online), jnp.stack([o["teacher"] for o in views], axis=1)
+  return teacher_lib.predict(params["predictor"], outputs["embedding"]), outputs["teacher"]
 
 
-def _moco(config, views, batch, params, temp, key):
-  return teacher_lib.moco(*_teacher_pair(views, params), temp)
+def _moco(config, outputs, batch, params, temp, key):
+  return teacher_lib.moco(*_teacher_pair(outputs, params), temp)
 
 
-def _byol(config, views, batch, params, temp, key):
-  return teacher_lib.byol(*_teacher_pair(views, params))
+def _byol(config, outputs, batch, params, temp, key):
+  return teacher_lib.byol(*_teacher_pair(outputs, params))
 
 
-def _latent_mask(config, views, batch, params, temp, key):
-  return _views_mean([latent_mask(o["latent_predictions"], o["teacher_sequence"], o["time_mask"]) for o in views])
+def _latent_mask(config, outputs, batch, params, temp, key):
+  return _per_view(latent_mask, outputs["latent_predictions"], outputs["teacher_sequence"], outputs["time_mask"])
 
 
 Term = Callable[..., tuple[jax.Array, dict]]
@@ -115,15 +115,16 @@ def batch_keys(config) -> tuple[str, ...]:
   return tuple(keys)
 
 
-def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], batch: Mapping[str, jax.Array],
+def compute_loss(config, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array],
                  params: Mapping[str, Any] | None = None, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Weighted sum of the configured terms.
 
   Args:
-    outputs_per_view: V dicts of `VideoEncoder` outputs for `[B, ...]` inputs (one per view); with a
-      teacher term, each also has `teacher`: the EMA teacher's embedding of that view `[B, E]`; with
-      latent_mask, `teacher_sequence` [B, T, D'] (the teacher's temporal outputs of the unmasked
-      clip) and `time_mask` float [B, T] (1 = the step was hidden from the online network).
+    outputs: the `VideoEncoder` outputs of V views of B videos, each `[B, V, ...]` (the layout the
+      pipeline's `video` [B, V, T, H, W, 3] has); with a teacher term also `teacher`: the EMA
+      teacher's embeddings `[B, V, E]`; with latent_mask, `teacher_sequence` [B, V, T, D'] (the
+      teacher's temporal outputs of the unmasked clips) and `time_mask` float [B, V, T] (1 = the
+      step was hidden from the online network).
     batch: `label` int32 `[B]` (supervised); caption `[B, D_text]`, caption_id int32 `[B]`,
       caption_mask bool `[B]` (video_text).
     params: the objective's own parameters (`init_params`), e.g. a learned temperature.
@@ -137,11 +138,12 @@ def compute_loss(config, outputs_per_view: Sequence[Mapping[str, jax.Array]], ba
   metrics: dict[str, jax.Array] = {}
   for i, term in enumerate(terms(config.objective.name)):
     term_key = None if key is None else jax.random.fold_in(key, TERM_SALT + i)
-    value, m = TERMS[term](config, outputs_per_view, batch, params, temp, term_key)
+    value, m = TERMS[term](config, outputs, batch, params, temp, term_key)
     metrics[f"{term}_loss"] = value
     metrics.update(m)
     loss = loss + getattr(config.objective, f"{term}_weight") * value
   metrics["temperature"] = jnp.asarray(temp, jnp.float32)
-  if all("embedding" in o for o in outputs_per_view):
-    metrics.update(collapse_metrics(jnp.concatenate([o["embedding"] for o in outputs_per_view])))
+  if "embedding" in outputs:
+    embedding = outputs["embedding"]
+    metrics.update(collapse_metrics(embedding.reshape((-1, embedding.shape[-1]))))
   return loss, metrics

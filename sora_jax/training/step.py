@@ -1,9 +1,10 @@
 """The pure train step and its one jit with explicit shardings over the mesh.
 
 `train_step(state, batch) -> (state, metrics)`; batch = {'video': uint8 [B, V, T, H, W, 3],
-'label': int32 [B]} as global arrays sharded over the batch axes. The V views are folded into the
-batch ([B*V, T, H, W, 3], video-major so each device keeps its own rows) and encoded in one call;
-outputs are unfolded to V dicts of [B, ...] for the objective, which sees the global batch. With a
+'label': int32 [B]} as global arrays sharded over the batch axes. The view axis keeps one layout,
+[B, V, ...], from the pipeline to the objectives: it is folded into the batch only for the encoder's
+one call ([B*V, T, H, W, 3], video-major so each device keeps its own rows) and its outputs come
+back as [B, V, ...], which the objective reads over the global batch. With a
 teacher term the EMA teacher (state.ema_params) encodes the same views without gradient, and is
 moved toward the updated encoder after the optimizer step (training.ema).
 """
@@ -37,7 +38,7 @@ def _apply(model, encoder_params, model_state, flat, key, time_mask=None):
 
 
 def _encode(config, model, encoder_params, model_state, batch, key, ema_params=None):
-  """-> (V dicts of the encoder's outputs [B, ...] (plus the teacher's `teacher` embedding and, with
+  """-> (the encoder's outputs [B, V, ...] (plus the teacher's `teacher` embedding and, with
   latent_mask, `teacher_sequence` and the `time_mask` drawn from `key`), model_state after the step)."""
   video = batch["video"]
   b, v = video.shape[:2]
@@ -60,12 +61,12 @@ def _encode(config, model, encoder_params, model_state, batch, key, ema_params=N
     out = dict(out, teacher=jax.lax.stop_gradient(teacher["embedding"]))
     if mask is not None:
       out["teacher_sequence"] = jax.lax.stop_gradient(teacher["sequence"])
-  return [jax.tree_util.tree_map(lambda x, i=i: x.reshape((b, v) + x.shape[1:])[:, i], out) for i in range(v)], new_state
+  return jax.tree_util.tree_map(lambda x: x.reshape((b, v) + x.shape[1:]), out), new_state
 
 
 def _loss_fn(config, model, params, model_state, batch, key, ema_params=None):
-  views, new_state = _encode(config, model, params["encoder"], model_state, batch, key, ema_params)
-  loss, metrics = objectives.compute_loss(config, views, batch, params["objective"], key)
+  outputs, new_state = _encode(config, model, params["encoder"], model_state, batch, key, ema_params)
+  loss, metrics = objectives.compute_loss(config, outputs, batch, params["objective"], key)
   return loss, (metrics, new_state)
 
 
@@ -92,21 +93,21 @@ def _grad_cache(config, model, state: TrainState, batch, key, accum: int):
 
   def forward(ms, inputs):
     i, mb = inputs
-    views, ms = _encode(config, model, encoder, ms, mb, jax.random.fold_in(key, i), state.ema_params)
-    return ms, views
+    outputs, ms = _encode(config, model, encoder, ms, mb, jax.random.fold_in(key, i), state.ema_params)
+    return ms, outputs
 
-  model_state, views = jax.lax.scan(forward, state.model_state, (steps, micro))
-  views = jax.tree_util.tree_map(_unsplit, views)
-  (loss, metrics), (d_views, d_objective) = jax.value_and_grad(
-      lambda v, p: objectives.compute_loss(config, v, batch, p, key), argnums=(0, 1), has_aux=True)(
-          views, state.params["objective"])
-  d_micro = jax.tree_util.tree_map(lambda x: _split(x, accum), d_views)
+  model_state, outputs = jax.lax.scan(forward, state.model_state, (steps, micro))
+  outputs = jax.tree_util.tree_map(_unsplit, outputs)
+  (loss, metrics), (d_outputs, d_objective) = jax.value_and_grad(
+      lambda o, p: objectives.compute_loss(config, o, batch, p, key), argnums=(0, 1), has_aux=True)(
+          outputs, state.params["objective"])
+  d_micro = jax.tree_util.tree_map(lambda x: _split(x, accum), d_outputs)
 
   def backward(grads_sum, inputs):
     i, mb, d = inputs
     online = lambda p: _encode(config, model, p, state.model_state, mb, jax.random.fold_in(key, i))[0]
     _, vjp = jax.vjp(online, encoder)
-    d = [{k: g for k, g in view.items() if not k.startswith("teacher")} for view in d]  # the teacher takes none
+    d = {k: g for k, g in d.items() if not k.startswith("teacher")}  # the teacher takes none
     return jax.tree_util.tree_map(jnp.add, grads_sum, vjp(d)[0]), None
 
   grads, _ = jax.lax.scan(backward, jax.tree_util.tree_map(jnp.zeros_like, encoder), (steps, micro, d_micro))
