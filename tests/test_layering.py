@@ -5,9 +5,9 @@ import pathlib
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / "sora_jax"
 # Stages in pipeline order: a stage may import from the ones before it, never from those after.
-# The schema (config) and the named configs built from it (configs) are one layer: the loader finds
-# a named config in the package, and each named config starts from the schema's defaults.
-RANK = {stage: i for i, group in enumerate(("errors", "linalg storage atomic torch_pickle array_pickle", "config configs", "data", "models", "objectives",
+# The named configs live inside the config stage (sora_jax/config/named; the top-level configs/
+# links to it): the loader finds a named config there, and each starts from the schema's defaults.
+RANK = {stage: i for i, group in enumerate(("errors", "linalg storage atomic torch_pickle array_pickle", "config", "data", "models", "objectives",
                                             "parallel", "training", "weights", "evaluation", "apps", "cli"))
         for stage in group.split()}
 LAZY_OK = {"sora_jax/__init__.py", "sora_jax/cli"}  # start-up time: the package root and the dispatcher

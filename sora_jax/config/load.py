@@ -1,6 +1,6 @@
 """Where a config comes from: a named config, a config file, command-line overrides, a saved run.
 
-- `load_config("default")` imports the named config `sora_jax.configs.default` (shipped with the package,
+- `load_config("default")` imports the named config `sora_jax.config.named.default` (shipped with the package,
   so it works from any folder); `load_config("my/exp.py")` runs that file's `get_config()`.
 - `apply_overrides(config, ["train.num_steps=100"])`: the value is parsed as the schema's type.
 - `migrate(saved_dict)`: a config written by any earlier version, brought up to date.
@@ -17,8 +17,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from sora_jax import configs
-from sora_jax.config import schema
+from sora_jax.config import named, schema
 from sora_jax.errors import ConfigError
 
 # Fields added after runs were saved, whose absence meant something other than today's default:
@@ -30,7 +29,7 @@ LEGACY = {"model.frame_input": "rgb", "model.frame_pool": "mean", "model.resnet_
 
 
 def named_configs() -> list[str]:
-  return sorted(m.name for m in pkgutil.iter_modules(configs.__path__) if not m.name.startswith("_"))
+  return sorted(m.name for m in pkgutil.iter_modules(named.__path__) if not m.name.startswith("_"))
 
 
 def load_config(spec: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -39,7 +38,7 @@ def load_config(spec: str | pathlib.Path, overrides: Iterable[str] = ()) -> ml_c
   if text.endswith(".py") or "/" in text or pathlib.Path(text).is_file():
     module = _from_file(pathlib.Path(text))
   elif text in named_configs():
-    module = importlib.import_module(f"sora_jax.configs.{text}")
+    module = importlib.import_module(f"sora_jax.config.named.{text}")
   else:
     raise ConfigError(f"--config {text!r} is neither a config file nor a named config; named configs: "
                       f"{', '.join(named_configs())}")
