@@ -106,7 +106,7 @@ def test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set():
 
 
 @pytest.mark.parametrize("name, objective", [("default", "infonce"), ("default", "moco"),
-                                             ("text", "infonce+video_text")])
+                                             ("text", "infonce+video_text"), ("actors", "infonce+actor_infonce")])
 def test_gradient_accumulation_matches_one_big_batch(name, objective):
   """4 micro-batches of 2 == one batch of 8, contrastive terms included: their loss sees all 8 clips'
   negatives (GradCache), so the loss and the SGD step (the gradient) match the big batch's."""
@@ -121,7 +121,9 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
   rs = np.random.RandomState(0)
   batch = {"video": rs.randint(0, 255, (8, config.data.num_views, 2, 8, 8, 3)).astype(np.uint8),
            "label": rs.randint(0, 5, 8).astype(np.int32), "caption": rs.normal(size=(8, 384)).astype(np.float32),
-           "caption_id": np.array([0, 1, 2, 0, 3, 4, 5, 6], np.int32), "caption_mask": np.arange(8) != 5}
+           "caption_id": np.array([0, 1, 2, 0, 3, 4, 5, 6], np.int32), "caption_mask": np.arange(8) != 5,
+           "boxes": np.sort(rs.uniform(size=(8, config.data.num_views, 3, 2, 2, 2)), axis=-2).reshape(8, -1, 3, 2, 4)
+           .astype(np.float32), "actor_mask": rs.uniform(size=(8, 3)) < 0.7}  # boxes: sorted (x0 < x1, y0 < y1)
   results = []
   for accum in (1, 4):
     config.train.grad_accum_steps = accum

@@ -26,5 +26,7 @@ def run(args) -> int:
   print(f"\nsora-jax eval: {args.workdir} (checkpoint step {rep['checkpoint_step']}, {rep['dataset']['name']}; "
         f"% on the {rep['config']['data']['eval_split']} split)\n")
   print(report.text_table(rep))
+  if report.actor_text(rep):
+    print("\n" + report.actor_text(rep))
   print(f"\nreport: {rep['paths']['md']}  figures: {rep['paths']['json']}")
   return 0

@@ -7,7 +7,7 @@ import pathlib
 
 from sora_jax.errors import ConfigError
 
-BUILTIN = ("moving_shapes", "moving_digits")
+BUILTIN = ("moving_shapes", "moving_digits", "moving_actors")
 
 
 def parse_data_name(name) -> tuple[str, str]:
@@ -29,7 +29,7 @@ def parse_data_name(name) -> tuple[str, str]:
   if name.split("/")[0] in BUILTIN and name.count("/") <= 1:
     return "builtin", name
   raise ConfigError(f"config.data.name={name!r} is not supported; use 'moving_shapes[/small]', "
-                    "'moving_digits[/small]', 'tfrecord:PATH' or 'tfds:NAME/CONFIG'")
+                    "'moving_digits[/small]', 'moving_actors[/small]', 'tfrecord:PATH' or 'tfds:NAME/CONFIG'")
 
 
 def data_dir(config) -> str:

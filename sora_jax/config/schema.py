@@ -23,7 +23,8 @@ from sora_jax.errors import ConfigError
 FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
-OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask")  # sora_jax.objectives.TERMS
+OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
+                   "actor_infonce")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -136,13 +137,20 @@ FIELDS: tuple[Field, ...] = (
       "a per-step predictor on its output (output `latent_predictions`; objective latent_mask)"),
     F("model.text_embed_dim", 0, checks.integer(0), "> 0 adds a head mapping the pooled vector into the space shared "
       "with text (output `aligned`, unit norm; objective video_text)"),
+    F("model.actors", False, checks.boolean(), "per-actor features: RoIAlign of the frame encoder's last feature "
+      "map at each actor's box in each frame, a temporal model over each track and a projection head (output "
+      "`actor_embedding` [B, A, E]; needs tracks: moving_actors, or a manifest's tracks; objective actor_infonce)"),
+    F("model.actor_roi_size", 2, checks.integer(1, 16), "model.actors: RoIAlign output cells per side"),
+    F("model.actor_box_features", True, checks.boolean(), "model.actors: also give each track's temporal model the "
+      "box and its change since the previous frame (where the actor is and how it moves)"),
     F("model.input_mean", (0.5, 0.5, 0.5), checks.rgb(positive=False),
       "per-channel mean after scaling uint8 to [0, 1]"),
     F("model.input_std", (0.25, 0.25, 0.25), checks.rgb(positive=True), "per-channel std after scaling to [0, 1]"),
     F("model.dtype", "float32", checks.choice("float32", "bfloat16"), "compute dtype; parameters stay float32"),
 
     F("objective.name", "infonce", checks.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
-      "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask"),
+      "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask | "
+      "actor_infonce"),
     F("objective.temperature", 0.1, checks.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, checks.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, checks.number(0.0), "weight of the InfoNCE term"),
@@ -155,6 +163,8 @@ FIELDS: tuple[Field, ...] = (
       "embedding of the other views, no negatives)"),
     F("objective.latent_mask_weight", 1.0, checks.number(0.0), "weight of V-JEPA-style latent prediction: hidden "
       "time steps' teacher representations predicted from the visible ones (smooth-L1)"),
+    F("objective.actor_infonce_weight", 1.0, checks.number(0.0), "weight of the per-actor InfoNCE: the same actor "
+      "in two views against every other actor of the global batch, those of the same clip included"),
     F("objective.mask_ratio", 0.5, checks.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
     F("objective.mask_blocks", 1, checks.integer(1), "latent_mask: the hidden steps come in this many contiguous "
       "blocks (placed at random; they may overlap)"),

@@ -90,6 +90,9 @@ def _model(config) -> None:
   if m.remat_frames == "block" and m.frame_encoder != "resnet":
     raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' (the seed "
                       "CNN has no blocks); use remat_frames='time' or 'none'")
+  if m.actors and m.remat_frames == "time":
+    raise ConfigError("config.model.actors=True pools the frame encoder's feature maps at the actors' boxes, which "
+                      "remat_frames='time' does not keep; use config.model.remat_frames='none' or 'block'")
   if m.remat_frames == "time" and m.norm == "batch":
     raise ConfigError("config.model.remat_frames='time' computes frames one time step at a time, which changes "
                       "batch statistics; use config.model.norm='group' (or 'none') or remat_frames='none'")
@@ -104,7 +107,7 @@ def _model(config) -> None:
 
 def _objective(config) -> None:
   name, m = config.objective.name, config.model
-  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol")]
+  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol", "actor_infonce")]
   if pairwise and config.data.num_views < 2:
     raise ConfigError(f"config.data.num_views={config.data.num_views} but objective {name!r} needs >= 2 views "
                       "of each video; set --config.data.num_views=2 or use objective.name='predictive'")
@@ -120,6 +123,9 @@ def _objective(config) -> None:
   if "video_text" in terms(name) and m.text_embed_dim < 1:
     raise ConfigError(f"objective {name!r} needs the video side of the video-text space; set "
                       "--config.model.text_embed_dim=64 (>= 1)")
+  if "actor_infonce" in terms(name) and not m.actors:
+    raise ConfigError(f"objective {name!r} contrasts actors; set --config.model.actors=True (and train on data "
+                      "with tracks, e.g. --config.data.name=moving_actors)")
   if "latent_mask" in terms(name):
     if not m.latent_predict:
       raise ConfigError(f"objective {name!r} predicts hidden time steps; set --config.model.latent_predict=True")

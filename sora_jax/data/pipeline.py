@@ -19,7 +19,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from sora_jax.data import augment as augment_lib, clips as clips_lib, sources
+from sora_jax.data import augment as augment_lib, clips as clips_lib, sources, tracks
 from sora_jax.errors import ConfigError, DataError
 
 _DATA_SALT = 0x5EED_DA7A
@@ -76,7 +76,9 @@ class TrainInput:
 
   Yields dict: video uint8 [b, V, T, S, S, 3], label int32 [b], motion_label int32 [b] (-1 unknown),
   video_id int64 [b]; b = train.batch_size // process_count. With `caption_features` (see
-  `CaptionTable`) also caption [b, ...], caption_id int32 [b], caption_mask bool [b].
+  `CaptionTable`) also caption [b, ...], caption_id int32 [b], caption_mask bool [b]. A dataset with
+  actor tracks (moving_actors) adds boxes float32 [b, V, A, T, 4] (normalised (x0, y0, x1, y1) in
+  each view's frames), actor_label / actor_motion int32 [b, A] (-1 = no actor), actor_mask bool [b, A].
   """
 
   def __init__(self, config, *, process_index: int = 0, process_count: int = 1, split: str | None = None,
@@ -163,9 +165,14 @@ class TrainInput:
         sampling=c.sampling, view_gap=c.view_gap)
     frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))  # [V*T, H, W, 3]
     params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
-    video = augment_lib.crop_views(frames, params.pop("box"), c.num_frames, c.frame_size)  # [V, T, S, S, 3]
+    crop = params.pop("box")
+    video = augment_lib.crop_views(frames, crop, c.num_frames, c.frame_size)  # [V, T, S, S, 3]
     out = {"video": video, "params": params, "label": loaded["label"], "motion_label": loaded["motion_label"],
            "video_id": loaded["video_id"]}
+    if "boxes" in loaded:  # actor tracks follow the frames and each view's crop: [V, A, T, 4]
+      shape = tf.shape(frames)
+      out.update(tracks.actor_fields(loaded, tracks.train_boxes(loaded["boxes"], frame_idx, crop, shape[1], shape[2],
+                                                                c.frame_size)))
     if self.captions is not None:
       out.update(self.captions.draw(index, tf.random.experimental.stateless_fold_in(key, tf.constant(2 << 20, tf.int64))))
     return out
@@ -248,7 +255,8 @@ def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num
   """Finite iterator over every example of `split` exactly once (across processes).
 
   Yields dict: video uint8 [b, C, T, S, S, 3] (C = num_clips * num_crops, clip-major), label int32 [b],
-  motion_label int32 [b], video_id int64 [b], mask bool [b] (False = padding). Batch j of process p
+  motion_label int32 [b], video_id int64 [b], mask bool [b] (False = padding); with actor tracks also
+  boxes [b, C, A, T, 4] and the per-actor entries of `TrainInput`. Batch j of process p
   holds rows j*P*b + p*b .. + b of the split: all P processes yield ceil(N / (P*b)) batches, and
   batch j of every process, in process order, is rows j*P*b .. (j+1)*P*b (gathered in order).
   """
@@ -276,8 +284,13 @@ def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num
     crops = tf.reshape(crops, [num_crops, num_clips, c.num_frames, c.frame_size, c.frame_size, 3])
     video = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),
                        [num_clips * num_crops, c.num_frames, c.frame_size, c.frame_size, 3])
-    return {"video": video, "label": loaded["label"], "motion_label": loaded["motion_label"],
-            "video_id": loaded["video_id"], "mask": m}
+    out = {"video": video, "label": loaded["label"], "motion_label": loaded["motion_label"],
+           "video_id": loaded["video_id"], "mask": m}
+    if "boxes" in loaded:  # [C, A, T, 4], in the crops' frames
+      shape = tf.shape(frames)
+      out.update(tracks.actor_fields(loaded, tracks.eval_boxes(loaded["boxes"], tf.reshape(idx, [-1]), shape[1],
+                                                               shape[2], c.frame_size, c.num_frames, num_crops)))
+    return out
 
   ds = tf.data.Dataset.from_tensor_slices((index, mask))
   ds = ds.map(element, num_parallel_calls=_parallel(config), deterministic=True)

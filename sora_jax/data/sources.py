@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from sora_jax import storage
 from sora_jax.config.datasets import data_dir, parse_data_name
-from sora_jax.data import captions as captions_lib, synthetic
+from sora_jax.data import actors, captions as captions_lib, synthetic
 from sora_jax.errors import DataError
 
 INFO_FILE = "dataset_info.json"
@@ -137,7 +137,7 @@ _DECODED_LOCK = threading.Lock()
 
 
 class BuiltinSplit(Split):
-  """A split of moving_shapes/moving_digits: one PNG filmstrip [L*S, S, 3] per video."""
+  """A split of moving_shapes/moving_digits/moving_actors: one PNG filmstrip [L*S, S, 3] per video."""
 
   def __init__(self, builder, split):
     self.records = RecordIndex(builder.info.splits[split].filepaths)
@@ -145,14 +145,17 @@ class BuiltinSplit(Split):
     shape = builder.info.features["video"].shape
     self.frames, self.size = shape[0] // shape[1], shape[1]
     self.kind, self.split = builder.KIND, split
+    self.extra = {k: (tuple(self.frames if d is None else d for d in shape), tf.as_dtype(dtype))  # tracks, per-actor labels
+                  for k, (shape, dtype) in actors.CARRIED.items()} if self.kind == actors.KIND else {}
 
   def _parse(self, index):
-    ex = tf.io.parse_single_example(self.records.tf_read(index), {
-        "video": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
-        "motion_label": tf.io.FixedLenFeature([], tf.int64), "video_id": tf.io.FixedLenFeature([], tf.int64)})
+    spec = {"video": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
+            "motion_label": tf.io.FixedLenFeature([], tf.int64), "video_id": tf.io.FixedLenFeature([], tf.int64)}
+    spec.update({k: tf.io.FixedLenFeature(shape, dtype) for k, (shape, dtype) in self.extra.items()})
+    ex = tf.io.parse_single_example(self.records.tf_read(index), spec)
     strip = tf.io.decode_png(ex["video"], channels=3)
     return tf.reshape(strip, [self.frames, self.size, self.size, 3]), tf.stack(
-        [ex["label"], ex["motion_label"], ex["video_id"]])
+        [ex["label"], ex["motion_label"], ex["video_id"]]), {k: ex[k] for k in self.extra}
 
   def decoded(self):
     """(videos, labels) of the whole split in memory, decoded once per process; None if too big."""
@@ -165,26 +168,31 @@ class BuiltinSplit(Split):
                                                           deterministic=True).batch(256)
         parts = list(ds.as_numpy_iterator())
         # eager tensors: a map function gathers from them in TF (a Python call per example cost more)
-        _DECODED[key] = (tf.constant(np.concatenate([v for v, _ in parts])),
-                         tf.constant(np.concatenate([lab for _, lab in parts])))
+        _DECODED[key] = (tf.constant(np.concatenate([v for v, _, _ in parts])),
+                         tf.constant(np.concatenate([lab for _, lab, _ in parts])),
+                         {k: tf.constant(np.concatenate([e[k] for _, _, e in parts])) for k in self.extra})
       return _DECODED[key]
 
   def load(self, index):
     cached = self.decoded()
     if cached is None:
-      video, labels = self._parse(index)
+      video, labels, extra = self._parse(index)
     else:
-      videos, table = cached
+      videos, table, extras = cached
       video, labels = tf.gather(videos, index), tf.gather(table, index)
-    return {"encoded": video, "num_frames": tf.constant(self.frames, tf.int32),
-            "label": tf.cast(labels[0], tf.int32), "motion_label": tf.cast(labels[1], tf.int32),
-            "video_id": labels[2]}
+      extra = {k: tf.gather(v, index) for k, v in extras.items()}
+    out = {"encoded": video, "num_frames": tf.constant(self.frames, tf.int32),
+           "label": tf.cast(labels[0], tf.int32), "motion_label": tf.cast(labels[1], tf.int32),
+           "video_id": labels[2]}
+    return dict(out, **{k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in extra.items()})
 
   def decode(self, loaded, frame_indices):
     return tf.gather(loaded["encoded"], frame_indices)
 
   def captions(self) -> list[list[str]]:
     """Several phrasings of each video (`data.captions`), its one-template caption first."""
+    if self.kind == actors.KIND:  # one caption per video, naming every actor
+      return _record_texts(self.records, "caption")
     cached = self.decoded()
     if cached is not None:
       ids = cached[1].numpy()[:, 2]
@@ -294,13 +302,15 @@ class Source:
 
 
 def _builtin(name, root):
-  b = synthetic.builder(name, root)
   kind = name.split("/")[0]
-  info = {"name": name, "num_classes": len(synthetic.class_names(kind)),
-          "class_names": list(synthetic.class_names(kind)), "num_motion_classes": len(synthetic.DIRECTIONS),
-          "motion_names": list(synthetic.DIRECTIONS),
+  b = actors.builder(name, root) if kind == actors.KIND else synthetic.builder(name, root)
+  classes = synthetic.SHAPES if kind == actors.KIND else synthetic.class_names(kind)
+  motions = actors.MOTIONS if kind == actors.KIND else synthetic.DIRECTIONS
+  info = {"name": name, "num_classes": len(classes), "class_names": list(classes),
+          "num_motion_classes": len(motions), "motion_names": list(motions),
           "splits": {k: int(v.num_examples) for k, v in b.info.splits.items()},
-          "num_frames": b.builder_config.num_frames, "frame_size": b.builder_config.size}
+          "num_frames": b.builder_config.num_frames, "frame_size": b.builder_config.size,
+          "max_actors": actors.MAX_ACTORS if kind == actors.KIND else 0}
   return Source(info, lambda s: BuiltinSplit(b, s))
 
 

@@ -37,10 +37,11 @@ COLOURS = {  # colour label: the order of this dict
 COLOUR_NAMES = tuple(COLOURS)
 _COLOUR_RGB = np.array([COLOURS[c] for c in COLOUR_NAMES], np.float32)
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+KINDS = ("moving_shapes", "moving_digits")  # the one-object datasets (moving_actors: data/actors.py)
 DATASET_SEED = 20240611  # the content of the built-in datasets; the run's config.seed is separate
 
 
-def _shape_alpha(shape: str, r: int) -> np.ndarray:
+def shape_alpha(shape: str, r: int) -> np.ndarray:
   """float32 [2r+1, 2r+1] coverage mask of a shape of radius r."""
   y, x = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
   if shape == "square":
@@ -68,7 +69,7 @@ def _digit_images(split: str) -> tuple[np.ndarray, np.ndarray]:
   return images[lo:hi], labels[lo:hi]
 
 
-def _paste(video: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, colour: np.ndarray) -> None:
+def paste(video: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, colour: np.ndarray) -> None:
   """Blends `colour` with coverage `alpha` [h, w] centred at (ys[t], xs[t]) into float video [T, S, S, 3],
   all frames at once (wrapping around the edges where it would cross them)."""
   t_len, s = video.shape[:2]
@@ -88,7 +89,7 @@ _BG_BASE = np.array((70, 72, 74), np.float32)
 _BG_FREQS = np.array(((0, 2), (2, 0), (1, 1), (1, -1)), np.float32)  # (fy, fx) cycles per frame
 
 
-def _background(rng: np.random.Generator, s: int, t_len: int) -> np.ndarray:
+def background(rng: np.random.Generator, s: int, t_len: int) -> np.ndarray:
   """A muted grey with a faint grating (orientation and phase drawn per frame) and fine noise:
   float32 [T, S, S, 3]."""
   y, x = np.mgrid[0:s, 0:s].astype(np.float32) / s
@@ -99,14 +100,14 @@ def _background(rng: np.random.Generator, s: int, t_len: int) -> np.ndarray:
   return _BG_BASE[None, None, None, :] * (1.0 + tex[..., None])
 
 
-def _distractors(rng: np.random.Generator, video: np.ndarray) -> None:
+def distractors(rng: np.random.Generator, video: np.ndarray) -> None:
   """0-2 small dim blobs per frame at random places, in random colours (clutter, not a signature)."""
   t_len, s = video.shape[:2]
   for t in range(t_len):
     for _ in range(rng.integers(0, 3)):
-      alpha = _shape_alpha("circle", int(rng.integers(1, 3))) * 0.8
+      alpha = shape_alpha("circle", int(rng.integers(1, 3))) * 0.8
       y, x = rng.uniform(0, s, size=(2, 1))
-      _paste(video[t:t + 1], alpha, y, x, rng.uniform(60, 200, size=3).astype(np.float32))
+      paste(video[t:t + 1], alpha, y, x, rng.uniform(60, 200, size=3).astype(np.float32))
 
 
 def _trajectory(rng: np.random.Generator, direction: int, step: float, h: int, s: int, t: np.ndarray):
@@ -132,20 +133,20 @@ def render(kind: str, split: str, index: int, *, num_frames: int = 16, size: int
   rng = _video_rng(kind, split, index)
   s, t_len = size, num_frames
   clutter = np.random.default_rng(rng.integers(0, 2**63))  # its own stream: `clean` keeps the object
-  video = _background(clutter, s, t_len) * (not clean)
+  video = background(clutter, s, t_len) * (not clean)
   t = np.arange(t_len, dtype=np.float32)
   if not clean:
-    _distractors(clutter, video)
+    distractors(clutter, video)
   a = _draw_attributes(kind, split, rng, s)
   colour = np.clip(_COLOUR_RGB[a["colour"]] + a.pop("colour_noise"), 0, 255).astype(np.float32)
   step = 0.5 * (1 + a["speed"]) * (s / 40.0)  # px per frame
   if kind == "moving_shapes":
-    alpha = _shape_alpha(SHAPES[a["label"]], a.pop("radius"))
+    alpha = shape_alpha(SHAPES[a["label"]], a.pop("radius"))
   else:
     images, _ = _digit_images(split)
     alpha = np.kron(images[a.pop("digit_index")], np.ones((a.pop("scale"),) * 2, np.float32))
   ys, xs = _trajectory(rng, a["direction"], step, alpha.shape[0], s, t)
-  _paste(video, alpha, ys, xs, colour)
+  paste(video, alpha, ys, xs, colour)
   return {"video": np.clip(np.round(video), 0, 255).astype(np.uint8), "label": a["label"],
           "motion_label": a["direction"], "caption": caption(kind, a)}
 
@@ -186,7 +187,7 @@ def _video_rng(kind: str, split: str, index: int) -> np.random.Generator:
   return np.random.default_rng([DATASET_SEED, SPLIT_IDS[split], index, 0 if kind == "moving_shapes" else 1])
 
 
-def _png(image) -> "io.BytesIO":
+def png(image) -> "io.BytesIO":
   """PNG-encodes with PIL (several times faster than TFDS's eager TF encoder on tiny images)."""
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format="PNG", compress_level=1)
@@ -262,7 +263,7 @@ class _Synthetic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     c = self.builder_config
     for i in range(count):
       ex = render(self.KIND, split, i, num_frames=c.num_frames, size=c.size)
-      ex["video"] = _png(ex["video"].reshape(c.num_frames * c.size, c.size, 3))
+      ex["video"] = png(ex["video"].reshape(c.num_frames * c.size, c.size, 3))
       ex["video_id"] = video_id(split, i)
       yield i, ex
 

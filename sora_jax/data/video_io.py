@@ -87,6 +87,16 @@ def decode_video(path, *, fps: float | None = None, short_side: int | None = Non
   return np.stack(frames).astype(np.uint8)
 
 
+def video_size(path) -> tuple[int, int]:
+  """(width, height) of a video file's frames as stored (what a user's tracks are in pixels of)."""
+  try:
+    with av.open(os.fspath(path)) as container:
+      ctx = container.streams.video[0].codec_context
+      return int(ctx.width), int(ctx.height)
+  except (av.error.FFmpegError, IndexError, OSError) as e:
+    raise DataError(f"cannot read the frame size of {os.fspath(path)!r}: {type(e).__name__}: {e}") from e
+
+
 def clips_from_frames(frames: np.ndarray, *, num_frames: int, stride: int, frame_size: int,
                       num_clips: int = 1, num_crops: int = 1) -> np.ndarray:
   """uint8 [N, H, W, 3] -> uint8 [C, T, S, S, 3], C = num_clips * num_crops.

@@ -7,7 +7,9 @@ each embeds its share of every batch and the rows are gathered in order. Process
 to disk every `chunk` examples. Stored per example: `pooled`
 `[D']` (the temporal model's output), `embedding` `[E]` (the projection head's), `label`,
 `motion_label`, `video_id`; `logits` `[C]` when the model has a classifier; `aligned` `[E_text]`
-(the video in the space shared with text) when it has a text head.
+(the video in the space shared with text) when it has a text head. With actor tracks in the data,
+also `actor_label`, `actor_motion` `[A]` (-1 = no actor) and `actor_mask` `[A]`, and with a model
+that has per-actor features (model.actors) `actor_pooled` `[A, D']` and `actor_embedding` `[A, E]`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from sora_jax import storage
 from sora_jax.data import pipeline
+from sora_jax.data.actors import MAX_ACTORS
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
 from sora_jax.models import build_encoder_unchecked, kernels
@@ -32,7 +35,8 @@ from sora_jax.models.summary import xla_flops
 from sora_jax.models.video_encoder import default_batch_shape
 from sora_jax.parallel import mesh as mesh_lib
 
-FIELDS = ("pooled", "embedding", "logits", "aligned")
+FIELDS = ("pooled", "embedding", "logits", "aligned", "actor_pooled", "actor_embedding")
+ACTOR_KEYS = ("actor_label", "actor_motion", "actor_mask")  # per-actor labels the data carries
 
 
 def place_variables(config, variables, mesh):
@@ -42,9 +46,10 @@ def place_variables(config, variables, mesh):
 
 
 def encoder_apply(config, unroll: int = 1):
-  """-> apply(variables, video uint8 [N, T, H, W, 3]) -> the encoder's outputs {field: [N, D]}."""
+  """-> apply(variables, video uint8 [N, T, H, W, 3], boxes=None) -> the encoder's outputs {field: [N, D]}
+  (boxes [N, A, T, 4]: with model.actors, also the per-actor outputs [N, A, D])."""
   model = build_encoder_unchecked(config, unroll=unroll)
-  return lambda variables, video: model.apply(variables, video, train=False)
+  return lambda variables, video, boxes=None: model.apply(variables, video, train=False, boxes=boxes)
 
 
 def make_embed_fn(config, mesh=None, apply=None):
@@ -56,16 +61,22 @@ def make_embed_fn(config, mesh=None, apply=None):
   is it. The batch is sharded over the batch axes: B must be a multiple of the mesh size
   (`embed_batches` pads); variables should be placed with `place_variables`. Jitted once per batch
   shape; `f.flops_per_clip(variables)` is XLA's count for one clip (the run's encoder unrolled over
-  time for it: a scan's body counts once).
+  time for it: a scan's body counts once; with tracks, MAX_ACTORS of them). `f.actors`: it takes tracks (`boxes`; the run's encoder
+  with model.actors).
   """
+  actors = apply is None and bool(config.model.actors)  # another network takes no tracks
   counted = apply or encoder_apply(config, unroll=config.data.num_frames + 1)
   apply = apply or encoder_apply(config)
   mesh = mesh or mesh_lib.inference_mesh(config)
   rows = mesh_lib.batch_sharding(mesh)
 
-  def fn(variables, video):
+  def fn(variables, video, boxes=None):
     b, c = video.shape[:2]
-    out = apply(variables, video.reshape((b * c,) + video.shape[2:]))
+    flat = video.reshape((b * c,) + video.shape[2:])
+    if boxes is None:
+      out = apply(variables, flat)
+    else:  # [B, C, A, T, 4]: the same clips' tracks
+      out = apply(variables, flat, boxes.reshape((b * c,) + boxes.shape[2:]))
     res = {}
     for name in FIELDS:
       if name in out:
@@ -74,19 +85,26 @@ def make_embed_fn(config, mesh=None, apply=None):
           x = jax.nn.log_softmax(x)  # clips vote with log-probabilities
         else:
           x = l2_normalize(x)
-        res[name] = x.reshape(b, c, -1).mean(axis=1)
+        res[name] = x.reshape((b, c) + x.shape[1:]).mean(axis=1)
     return res
 
   jitted = jax.jit(fn, out_shardings=rows, compiler_options=kernels.compiler_options(mesh_lib.platform(mesh)))
 
-  def call(variables, video):
-    return jitted(variables, jax.device_put(video, rows))
+  def call(variables, video, boxes=None):
+    """boxes [B, C, A, T, 4] (only for the run's own encoder with model.actors): per-actor fields too."""
+    if boxes is None:
+      return jitted(variables, jax.device_put(video, rows))
+    return jitted(variables, jax.device_put(video, rows), jax.device_put(boxes, rows))
 
   def flops_per_clip(variables) -> float | None:
     shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), variables)
-    return xla_flops(counted, shapes, jax.ShapeDtypeStruct(default_batch_shape(config), jnp.uint8))
+    clip = jax.ShapeDtypeStruct(default_batch_shape(config), jnp.uint8)
+    if actors:  # a clip as the data gives it: every actor slot's track
+      tracks = jax.ShapeDtypeStruct((1, MAX_ACTORS, config.data.num_frames, 4), jnp.float32)
+      return xla_flops(counted, shapes, clip, tracks)
+    return xla_flops(counted, shapes, clip)
 
-  call.mesh, call.flops_per_clip = mesh, flops_per_clip
+  call.mesh, call.flops_per_clip, call.actors = mesh, flops_per_clip, actors
   return call
 
 
@@ -116,6 +134,7 @@ def embed_batches(config, variables, batches, *, mesh=None, shuffle_seed: int | 
   them in process order, so each process yields every row of the split, in the split's order."""
   mesh = embed_fn.mesh if embed_fn is not None else (mesh or mesh_lib.inference_mesh(config))
   embed_fn = embed_fn or make_embed_fn(config, mesh)
+  actors = embed_fn.actors
   variables = place_variables(config, variables, mesh)
   n_dev, gather = mesh.size, jax.process_count() > 1
   for batch in batches:
@@ -127,9 +146,15 @@ def embed_batches(config, variables, batches, *, mesh=None, shuffle_seed: int | 
     if not mask.any() and not gather:  # (with several processes every batch takes part in the gather)
       continue
     row = {key: np.asarray(batch.get(key, np.full(b, -1, np.int64))) for key in ("label", "motion_label", "video_id")}
-    if shuffle_seed is not None:
+    row.update({key: np.asarray(batch[key]) for key in ACTOR_KEYS if key in batch})
+    padded = -(-b // n_dev) * n_dev
+    tracks = {}
+    if shuffle_seed is not None:  # (the tracks are not permuted with the frames: no per-actor features)
       video = shuffle_frames(video, shuffle_seed, keys=row["video_id"])
-    out = jax.device_get(embed_fn(variables, _pad_to(video, -(-b // n_dev) * n_dev)))
+    elif actors and "boxes" in batch:
+      boxes = np.asarray(batch["boxes"])
+      tracks["boxes"] = _pad_to(boxes[:, None] if boxes.ndim == 4 else boxes, padded)
+    out = jax.device_get(embed_fn(variables, _pad_to(video, padded), **tracks))
     row.update({k: np.asarray(v)[:b] for k, v in out.items()})
     if gather:
       row, mask = multihost_utils.process_allgather((row, mask), tiled=True)
@@ -232,7 +257,6 @@ def extract(config, variables, split: str, out_dir, *, fingerprint: dict | None 
 
 def _split_size(config, split):
   try:
-    from sora_jax.data import pipeline
     return pipeline.dataset_info(config)["splits"].get(split)
   except Exception:  # noqa: BLE001 - the bar just has no total
     return None

@@ -82,10 +82,49 @@ def markdown_table(report: dict) -> str:
 
 def text_table(report: dict) -> str:
   """The same table, aligned for a terminal."""
-  header, rows = table_rows(report)
+  return _aligned(*table_rows(report), left=1)
+
+
+ACTOR_COLUMNS = (("motion linear", ("motion", "linear")), ("motion kNN", ("motion", "knn")),
+                 ("shape linear", ("shape", "linear")), ("shape kNN", ("shape", "knn")))
+ACTOR_SOURCES = (("actor", "per-actor features"), ("clip", "clip embedding, repeated per actor"))
+
+
+def actor_rows(report: dict) -> tuple[list[str], list[list[str]]] | None:
+  """-> (header, rows) of the per-actor table (data with tracks), None without one."""
+  models = sorted(((n, m) for n, m in report["models"].items() if m.get("actors")),
+                  key=lambda kv: ROW_ORDER.index(kv[0]) if kv[0] in ROW_ORDER else len(ROW_ORDER))
+  if not models:
+    return None
+  header = ["model", "features"] + [t for t, _ in ACTOR_COLUMNS]
+  rows = [[m.get("title", name), label] + [_fmt(_lookup(m["actors"][source], p)) for _, p in ACTOR_COLUMNS]
+          for name, m in models for source, label in ACTOR_SOURCES if source in m["actors"]]
+  chance = models[0][1]["actors"].get("chance") or {}
+  rows.append(["majority class", ""] + [_fmt(chance.get(p[0])) if p[1] == "linear" or p[1] == "knn" else ""
+                                        for _, p in ACTOR_COLUMNS])
+  return header, rows
+
+
+def _aligned(header, rows, left: int) -> str:
+  """A table for a terminal: the first `left` columns aligned left, the figures right."""
   widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-  fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+  fmt = lambda r: "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
   return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def actor_text(report: dict) -> str:
+  """The per-actor table for a terminal ('' without one)."""
+  table = actor_rows(report)
+  return "" if table is None else "per actor (% of the test split's actors):\n" + _aligned(*table, left=2)
+
+
+def actor_markdown(report: dict) -> list[str]:
+  table = actor_rows(report)
+  if table is None:
+    return []
+  header, rows = table
+  return (["## Per actor", "", "| " + " | ".join(header) + " |", "|---|---|" + "--:|" * (len(header) - 2)]
+          + ["| " + " | ".join(r) + " |" for r in rows] + [""])
 
 
 def protocol_text(report: dict) -> str:
@@ -142,6 +181,7 @@ def write_report(out_dir, report: dict) -> dict[str, str]:
       "",
       markdown_table(report),
       "",
+      *actor_markdown(report),
       *text_markdown(report.get("text"), report.get("text_baselines"),
                      tower_label(report.get("config", {}).get("text", {}))),
       "## Protocol",

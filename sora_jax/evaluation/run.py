@@ -20,6 +20,7 @@ from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.errors import ConfigError
 from sora_jax.evaluation import (
+  actors as actors_eval,
   baselines as bl,
   features,
   finetune as ft,
@@ -78,6 +79,8 @@ def evaluate_model(config, variables, out_dir, info, fingerprint, *, progress=Tr
                            embed_fn=embed_fn)
   figs.update(temporal.temporal_figures(config, info, ordered, shuffled))
   figs["shuffle_drop"] = temporal.drops(figs)
+  if "actor_mask" in ordered[2]:  # per-actor probes (data with tracks)
+    figs["actors"] = actors_eval.actor_figures(config, info, ordered)
   return figs, ordered
 
 
@@ -112,9 +115,14 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
     if "bag_of_words" in wanted:
       rep["text_baselines"] = {"bag_of_words": _bag_of_words(config, workdir, info, progress)}
   rep["plots"], rep["paths"] = {}, {}
+  classifier = actors_eval.fit_classifiers(config, info, ssl_splits, results["ssl"].get("actors", {}))
   if jax.process_index() == 0:  # every process holds the same figures; one writes them
     rep["plots"] = _plots(config, workdir, workdir / "eval", info, ssl_splits, progress)
     rep["paths"] = report.write_report(workdir / "eval", rep)
+    if classifier is not None:
+      with (workdir / "eval" / actors_eval.CLASSIFIER_FILE).open("wb") as f:
+        np.savez(f, **classifier, step=np.array(ckpt_step))
+      rep["paths"]["actor_classifier"] = str(workdir / "eval" / actors_eval.CLASSIFIER_FILE)
   return rep
 
 

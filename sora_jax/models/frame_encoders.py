@@ -27,16 +27,18 @@ class SeedCNN(nn.Module):
   channels: Sequence[int] = (64, 128, 256)
   norm: str = "none"
   pool: str = "mean"
+  last_pool: bool = True  # False: the last stage's map before its max-pool (2x finer; per-actor features)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for i, c in enumerate(self.channels):
       x = Conv3x3(scaled(c, self.width), use_bias=self.norm == "none", dtype=self.dtype, name=f"conv{i}")(x)
+      pool = max_pool2x2 if self.last_pool or i < len(self.channels) - 1 else (lambda y: y)
       if self.norm == "group":  # the ReLU in GroupNorm's passes over x: no pass of its own
-        x = max_pool2x2(Norm(self.norm, self.dtype, name=f"norm{i}")(x, train, relu=True))
+        x = pool(Norm(self.norm, self.dtype, name=f"norm{i}")(x, train, relu=True))
       else:  # = max_pool(relu(x)), with a quarter of the ReLU's work
-        x = nn.relu(max_pool2x2(Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)))
+        x = nn.relu(pool(Norm(self.norm, self.dtype, name=f"norm{i}")(x, train)))
     return spatial_pool(x, self.pool)
 
 
@@ -99,13 +101,25 @@ class ResNet2D(nn.Module):
     return spatial_pool(x, self.pool)
 
 
-def make_frame_encoder(m, dtype) -> nn.Module:
-  """Frame encoder named by `config.model.frame_encoder`."""
+def map_frame_encoder(m, dtype):
+  """(the frame encoder returning its finest map of the last stage [N, h, w, C], map -> the frame
+  features `make_frame_encoder` gives: the same numbers, the same parameters). The seed CNN's map is
+  taken before its last max-pool (relu and max-pool commute exactly), the others' as they end."""
   if m.frame_encoder == "seed_cnn":
-    return SeedCNN(width=m.width, norm=m.norm, pool=m.frame_pool, dtype=dtype, name="frame_encoder")
+    net = SeedCNN(width=m.width, norm=m.norm, pool="none", last_pool=False, dtype=dtype, name="frame_encoder")
+    return net, lambda x: spatial_pool(max_pool2x2(x), m.frame_pool)
+  return make_frame_encoder(m, dtype, "none"), lambda x: spatial_pool(x, m.frame_pool)
+
+
+def make_frame_encoder(m, dtype, pool: str | None = None) -> nn.Module:
+  """Frame encoder named by `config.model.frame_encoder`; pool (default model.frame_pool) 'none'
+  returns its last feature map [N, h, w, C]."""
+  pool = pool or m.frame_pool
+  if m.frame_encoder == "seed_cnn":
+    return SeedCNN(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name="frame_encoder")
   if m.frame_encoder == "resnet":
     return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.resnet_stem,
-                    pool=m.frame_pool, remat=m.remat_frames, dtype=dtype, name="frame_encoder")
+                    pool=pool, remat=m.remat_frames, dtype=dtype, name="frame_encoder")
   if m.frame_encoder == "efficientnet_lite0":
-    return EfficientNetLite0(width=m.width, norm=m.norm, pool=m.frame_pool, dtype=dtype, name="frame_encoder")
+    return EfficientNetLite0(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name="frame_encoder")
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

@@ -81,4 +81,6 @@ def spatial_pool(x, kind: str):
     return jnp.mean(x, axis=(1, 2))
   if kind == "flatten":
     return x.reshape(x.shape[0], -1)
+  if kind == "none":  # the map itself (per-actor features pool it at the actors' boxes)
+    return x
   raise ValueError(f"unknown frame pool {kind!r}")

@@ -206,9 +206,9 @@ class TemporalModel(nn.Module):
     return sequence, pooled
 
 
-def make_temporal(m, dtype, unroll: int = 1) -> TemporalModel:
+def make_temporal(m, dtype, unroll: int = 1, name: str = "temporal") -> TemporalModel:
   return TemporalModel(kind=m.temporal, hidden=m.hidden_size, num_layers=m.num_layers,
                        bidirectional=m.bidirectional, num_heads=m.num_heads, causal=m.causal,
                        remat=m.remat, scan_layers=m.scan_layers, pooling=m.pooling, attention=m.attention,
                        unroll=unroll,
-                       dtype=dtype, name="temporal")
+                       dtype=dtype, name=name)

@@ -13,7 +13,8 @@ import ml_collections
 from sora_jax.config import validate
 from sora_jax.errors import DataError
 from sora_jax.linalg import l2_normalize
-from sora_jax.models.frame_encoders import make_frame_encoder
+from sora_jax.models.actors import ActorTracks
+from sora_jax.models.frame_encoders import make_frame_encoder, map_frame_encoder
 from sora_jax.models.heads import Classifier, Predictor, ProjectionHead
 from sora_jax.models.temporal import make_temporal
 
@@ -56,7 +57,7 @@ class VideoEncoder(nn.Module):
   unroll: int = 1  # scan unroll of the recurrent layers (speed only; same parameters)
 
   @nn.compact
-  def __call__(self, video, train: bool = False, time_mask=None) -> dict[str, jax.Array]:
+  def __call__(self, video, train: bool = False, time_mask=None, boxes=None) -> dict[str, jax.Array]:
     """Returns frames [B,T,D], sequence [B,T,D'], pooled [B,D'], embedding [B,E] (unit norm),
     logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0,
     latent_predictions [B,T,D'] when latent_predict (objective latent_mask).
@@ -64,6 +65,9 @@ class VideoEncoder(nn.Module):
     time_mask: bool [B, T] or None; with model.latent_predict, the frame features of the True steps
     are replaced by a learned mask token before the temporal model (`frames` is the features before
     the token; with rgb+diff input the step after a hidden one gets no frame difference).
+    boxes: float [B, A, T, 4] or None; with model.actors, each of A actors' box (x0, y0, x1, y1,
+    normalised to the frame) in each frame adds actor_pooled [B, A, D'] and actor_embedding [B, A, E]
+    (unit norm; models.actors). Absent actors' slots give numbers the caller masks.
     """
     m = self.model_config
     check_video(video)
@@ -72,11 +76,13 @@ class VideoEncoder(nn.Module):
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
     if m.frame_input == "rgb+diff":
       x = with_frame_differences(x, time_mask if m.latent_predict else None)
-    frame_encoder = make_frame_encoder(m, dtype)
+    frame_encoder, to_features = map_frame_encoder(m, dtype) if m.actors else (make_frame_encoder(m, dtype), None)
     if m.remat_frames == "time":
       frames = _per_time_step(frame_encoder, x, train)
     else:
       feats = frame_encoder(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
+      if m.actors:  # the map for the actors' boxes, then the clip's pool
+        maps, feats = feats.reshape((b, t) + feats.shape[1:]), to_features(feats)
       frames = feats.reshape(b, t, feats.shape[-1])
     temporal_in = frames
     if m.latent_predict:
@@ -104,6 +110,12 @@ class VideoEncoder(nn.Module):
     if m.latent_predict:
       out["latent_predictions"] = ProjectionHead(m.head_hidden, 2, sequence.shape[-1], dtype,
                                                  name="latent_predictor")(sequence).astype(jnp.float32)
+    if m.actors:
+      if boxes is None and self.is_initializing():  # the parameters exist whatever the first call
+        boxes = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 1.0, 1.0]), (b, 1, t, 4))
+      if boxes is not None:
+        chex.assert_shape(boxes, (b, None, t, 4))
+        out.update(ActorTracks(m, dtype, self.unroll, name="actors")(maps, boxes))
     chex.assert_shape(out["embedding"], (b, m.embed_dim))
     return out
 

@@ -28,13 +28,13 @@ from sora_jax.training.optim import build_optimizer, learning_rate_schedule
 from sora_jax.training.state import TrainState, init_state, pretrained_weights
 
 
-def _apply(model, encoder_params, model_state, flat, key, time_mask=None):
+def _apply(model, encoder_params, model_state, flat, key, time_mask=None, boxes=None):
   """-> (outputs, model_state after the step) of the encoder in training mode."""
   variables = {"params": encoder_params, **model_state}
+  kwargs = dict(train=True, time_mask=time_mask, boxes=boxes, rngs={"dropout": key})
   if model_state:
-    return model.apply(variables, flat, train=True, time_mask=time_mask, rngs={"dropout": key},
-                       mutable=list(model_state))
-  return model.apply(variables, flat, train=True, time_mask=time_mask, rngs={"dropout": key}), model_state
+    return model.apply(variables, flat, mutable=list(model_state), **kwargs)
+  return model.apply(variables, flat, **kwargs), model_state
 
 
 def _encode(config, model, encoder_params, model_state, batch, key, ema_params=None):
@@ -43,17 +43,19 @@ def _encode(config, model, encoder_params, model_state, batch, key, ema_params=N
   video = batch["video"]
   b, v = video.shape[:2]
   flat = video.reshape((b * v,) + video.shape[2:])
+  boxes = batch.get("boxes")  # actor tracks [B, V, A, T, 4] for model.actors
+  boxes = None if boxes is None else boxes.reshape((b * v,) + boxes.shape[2:])
   mask, names = None, terms(config.objective.name)
   if "latent_mask" in names:
     o = config.objective
     mask = draw_mask(jax.random.fold_in(key, 2), b * v, video.shape[2], o.mask_ratio, o.mask_blocks)
   if mask is not None and len(names) > 1 and not config.objective.mask_every_term:
     # The other terms see the whole clips; a second online pass sees the masked ones and predicts.
-    out, new_state = _apply(model, encoder_params, model_state, flat, key)
+    out, new_state = _apply(model, encoder_params, model_state, flat, key, boxes=boxes)
     masked, _ = _apply(model, encoder_params, model_state, flat, key, mask)
     out = dict(out, latent_predictions=masked["latent_predictions"])
   else:
-    out, new_state = _apply(model, encoder_params, model_state, flat, key, mask)
+    out, new_state = _apply(model, encoder_params, model_state, flat, key, mask, boxes)
   if mask is not None:
     out = dict(out, time_mask=mask.astype(jnp.float32))
   if ema_params is not None:  # the momentum teacher on the whole views: no gradient, its state changes dropped

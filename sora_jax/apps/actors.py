@@ -1,0 +1,87 @@
+"""Who does what in one video file: per actor (a track of boxes), the top actions and shapes.
+
+The run must have per-actor features (model.actors) and its per-actor classifiers, which `sora-jax
+eval` fits on the labelled training split and writes to W/eval/actor_classifier.npz. The video is
+decoded and cut into clips as evaluation does; each actor's boxes follow the resize and the crop
+(`data.tracks`), so an actor's features are those `eval` computed for the dataset's videos.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from sora_jax import storage
+from sora_jax.apps.embed_index import get_embedder
+from sora_jax.data import clips as clips_lib, tracks as tracks_lib
+from sora_jax.data.video_io import clips_from_frames, decode_video, video_size
+from sora_jax.errors import CheckpointError, DataError
+from sora_jax.evaluation.actors import CLASSIFIER_FILE
+from sora_jax.linalg import l2_normalize
+
+
+def load_classifier(workdir) -> dict:
+  """W/eval/actor_classifier.npz as arrays (read without pickle: nothing in it runs)."""
+  path = storage.path(workdir) / "eval" / CLASSIFIER_FILE
+  if not path.is_file():
+    raise CheckpointError(f"{str(path)!r} does not exist; run `sora-jax eval --workdir {workdir}` first (it fits "
+                          "the per-actor classifiers on the labelled training split)")
+  with path.open("rb") as f:
+    data = np.load(f, allow_pickle=False)
+    return {k: data[k] for k in data.files}
+
+
+def read_tracks_file(path) -> object:
+  try:
+    return json.loads(storage.path(path).read_text())
+  except FileNotFoundError as e:
+    raise DataError(f"tracks file {str(path)!r} does not exist") from e
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DataError(f"tracks file {str(path)!r} is not JSON ({e}); give one list of [actor_id, x0, y0, x1, y1] "
+                    "per frame") from e
+
+
+def predict_actors(workdir, video, tracks, *, num_clips: int | None = None, step: int | None = None,
+                   embedder=None) -> dict:
+  """-> {'step', 'actors': [{'id', 'motion': [(name, p)], 'shape': [(name, p)]}] (sorted by p),
+  'notes': [what was mended in the tracks]}.
+
+  tracks: a path to a JSON file, or its decoded content (see `data.tracks.parse_tracks`)."""
+  embedder = embedder or get_embedder(workdir, step=step, num_clips=num_clips)
+  config = embedder.config
+  if not config.model.actors:
+    raise CheckpointError(f"the run {str(workdir)!r} has no per-actor features (model.actors=False); train one "
+                          "with --config actors")
+  classifier = load_classifier(workdir)
+  d = config.data
+  frames = decode_video(video, short_side=d.frame_size)
+  width, height = video_size(video)
+  raw = read_tracks_file(tracks) if isinstance(tracks, (str, bytes)) or hasattr(tracks, "__fspath__") else tracks
+  ids, boxes, notes = tracks_lib.parse_tracks(raw, len(frames), width, height, source=str(tracks)[:200])
+  n, h, w = frames.shape[:3]
+  boxes = boxes * np.array([w / width, h / height, w / width, h / height], np.float32)  # into the decoded frames
+  idx = clips_lib.eval_indices(tf.constant(n, tf.int32), d.num_frames, d.stride, embedder.num_clips)
+  clip_boxes = tracks_lib.eval_boxes(tf.constant(boxes), tf.reshape(idx, [-1]), h, w, d.frame_size,
+                                     d.num_frames, 1).numpy()  # [C, A, T, 4]
+  clips = clips_from_frames(frames, num_frames=d.num_frames, stride=d.stride, frame_size=d.frame_size,
+                            num_clips=embedder.num_clips)
+  pad = embedder.mesh.size
+  video_batch = np.concatenate([clips[None], np.zeros((pad - 1,) + clips.shape, clips.dtype)])
+  box_batch = np.concatenate([clip_boxes[None], np.zeros((pad - 1,) + clip_boxes.shape, np.float32)])
+  out = jax.device_get(embedder.embed_fn(embedder.variables, video_batch, boxes=box_batch))
+  x = np.asarray(l2_normalize(out[str(classifier["feature"])][0]))  # [A, D]
+  result = []
+  for a, actor in enumerate(ids):
+    row = {"id": actor}
+    for what in ("motion", "shape"):
+      if f"{what}_w" in classifier:
+        logits = x[a] @ classifier[f"{what}_w"] + classifier[f"{what}_b"]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        names = classifier[f"{what}_names"]
+        row[what] = [(str(names[i]), float(p[i])) for i in np.argsort(-p, kind="stable")]
+    result.append(row)
+  return {"step": embedder.step, "actors": result, "notes": notes}

@@ -1,0 +1,58 @@
+"""Per-actor features: RoIAlign at each actor's box in each frame, a temporal model over each track.
+
+From the frame encoder's last feature map (before its global pool), each actor's box in each frame
+is pooled to size x size cells (`roi.roi_align`), flattened, optionally joined by the box's size and
+its motion since the previous frame (`box_motion`, as ORViT's object dynamics embed the boxes: the
+RoI follows the actor, so its contents alone see little of its displacement), and
+projected to the frame features' width. A temporal model of its own (the clip's kind: LSTM, GRU or
+Transformer) runs over each track, and a projection head gives each actor a unit embedding.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sora_jax.linalg import l2_normalize
+from sora_jax.models.heads import ProjectionHead
+from sora_jax.models.roi import roi_align
+from sora_jax.models.temporal import make_temporal
+
+
+def box_motion(boxes):
+  """[..., T, 4] boxes -> [..., T, 7]: per frame the box's size (w, h), its centre's displacement since
+  the previous frame (signed and absolute; zero at the first frame) and its speed, displacements in
+  tenths of the frame (an actor moves 0.01-0.05 of it per frame). Not where the box is: a crop moves
+  that, and the action does not depend on it."""
+  boxes = boxes.astype(jnp.float32)
+  size = boxes[..., 2:] - boxes[..., :2]
+  centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+  moved = 10.0 * jnp.concatenate([jnp.zeros_like(centre[..., :1, :]), jnp.diff(centre, axis=-2)], axis=-2)
+  speed = jnp.sqrt(jnp.sum(moved * moved, -1, keepdims=True) + 1e-12)
+  return jnp.concatenate([size, moved, jnp.abs(moved), speed], -1)
+
+
+class ActorTracks(nn.Module):
+  """maps [B, T, h, w, C], boxes [B, A, T, 4] (normalised x0, y0, x1, y1) -> {'actor_pooled' [B, A, D'],
+  'actor_embedding' [B, A, E] (unit norm)}."""
+  model_config: object
+  dtype: object = jnp.float32
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, maps, boxes):
+    m = self.model_config
+    b, t, h, w, c = maps.shape
+    a = boxes.shape[1]
+    per_frame = jnp.swapaxes(boxes, 1, 2).reshape(b * t, a, 4)  # [B*T, A, 4]
+    rois = roi_align(maps.reshape(b * t, h, w, c), per_frame, m.actor_roi_size)  # [B*T, A, p, p, C]
+    x = jnp.swapaxes(rois.reshape(b, t, a, -1), 1, 2)  # [B, A, T, p*p*C]
+    if m.actor_box_features:
+      x = jnp.concatenate([x.astype(self.dtype), nn.relu(nn.Dense(32, dtype=self.dtype, name="box_embed")(
+          box_motion(boxes).astype(self.dtype)))], -1)
+    x = nn.Dense(c, dtype=self.dtype, name="roi_proj")(x.astype(self.dtype))
+    sequence, pooled = make_temporal(m, self.dtype, self.unroll, name="actor_temporal")(x.reshape(b * a, t, c))
+    del sequence
+    proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, self.dtype, name="actor_projection")(pooled)
+    return {"actor_pooled": pooled.reshape(b, a, -1).astype(jnp.float32),
+            "actor_embedding": l2_normalize(proj).reshape(b, a, -1)}

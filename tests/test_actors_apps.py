@@ -1,0 +1,116 @@
+"""Per-actor use: tracks files, `sora-jax eval` on an actors run (its per-actor table and classifiers),
+`sora-jax predict --tracks`, and their errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sora_jax.data import actors
+from sora_jax.data.tracks import parse_tracks
+from sora_jax.errors import CheckpointError, DataError
+from sora_jax.evaluation.actors import per_actor
+
+
+def test_tracks_are_clipped_filled_from_the_nearest_frame_and_held_after_their_end():
+  raw = [[[7, -4, 2, 10, 12], ["b", 20, 20, 30, 36]], [["b", 22, 20, 32, 36]], [], [[7, 2, 2, 12, 12]]]
+  ids, boxes, notes = parse_tracks(raw, 6, 32, 32)
+  assert ids == [7, "b"] and boxes.shape == (2, 6, 4)
+  np.testing.assert_array_equal(boxes[0, 0], [0, 2, 10, 12])  # clipped to the frame
+  np.testing.assert_array_equal(boxes[0, 1], boxes[0, 0])  # frame 1: nearest is frame 0
+  np.testing.assert_array_equal(boxes[0, 2], boxes[0, 3])  # frame 2: equidistant, the earlier one ...
+  np.testing.assert_array_equal(boxes[0, 3], [2, 2, 12, 12])
+  np.testing.assert_array_equal(boxes[1, 2:], np.tile([22, 20, 32, 32], (4, 1)))  # held to the end, clipped
+  assert any("clipped" in n for n in notes) and any("end at frame 4 of 6" in n for n in notes)
+  assert parse_tracks({"frames": raw}, 4, 32, 32)[0] == ids
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"boxes": []}, "expected a JSON list"),
+    ([[[1, 0, 0, 4]]], "each box is"),
+    ([[[1, 0, 0, 4, "x"]]], "each box is"),
+    ([[[1, 5, 0, 4, 4]]], "is empty"),
+    ([[[1, 0, 0, 4, 4], [1, 1, 1, 4, 4]]], "twice"),
+    ([[[1, 40, 40, 50, 50]]], "wholly outside"),
+    ([[]] * 9, "9 frames but the video decodes to 8"),
+    ([[], []], "names no actor"),
+    ([[[None, 0, 0, 4, 4]]], "actor id"),
+])
+def test_bad_tracks_are_one_line_errors(raw, match):
+  with pytest.raises(DataError, match=match):
+    parse_tracks(raw, 8, 32, 32)
+
+
+def test_per_actor_rows_are_the_present_actors_and_the_clip_vector_repeats():
+  split = {"pooled": np.arange(6.0).reshape(3, 2), "actor_pooled": np.arange(24.0).reshape(3, 4, 2),
+           "actor_mask": np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], bool),
+           "actor_label": np.array([[0, 1, -1, -1], [2, -1, -1, -1], [3, 4, 0, -1]]),
+           "actor_motion": np.array([[1, 2, -1, -1], [0, -1, -1, -1], [3, 3, 1, -1]]), "video_id": np.array([5, 6, 7])}
+  own = per_actor(split, "actor_pooled")
+  np.testing.assert_array_equal(own["label"], [0, 1, 2, 3, 4, 0])
+  np.testing.assert_array_equal(own["actor_pooled"][2], split["actor_pooled"][1, 0])
+  clip = per_actor(split, "pooled")
+  np.testing.assert_array_equal(clip["pooled"], split["pooled"][[0, 0, 1, 2, 2, 2]])
+  np.testing.assert_array_equal(clip["video_id"], [5, 5, 6, 7, 7, 7])
+  assert per_actor({"pooled": split["pooled"]}, "pooled") is None
+
+
+def _write_mp4(path, video):
+  import av
+  with av.open(str(path), "w") as out:
+    stream = out.add_stream("mpeg4", rate=8)
+    stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
+    for frame in video:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        out.mux(packet)
+    for packet in stream.encode():
+      out.mux(packet)
+
+
+def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape(tmp_path, data_dir, capsys):
+  """A 1-step `actors` run on moving_actors/small at 16 px: `sora-jax eval` prints and writes the
+  per-actor table and the per-actor classifiers; `sora-jax predict --tracks` reads them."""
+  from sora_jax import cli
+  from sora_jax.apps.actors import load_classifier
+  from sora_jax.config import load_config
+  from sora_jax.training.loop import train
+  root = tmp_path
+  config = load_config("actors", [
+      "data.name=moving_actors/small", f"data.data_dir={data_dir}",
+      "data.num_frames=4", "data.frame_size=16", "data.num_parallel_calls=2", "model.width=0.125",
+      "model.hidden_size=16", "model.head_hidden=16", "model.embed_dim=16", "train.batch_size=8",
+      "train.num_steps=1", "train.checkpoint_every=1", "train.quick_eval_every=0", "optimizer.warmup_steps=1",
+      "mesh.data=2", "eval.probe_steps=30", "eval.finetune_epochs=0", "eval.baselines=()", "eval.max_examples=96"])
+  workdir = root / "run"
+  train(config, workdir)
+  assert cli.main(["eval", "--workdir", str(workdir), "--no-progress", "--config.eval.knn_k=5"]) == 0
+  printed = capsys.readouterr().out
+  assert "per actor" in printed and "clip embedding, repeated per actor" in printed
+  report = json.loads((workdir / "eval" / "report.json").read_text())
+  figs = report["models"]["ssl"]["actors"]
+  for source in ("actor", "clip"):
+    for what in ("motion", "shape"):
+      assert 0.0 <= figs[source][what]["linear"] <= 1.0 and 0.0 <= figs[source][what]["knn"] <= 1.0
+  assert "## Per actor" in (workdir / "eval" / "report.md").read_text()
+  with np.load(workdir / "eval" / "actor_classifier.npz", allow_pickle=False) as f:
+    assert list(f["motion_names"]) == list(actors.MOTIONS) and f["motion_w"].shape == (16, 4)
+    assert str(f["feature"]) == "actor_pooled" and f["shape_w"].shape[1] == 5
+
+  ex = actors.render("test", 3)
+  _write_mp4(tmp_path / "v.mp4", ex["video"])
+  n = ex["num_actors"]
+  tracks = [[[f"actor{a}", *map(float, ex["boxes"][a, t])] for a in range(n)] for t in range(16)]
+  (tmp_path / "t.json").write_text(json.dumps(tracks))
+  assert cli.main(["predict", "--workdir", str(workdir), "--video", str(tmp_path / "v.mp4"),
+                   "--tracks", str(tmp_path / "t.json"), "--json", "--top", "2"]) == 0
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert [a["id"] for a in out["actors"]] == [f"actor{a}" for a in range(n)]
+  for a in out["actors"]:
+    assert len(a["motion"]) == 2 and a["motion"][0][0] in actors.MOTIONS and a["motion"][0][1] >= a["motion"][1][1]
+    assert a["shape"][0][0] in ("square", "circle", "triangle", "cross", "diamond")
+  (tmp_path / "bad.json").write_text("[[1, 2")
+  assert cli.main(["predict", "--workdir", str(workdir), "--video", str(tmp_path / "v.mp4"),
+                   "--tracks", str(tmp_path / "bad.json")]) != 0
+  assert "is not JSON" in capsys.readouterr().err
+  with pytest.raises(CheckpointError, match="run `sora-jax eval"):
+    load_classifier(tmp_path)
