@@ -289,6 +289,24 @@ MUTANTS = {
         "sora_jax/array_pickle.py", "    found = _ALLOWED.get((module, name))\n",
         "    found = _ALLOWED.get((module, name)) or super().find_class(module, name)\n",
         ["tests/test_i3d.py::test_a_pickle_that_runs_code_or_holds_objects_is_refused_before_anything_runs"]),
+    "actor-infonce-same-clip-actors-not-negatives": (
+        "sora_jax/objectives/actors.py", "  negative = ~same & present[None, :]",
+        "  negative = ~same & present[None, :] & (instance[:, None] // a != instance[None, :] // a)",
+        ["tests/test_actors.py::test_actor_infonce_is_ntxent_over_the_present_actors"]),
+    "train-boxes-ignore-the-mirror": (
+        "sora_jax/data/tracks.py", "  x0, x1 = tf.minimum(x[..., 0], x[..., 1]), tf.maximum(x[..., 0], x[..., 1])",
+        "  x0, x1 = x[..., 0], x[..., 1]", ["tests/test_actors.py::test_train_boxes_follow_each_views_crop_and_mirror"]),
+    "roi-align-samples-far-outside-count": (
+        "sora_jax/models/roi.py", "  inside = (pos >= -1.0) & (pos <= n)", "  inside = jnp.ones_like(pos, bool)",
+        ["tests/test_actors.py::test_roi_align_equals_sampling_one_point_at_a_time"]),
+    "tracks-not-clipped-to-the-frame": (
+        "sora_jax/data/tracks.py", "      clipped += inside != [x0, y0, x1, y1]",
+        "      clipped += inside != [x0, y0, x1, y1]\n      inside = [x0, y0, x1, y1]",
+        ["tests/test_actors_apps.py::test_tracks_are_clipped_filled_from_the_nearest_frame_and_held_after_their_end"]),
+    "prepared-tracks-not-resampled-with-the-frame-rate": (
+        "sora_jax/data/tracks.py", "  return ids, boxes[:, np.asarray(source_frames)] * scale, notes + more",
+        "  return ids, boxes[:, :len(source_frames)] * scale, notes + more",
+        ["tests/test_actors_apps.py::test_prepare_carries_manifest_tracks_through_frame_rate_and_resize_and_reports_bad_ones"]),
 }
 
 

@@ -114,3 +114,49 @@ def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_act
   assert "is not JSON" in capsys.readouterr().err
   with pytest.raises(CheckpointError, match="run `sora-jax eval"):
     load_classifier(tmp_path)
+
+
+def _moving_rectangle(path, n=12, height=48, width=64):
+  """A white 12x10 rectangle moving right 3 px a frame; -> its boxes [n, 4] in pixels."""
+  video = np.zeros((n, height, width, 3), np.uint8)
+  boxes = []
+  for t in range(n):
+    x0, y0 = 4 + 3 * t, 20
+    video[t, y0:y0 + 10, x0:x0 + 12] = 255
+    boxes.append([x0, y0, x0 + 12, y0 + 10])
+  _write_mp4(path, video)
+  return np.array(boxes, np.float32)
+
+
+def test_prepare_carries_manifest_tracks_through_frame_rate_and_resize_and_reports_bad_ones(tmp_path, capsys):
+  from sora_jax import cli
+  from sora_jax.config import load_config
+  from sora_jax.data import pipeline
+  rows = []
+  for name in ("a", "b", "c", "d"):
+    boxes = _moving_rectangle(tmp_path / f"{name}.mp4")
+    frames = [[["runner", *map(float, b)]] for b in boxes]
+    if name == "b":
+      frames = frames[:8]  # ends early: the last box is held
+    if name == "c":
+      frames[3] = [["runner", 100.0, 100.0, 120.0, 110.0]]  # wholly outside: the video is skipped
+    (tmp_path / f"{name}.json").write_text(json.dumps(frames))
+    rows.append({"path": f"{name}.mp4", "tracks": f"{name}.json", "split": "train" if name == "b" else "test"})
+  rows.append({"path": "a.mp4", "split": "train"})  # (a duplicate: left out)
+  manifest = tmp_path / "videos.jsonl"
+  manifest.write_text("\n".join(json.dumps(r) for r in rows))
+  assert cli.main(["prepare", str(manifest), str(tmp_path / "out"), "--short-side", "32", "--fps", "4",
+                   "--no-progress"]) == 0
+  printed = capsys.readouterr().out
+  assert "prepared 3 of 4 videos" in printed and "wholly outside" in printed and "nearest box in time" in printed
+  assert "up to 1 actors per video" in printed
+  config = load_config("actors", [f"data.name=tfrecord:{tmp_path / 'out'}", "data.num_frames=4", "data.frame_size=32",
+                                  "data.eval_split=test"])
+  batch = next(iter(pipeline.eval_batches(config, "test", batch_size=2)))
+  assert batch["boxes"].shape == (2, 1, 1, 4, 4) and batch["actor_mask"].all()
+  for row in range(2):  # a and d (whole tracks): each box is where the rectangle is
+    for t in range(4):
+      frame = batch["video"][row, 0, t]
+      ys, xs = np.nonzero(frame[..., 0] > 127)
+      want = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / 32
+      np.testing.assert_allclose(batch["boxes"][row, 0, 0, t], want, atol=1.6 / 32)

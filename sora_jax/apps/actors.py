@@ -8,8 +8,6 @@ decoded and cut into clips as evaluation does; each actor's boxes follow the res
 
 from __future__ import annotations
 
-import json
-
 import jax
 import numpy as np
 import tensorflow as tf
@@ -18,7 +16,7 @@ from sora_jax import storage
 from sora_jax.apps.embed_index import get_embedder
 from sora_jax.data import clips as clips_lib, tracks as tracks_lib
 from sora_jax.data.video_io import clips_from_frames, decode_video, video_size
-from sora_jax.errors import CheckpointError, DataError
+from sora_jax.errors import CheckpointError
 from sora_jax.evaluation.actors import CLASSIFIER_FILE
 from sora_jax.linalg import l2_normalize
 
@@ -32,16 +30,6 @@ def load_classifier(workdir) -> dict:
   with path.open("rb") as f:
     data = np.load(f, allow_pickle=False)
     return {k: data[k] for k in data.files}
-
-
-def read_tracks_file(path) -> object:
-  try:
-    return json.loads(storage.path(path).read_text())
-  except FileNotFoundError as e:
-    raise DataError(f"tracks file {str(path)!r} does not exist") from e
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DataError(f"tracks file {str(path)!r} is not JSON ({e}); give one list of [actor_id, x0, y0, x1, y1] "
-                    "per frame") from e
 
 
 def predict_actors(workdir, video, tracks, *, num_clips: int | None = None, step: int | None = None,
@@ -59,7 +47,7 @@ def predict_actors(workdir, video, tracks, *, num_clips: int | None = None, step
   d = config.data
   frames = decode_video(video, short_side=d.frame_size)
   width, height = video_size(video)
-  raw = read_tracks_file(tracks) if isinstance(tracks, (str, bytes)) or hasattr(tracks, "__fspath__") else tracks
+  raw = tracks_lib.read_json(tracks) if isinstance(tracks, (str, bytes)) or hasattr(tracks, "__fspath__") else tracks
   ids, boxes, notes = tracks_lib.parse_tracks(raw, len(frames), width, height, source=str(tracks)[:200])
   n, h, w = frames.shape[:3]
   boxes = boxes * np.array([w / width, h / height, w / width, h / height], np.float32)  # into the decoded frames

@@ -48,5 +48,11 @@ def run(args) -> int:
           f"details in {storage.path(args.out) / prepare.REPORT_FILE}):")
     for x in rep["rejected"][:20]:
       print(f"  {x['path']}: {x['reason']}")
+  if rep.get("track_notes"):
+    print(f"mended {len(rep['track_notes'])} thing(s) in the tracks (details in {storage.path(args.out) / prepare.REPORT_FILE}):")
+    for x in rep["track_notes"][:20]:
+      print(f"  {x['tracks']}: {x['note']}")
+  if info.get("max_actors"):
+    print(f"tracks: up to {info['max_actors']} actors per video (per-actor training: --config actors)")
   print(f"train on it with --config.data.name=tfrecord:{storage.path(args.out)}")
   return 0

@@ -2,10 +2,11 @@
 
 SRC is a folder in the UCF101 layout (SRC/<class>/<video files>) or a manifest (.csv with a header,
 or .jsonl) with `path` (relative to the manifest's folder) and optional `label`, `caption`,
-`split`. Without a split column, videos are assigned to train/validation/test by a stable hash of
+`split`, `tracks` (a JSON file of actor boxes per frame, `data.tracks.parse_tracks`). Without a split column, videos are assigned to train/validation/test by a stable hash of
 their path. Each video becomes one tf.train.Example: `frames` (JPEG bytes, one per frame, after
 fps resampling and short-side resizing), `label` (-1 unknown), `video_id` (stable hash of the
-path), `caption`, `path`, `num_frames`, `height`, `width`.
+path), `caption`, `path`, `num_frames`, `height`, `width`; with tracks also `boxes` [A * N * 4]
+(per actor and kept frame, in pixels of the stored frames), `num_actors`, `actor_ids`.
 
 Work is split into shards (many more than hosts); each shard is written to a temporary file and
 renamed (or, for OUT in a bucket such as gs://b/data, uploaded) when complete, with a small JSON
@@ -30,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sora_jax import storage
-from sora_jax.data import video_io
+from sora_jax.data import tracks as tracks_lib, video_io
 from sora_jax.errors import DataError
 
 PLAN_FILE = "prepare_plan.json"
@@ -122,8 +123,12 @@ def _manifest_items(src: pathlib.Path) -> tuple[list[dict], list[dict]]:
     path = pathlib.Path(row["path"]).expanduser()
     path = path if path.is_absolute() else src.parent / path
     label = row.get("label")
+    tracks = row.get("tracks") or None  # a JSON file of per-frame actor boxes, relative like the path
+    if tracks is not None:
+      tracks = pathlib.Path(str(tracks)).expanduser()
+      tracks = str(tracks if tracks.is_absolute() else src.parent / tracks)
     items.append({"path": str(path), "rel": _key(path, src.parent), "label": None if label in (None, "") else str(label),
-                  "caption": str(row.get("caption") or ""), "split": split})
+                  "caption": str(row.get("caption") or ""), "split": split, "tracks": tracks})
   return items, rejected
 
 
@@ -190,12 +195,22 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
   feature = tf.train.Feature
   cls_index = {c: i for i, c in enumerate(classes)}
   staged = storage.Staged(storage.path(out) / shard["name"], suffix=".tfrecord")
-  written, skipped, frames_total, sizes, lengths = 0, [], 0, {}, []
+  written, skipped, frames_total, sizes, lengths, notes, max_actors = 0, [], 0, {}, [], [], 0
   with tf.io.TFRecordWriter(staged.name) as writer:
     for it in shard["items"]:
+      actor = {}
       try:
-        frames = video_io.decode_video(it["path"], fps=options["fps"] or None, short_side=options["short_side"] or None,
-                                       max_frames=options["max_frames"] or None, threads=options["threads"])
+        frames, source = video_io.decode_video(it["path"], fps=options["fps"] or None, sources=True,
+                                               short_side=options["short_side"] or None,
+                                               max_frames=options["max_frames"] or None, threads=options["threads"])
+        if it.get("tracks"):  # boxes per kept frame, in pixels of the stored frames
+          ids, boxes, mended = tracks_lib.resample(it["tracks"], source, *video_io.video_size(it["path"]),
+                                                   frames.shape[2], frames.shape[1])
+          actor = {"boxes": feature(float_list=tf.train.FloatList(value=boxes.ravel())),
+                   "num_actors": feature(int64_list=tf.train.Int64List(value=[len(ids)])),
+                   "actor_ids": feature(bytes_list=tf.train.BytesList(value=[str(a).encode() for a in ids]))}
+          max_actors = max(max_actors, len(ids))
+          notes += [{"path": it["path"], "tracks": it["tracks"], "note": n} for n in mended]
       except DataError as e:
         skipped.append({"path": it["path"], "reason": str(e)})
         continue
@@ -208,7 +223,7 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
           "label": feature(int64_list=tf.train.Int64List(value=[cls_index.get(it["label"], -1)])),
           "video_id": feature(int64_list=tf.train.Int64List(value=[_stable_hash(it["rel"])])),
           "caption": feature(bytes_list=tf.train.BytesList(value=[it["caption"].encode()])),
-          "path": feature(bytes_list=tf.train.BytesList(value=[it["rel"].encode()])),
+          "path": feature(bytes_list=tf.train.BytesList(value=[it["rel"].encode()])), **actor,
       }))
       record = ex.SerializeToString()
       writer.write(record)
@@ -219,7 +234,8 @@ def write_shard(shard: dict, out: str, options: dict, classes: list) -> dict:
       sizes[hw] = sizes.get(hw, 0) + 1
   staged.commit()
   receipt = {"name": shard["name"], "split": shard["split"], "num_examples": written, "num_frames": frames_total,
-             "planned": len(shard["items"]), "skipped": skipped, "sizes": sizes, "record_lengths": lengths}
+             "planned": len(shard["items"]), "skipped": skipped, "sizes": sizes, "record_lengths": lengths,
+             "max_actors": max_actors, "track_notes": notes}
   storage.write_text(storage.path(out) / RECEIPTS / (shard["name"] + ".json"), json.dumps(receipt))
   return receipt
 
@@ -318,8 +334,9 @@ def _summarise(src, items, classes, options: dict, shards, receipts: dict, rejec
   info = {"format": "sora_jax.prepared/1", "source": str(src), "classes": classes, "fps": options["fps"] or None,
           "short_side": options["short_side"] or None, "max_frames": options["max_frames"] or None,
           "jpeg_quality": options["jpeg_quality"], "splits": splits, "frame_sizes": sizes,
-          "num_skipped": len(skipped)}
+          "num_skipped": len(skipped), "max_actors": max(r.get("max_actors", 0) for r in receipts.values())}
   report = {"source": str(src), "num_files": len(items), "num_prepared": len(items) - len(skipped),
             "num_skipped": len(skipped), "skipped": skipped, "num_rejected": len(rejected),
-            "num_duplicates": sum(r["reason"].startswith("duplicate of") for r in rejected), "rejected": rejected}
+            "num_duplicates": sum(r["reason"].startswith("duplicate of") for r in rejected), "rejected": rejected,
+            "track_notes": [n for r in receipts.values() for n in r.get("track_notes", [])]}
   return info, report

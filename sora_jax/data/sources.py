@@ -14,7 +14,6 @@ A `Split` offers, inside tf.data:
 from __future__ import annotations
 
 import json
-import struct
 import threading
 
 import numpy as np
@@ -24,65 +23,10 @@ import tensorflow_datasets as tfds
 from sora_jax import storage
 from sora_jax.config.datasets import data_dir, parse_data_name
 from sora_jax.data import actors, captions as captions_lib, synthetic
+from sora_jax.data.records import RecordIndex
 from sora_jax.errors import DataError
 
 INFO_FILE = "dataset_info.json"
-
-
-class RecordIndex:
-  """Random access to the records of TFRecord files (uncompressed), in file order, local or in a
-  bucket (`storage.RangeReader`). `lengths[i]`, when given (prepare's receipts hold them), are the
-  record sizes of file i, so the file need not be scanned: a bucket's shards are indexed from
-  dataset_info.json alone."""
-
-  def __init__(self, paths, lengths=None):
-    self.reader = storage.RangeReader(paths)
-    self.paths = self.reader.paths
-    offsets, sizes, files = [], [], []
-    for fi, path in enumerate(self.paths):
-      known = lengths[fi] if lengths is not None else None
-      found = _record_sizes(self.reader, fi) if known is None else [(n, o) for n, o in _offsets(known)]
-      sizes += [n for n, _ in found]
-      offsets += [o for _, o in found]
-      files += [fi] * len(found)
-    self.offsets = np.asarray(offsets, np.int64)
-    self.lengths = np.asarray(sizes, np.int64)
-    self.files = np.asarray(files, np.int32)
-
-  def __len__(self) -> int:
-    return len(self.offsets)
-
-  def read(self, index) -> bytes:
-    i = int(index)
-    return self.reader.read(int(self.files[i]), int(self.offsets[i]), int(self.lengths[i]))
-
-  def tf_read(self, index):
-    """tf.string [] record `index`, usable inside tf.data.map (reads release the GIL)."""
-    out = tf.numpy_function(lambda i: np.bytes_(self.read(i)), [index], tf.string, stateful=False)
-    return tf.reshape(out, [])
-
-
-def _offsets(lengths):
-  """(length, data offset) of each record of a TFRecord file whose record sizes are `lengths`."""
-  pos = 0
-  for n in lengths:
-    yield int(n), pos + 12
-    pos += 12 + int(n) + 4
-
-
-def _record_sizes(reader, fi) -> list[tuple[int, int]]:
-  """(length, data offset) of each record of file `fi`, read from the record headers."""
-  path, size, out, pos = reader.paths[fi], reader.size(fi), [], 0
-  with reader.open(fi) as f:
-    while pos < size:
-      head = f.read(12)
-      if len(head) < 12:
-        raise DataError(f"TFRecord file {path!r} is truncated at byte {pos}; prepare it again")
-      (n,) = struct.unpack("<Q", head[:8])
-      out.append((n, pos + 12))
-      pos += 12 + n + 4
-      f.seek(pos)
-  return out
 
 
 def _gather_decode(encoded, frame_indices, channels=3):
@@ -210,18 +154,28 @@ class PreparedSplit(Split):
     lengths = info["splits"][split].get("record_lengths")
     self.records = RecordIndex([root / s for s in shards], lengths)
     self.num_examples = len(self.records)
+    self.max_actors = int(info.get("max_actors") or 0)
     if self.num_examples != info["splits"][split]["num_examples"]:
       raise DataError(f"{str(root)!r}: split {split!r} holds {self.num_examples} records but {INFO_FILE} says "
                       f"{info['splits'][split]['num_examples']}; run `sora-jax prepare` again")
 
   def load(self, index):
-    ex = tf.io.parse_single_example(self.records.tf_read(index), {
-        "frames": tf.io.VarLenFeature(tf.string), "label": tf.io.FixedLenFeature([], tf.int64, -1),
-        "video_id": tf.io.FixedLenFeature([], tf.int64)})
+    spec = {"frames": tf.io.VarLenFeature(tf.string), "label": tf.io.FixedLenFeature([], tf.int64, -1),
+            "video_id": tf.io.FixedLenFeature([], tf.int64)}
+    if self.max_actors:
+      spec.update(boxes=tf.io.VarLenFeature(tf.float32), num_actors=tf.io.FixedLenFeature([], tf.int64, 0))
+    ex = tf.io.parse_single_example(self.records.tf_read(index), spec)
     enc = tf.sparse.to_dense(ex["frames"], default_value=b"")
-    return {"encoded": enc, "num_frames": tf.shape(enc, out_type=tf.int32)[0],
-            "label": tf.cast(ex["label"], tf.int32), "motion_label": tf.constant(-1, tf.int32),
-            "video_id": ex["video_id"]}
+    n = tf.shape(enc, out_type=tf.int32)[0]
+    out = {"encoded": enc, "num_frames": n, "label": tf.cast(ex["label"], tf.int32),
+           "motion_label": tf.constant(-1, tf.int32), "video_id": ex["video_id"]}
+    if self.max_actors:  # the tracks, padded to the dataset's most actors; no per-actor labels
+      a = tf.cast(ex["num_actors"], tf.int32)
+      boxes = tf.reshape(tf.sparse.to_dense(ex["boxes"]), [a, n, 4])
+      out["boxes"] = tf.pad(boxes, [[0, self.max_actors - a], [0, 0], [0, 0]])
+      out["actor_label"] = out["actor_motion"] = tf.fill([self.max_actors], -1)
+      out["actor_mask"] = tf.range(self.max_actors) < a
+    return out
 
   def decode(self, loaded, frame_indices):
     return _gather_decode(loaded["encoded"], frame_indices)
@@ -324,7 +278,7 @@ def _prepared(name):
   info = {"name": f"tfrecord:{name}", "num_classes": len(classes), "class_names": classes,
           "num_motion_classes": 0, "motion_names": [],
           "splits": {k: int(v["num_examples"]) for k, v in meta["splits"].items()},
-          "fps": meta.get("fps"), "short_side": meta.get("short_side")}
+          "fps": meta.get("fps"), "short_side": meta.get("short_side"), "max_actors": int(meta.get("max_actors") or 0)}
   return Source(info, lambda s: PreparedSplit(path, s, meta))
 
 

@@ -7,9 +7,12 @@ the output frame, clipped to it. A box wholly outside the crop clips to a line o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import tensorflow as tf
 
+from sora_jax import storage
 from sora_jax.errors import DataError
 
 
@@ -59,9 +62,10 @@ def eval_boxes(boxes, frame_indices, height, width, size: int, num_frames: int, 
 
 def actor_fields(loaded, boxes) -> dict:
   """The per-actor entries of a pipeline element: boxes (normalised, as given), actor_label and
-  actor_motion int32 [A] (-1 = no actor), actor_mask bool [A]."""
+  actor_motion int32 [A] (-1 = unknown), actor_mask bool [A] (the split's, else: the labelled slots)."""
+  mask = loaded["actor_mask"] if "actor_mask" in loaded else loaded["actor_label"] >= 0
   return {"boxes": boxes, "actor_label": loaded["actor_label"], "actor_motion": loaded["actor_motion"],
-          "actor_mask": loaded["actor_label"] >= 0}
+          "actor_mask": mask}
 
 
 def parse_tracks(raw, num_frames: int, width: int, height: int, *, source: str = "tracks") -> tuple[list, "np.ndarray", list[str]]:
@@ -123,3 +127,31 @@ def parse_tracks(raw, num_frames: int, width: int, height: int, *, source: str =
     notes.append(f"{filled} frame(s) without an actor's box took that actor's nearest box in time"
                  + (f" (the tracks end at frame {len(frames)} of {num_frames})" if len(frames) < num_frames else ""))
   return ids, out, notes
+
+
+def read_json(path):
+  """A tracks file's JSON content; DataError (one line) when it is missing or not JSON."""
+  try:
+    return json.loads(storage.path(path).read_text())
+  except FileNotFoundError as e:
+    raise DataError(f"tracks file {str(path)!r} does not exist") from e
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DataError(f"tracks file {str(path)!r} is not JSON ({e}); give one list of [actor_id, x0, y0, x1, y1] "
+                    "per frame") from e
+
+
+def resample(path, source_frames, width: int, height: int, out_width: int, out_height: int):
+  """A video's tracks file for the frames `video_io.decode_video(..., sources=True)` kept -> (actor
+  ids, float32 boxes [A, N, 4] in pixels of the out_width x out_height output frames, notes): each
+  output frame takes the boxes of the decoded frame it is (frame rate resampling), scaled with the
+  resize. Tracks longer than the frames decoded (a `--max-frames` cut) are cut too, said in a note."""
+  raw = read_json(path)
+  n = int(source_frames[-1]) + 1
+  frames = raw.get("frames") if isinstance(raw, dict) else raw
+  notes = []
+  if isinstance(frames, list) and len(frames) > n:
+    notes.append(f"the tracks' frames after frame {n} (where decoding stopped) were dropped")
+    frames = frames[:n]
+  ids, boxes, more = parse_tracks(frames, n, width, height, source=str(path))
+  scale = np.array([out_width / width, out_height / height] * 2, np.float32)
+  return ids, boxes[:, np.asarray(source_frames)] * scale, notes + more

@@ -29,12 +29,13 @@ def _scaled_size(w: int, h: int, short_side: int | None) -> tuple[int, int]:
 
 
 def decode_video(path, *, fps: float | None = None, short_side: int | None = None,
-                 max_frames: int | None = None, threads: int = 0) -> np.ndarray:
+                 max_frames: int | None = None, threads: int = 0, sources: bool = False):
   """Decodes a video file into uint8 [N, H, W, 3] RGB frames.
 
   fps: resample to this frame rate (by presentation time: frames dropped or repeated); None keeps
   every frame. short_side: resize so that min(H, W) == short_side (aspect kept). max_frames: stop
-  after this many output frames. threads: decoder threads (0 = PyAV's choice).
+  after this many output frames. threads: decoder threads (0 = PyAV's choice). sources: also return
+  int64 [N], the index of the decoded frame each output frame is (a track's frame).
   Raises DataError for a missing, corrupt, truncated-to-nothing, empty or non-video file.
   """
   path = os.fspath(path)
@@ -42,7 +43,7 @@ def decode_video(path, *, fps: float | None = None, short_side: int | None = Non
     raise DataError(f"video file {path!r} does not exist")
   if os.path.getsize(path) == 0:
     raise DataError(f"video file {path!r} is empty (0 bytes)")
-  frames = []
+  frames, source = [], []
   try:
     with av.open(path) as container:
       if not container.streams.video:
@@ -73,8 +74,9 @@ def decode_video(path, *, fps: float | None = None, short_side: int | None = Non
         if repeat:
           arr = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
           frames.extend([arr] * repeat)
+          source.extend([i] * repeat)
         if max_frames and len(frames) >= max_frames:
-          frames = frames[:max_frames]
+          frames, source = frames[:max_frames], source[:max_frames]
           break
   except DataError:
     raise
@@ -84,7 +86,8 @@ def decode_video(path, *, fps: float | None = None, short_side: int | None = Non
     # A truncated file: keep the frames before the damage.
   if not frames:
     raise DataError(f"{path!r} decodes to no video frames (empty or not a video)")
-  return np.stack(frames).astype(np.uint8)
+  frames = np.stack(frames).astype(np.uint8)
+  return (frames, np.asarray(source, np.int64)) if sources else frames
 
 
 def video_size(path) -> tuple[int, int]:
