@@ -3,6 +3,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,8 +69,9 @@ def _write_mp4(path, video):
 
 
 def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape(tmp_path, data_dir, capsys):
-  """A 1-step `actors` run on moving_actors/small at 16 px: `sora-jax eval` prints and writes the
-  per-actor table and the per-actor classifiers; `sora-jax predict --tracks` reads them."""
+  """A 2-step `actors` run on moving_actors/small at 16 px resumes exactly (stopped after step 1, the
+  same numbers as straight); `sora-jax eval` prints and writes the per-actor table and the
+  per-actor classifiers; `sora-jax predict --tracks` reads them."""
   from sora_jax import cli
   from sora_jax.apps.actors import load_classifier
   from sora_jax.config import load_config
@@ -79,10 +81,15 @@ def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_act
       "data.name=moving_actors/small", f"data.data_dir={data_dir}",
       "data.num_frames=4", "data.frame_size=16", "data.num_parallel_calls=2", "model.width=0.125",
       "model.hidden_size=16", "model.head_hidden=16", "model.embed_dim=16", "train.batch_size=8",
-      "train.num_steps=1", "train.checkpoint_every=1", "train.quick_eval_every=0", "optimizer.warmup_steps=1",
+      "train.num_steps=2", "train.checkpoint_every=1", "train.quick_eval_every=0", "optimizer.warmup_steps=1",
       "mesh.data=2", "eval.probe_steps=30", "eval.finetune_epochs=0", "eval.baselines=()", "eval.max_examples=96"])
   workdir = root / "run"
-  train(config, workdir)
+  straight = jax.device_get(train(config, workdir).params)
+  train(config, root / "resumed", stop_at_step=1)
+  resumed = jax.device_get(train(config, root / "resumed").params)
+  for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert "actors" in straight["encoder"]
   assert cli.main(["eval", "--workdir", str(workdir), "--no-progress", "--config.eval.knn_k=5"]) == 0
   printed = capsys.readouterr().out
   assert "per actor" in printed and "clip embedding, repeated per actor" in printed
