@@ -198,3 +198,24 @@ def test_the_clip_path_of_an_actors_model_is_the_same_network():
   b = build_encoder(without).apply({"params": clip_params}, video)
   for key in b:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_box_dropout_drops_whole_tracks_box_features_in_training_only():
+  over = ["model.width=0.125", "model.hidden_size=16", "model.head_hidden=16", "data.num_frames=4", "data.frame_size=16",
+          "model.actor_box_dropout=0.5"]
+  config = load_config("actors", over)
+  model = build_encoder(config)
+  variables = init_variables(config, jax.random.PRNGKey(0))
+  rs = np.random.RandomState(2)
+  video = rs.randint(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8)
+  boxes = jnp.asarray(np.sort(rs.uniform(size=(2, 16, 4, 2, 2)), axis=-2).reshape(2, 16, 4, 4).astype(np.float32))
+  run = lambda v, train: model.apply(v, video, boxes=boxes, train=train, rngs={"dropout": jax.random.PRNGKey(5)})
+  no_boxes = jax.tree_util.tree_map(np.asarray, variables)
+  embed = no_boxes["params"]["actors"]["box_embed"]
+  embed["kernel"], embed["bias"] = np.zeros_like(embed["kernel"]), np.zeros_like(embed["bias"])
+  dropped = np.all(np.isclose(run(variables, True)["actor_embedding"], run(no_boxes, True)["actor_embedding"],
+                              atol=1e-6), axis=-1)  # [2, 16]: the tracks whose box features were dropped
+  assert 6 <= dropped.sum() <= 26  # about half of 32
+  plain = load_config("actors", over[:-1])
+  np.testing.assert_array_equal(run(variables, False)["actor_embedding"],
+                                build_encoder(plain).apply(variables, video, boxes=boxes)["actor_embedding"])

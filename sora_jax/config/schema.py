@@ -142,7 +142,9 @@ FIELDS: tuple[Field, ...] = (
       "`actor_embedding` [B, A, E]; needs tracks: moving_actors, or a manifest's tracks; objective actor_infonce)"),
     F("model.actor_roi_size", 2, checks.integer(1, 16), "model.actors: RoIAlign output cells per side"),
     F("model.actor_box_features", True, checks.boolean(), "model.actors: also give each track's temporal model the "
-      "box and its change since the previous frame (where the actor is and how it moves)"),
+      "box's size and its motion since the previous frame (not its position)"),
+    F("model.actor_box_dropout", 0.0, checks.number(0.0, 0.99), "model.actors: in training, "
+      "drop a whole track's box features with this probability (its RoI contents must then carry the actor)"),
     F("model.input_mean", (0.5, 0.5, 0.5), checks.rgb(positive=False),
       "per-channel mean after scaling uint8 to [0, 1]"),
     F("model.input_std", (0.25, 0.25, 0.25), checks.rgb(positive=True), "per-channel std after scaling to [0, 1]"),

@@ -40,7 +40,7 @@ class ActorTracks(nn.Module):
   unroll: int = 1
 
   @nn.compact
-  def __call__(self, maps, boxes):
+  def __call__(self, maps, boxes, train: bool = False):
     m = self.model_config
     b, t, h, w, c = maps.shape
     a = boxes.shape[1]
@@ -48,8 +48,11 @@ class ActorTracks(nn.Module):
     rois = roi_align(maps.reshape(b * t, h, w, c), per_frame, m.actor_roi_size)  # [B*T, A, p, p, C]
     x = jnp.swapaxes(rois.reshape(b, t, a, -1), 1, 2)  # [B, A, T, p*p*C]
     if m.actor_box_features:
-      x = jnp.concatenate([x.astype(self.dtype), nn.relu(nn.Dense(32, dtype=self.dtype, name="box_embed")(
-          box_motion(boxes).astype(self.dtype)))], -1)
+      geometry = nn.relu(nn.Dense(32, dtype=self.dtype, name="box_embed")(box_motion(boxes).astype(self.dtype)))
+      # In training, a whole track's box features are dropped with this probability: then its RoI
+      # contents alone must give the embedding its view gets from both (modality dropout).
+      geometry = nn.Dropout(m.actor_box_dropout, broadcast_dims=(2, 3), deterministic=not train)(geometry)
+      x = jnp.concatenate([x.astype(self.dtype), geometry], -1)
     x = nn.Dense(c, dtype=self.dtype, name="roi_proj")(x.astype(self.dtype))
     sequence, pooled = make_temporal(m, self.dtype, self.unroll, name="actor_temporal")(x.reshape(b * a, t, c))
     del sequence

@@ -115,7 +115,7 @@ class VideoEncoder(nn.Module):
         boxes = jnp.broadcast_to(jnp.asarray([0.0, 0.0, 1.0, 1.0]), (b, 1, t, 4))
       if boxes is not None:
         chex.assert_shape(boxes, (b, None, t, 4))
-        out.update(ActorTracks(m, dtype, self.unroll, name="actors")(maps, boxes))
+        out.update(ActorTracks(m, dtype, self.unroll, name="actors")(maps, boxes, train))
     chex.assert_shape(out["embedding"], (b, m.embed_dim))
     return out
 
