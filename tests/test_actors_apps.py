@@ -167,3 +167,11 @@ def test_prepare_carries_manifest_tracks_through_frame_rate_and_resize_and_repor
       ys, xs = np.nonzero(frame[..., 0] > 127)
       want = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]) / 32
       np.testing.assert_allclose(batch["boxes"][row, 0, 0, t], want, atol=1.6 / 32)
+
+
+def test_the_actor_objective_on_data_without_tracks_is_a_one_line_error(data_dir):
+  from sora_jax.config import load_config
+  from sora_jax.data.pipeline import TrainInput
+  config = load_config("actors", ["data.name=moving_shapes/small", f"data.data_dir={data_dir}"])
+  with pytest.raises(DataError, match="has no actor tracks; train on moving_actors"):
+    TrainInput(config)

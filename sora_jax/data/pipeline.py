@@ -19,6 +19,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from sora_jax.config import terms
 from sora_jax.data import augment as augment_lib, clips as clips_lib, sources, tracks
 from sora_jax.errors import ConfigError, DataError
 
@@ -93,6 +94,9 @@ class TrainInput:
     self.process_index, self.process_count = process_index, process_count
     self.seed = int(config.seed)
     self.source = sources.open_source(config)
+    if "actor_infonce" in terms(config.objective.name) and not self.source.info.get("max_actors"):
+      raise DataError(f"objective {config.objective.name!r} contrasts actors, and {config.data.name!r} has no actor "
+                      "tracks; train on moving_actors or on a `prepare`d manifest with a tracks column")
     self.split_name = split or config.data.train_split
     self.split = self.source.split(self.split_name)
     self.num_examples = self.split.num_examples
