@@ -44,6 +44,9 @@ def predict_actors(workdir, video, tracks, *, num_clips: int | None = None, step
     raise CheckpointError(f"the run {str(workdir)!r} has no per-actor features (model.actors=False); train one "
                           "with --config actors")
   classifier = load_classifier(workdir)
+  if "step" in classifier and int(classifier["step"]) != embedder.step:
+    raise CheckpointError(f"the per-actor classifiers of {str(workdir)!r} were fit on step {int(classifier['step'])}'s "
+                          f"features, and step {embedder.step} embeds; run `sora-jax eval --workdir {workdir}` again")
   d = config.data
   frames = decode_video(video, short_side=d.frame_size)
   width, height = video_size(video)
