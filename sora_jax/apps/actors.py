@@ -8,7 +8,6 @@ decoded and cut into clips as evaluation does; each actor's boxes follow the res
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import tensorflow as tf
 
@@ -59,10 +58,7 @@ def predict_actors(workdir, video, tracks, *, num_clips: int | None = None, step
                                      d.num_frames, 1).numpy()  # [C, A, T, 4]
   clips = clips_from_frames(frames, num_frames=d.num_frames, stride=d.stride, frame_size=d.frame_size,
                             num_clips=embedder.num_clips)
-  pad = embedder.mesh.size
-  video_batch = np.concatenate([clips[None], np.zeros((pad - 1,) + clips.shape, clips.dtype)])
-  box_batch = np.concatenate([clip_boxes[None], np.zeros((pad - 1,) + clip_boxes.shape, np.float32)])
-  out = jax.device_get(embedder.embed_fn(embedder.variables, video_batch, boxes=box_batch))
+  out = embedder.embed_clips(clips[None], boxes=clip_boxes[None])
   x = np.asarray(l2_normalize(out[str(classifier["feature"])][0]))  # [A, D]
   result = []
   for a, actor in enumerate(ids):

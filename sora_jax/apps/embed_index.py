@@ -81,15 +81,17 @@ class Embedder:
     return clips_from_frames(frames, num_frames=d.num_frames, stride=d.stride, frame_size=d.frame_size,
                              num_clips=self.num_clips)
 
-  def embed_clips(self, video: np.ndarray) -> dict[str, np.ndarray]:
+  def embed_clips(self, video: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """uint8 [B, C, T, S, S, 3] -> {'embedding': [B, E], 'logits' (log-probs): [B, K] if any,
-    'aligned': [B, E_text] if the run has a text head}."""
+    'aligned': [B, E_text] if the run has a text head}; with boxes [B, C, A, T, 4] (a run with
+    model.actors) also 'actor_pooled' [B, A, D'] and 'actor_embedding' [B, A, E]."""
     b = len(video)
     n = -(-b // self.mesh.size) * self.mesh.size
-    if n != b:
-      video = np.concatenate([video, np.zeros((n - b,) + video.shape[1:], video.dtype)])
-    out = jax.device_get(self.embed_fn(self.variables, video))
-    return {k: np.asarray(v)[:b] for k, v in out.items() if k in ("embedding", "logits", "aligned")}
+    pad = lambda x: x if n == b else np.concatenate([x, np.zeros((n - b,) + x.shape[1:], x.dtype)])
+    tracks = {} if boxes is None else {"boxes": pad(np.asarray(boxes, np.float32))}
+    out = jax.device_get(self.embed_fn(self.variables, pad(video), **tracks))
+    keep = ("embedding", "logits", "aligned") + (("actor_pooled", "actor_embedding") if tracks else ())
+    return {k: np.asarray(v)[:b] for k, v in out.items() if k in keep}
 
   def embed_files(self, paths: Sequence, *, batch_size: int = 16, progress: bool = False, on_error=None):
     """Yields (list of indices into `paths`, outputs dict) per batch of files that decoded.

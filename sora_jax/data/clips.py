@@ -65,16 +65,30 @@ def train_indices(n, num_frames: int, stride: int, num_views: int, key, *, sampl
   return _frames_from_starts(starts, n, num_frames, stride)
 
 
+def short_side_size(h, w, size: int):
+  """int32 (H', W'): the size `resize_short_side` gives H x W frames (H, W when min(H, W) == size)."""
+  hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+  scale = tf.cast(size, tf.float32) / tf.minimum(hf, wf)
+  return (tf.maximum(tf.cast(tf.round(hf * scale), tf.int32), size),
+          tf.maximum(tf.cast(tf.round(wf * scale), tf.int32), size))
+
+
+def crop_offsets(h, w, size: int, num_crops: int) -> list:
+  """(top, left) of each of `eval_crops`' crops of H x W frames: the centre, or the start, centre and
+  end of the long side (both offsets centred when square)."""
+  if num_crops == 1:
+    return [((h - size) // 2, (w - size) // 2)]
+  return [(tf.where(h > w, (h - size) * pos // 2, (h - size) // 2),
+           tf.where(h > w, (w - size) // 2, (w - size) * pos // 2)) for pos in (0, 1, 2)]
+
+
 def resize_short_side(frames, size: int):
   """uint8 [N, H, W, 3] -> uint8 [N, H', W', 3] with min(H', W') == size (bilinear, antialiased)."""
   shape = tf.shape(frames)
   h, w = shape[1], shape[2]
 
   def resize():
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    scale = tf.cast(size, tf.float32) / tf.minimum(hf, wf)
-    nh = tf.maximum(tf.cast(tf.round(hf * scale), tf.int32), size)
-    nw = tf.maximum(tf.cast(tf.round(wf * scale), tf.int32), size)
+    nh, nw = short_side_size(h, w, size)
     out = tf.image.resize(frames, tf.stack([nh, nw]), method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
@@ -86,13 +100,5 @@ def eval_crops(frames, size: int, num_crops: int):
   (K=1) or 3 crops at the start, centre and end of the long side (K=3)."""
   frames = resize_short_side(frames, size)
   shape = tf.shape(frames)
-  h, w = shape[1], shape[2]
-  if num_crops == 1:
-    offsets = [(h - size) // 2, (w - size) // 2]
-    return frames[None, :, offsets[0]:offsets[0] + size, offsets[1]:offsets[1] + size]
-  crops = []
-  for pos in (0, 1, 2):  # start, centre, end of the long side (both offsets 0/centre when square)
-    oy = tf.where(h > w, (h - size) * pos // 2, (h - size) // 2)
-    ox = tf.where(h > w, (w - size) // 2, (w - size) * pos // 2)
-    crops.append(frames[:, oy:oy + size, ox:ox + size])
-  return tf.stack(crops, 0)
+  offsets = crop_offsets(shape[1], shape[2], size, num_crops)
+  return tf.stack([frames[:, oy:oy + size, ox:ox + size] for oy, ox in offsets], 0)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sora_jax import storage
+from sora_jax.data import clips
 from sora_jax.errors import DataError
 
 
@@ -40,19 +41,13 @@ def eval_boxes(boxes, frame_indices, height, width, size: int, num_frames: int, 
   """boxes float32 [A, L, 4] (pixels), frame_indices int32 [C*T] (clip-major) -> float32
   [C * num_crops, A, T, 4] normalised in `clips.eval_crops`' crops (short side resized to `size`,
   then the centre crop or 3 crops along the long side), clip-major like the eval video."""
-  h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-  same = tf.equal(tf.minimum(h, w), size)  # eval_crops leaves such frames as they are
-  scale = size / tf.minimum(h, w)
-  nh = tf.where(same, h, tf.maximum(tf.round(h * scale), size))
-  nw = tf.where(same, w, tf.maximum(tf.round(w * scale), size))
+  nh, nw = clips.short_side_size(height, width, size)  # the same resize and crops as the frames
+  f = lambda v: tf.cast(v, tf.float32)
   b = tf.gather(boxes, frame_indices, axis=1)  # [A, C*T, 4]
-  x, y = b[..., 0::2] * (nw / w), b[..., 1::2] * (nh / h)
+  x, y = b[..., 0::2] * (f(nw) / f(width)), b[..., 1::2] * (f(nh) / f(height))
   crops = []
-  for pos in ((1,) if num_crops == 1 else (0, 1, 2)):  # as eval_crops: start, centre, end of the long side
-    along_h = nh > nw if num_crops == 3 else tf.constant(True)
-    oy = tf.where(along_h, tf.floor((nh - size) * pos / 2), tf.floor((nh - size) / 2))
-    ox = tf.where(along_h, tf.floor((nw - size) / 2), tf.floor((nw - size) * pos / 2))
-    cx, cy = (x - ox) / size, (y - oy) / size
+  for oy, ox in clips.crop_offsets(nh, nw, size, num_crops):
+    cx, cy = (x - f(ox)) / size, (y - f(oy)) / size
     crops.append(tf.stack([cx[..., 0], cy[..., 0], cx[..., 1], cy[..., 1]], -1))
   out = tf.clip_by_value(tf.stack(crops, 0), 0.0, 1.0)  # [K, A, C*T, 4]
   k, a = len(crops), tf.shape(boxes)[0]

@@ -39,7 +39,7 @@ def actor_figures(config, info: dict, ordered: tuple[dict, dict, dict]) -> dict:
     figs = {}
     for what, key, n in (("shape", "label", int(info["num_classes"])),
                          ("motion", "motion_label", int(info.get("num_motion_classes") or 0))):
-      f = suite.figures(_as(config, feature), *splits, label_key=key, num_classes=n, with_retrieval=False)
+      f = suite.figures(config, *splits, label_key=key, num_classes=n, with_retrieval=False, feature=feature)
       if f:
         figs[what] = f
     out[name] = figs
@@ -47,13 +47,6 @@ def actor_figures(config, info: dict, ordered: tuple[dict, dict, dict]) -> dict:
     test = per_actor(ordered[2], clip_feature)
     out["chance"] = {"shape": suite.chance(test, "label"), "motion": suite.chance(test, "motion_label")}
   return out
-
-
-def _as(config, feature: str):
-  """The config with eval.feature = `feature` (suite.figures reads the feature from it)."""
-  c = config.copy_and_resolve_references()
-  c.eval.feature = feature
-  return c
 
 
 CLASSIFIER_FILE = "actor_classifier.npz"  # under W/eval: what `sora-jax predict --tracks` reads

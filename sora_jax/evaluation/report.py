@@ -100,8 +100,7 @@ def actor_rows(report: dict) -> tuple[list[str], list[list[str]]] | None:
   rows = [[m.get("title", name), label] + [_fmt(_lookup(m["actors"][source], p)) for _, p in ACTOR_COLUMNS]
           for name, m in models for source, label in ACTOR_SOURCES if source in m["actors"]]
   chance = models[0][1]["actors"].get("chance") or {}
-  rows.append(["majority class", ""] + [_fmt(chance.get(p[0])) if p[1] == "linear" or p[1] == "knn" else ""
-                                        for _, p in ACTOR_COLUMNS])
+  rows.append(["majority class", ""] + [_fmt(chance.get(p[0])) for _, p in ACTOR_COLUMNS])
   return header, rows
 
 

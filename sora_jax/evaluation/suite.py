@@ -22,9 +22,10 @@ def split_validation(train: dict, fraction: float, seed: int) -> tuple[dict, dic
 
 
 def figures(config, train: dict, val: dict, test: dict, *, label_key: str, num_classes: int,
-            with_retrieval: bool = True) -> dict | None:
-  """{"linear", "knn", "R@k"..., "linear_protocol"} on `label_key`; None when it is unknown everywhere."""
-  feature = config.eval.feature
+            with_retrieval: bool = True, feature: str | None = None) -> dict | None:
+  """{"linear", "knn", "R@k"..., "linear_protocol"} on `label_key` of `feature` (default
+  config.eval.feature); None when the label is unknown everywhere."""
+  feature = feature or config.eval.feature
   ty, qy = train[label_key], test[label_key]
   if num_classes < 2 or not (ty >= 0).any() or not (qy >= 0).any():
     return None
