@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "embed": ("embed", "embed a folder of videos into a searchable index"),
     "search": ("search", "nearest videos to a query file or id"),
     "predict": ("predict", "class probabilities for one video file"),
+    "generate": ("generate", "clips from a generator run: like a video, for a sentence, or between two"),
     "import-torch": ("import_torch", "a reference PyTorch state_dict -> a workdir the other commands read"),
     "export": ("export", "a run's encoder weights -> .safetensors or a PyTorch state_dict"),
 }

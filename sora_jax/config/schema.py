@@ -24,7 +24,7 @@ FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
-                   "actor_infonce")  # sora_jax.objectives.TERMS
+                   "actor_infonce", "generate")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -152,7 +152,7 @@ FIELDS: tuple[Field, ...] = (
 
     F("objective.name", "infonce", checks.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
       "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask | "
-      "actor_infonce"),
+      "actor_infonce | generate (alone: trains the video generator on a frozen encoder run)"),
     F("objective.temperature", 0.1, checks.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, checks.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, checks.number(0.0), "weight of the InfoNCE term"),
@@ -167,6 +167,7 @@ FIELDS: tuple[Field, ...] = (
       "time steps' teacher representations predicted from the visible ones (smooth-L1)"),
     F("objective.actor_infonce_weight", 1.0, checks.number(0.0), "weight of the per-actor InfoNCE: the same actor "
       "in two views against every other actor of the global batch, those of the same clip included"),
+    F("objective.generate_weight", 1.0, checks.number(0.0), "weight of the generator's loss (generate.method)"),
     F("objective.mask_ratio", 0.5, checks.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
     F("objective.mask_blocks", 1, checks.integer(1), "latent_mask: the hidden steps come in this many contiguous "
       "blocks (placed at random; they may overlap)"),
@@ -190,6 +191,27 @@ FIELDS: tuple[Field, ...] = (
     F("text.feature_noise", 0.0, checks.number(0.0), "std of Gaussian noise added to each coordinate of a caption's "
       "unit text feature in training (drawn from the step key): the projection learns to read what survives "
       "it, so unseen phrasings land near seen ones; 0 = off"),
+
+    F("generate.encoder_workdir", "", checks.string(), "objective generate: the trained encoder run the generator "
+      "is conditioned on (frozen; its model config is adopted and its weights join the generator's checkpoint)"),
+    F("generate.encoder_step", 0, checks.integer(0), "the encoder run's checkpoint to use; 0 = its latest"),
+    F("generate.encoder_fingerprint", "", checks.string(), "written by train: the encoder run's config hash and step "
+      "(a generator never resumes on another encoder)"),
+    F("generate.method", "flow", checks.choice("flow", "mse"), "flow (flow matching, sampled with "
+      "classifier-free guidance) | mse (a deterministic decoder trained with MSE: the baseline)"),
+    F("generate.condition", "embedding", checks.choice("embedding", "aligned"), "the encoder output the "
+      "generator is conditioned on: embedding | aligned (the video-text space: sentences condition it too)"),
+    F("generate.width", 128, checks.integer(8), "token width of the generator's space-time Transformer"),
+    F("generate.depth", 6, checks.integer(1), "blocks (space attention, time attention, MLP) of the generator"),
+    F("generate.num_heads", 4, checks.integer(1), "attention heads of the generator"),
+    F("generate.patch_size", 8, checks.integer(1), "frames are cut into patch_size x patch_size tokens"),
+    F("generate.cond_dropout", 0.1, checks.number(0.0, 1.0), "flow: in training, the condition is replaced by "
+      "a learned null vector with this probability (classifier-free guidance needs the unconditional model)"),
+    F("generate.sample_steps", 32, checks.integer(1), "flow: Euler steps from noise to a clip"),
+    F("generate.guidance", 2.0, checks.number(0.0), "flow: classifier-free guidance scale w (v_u + w (v_c - v_u)); "
+      "1 = conditional only, 0 = unconditional"),
+    F("generate.eval_examples", 400, checks.integer(2), "eval of a generator run: test videos whose embeddings "
+      "condition one sample each"),
 
     F("train.batch_size", 64, checks.integer(1), "global batch (all processes); 64 learns motion in a few hundred "
       "steps where 32 needs ~700"),
@@ -250,7 +272,7 @@ FIELDS: tuple[Field, ...] = (
     F("eval.projection", "pca", checks.choice("pca", "tsne"), "2-D plot of the test embeddings: pca | tsne"),
 )
 
-SECTIONS = ("data", "model", "objective", "text", "train", "optimizer", "mesh", "eval")
+SECTIONS = ("data", "model", "objective", "text", "generate", "train", "optimizer", "mesh", "eval")
 BY_NAME = {f.name: f for f in FIELDS}
 
 

@@ -165,6 +165,26 @@ def _text(config) -> None:
                       f"layers; use 0..{TEXT_TOWER_LAYERS}")
 
 
+def _generate(config) -> None:
+  g, names = config.generate, terms(config.objective.name)
+  if "generate" not in names:
+    return
+  if len(names) > 1:
+    raise ConfigError(f"objective {config.objective.name!r}: generate trains a generator on a frozen encoder and "
+                      "combines with no other term; set --config.objective.name=generate")
+  if not g.encoder_workdir:
+    raise ConfigError("objective generate needs a trained encoder run: set --config.generate.encoder_workdir=RUN "
+                      "(a workdir of `sora-jax train`)")
+  if config.data.frame_size % g.patch_size:
+    raise ConfigError(f"config.generate.patch_size={g.patch_size} must divide data.frame_size="
+                      f"{config.data.frame_size}; e.g. --config.generate.patch_size=4")
+  if g.width % g.num_heads:
+    raise ConfigError(f"config.generate.width={g.width} must be divisible by generate.num_heads={g.num_heads}")
+  if g.condition == "aligned" and config.model.text_embed_dim < 1:
+    raise ConfigError("config.generate.condition='aligned' needs an encoder trained with video_text (a video-text "
+                      "space); use an encoder run of --config text, or generate.condition=embedding")
+
+
 def _eval(config) -> None:
   wanted = as_names(config.eval.baselines)
   if "bag_of_words" in wanted and "video_text" not in terms(config.objective.name):
@@ -172,5 +192,5 @@ def _eval(config) -> None:
                       "has no video_text term; drop it from --config.eval.baselines")
 
 
-_RULES = {"data": _data, "model": _model, "objective": _objective, "text": _text, "train": _train,
+_RULES = {"data": _data, "model": _model, "objective": _objective, "text": _text, "generate": _generate, "train": _train,
           "optimizer": lambda config: None, "mesh": _mesh, "eval": _eval}

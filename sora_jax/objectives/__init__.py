@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from sora_jax.config import terms
-from sora_jax.objectives import teacher as teacher_lib, video_text as video_text_lib
+from sora_jax.models.generator import build_generator, init_generator
+from sora_jax.objectives import generate as generate_lib, teacher as teacher_lib, video_text as video_text_lib
 from sora_jax.objectives.actors import actor_infonce
 from sora_jax.objectives.collapse import collapse_metrics
 from sora_jax.objectives.contrastive import infonce
@@ -29,7 +30,7 @@ TERM_SALT = 1 << 20  # the terms' keys: fold_in(step key, TERM_SALT + i), apart 
 TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
 
 
-def pretrained(config) -> dict:
+def pretrained(config) -> dict:  # (a generate run's: training.state.pretrained_weights, the encoder run's)
   """Weights the objective starts from (numpy, loaded here, outside any jit; pass them to
   `init_params`): the pretrained text tower when text.train_layers > 0, else nothing."""
   return video_text_lib.pretrained(config) if "video_text" in terms(config.objective.name) else {}
@@ -38,7 +39,7 @@ def pretrained(config) -> dict:
 def init_params(config, key=None, pretrained: dict | None = None) -> dict:
   """Trainable parameters owned by the objective: the log-temperature when it is learned; the text
   projection and its temperature for video_text (and the tower, from `pretrained`, when it trains);
-  the predictor MLP for the teacher terms (moco, byol)."""
+  the predictor MLP for the teacher terms (moco, byol); the video generator for generate."""
   params = {}
   if config.objective.learn_temperature:
     params["log_temperature"] = jnp.log(jnp.asarray(config.objective.temperature, jnp.float32))
@@ -48,6 +49,9 @@ def init_params(config, key=None, pretrained: dict | None = None) -> dict:
   if any(t in teacher_lib.PREDICTOR_TERMS for t in terms(config.objective.name)):
     params["predictor"] = teacher_lib.init_predictor(jax.random.fold_in(key, 2), config.model.embed_dim,
                                                      config.objective.predictor_hidden)
+  if "generate" in terms(config.objective.name):  # beside the encoder run's own (frozen: text projection...)
+    params.update({k: v for k, v in (pretrained or {}).items() if k != "generator"})
+    params["generator"] = init_generator(config, jax.random.fold_in(key, 3))
   return params
 
 
@@ -105,10 +109,23 @@ def _latent_mask(config, outputs, batch, params, temp, key):
   return _per_view(latent_mask, outputs["latent_predictions"], outputs["teacher_sequence"], outputs["time_mask"])
 
 
+def _generate(config, outputs, batch, params, temp, key):
+  """The generator's loss on every view's clip given the frozen encoder's output for it."""
+  if key is None:
+    raise ValueError("the generate term draws noise and flow times: compute_loss needs the step's key")
+  g, video = config.generate, batch["video"]
+  clips = generate_lib.to_unit(video.reshape((-1,) + video.shape[2:]))
+  cond = jax.lax.stop_gradient(outputs[g.condition])
+  cond = cond.reshape((-1, cond.shape[-1])).astype(jnp.float32)
+  model = build_generator(config)
+  apply = lambda *a: model.apply({"params": params["generator"]}, *a)
+  return generate_lib.loss(g.method, apply, clips, cond, key, g.cond_dropout)
+
+
 Term = Callable[..., tuple[jax.Array, dict]]
 TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "supervised": _supervised,
                           "video_text": _video_text, "moco": _moco, "byol": _byol, "latent_mask": _latent_mask,
-                          "actor_infonce": _actor_infonce}
+                          "actor_infonce": _actor_infonce, "generate": _generate}
 # Batch entries a term reads besides the video (they go to the devices with it).
 BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask"),
               "actor_infonce": ("boxes", "actor_mask")}

@@ -31,7 +31,7 @@ from sora_jax.data.pipeline import TrainInput
 from sora_jax.errors import ConfigError, SoraError, unwritable, unwritable_message
 from sora_jax.parallel import distributed
 from sora_jax.parallel.inflight import wait_each_launch
-from sora_jax.training import checkpoint as ckpt
+from sora_jax.training import checkpoint as ckpt, encoder_run
 from sora_jax.training.captions import caption_features
 from sora_jax.training.feed import DeviceFeed
 from sora_jax.training.lock import WorkdirBusy, WorkdirLock
@@ -130,14 +130,15 @@ def train(config, workdir, *, hooks: Iterable[Hook] = (), stop_at_step: int | No
           batch_callback: Callable[[int, dict], None] | None = None):
   """Trains to config.train.num_steps (resuming from workdir's latest checkpoint); returns the TrainState.
 
-  config is validated here, where it enters training (ConfigError before anything compiles).
+  config is validated here, where it enters training (ConfigError before anything compiles); a
+  generate config first takes its encoder run's model (`encoder_run.adopt`).
   hooks: `hook(step, variables) -> {name: float}` every train.quick_eval_every steps and at the end.
   stop_at_step: stop there as a preemption would (save, return); for tests and time-boxed runs.
   batch_callback: `f(step, host_batch)` when a batch is read, before it goes to the devices (up to
     data.device_prefetch steps ahead of its step; tests check the batch order with it).
   """
-  validate(config)
   workdir = storage.path(workdir)  # a local folder or a URL (gs://bucket/run)
+  config = validate(encoder_run.adopt(config, workdir))  # a generator takes its encoder run's model
   workdir.mkdir(parents=True, exist_ok=True)
   try:
     with _QUIET_DISK_ERRORS, WorkdirLock(workdir, _say) as lock:  # one run per workdir (WorkdirBusy names the holder)

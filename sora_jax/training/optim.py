@@ -11,6 +11,7 @@ import flax
 import jax
 import optax
 
+from sora_jax.config import terms
 from sora_jax.objectives.video_text import TOWER, frozen
 
 
@@ -32,6 +33,8 @@ def decay_mask(params):
 
 def build_optimizer(config) -> optax.GradientTransformation:
   tx = _base(config, learning_rate_schedule(config))
+  if "generate" in terms(config.objective.name):  # the generator trains; the encoder run's parts stay as they are
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, _generator_labels)
   if config.text.train_layers:  # the pretrained tower: its top layers at a fraction of the rate, the rest fixed
     scale = config.text.learning_rate_scale
     tower = _base(config, lambda step: scale * learning_rate_schedule(config)(step))
@@ -54,6 +57,11 @@ def _base(config, lr: optax.Schedule) -> optax.GradientTransformation:
   if opt.clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
   return tx
+
+
+def _generator_labels(params):
+  """'train' for params['objective']['generator'], 'frozen' for the rest (the encoder run's)."""
+  return {"encoder": "frozen", "objective": {k: "train" if k == "generator" else "frozen" for k in params["objective"]}}
 
 
 def _labels(config, params):

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import optax
 
 from sora_jax import objectives
+from sora_jax.config import terms
 from sora_jax.errors import ConfigError
-from sora_jax.models import efficientnet
-from sora_jax.models import build_encoder_unchecked
-from sora_jax.training import ema
+from sora_jax.models import build_encoder_unchecked, efficientnet
 from sora_jax.models.video_encoder import default_batch_shape
+from sora_jax.training import ema, encoder_run
 
 
 @flax.struct.dataclass
@@ -39,7 +39,11 @@ class TrainState:
 def pretrained_weights(config) -> dict:
   """Weights parts of the state start from, as numpy, loaded here outside any jit (pass them to
   `init_state` as an argument): {'objective': objectives.pretrained(config) (the text tower),
-  'encoder': {'frame_encoder': ImageNet weights} with model.pretrained}."""
+  'encoder': {'frame_encoder': ImageNet weights} with model.pretrained; with the generate term the
+  whole encoder of generate.encoder_workdir, its 'model_state' and its run's objective parameters}."""
+  if "generate" in terms(config.objective.name):
+    variables, objective = encoder_run.load(config)
+    return {"objective": objective, "encoder": variables.pop("params"), "model_state": variables}
   return {"objective": objectives.pretrained(config), "encoder": efficientnet.pretrained_params(config.model)}
 
 
@@ -56,6 +60,7 @@ def init_state(config, tx: optax.GradientTransformation, pretrained: dict | None
     if jax.tree_util.tree_map(jnp.shape, tree) != jax.tree_util.tree_map(jnp.shape, encoder[name]):
       raise ConfigError(f"the pretrained weights of {name} do not fit this model's {name} (config.model changed?)")
     encoder[name] = tree
+  variables.update(pretrained.get("model_state") or {})
   params = {"encoder": encoder,
             "objective": objectives.init_params(config, jax.random.fold_in(init_key, 1), pretrained.get("objective"))}
   ema_params = jax.tree_util.tree_map(jnp.copy, params["encoder"]) if ema.uses_teacher(config) else None

@@ -6,7 +6,9 @@
 one call ([B*V, T, H, W, 3], video-major so each device keeps its own rows) and its outputs come
 back as [B, V, ...], which the objective reads over the global batch. With a
 teacher term the EMA teacher (state.ema_params) encodes the same views without gradient, and is
-moved toward the updated encoder after the optimizer step (training.ema).
+moved toward the updated encoder after the optimizer step (training.ema). With the generate term the
+encoder is frozen (an encoder run's weights, inference mode, no gradient) and conditions the generator,
+whose parameters are the objective's (params['objective']['generator']).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from sora_jax.training.optim import build_optimizer, learning_rate_schedule
 from sora_jax.training.state import TrainState, init_state, pretrained_weights
 
 
-def _apply(model, encoder_params, model_state, flat, key, time_mask=None, boxes=None):
-  """-> (outputs, model_state after the step) of the encoder in training mode."""
+def _apply(model, encoder_params, model_state, flat, key, time_mask=None, boxes=None, train=True):
+  """-> (outputs, model_state after the step) of the encoder (in training mode unless `train` is False)."""
   variables = {"params": encoder_params, **model_state}
-  kwargs = dict(train=True, time_mask=time_mask, boxes=boxes, rngs={"dropout": key})
+  kwargs = dict(train=train, time_mask=time_mask, boxes=boxes, rngs={"dropout": key})
   if model_state:
     return model.apply(variables, flat, mutable=list(model_state), **kwargs)
   return model.apply(variables, flat, **kwargs), model_state
@@ -46,6 +48,10 @@ def _encode(config, model, encoder_params, model_state, batch, key, ema_params=N
   boxes = batch.get("boxes")  # actor tracks [B, V, A, T, 4] for model.actors
   boxes = None if boxes is None else boxes.reshape((b * v,) + boxes.shape[2:])
   mask, names = None, terms(config.objective.name)
+  if "generate" in names:  # the generator's condition: the frozen encoder in inference mode, no gradient
+    out, _ = _apply(model, jax.lax.stop_gradient(encoder_params), model_state, flat, key, train=False)
+    out = jax.tree_util.tree_map(jax.lax.stop_gradient, out)
+    return jax.tree_util.tree_map(lambda x: x.reshape((b, v) + x.shape[1:]), out), model_state
   if "latent_mask" in names:
     o = config.objective
     mask = draw_mask(jax.random.fold_in(key, 2), b * v, video.shape[2], o.mask_ratio, o.mask_blocks)

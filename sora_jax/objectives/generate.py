@@ -1,0 +1,95 @@
+"""The generator's objective and its sampler, in one place: flow matching (rectified flow) and the
+deterministic MSE decoder kept as the baseline.
+
+Flow matching (Lipman et al. 2023; Liu et al. 2023): a path from noise x0 ~ N(0, I) at t = 0 to a
+data clip x1 at t = 1, x_t = (1 - t) x0 + t x1, whose velocity x1 - x0 the network learns to predict
+(MSE); t is drawn logit-normal (Esser et al. 2024: more weight mid-path). Sampling integrates the
+learned velocity from noise with Euler steps; classifier-free guidance (Ho & Salimans 2022) mixes the
+conditional and the unconditional velocities, v_u + w (v_c - v_u), the condition having been dropped
+in training with probability `cond_dropout`. The MSE decoder maps the condition alone to a clip (its
+input: zeros at t = 1) and gives the blurred average of what the condition allows.
+
+`apply(x [B, T, H, W, 3], t [B], cond [B, E], drop [B] | None) -> [B, T, H, W, 3]` is the generator
+with its parameters bound; clips are float in [-1, 1] (`to_unit`, `to_uint8`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ("flow", "mse")
+Apply = Callable[..., jax.Array]
+
+
+def to_unit(video: jax.Array) -> jax.Array:
+  """uint8 frames -> float32 in [-1, 1]."""
+  return video.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(x: jax.Array) -> jax.Array:
+  """float clips in [-1, 1] (clipped) -> uint8 frames."""
+  return jnp.round((jnp.clip(x, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
+
+
+def flow_path(x0: jax.Array, x1: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """-> (x_t, the velocity target x1 - x0) for t [B]."""
+  tb = t.reshape((-1,) + (1,) * (x1.ndim - 1))
+  return (1.0 - tb) * x0 + tb * x1, x1 - x0
+
+
+def loss(method: str, apply: Apply, clips: jax.Array, cond: jax.Array, key: jax.Array,
+         cond_dropout: float) -> tuple[jax.Array, dict]:
+  """The generator's training loss on clips [B, T, H, W, 3] in [-1, 1] given cond [B, E].
+  -> (loss, metrics); flow: the velocity MSE; mse: the clip MSE of the deterministic decoder."""
+  b = clips.shape[0]
+  k_noise, k_time, k_drop = jax.random.split(key, 3)
+  if method == "mse":
+    pred = apply(jnp.zeros_like(clips), jnp.ones((b,), jnp.float32), cond, None)
+    value = jnp.mean(jnp.square(pred - clips))
+    return value, {"generate_mse": value}
+  x0 = jax.random.normal(k_noise, clips.shape, jnp.float32)
+  t = jax.nn.sigmoid(jax.random.normal(k_time, (b,), jnp.float32))
+  xt, target = flow_path(x0, clips, t)
+  drop = jax.random.bernoulli(k_drop, cond_dropout, (b,))
+  value = jnp.mean(jnp.square(apply(xt, t, cond, drop) - target))
+  return value, {"generate_flow_mse": value}
+
+
+def velocity(apply: Apply, x: jax.Array, t: jax.Array, cond: jax.Array, guidance: float) -> jax.Array:
+  """The guided velocity at x [B, ...], time t []: v_u + guidance (v_c - v_u); guidance 1 = v_c alone
+  (one network call), 0 = unconditional."""
+  b = x.shape[0]
+  ts = jnp.full((b,), t, jnp.float32)
+  if guidance == 1.0:
+    return apply(x, ts, cond, None)
+  both = apply(jnp.concatenate([x, x]), jnp.concatenate([ts, ts]), jnp.concatenate([cond, cond]),
+               jnp.concatenate([jnp.zeros((b,), bool), jnp.ones((b,), bool)]))
+  v_c, v_u = both[:b], both[b:]
+  return v_u + guidance * (v_c - v_u)
+
+
+def euler_step(apply: Apply, x: jax.Array, i: jax.Array, num_steps: int, cond: jax.Array,
+               guidance: float) -> jax.Array:
+  """Step i of `num_steps` Euler steps from t = i / num_steps."""
+  dt = 1.0 / num_steps
+  return x + dt * velocity(apply, x, i * dt, cond, guidance)
+
+
+def initial_noise(key: jax.Array, shape: tuple) -> jax.Array:
+  """x0 of the sampler: N(0, I) of the clips' shape [B, T, H, W, 3]."""
+  return jax.random.normal(key, shape, jnp.float32)
+
+
+def sample(method: str, apply: Apply, cond: jax.Array, key: jax.Array, shape: tuple, *, num_steps: int,
+           guidance: float) -> jax.Array:
+  """Clips [B, T, H, W, 3] in [-1, 1] for cond [B, E] (shape: the clips'). flow: `num_steps` Euler
+  steps from `initial_noise(key)` (in one fori_loop; the apps step in Python to show progress);
+  mse: the decoder's one output (key unused)."""
+  if method == "mse":
+    return jnp.clip(apply(jnp.zeros(shape, jnp.float32), jnp.ones((shape[0],), jnp.float32), cond, None), -1, 1)
+  x = jax.lax.fori_loop(0, num_steps, lambda i, x: euler_step(apply, x, i, num_steps, cond, guidance),
+                        initial_noise(key, shape))
+  return jnp.clip(x, -1.0, 1.0)
