@@ -6,18 +6,15 @@
 
 A generator run (`sora-jax train --config generate`) holds the frozen encoder it was trained on, so
 the conditions (a video's embedding, a sentence's vector in the video-text space) come from that
-same network. Sampling runs on the run's mesh (the samples split over its batch axes), one jitted
-Euler step per sampling step; sample r of a seed does not depend on how many are drawn with it.
+same network. Sampling runs on the run's mesh (`evaluation.sampler.Sampler`); sample r of a seed does
+not depend on how many are drawn with it.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -27,9 +24,7 @@ from sora_jax.apps.html import frame_strip
 from sora_jax.config import terms
 from sora_jax.data.video_io import encode_video
 from sora_jax.errors import ConfigError, DataError
-from sora_jax.models.generator import build_generator
-from sora_jax.objectives import generate as flow
-from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.evaluation.sampler import Sampler
 from sora_jax.training.captions import text_vectors
 
 
@@ -53,11 +48,7 @@ class Generator:
     if "generate" not in terms(self.config.objective.name):
       raise ConfigError(f"{str(workdir)!r} is not a generator run (objective {self.config.objective.name!r}); train "
                         "one with `sora-jax train --config generate --config.generate.encoder_workdir=RUN`")
-    self.mesh = self.embedder.mesh
-    params = self.embedder.objective_params["generator"]
-    self.params = jax.device_put(params, mesh_lib.replicated(self.mesh))
-    d = self.config.data
-    self.clip_shape = (d.num_frames, d.frame_size, d.frame_size, 3)
+    self.sampler = Sampler(self.config, self.embedder.objective_params["generator"], self.embedder.mesh)
 
   def condition_of_files(self, paths: Sequence) -> np.ndarray:
     """Video files -> [N, E] conditions (the frozen encoder's `generate.condition` output); DataError
@@ -78,47 +69,9 @@ class Generator:
       raise DataError("empty --text: describe the video, e.g. 'a red square moves left'")
     return text_vectors(self.config, self.embedder.objective_params, list(texts), cache=False).astype(np.float32)
 
-  @functools.cached_property
-  def _jitted(self):
-    model, g = build_generator(self.config), self.config.generate
-    apply = lambda params: (lambda *a: model.apply({"params": params}, *a))
-    rows = mesh_lib.batch_sharding(self.mesh)
-
-    def noise(key, row_ids):
-      return jax.vmap(lambda r: flow.initial_noise(jax.random.fold_in(key, r), (1,) + self.clip_shape)[0])(row_ids)
-
-    def step(params, x, i, cond, guidance):
-      return flow.euler_step(apply(params), x, i, g.sample_steps, cond, guidance)
-
-    def decode(params, cond):  # the MSE baseline: one output per condition
-      return flow.sample("mse", apply(params), cond, None, (cond.shape[0],) + self.clip_shape, num_steps=1,
-                         guidance=1.0)
-
-    return (jax.jit(noise, out_shardings=rows), jax.jit(step, static_argnums=4, out_shardings=rows),
-            jax.jit(decode, out_shardings=rows))
-
-  def sample(self, cond: np.ndarray, *, num: int = 1, seed: int = 0, guidance: float | None = None,
-             progress: bool = False) -> np.ndarray:
-    """cond [N, E] -> uint8 clips [N * num, T, S, S, 3]: `num` samples of each condition (condition-
-    major), sample r drawn from (seed, r); guidance: default the run's generate.guidance."""
-    if num < 1:
-      raise DataError(f"--num {num}: ask for at least one clip per condition")
-    g = self.config.generate
-    guidance = float(g.guidance if guidance is None else guidance)
-    if guidance < 0:
-      raise DataError(f"--guidance {guidance} must be >= 0 (1 = the condition alone, 0 = unconditional)")
-    cond = np.repeat(np.asarray(cond, np.float32), num, axis=0)
-    n = len(cond)
-    padded = -(-n // self.mesh.size) * self.mesh.size
-    cond = jax.device_put(np.concatenate([cond, np.repeat(cond[-1:], padded - n, 0)]), mesh_lib.batch_sharding(self.mesh))
-    noise, step, decode = self._jitted
-    if g.method == "mse":
-      return np.asarray(jax.device_get(flow.to_uint8(decode(self.params, cond))))[:n]
-    rows = np.concatenate([np.tile(np.arange(num), n // num), np.arange(n, padded)]).astype(np.int32)
-    x = noise(jax.random.PRNGKey(seed), rows)
-    for i in tqdm(range(g.sample_steps), desc="sample", unit="step", disable=not progress, file=sys.stderr):
-      x = step(self.params, x, jnp.int32(i), cond, guidance)
-    return np.asarray(jax.device_get(flow.to_uint8(x)))[:n]
+  def sample(self, cond: np.ndarray, **kwargs) -> np.ndarray:
+    """`Sampler.sample`: cond [N, E] -> uint8 clips [N * num, T, S, S, 3]."""
+    return self.sampler.sample(cond, **kwargs)
 
 
 def write_clips(out, clips: np.ndarray, names: Sequence[str], *, fps: float = 8.0) -> list[str]:

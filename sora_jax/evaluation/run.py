@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from sora_jax import storage
-from sora_jax.config import apply_overrides, validate
+from sora_jax.config import apply_overrides, terms, validate
 from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.errors import ConfigError
@@ -24,6 +24,7 @@ from sora_jax.evaluation import (
   baselines as bl,
   features,
   finetune as ft,
+  generation,
   report,
   retrieval,
   suite,
@@ -94,6 +95,9 @@ def evaluate(workdir, *, step: int | None = None, progress: bool = True, baselin
   workdir = storage.path(workdir)
   config, variables, objective_params, ckpt_step = load_run(workdir, step)
   _override(config, overrides)
+  if "generate" in terms(config.objective.name):  # a generator run: its own figures
+    return generation.evaluate_generator(workdir, step=ckpt_step, progress=progress, config=config,
+                                         baselines_wanted=baselines)
   info = pipeline.dataset_info(config)
   wanted = as_names(config.eval.baselines if baselines is None else baselines)
   models = _models(config, variables, ckpt_step, workdir, info, wanted)

@@ -21,5 +21,5 @@ def get_config():
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 100
   c.optimizer.weight_decay = 0.0
-  c.eval.baselines = ()
+  c.eval.baselines = ("generate_mse",)  # the deterministic decoder, trained by eval beside it
   return c
