@@ -95,10 +95,10 @@ def generate_videos(workdir, *, out, like=None, to=None, text=None, num: int = 4
   (each from the same noise, so only the condition changes)."""
   if num < 1:
     raise DataError(f"--num {num}: ask for at least one clip")
-  if (like is None) == (text is None):
-    raise DataError("give one of --like VIDEO or --text SENTENCE")
   if to is not None and like is None:
     raise DataError("--to interpolates from a --like video; give --like A --to B")
+  if (like is None) == (text is None):
+    raise DataError("give one of --like VIDEO or --text SENTENCE")
   if to is not None and steps < 2:
     raise DataError(f"--steps {steps}: an interpolation needs at least 2 clips (both ends)")
   target = storage.path(out)

@@ -107,6 +107,9 @@ def _model(config) -> None:
 
 def _objective(config) -> None:
   name, m = config.objective.name, config.model
+  if "generate" in terms(name) and len(terms(name)) > 1:
+    raise ConfigError(f"objective {name!r}: generate trains a generator on a frozen encoder and combines with no "
+                      "other term; set --config.objective.name=generate")
   pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol", "actor_infonce")]
   if pairwise and config.data.num_views < 2:
     raise ConfigError(f"config.data.num_views={config.data.num_views} but objective {name!r} needs >= 2 views "
@@ -169,9 +172,6 @@ def _generate(config) -> None:
   g, names = config.generate, terms(config.objective.name)
   if "generate" not in names:
     return
-  if len(names) > 1:
-    raise ConfigError(f"objective {config.objective.name!r}: generate trains a generator on a frozen encoder and "
-                      "combines with no other term; set --config.objective.name=generate")
   if not g.encoder_workdir:
     raise ConfigError("objective generate needs a trained encoder run: set --config.generate.encoder_workdir=RUN "
                       "(a workdir of `sora-jax train`)")

@@ -15,6 +15,8 @@ import copy
 import hashlib
 import json
 
+import jax
+
 from sora_jax import storage
 from sora_jax.config import terms, to_dict
 from sora_jax.errors import ConfigError
@@ -82,4 +84,4 @@ def load(config) -> tuple[dict, dict]:
   if config.generate.encoder_fingerprint and fingerprint(encoder_config, step) != config.generate.encoder_fingerprint:
     raise ConfigError(f"the encoder in {config.generate.encoder_workdir!r} changed while the generator was being "
                       "set up; rerun")
-  return dict(variables), dict(objective)
+  return jax.device_get((dict(variables), dict(objective)))  # numpy: an argument of any mesh's init

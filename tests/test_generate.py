@@ -1,0 +1,164 @@
+"""The generator's parts: the flow (path, loss, guided velocity, Euler sampler) against direct
+computations, the network (patches, the null condition, adaLN-zero), the sampler's seeding, the
+Fréchet distance, and the generate config's checks. End to end (train, generate, eval):
+test_generate_apps.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sora_jax.config import load_config, validate
+from sora_jax.errors import ConfigError, DataError
+from sora_jax.evaluation.generation import frechet_distance, mean_pairwise
+from sora_jax.evaluation.sampler import Sampler
+from sora_jax.models.generator import VideoGenerator, patchify, unpatchify
+from sora_jax.objectives import generate as flow
+from sora_jax.parallel import mesh as mesh_lib
+
+SHAPE = (2, 4, 8, 8, 3)
+
+
+def test_flow_loss_is_the_velocity_mse_of_the_drawn_path():
+  key = jax.random.PRNGKey(3)
+  clips = jax.random.uniform(jax.random.PRNGKey(1), SHAPE, minval=-1, maxval=1)
+  cond = jnp.ones((2, 5))
+  seen = {}
+
+  def apply(x, t, c, drop):  # a velocity that depends on all its inputs
+    seen.update(x=np.asarray(x), t=np.asarray(t), drop=np.asarray(drop))
+    return 0.5 * x + t[:, None, None, None, None] + c.sum(-1)[:, None, None, None, None] * 0.1
+
+  value, _ = flow.loss("flow", apply, clips, cond, key, 0.5)
+  k_noise, k_time, k_drop = jax.random.split(key, 3)
+  x0 = np.asarray(jax.random.normal(k_noise, SHAPE))
+  t = 1 / (1 + np.exp(-np.asarray(jax.random.normal(k_time, (2,)))))
+  tb = t[:, None, None, None, None]
+  xt = (1 - tb) * x0 + tb * np.asarray(clips)
+  np.testing.assert_allclose(seen["x"], xt, atol=1e-6)
+  np.testing.assert_allclose(seen["t"], t, atol=1e-6)
+  pred = 0.5 * xt + tb + 0.5
+  np.testing.assert_allclose(float(value), np.mean((pred - (np.asarray(clips) - x0)) ** 2), rtol=1e-5)
+  drops = [flow.loss("flow", apply, clips, cond, jax.random.PRNGKey(i), 0.5) and seen["drop"].copy() for i in range(40)]
+  assert 0.3 < np.mean(drops) < 0.7  # the condition is dropped at about the configured rate
+
+
+def test_mse_decoder_loss_sees_no_noise():
+  clips = jnp.full(SHAPE, 0.25)
+  apply = lambda x, t, c, drop: x + t[:, None, None, None, None] - 1.0  # = x: zeros in, zeros out
+  value, _ = flow.loss("mse", apply, clips, jnp.zeros((2, 3)), jax.random.PRNGKey(0), 0.1)
+  assert float(value) == pytest.approx(0.0625)
+
+
+def test_guidance_mixes_conditional_and_unconditional_velocities():
+  def apply(x, t, c, drop):
+    cond_part = jnp.where(drop[:, None, None, None, None] if drop is not None else False, 0.0, 2.0)
+    return jnp.ones_like(x) + cond_part
+  x = jnp.zeros(SHAPE)
+  for w, want in ((1.0, 3.0), (0.0, 1.0), (2.5, 1.0 + 2.5 * 2.0)):
+    np.testing.assert_allclose(np.asarray(flow.velocity(apply, x, 0.3, jnp.zeros((2, 3)), w)), want)
+
+
+def test_euler_sampler_reaches_the_target_of_the_straight_path():
+  target = jax.random.uniform(jax.random.PRNGKey(2), SHAPE, minval=-0.9, maxval=0.9)
+  apply = lambda x, t, c, drop: (target - x) / (1.0 - t[:, None, None, None, None])  # the exact field to target
+  out = flow.sample("flow", apply, jnp.zeros((2, 3)), jax.random.PRNGKey(0), SHAPE, num_steps=7, guidance=1.0)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(target), atol=1e-5)
+  assert np.array_equal(np.asarray(flow.to_uint8(jnp.array([-2.0, -1.0, 0.0, 1.0]))), [0, 0, 128, 255])
+
+
+def test_patches_round_trip_and_keep_pixels_together():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 8, 8, 3))
+  p = patchify(x, 4)
+  assert p.shape == (1, 2, 4, 48)
+  np.testing.assert_array_equal(np.asarray(p[0, 0, 1]).reshape(4, 4, 3), np.asarray(x[0, 0, 0:4, 4:8]))
+  np.testing.assert_array_equal(np.asarray(unpatchify(p, 4, 8, 8)), np.asarray(x))
+
+
+def _perturbed(model, x, t, cond):
+  params = model.init(jax.random.PRNGKey(0), x, t, cond)["params"]
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  return params, jax.tree_util.tree_unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+
+
+def test_generator_starts_at_zero_and_drops_the_condition_to_the_null_vector():
+  model = VideoGenerator(width=16, depth=2, num_heads=2, patch=4)
+  x, t = jax.random.normal(jax.random.PRNGKey(2), SHAPE), jnp.array([0.2, 0.7])
+  a, b = jnp.ones((2, 6)), -jnp.ones((2, 6))
+  params, moved = _perturbed(model, x, t, a)
+  assert np.abs(np.asarray(model.apply({"params": params}, x, t, a))).max() == 0.0  # adaLN-zero, zero output layer
+  out = lambda c, drop=None: np.asarray(model.apply({"params": moved}, x, t, c, drop))
+  assert out(a).shape == SHAPE and np.abs(out(a) - out(b)).max() > 1e-3
+  dropped = jnp.array([True, False])
+  np.testing.assert_allclose(out(a, dropped)[0], out(b, dropped)[0], atol=1e-6)
+  assert np.abs(out(a, dropped)[1] - out(b, dropped)[1]).max() > 1e-3
+
+
+def _sampler_config(method="flow"):
+  c = load_config("generate")
+  c.data.num_frames, c.data.frame_size = 2, 8
+  c.generate.width, c.generate.depth, c.generate.num_heads, c.generate.patch_size = 16, 1, 2, 4
+  c.generate.sample_steps, c.generate.method = 3, method
+  return c
+
+
+def _sampler(mesh, method="flow"):
+  config = _sampler_config(method)
+  model = VideoGenerator(width=16, depth=1, num_heads=2, patch=4)
+  x = jnp.zeros((1, 2, 8, 8, 3))
+  _, params = _perturbed(model, x, jnp.zeros(1), jnp.zeros((1, 4)))
+  return Sampler(config, params, mesh)
+
+
+def test_sampler_rows_depend_on_seed_and_row_only():
+  cond = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (3, 4)))
+  eight = _sampler(mesh_lib.inference_mesh(_sampler_config()))
+  one = _sampler(jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), mesh_lib.BATCH_AXES))
+  many = eight.sample(cond, num=2, seed=7)
+  assert many.shape == (6, 2, 8, 8, 3) and many.dtype == np.uint8
+  np.testing.assert_array_equal(eight.sample(cond[1:2], num=1, seed=7)[0], many[2])  # row 0 of condition 1
+  assert np.abs(one.sample(cond, num=2, seed=7).astype(int) - many).max() <= 1  # any device count
+  assert not np.array_equal(eight.sample(cond, num=2, seed=8), many)
+  assert not np.array_equal(many[0], many[1])  # two samples of one condition differ
+  with pytest.raises(DataError, match="--num 0"):
+    eight.sample(cond, num=0)
+  with pytest.raises(DataError, match="guidance"):
+    eight.sample(cond, guidance=-1.0)
+  mse = _sampler(eight.mesh, "mse").sample(cond, num=2, seed=1)
+  np.testing.assert_array_equal(mse[0], mse[1])  # the decoder is deterministic
+
+
+def test_frechet_distance_and_pairwise_distance():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(500, 3))
+  a -= a.mean(0)
+  assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+  assert frechet_distance(a, a + np.array([3.0, 0, 4.0])) == pytest.approx(25.0, rel=1e-6)
+  assert frechet_distance(a, 2 * a) == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-4)  # (2-1)^2 Tr S
+  groups = np.array([[[0.0, 0.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]])
+  assert mean_pairwise(groups) == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"objective.name": "generate+infonce"}, "combines with no other term"),
+    ({"generate.encoder_workdir": ""}, "needs a trained encoder run"),
+    ({"generate.patch_size": 5}, "must divide data.frame_size"),
+    ({"generate.condition": "aligned"}, "needs an encoder trained with video_text"),
+    ({"eval.baselines": ("random",)}, "only baseline is generate_mse"),
+])
+def test_generate_config_errors(change, message):
+  c = load_config("generate")
+  c.generate.encoder_workdir = "runs/x"
+  for dotted, value in change.items():
+    section, name = dotted.split(".")
+    c[section][name] = value
+  with pytest.raises(ConfigError, match=message):
+    validate(c)
+
+
+def test_encoder_configs_refuse_the_generator_baseline():
+  c = load_config("default")
+  c.eval.baselines = ("generate_mse",)
+  with pytest.raises(ConfigError, match="generator's baseline"):
+    validate(c)
