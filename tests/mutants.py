@@ -307,6 +307,20 @@ MUTANTS = {
         "sora_jax/data/tracks.py", "  return ids, boxes[:, np.asarray(source_frames)] * scale, notes + more",
         "  return ids, boxes[:, :len(source_frames)] * scale, notes + more",
         ["tests/test_actors_apps.py::test_prepare_carries_manifest_tracks_through_frame_rate_and_resize_and_reports_bad_ones"]),
+    "flow-target-reversed": (
+        "sora_jax/objectives/generate.py", "return (1.0 - tb) * x0 + tb * x1, x1 - x0",
+        "return (1.0 - tb) * x0 + tb * x1, x0 - x1",
+        ["tests/test_generate.py::test_flow_loss_is_the_velocity_mse_of_the_drawn_path"]),
+    "guidance-drops-the-unconditional": (
+        "sora_jax/objectives/generate.py", "return v_u + guidance * (v_c - v_u)", "return guidance * v_c",
+        ["tests/test_generate.py::test_guidance_mixes_conditional_and_unconditional_velocities"]),
+    "generator-ignores-drop": (
+        "sora_jax/models/generator.py", "    if drop is not None:\n      cond = jnp.where",
+        "    if False:\n      cond = jnp.where",
+        ["tests/test_generate.py::test_generator_starts_at_zero_and_drops_the_condition_to_the_null_vector"]),
+    "sampler-noise-by-position": (
+        "sora_jax/evaluation/sampler.py", "rows = np.concatenate([np.tile(np.arange(num), n // num), np.arange(n, padded)])",
+        "rows = np.arange(padded)", ["tests/test_generate.py::test_sampler_rows_depend_on_seed_and_row_only"]),
 }
 
 

@@ -26,6 +26,7 @@ from sora_jax.data.video_io import encode_video
 from sora_jax.errors import ConfigError, DataError
 from sora_jax.evaluation.sampler import Sampler
 from sora_jax.training.captions import text_vectors
+from sora_jax.training.checkpoint import checkpoint_dir
 
 
 def slerp(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
@@ -74,6 +75,22 @@ class Generator:
     return self.sampler.sample(cond, **kwargs)
 
 
+_CACHE: list = []
+
+
+def get_generator(workdir) -> Generator:
+  """A Generator, reused within the process for the same run and latest checkpoint (loaded and
+  compiled once: the CLI and the Python API call this)."""
+  ckdir = checkpoint_dir(workdir)
+  steps = [int(p.name) for p in ckdir.iterdir() if p.name.isdigit()] if ckdir.is_dir() else []
+  for key, gen in _CACHE:
+    if key == (str(ckdir), max(steps, default=None)):
+      return gen
+  gen = Generator(workdir)
+  _CACHE[:] = _CACHE[-1:] + [((str(ckdir), gen.step), gen)]  # keep two
+  return gen
+
+
 def write_clips(out, clips: np.ndarray, names: Sequence[str], *, fps: float = 8.0) -> list[str]:
   """Each uint8 clip [T, H, W, 3] -> OUT/NAME.mp4 and OUT/NAME.png (its frames side by side)."""
   out = storage.path(out)
@@ -104,7 +121,7 @@ def generate_videos(workdir, *, out, like=None, to=None, text=None, num: int = 4
   target = storage.path(out)
   if target.exists() and not target.is_dir():  # before any sampling
     raise DataError(f"--out {str(out)!r} is a file; give a folder for the clips")
-  gen = Generator(workdir)
+  gen = get_generator(workdir)
   if text is not None:
     clips = gen.sample(gen.condition_of_text([text]), num=num, seed=seed, guidance=guidance, progress=progress)
     names = [f"text_{r:03d}" for r in range(num)]
