@@ -310,7 +310,7 @@ MUTANTS = {
     "flow-target-reversed": (
         "sora_jax/objectives/generate.py", "return (1.0 - tb) * x0 + tb * x1, x1 - x0",
         "return (1.0 - tb) * x0 + tb * x1, x0 - x1",
-        ["tests/test_generate.py::test_flow_loss_is_the_velocity_mse_of_the_drawn_path"]),
+        ["tests/test_generate.py::test_flow_loss_is_the_velocity_mse_of_the_clean_clip_prediction_on_the_drawn_path"]),
     "guidance-drops-the-unconditional": (
         "sora_jax/objectives/generate.py", "return v_u + guidance * (v_c - v_u)", "return guidance * v_c",
         ["tests/test_generate.py::test_guidance_mixes_conditional_and_unconditional_velocities"]),

@@ -2,7 +2,8 @@
 
 `VideoGenerator()(x, t, cond, drop)`: a noisy clip x [B, T, H, W, 3] (float, data in [-1, 1]), its
 flow time t [B] in [0, 1] and a condition vector cond [B, E] (the frozen encoder's embedding of a
-video) -> the velocity [B, T, H, W, 3] (objectives/generate.py defines the flow and the sampler).
+video) -> the predicted clean clip [B, T, H, W, 3] (objectives/generate.py defines the flow, its
+velocity from this prediction, and the sampler).
 
 Each frame is cut into p x p patches (tokens [B, T, N, D], N = (H/p)(W/p)) with learned spatial and
 temporal position embeddings; every block attends within each frame (over N), then across frames at
@@ -87,7 +88,7 @@ class _Block(nn.Module):
 
 
 class VideoGenerator(nn.Module):
-  """(x [B, T, H, W, 3], t [B], cond [B, E], drop [B] bool | None) -> velocity [B, T, H, W, 3] float32.
+  """(x [B, T, H, W, 3], t [B], cond [B, E], drop [B] bool | None) -> clean clip [B, T, H, W, 3] float32.
   H and W must be multiples of `patch`; the position embeddings are made for the clip shape it is
   initialised with (T and H x W: the data's)."""
   width: int = 128
