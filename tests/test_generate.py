@@ -32,7 +32,7 @@ def test_flow_loss_is_the_velocity_mse_of_the_clean_clip_prediction_on_the_drawn
   value, _ = flow.loss("flow", apply, clips, cond, key, 0.5)
   k_noise, k_time, k_drop = jax.random.split(key, 3)
   x0 = np.asarray(jax.random.normal(k_noise, SHAPE))
-  t = 1 / (1 + np.exp(-np.asarray(jax.random.normal(k_time, (2,)))))
+  t = 1 / (1 + np.exp(0.8 - 0.8 * np.asarray(jax.random.normal(k_time, (2,)))))
   tb = t[:, None, None, None, None]
   xt = (1 - tb) * x0 + tb * np.asarray(clips)
   np.testing.assert_allclose(seen["x"], xt, atol=1e-6)

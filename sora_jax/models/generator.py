@@ -105,10 +105,16 @@ class VideoGenerator(nn.Module):
     null = self.param("null_condition", nn.initializers.normal(0.02), (cond.shape[-1],))
     if drop is not None:
       cond = jnp.where(drop[:, None], null[None].astype(cond.dtype), cond)
-    c = nn.Dense(d, name="cond_in")(cond.astype(jnp.float32))
+    # The condition at unit scale (an L2-normalised embedding's entries are ~1/sqrt(E), beside time
+    # features of size ~1), through an MLP.
+    cond = nn.LayerNorm(use_scale=False, use_bias=False, name="cond_norm")(cond.astype(jnp.float32))
+    c = nn.Dense(d, name="cond_out")(nn.silu(nn.Dense(d, name="cond_in")(cond)))
     temb = nn.Dense(d, name="time_in")(time_features(t.astype(jnp.float32), d))
     c = c + nn.Dense(d, name="time_out")(nn.silu(temb))
     tokens = nn.Dense(d, dtype=self.dtype, name="patch_in")(patchify(x.astype(self.dtype), p))
+    # ... also added to every token: the condition reaches the tokens from the first step (the adaLN
+    # gates start at zero).
+    tokens = tokens + nn.Dense(d, dtype=self.dtype, name="cond_tokens")(c)[:, None, None]
     space = self.param("pos_space", nn.initializers.normal(0.02), tokens.shape[2:])
     time = self.param("pos_time", nn.initializers.normal(0.02), (frames, d))
     tokens = tokens + space[None, None] + time[None, :, None]
