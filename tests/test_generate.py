@@ -86,7 +86,7 @@ def _perturbed(model, x, t, cond):
 def test_generator_starts_at_zero_and_drops_the_condition_to_the_null_vector():
   model = VideoGenerator(width=16, depth=2, num_heads=2, patch=4)
   x, t = jax.random.normal(jax.random.PRNGKey(2), SHAPE), jnp.array([0.2, 0.7])
-  a, b = jnp.ones((2, 6)), -jnp.ones((2, 6))
+  a, b = (jax.random.normal(jax.random.PRNGKey(k), (2, 6)) for k in (3, 4))
   params, moved = _perturbed(model, x, t, a)
   assert np.abs(np.asarray(model.apply({"params": params}, x, t, a))).max() == 0.0  # adaLN-zero, zero output layer
   out = lambda c, drop=None: np.asarray(model.apply({"params": moved}, x, t, c, drop))

@@ -143,13 +143,13 @@ def test_generate_cli_errors_are_one_line(runs, tmp_path, capsys, extra, message
 def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys):
   assert cli.main(["eval", "--workdir", runs["generator"], "--no-progress"]) == 0
   report = json.loads((pathlib.Path(runs["generator"]) / "eval" / "generation.json").read_text())
-  assert set(report["models"]) == {"flow", "mse"} and report["examples"] == 16
+  assert set(report["models"]) == {"flow", "mse", "flow (text)"} and report["examples"] == 16
   flow, mse = report["models"]["flow"], report["models"]["mse"]
   assert mse["diversity_pixels"] == 0.0 and flow["diversity_pixels"] > 0  # one clip per condition vs many
   for row in (flow, mse, report["real"]):
     assert set(row["re_recognition"]) == {"appearance", "motion"} and row["frechet"] >= 0
   assert (pathlib.Path(runs["generator"]) / "baselines" / "generate_mse" / "checkpoints" / "2").is_dir()
   out = capsys.readouterr().out
-  assert "generated: flow" in out and "generated: mse" in out
+  assert "generated: flow" in out and "generated: mse" in out and "generated: flow (text)" in out
   sheet = Image.open(pathlib.Path(runs["generator"]) / "eval" / "generation.png")
-  assert sheet.size[0] == 4 * 16  # rows of 4 frames
+  assert sheet.size[0] == 4 * 16 and sheet.size[1] == 8 * (4 * 16 + 2)  # 8 conditions: real + 3 samples, a gap

@@ -7,6 +7,8 @@ the same seed for every model). Then, with the frozen encoder's pooled features 
   labels ("real" = the probes on the real test clips: the ceiling);
 - Fréchet distance (FVD-style, on this encoder's features) between the real test clips and the
   generated ones; "real" = real test clips against as many real train clips (the floor);
+- text (a generator on a video-text space, generate.condition=aligned): each test video's held-out
+  caption (phrasings never trained on) conditions a sample too, scored the same way;
 - diversity: mean pairwise distance between 4 samples of each of the first 32 conditions (RMS pixel
   distance in [0, 1] units, and feature distance): 0 for a deterministic decoder;
 - sampling speed (clips/s, this eval's batches; bench/generate.py measures it properly).
@@ -27,7 +29,7 @@ from sora_jax import storage
 from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.data.synthetic import png
-from sora_jax.evaluation import baselines, features, probes, suite
+from sora_jax.evaluation import baselines, features, probes, suite, text as text_eval
 from sora_jax.evaluation.sampler import Sampler
 from sora_jax.training.checkpoint import load_run
 
@@ -54,13 +56,13 @@ def mean_pairwise(x: np.ndarray) -> float:
 
 def real_clips(config, split: str, limit: int = 0) -> dict:
   """The first `limit` (0: all) eval clips of `split` (one centred clip each): video uint8
-  [N, T, S, S, 3], label, motion_label."""
-  rows: dict = {"video": [], "label": [], "motion_label": []}
+  [N, T, S, S, 3], label, motion_label, video_id."""
+  rows: dict = {"video": [], "label": [], "motion_label": [], "video_id": []}
   count = 0
   for batch in pipeline.eval_batches(config, split, batch_size=config.eval.batch_size):
     mask = np.asarray(batch["mask"], bool)
     rows["video"].append(np.asarray(batch["video"])[mask][:, 0])
-    for key in ("label", "motion_label"):
+    for key in ("label", "motion_label", "video_id"):
       rows[key].append(np.asarray(batch[key])[mask])
     count += int(mask.sum())
     if limit and count >= limit:
@@ -109,10 +111,10 @@ def _recognised(classifiers: dict, feats: np.ndarray, test: dict) -> dict:
           for what, (w, b) in classifiers.items()}
 
 
-def score_model(sampler: Sampler, encode: _Encoder, test: dict, real: dict, classifiers: dict, feature: str,
-                seed: int, progress: bool) -> dict:
-  """The figures of one generator: one sample per test condition, and the diversity samples."""
-  cond = real[sampler.config.generate.condition]
+def score_model(sampler: Sampler, encode: _Encoder, cond: np.ndarray, test: dict, real: dict, classifiers: dict,
+                feature: str, seed: int, progress: bool) -> dict:
+  """The figures of one generator: one sample per test condition cond [N, E] (of test clip i), and
+  the diversity samples."""
   start = time.perf_counter()
   clips = sampler.sample(cond, num=1, seed=seed, progress=progress)
   seconds = time.perf_counter() - start
@@ -145,7 +147,7 @@ def evaluate_generator(workdir, *, step: int | None = None, progress: bool = Tru
   train = real_clips(config, config.data.train_split, config.eval.max_examples)
   real, real_train = encode(test["video"]), encode(train["video"])
   classifiers = _probes(config, info, dict(real_train, label=train["label"], motion_label=train["motion_label"],
-                                           video_id=np.arange(len(train["label"]))), feature)
+                                           video_id=train["video_id"]), feature)
   n = len(test["label"])
   report = {"kind": "generator", "workdir": str(workdir), "checkpoint_step": ckpt_step, "examples": n, "feature": feature,
             "encoder": config.generate.encoder_fingerprint, "models": {}, "real": {
@@ -157,9 +159,14 @@ def evaluate_generator(workdir, *, step: int | None = None, progress: bool = Tru
     mse = mse_config(config)
     _, _, mse_params, _ = load_run(baselines.trained("generate_mse", mse, workdir))
     models["mse"] = Sampler(mse, mse_params["generator"], encode.fn.mesh)
+  conditions = {name: real[config.generate.condition] for name in models}
+  if config.generate.condition == "aligned":  # a video-text space: each test video's held-out caption too
+    texts = text_eval.eval_captions(config, test["video_id"])["held_out"]
+    conditions[f"{config.generate.method} (text)"] = text_eval.embed_texts(config, objective_params, texts)
+    models[f"{config.generate.method} (text)"] = models[config.generate.method]
   samples = {}
   for name, sampler in models.items():
-    scores = score_model(sampler, encode, test, real, classifiers, feature, config.seed, progress)
+    scores = score_model(sampler, encode, conditions[name], test, real, classifiers, feature, config.seed, progress)
     samples[name] = scores.pop("samples")
     report["models"][name] = scores
   out = workdir / "eval"
