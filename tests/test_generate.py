@@ -145,6 +145,7 @@ def test_frechet_distance_and_pairwise_distance():
     ({"objective.name": "generate+infonce"}, "combines with no other term"),
     ({"generate.encoder_workdir": ""}, "needs a trained encoder run"),
     ({"generate.patch_size": 5}, "must divide data.frame_size"),
+    ({"train.grad_accum_steps": 2}, "no micro-batched form"),
     ({"generate.condition": "aligned"}, "needs an encoder trained with video_text"),
     ({"eval.baselines": ("random",)}, "only baseline is generate_mse"),
 ])

@@ -141,6 +141,8 @@ def test_generate_cli_errors_are_one_line(runs, tmp_path, capsys, extra, message
 
 
 def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys):
+  assert cli.main(["eval", "--workdir", runs["generator"], "--baselines", "random"]) == 1
+  assert "only baseline is generate_mse" in capsys.readouterr().err
   assert cli.main(["eval", "--workdir", runs["generator"], "--no-progress"]) == 0
   report = json.loads((pathlib.Path(runs["generator"]) / "eval" / "generation.json").read_text())
   assert set(report["models"]) == {"flow", "mse", "flow (text)"} and report["examples"] == 16

@@ -175,6 +175,10 @@ def _generate(config) -> None:
   if not g.encoder_workdir:
     raise ConfigError("objective generate needs a trained encoder run: set --config.generate.encoder_workdir=RUN "
                       "(a workdir of `sora-jax train`)")
+  if config.train.grad_accum_steps > 1:
+    raise ConfigError(f"config.train.grad_accum_steps={config.train.grad_accum_steps}: the generate term has no "
+                      "micro-batched form yet (its loss would see the whole batch at once); lower train.batch_size "
+                      "and set grad_accum_steps=1")
   if config.data.frame_size % g.patch_size:
     raise ConfigError(f"config.generate.patch_size={g.patch_size} must divide data.frame_size="
                       f"{config.data.frame_size}; e.g. --config.generate.patch_size=4")

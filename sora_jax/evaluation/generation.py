@@ -29,6 +29,7 @@ from sora_jax import storage
 from sora_jax.config.checks import as_names
 from sora_jax.data import pipeline
 from sora_jax.data.synthetic import png
+from sora_jax.errors import ConfigError
 from sora_jax.evaluation import baselines, features, probes, suite, text as text_eval
 from sora_jax.evaluation.sampler import Sampler
 from sora_jax.training.checkpoint import load_run
@@ -140,6 +141,10 @@ def evaluate_generator(workdir, *, step: int | None = None, progress: bool = Tru
   workdir = storage.path(workdir)
   saved, variables, objective_params, ckpt_step = load_run(workdir, step)
   config = config or saved
+  wanted = as_names(config.eval.baselines if baselines_wanted is None else baselines_wanted)
+  if set(wanted) - {"generate_mse"}:
+    raise ConfigError(f"baselines {', '.join(wanted)}: a generator run's only baseline is generate_mse "
+                      "(--baselines generate_mse, or '' for none)")
   info = pipeline.dataset_info(config)
   feature = config.eval.feature
   encode = _Encoder(config, variables)
@@ -154,7 +159,6 @@ def evaluate_generator(workdir, *, step: int | None = None, progress: bool = Tru
                 "re_recognition": _recognised(classifiers, real[feature], test),
                 "frechet": frechet_distance(real[feature], real_train[feature][:n])}}
   models = {config.generate.method: Sampler(config, objective_params["generator"], encode.fn.mesh)}
-  wanted = as_names(config.eval.baselines if baselines_wanted is None else baselines_wanted)
   if config.generate.method == "flow" and "generate_mse" in wanted:
     mse = mse_config(config)
     _, _, mse_params, _ = load_run(baselines.trained("generate_mse", mse, workdir))
