@@ -28,26 +28,26 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _setup(args):
+  """-> (config, generator parameters, mesh): a trained run's, or the generate config's at random."""
   import jax
 
   from sora_jax.config import load_config
-  from sora_jax.models.generator import VideoGenerator, build_generator
+  from sora_jax.models.generator import build_generator
   from sora_jax.parallel import mesh as mesh_lib
   if args.workdir:
     from sora_jax.training.checkpoint import load_run
     config, _, objective, _ = load_run(args.workdir)
-    return config, objective["generator"], objective["generator"], mesh_lib.inference_mesh(config)
+    return config, objective["generator"], mesh_lib.inference_mesh(config)
   config = load_config("generate")
   if args.smoke:
     config.data.num_frames, config.data.frame_size = 2, 8
     config.generate.width, config.generate.depth, config.generate.num_heads = 16, 1, 2
     config.generate.patch_size, config.generate.sample_steps = 4, 2
   d = config.data
-  model = build_generator(config)
-  assert isinstance(model, VideoGenerator)
-  params = model.init(jax.random.PRNGKey(0), np.zeros((1, d.num_frames, d.frame_size, d.frame_size, 3), np.float32),
-                      np.zeros((1,), np.float32), np.zeros((1, args.cond_dim), np.float32))["params"]
-  return config, params, params, mesh_lib.inference_mesh(config)
+  params = build_generator(config).init(
+      jax.random.PRNGKey(0), np.zeros((1, d.num_frames, d.frame_size, d.frame_size, 3), np.float32),
+      np.zeros((1,), np.float32), np.zeros((1, args.cond_dim), np.float32))["params"]
+  return config, params, mesh_lib.inference_mesh(config)
 
 
 def _median(fn, repeats):
@@ -75,12 +75,12 @@ def main(argv=None):
   import jax
 
   from sora_jax.evaluation.sampler import Sampler
-  config, params, mse_params, mesh = _setup(args)
+  config, params, mesh = _setup(args)
   g = config.generate
   mse = copy.deepcopy(config)
   mse.generate.method = "mse"
-  samplers = {"flow": Sampler(config, params, mesh), "mse": Sampler(mse, mse_params, mesh)}
-  cond_dim = jax.tree_util.tree_leaves(params["cond_in"]["kernel"])[0].shape[0]
+  samplers = {"flow": Sampler(config, params, mesh), "mse": Sampler(mse, params, mesh)}  # same network
+  cond_dim = params["cond_in"]["kernel"].shape[0]
   rows = []
   for batch in [int(b) for b in args.batches.split(",")]:
     cond = np.random.default_rng(0).standard_normal((batch, cond_dim)).astype(np.float32)
