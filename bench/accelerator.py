@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -34,13 +35,15 @@ sys.path.insert(0, str(ROOT))
 PEAK_TFLOPS = (("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L4", 121.0), ("v4", 275.0),
                ("v5 lite", 197.0), ("v5e", 197.0), ("v5p", 459.0), ("v5", 459.0), ("v6 lite", 918.0),
                ("v6e", 918.0))
-SMOKE = {"large": ["data.num_frames=4", "data.frame_size=64"], "default": []}
+SMOKE = {"large": ["data.num_frames=4", "data.frame_size=64"], "default": [],
+         "large_vit": ["data.num_frames=4", "data.frame_size=64", "model.vit_depth=2"]}
 
 
 def parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--configs", default="large,default")
-  p.add_argument("--per-device-batch", default="large=8,default=64", help="NAME=N,... clips per device")
+  p.add_argument("--per-device-batch", default="large=8,default=64",
+                 help="NAME=N,... clips per device; NAME=8+32+64 runs NAME at each (rows NAME@8, ...)")
   p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
   p.add_argument("--input-steps", type=int, default=10, help="steps fed by the pipeline (0 = skip)")
   p.add_argument("--profile", default="", help="write a profiler trace of one step of each config here")
@@ -49,6 +52,7 @@ def parse():
   p.add_argument("--ab", action="store_true",
                  help="run each config twice, side by side: GroupNorm and the stem max-pool as autodiff of flax's/"
                       "XLA's ops (rows NAME[xla]) and as sora_jax's fused kernels (NAME[fused]); see models/kernels.py")
+  p.add_argument("--fused", action="store_true", help="only the fused kernels' variant of --ab (rows NAME[fused])")
   p.add_argument("--layers", action="store_true",
                  help="instead: each GroupNorm+ReLU and the stem max-pool of configs/large.py's ResNet-34 and "
                       "EfficientNet-Lite0's depthwise convolutions, forward + gradient, XLA's vs ours, at "
@@ -101,6 +105,11 @@ def model_flops(config, tx, abstract, batch) -> float:
   plain = config.copy_and_resolve_references()
   plain.model.remat, plain.model.remat_frames, plain.model.scan_layers = False, "none", False
   plain.model.attention = "xla"  # same FLOPs; lowers on the CPU backend
+  if config.model.scan_layers:  # a scanned stack's parameters are stacked: the unrolled model's are its own
+    from sora_jax.training.optim import build_optimizer
+    from sora_jax.training.state import init_state
+    tx = build_optimizer(plain)
+    abstract = jax.eval_shape(lambda: init_state(plain, tx))
   step = make_train_step(plain, build_encoder_unchecked(plain, unroll=plain.data.num_frames + 1), tx)
   spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (abstract, batch))
   # Counted on the CPU backend: XLA:GPU gives no cost analysis before compiling, and the FLOPs of the
@@ -131,7 +140,7 @@ def timed_steps(step, state, batch, steps: int, warmup: int = 1):
   return state, times
 
 
-def run_config(name, config, steps, input_steps, profile_dir, peak) -> dict:
+def run_config(name, config, steps, input_steps, profile_dir, peak, meta=None) -> dict:
   import jax
 
   from sora_jax.parallel import mesh as mesh_lib
@@ -160,7 +169,7 @@ def run_config(name, config, steps, input_steps, profile_dir, peak) -> dict:
       jax.block_until_ready(m)
   stats = jax.devices()[0].memory_stats() or {}
   n = jax.device_count()
-  row = {"devices": n, "device_kind": jax.devices()[0].device_kind, "per_device_batch": config.train.batch_size // n,
+  row = {**(meta or {}), "xla_flags": os.environ.get("XLA_FLAGS", ""), "devices": n, "device_kind": jax.devices()[0].device_kind, "per_device_batch": config.train.batch_size // n,
          "dtype": config.model.dtype, "frames": config.data.num_frames, "frame_size": config.data.frame_size,
          "compile_s": compile_s, "step_s": step_s, "step_s_back_to_back": async_s,
          "clips_per_s": config.train.batch_size / step_s, "model_flops_per_step": flops,
@@ -324,37 +333,42 @@ def main():
   for s in args.set:
     name, kv = s.split(":", 1)
     overrides.setdefault(name, []).append(kv)
-  if args.smoke:
+  if args.smoke:  # one clip per device for the pod configs (2, 3 for a second and third batch)
     args.steps, args.input_steps = min(args.steps, 3), min(args.input_steps, 3)
-    per_device = {"large": "1", "default": "8"} | {k: v for k, v in per_device.items() if k not in ("large", "default")}
+    per_device = {k: "+".join(str(i + 1) for i in range(len(v.split("+")))) if k.startswith("large") else v
+                  for k, v in ({"large": "1", "default": "8"} | per_device).items()}
   peak, peak_note = peak_flops(jax.devices()[0])
   kernels = check_kernels()
   print("kernels:", kernels, flush=True)
   from sora_jax.models.kernels import forced
   variants = {"": {}}
-  if args.ab:
+  if args.ab or args.fused:
     variants = {"[xla]": {"group_norm": "flax", "stem_pool": "xla"}, "[fused]": {"group_norm": "fused", "stem_pool": "masked"}}
+    variants = {"[fused]": variants["[fused]"]} if args.fused else variants
   rows, errors = {}, {}
   for config_name in args.configs.split(","):
     extra = (SMOKE.get(config_name, []) if args.smoke else []) + overrides.get(config_name, [])
-    config = build(config_name, int(per_device.get(config_name, 8)), extra)
-    for suffix, choices in variants.items():
-      name = config_name + suffix
-      try:
-        with forced(**choices):
-          rows[name] = run_config(name, config, args.steps, args.input_steps, args.profile, peak)
-      except Exception as e:  # noqa: BLE001 - one config's failure is reported, the others still run
-        errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-        print(f"{name}: {errors[name]}", file=sys.stderr)
-      jax.clear_caches()
+    batches = per_device.get(config_name, "8").split("+")
+    for clips in batches:
+      config = build(config_name, int(clips), extra)
+      for suffix, choices in variants.items():
+        name = config_name + (f"@{clips}" if len(batches) > 1 else "") + suffix
+        meta = {"config": config_name, "overrides": extra, "variant": suffix.strip("[]") or None}
+        try:
+          with forced(**choices):
+            rows[name] = run_config(name, config, args.steps, args.input_steps, args.profile, peak, meta)
+        except Exception as e:  # noqa: BLE001 - one config's failure is reported, the others still run
+          errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+          print(f"{name}: {errors[name]}", file=sys.stderr)
+        jax.clear_caches()
 
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; peak {peak_note}")
-  print(f"{'config':<16}{'dtype':>9}{'T x S':>9}{'clips/dev':>10}{'compile s':>10}{'step ms':>9}{'clips/s':>9}"
+  print(f"{'config':<22}{'dtype':>9}{'T x S':>9}{'clips/dev':>10}{'compile s':>10}{'step ms':>9}{'clips/s':>9}"
         f"{'/device':>9}{'GFLOP/step':>11}{'TFLOP/s/dev':>12}{'MFU':>7}{'mem GB':>8}{'input':>7}")
   for name, r in rows.items():
     mem = r["compiled_bytes"] or float("nan")
     ratio = r["input_bound_ratio"]
-    print(f"{name:<16}{r['dtype']:>9}{r['frames']:>4} x {r['frame_size']:<3}{r['per_device_batch']:>10}"
+    print(f"{name:<22}{r['dtype']:>9}{r['frames']:>4} x {r['frame_size']:<3}{r['per_device_batch']:>10}"
           f"{r['compile_s']:>10.1f}{r['step_s'] * 1e3:>9.1f}{r['clips_per_s']:>9.1f}{r['clips_per_s_per_device']:>9.1f}"
           f"{r['model_flops_per_step'] / 1e9:>11.1f}{r['tflops_per_s_per_device']:>12.2f}{r['mfu']:>7.1%}"
           f"{mem / 1e9:>8.2f}{'  n/a' if ratio is None else f'{ratio:>6.2f}x'}")

@@ -5,9 +5,12 @@
 # ./accelerator_out). Wheels in .whl/ (packages the machine lacks, e.g. ml_collections) are
 # installed first; nothing is downloaded.
 #   bash bench/on_accelerator.sh            # the full set above
-#   MODE=mfu bash bench/on_accelerator.sh   # large.py without remat at 32 and 64 clips per device, each step with
-#                                           # XLA's and with the fused GroupNorm/stem-pool kernels (--ab), a trace
-#                                           # of both at 32, and the per-layer A/B (--layers); ~8 minutes on an H100
+#   MODE=mfu bash bench/on_accelerator.sh   # MFU of the pod configs, ~8 minutes on an H100: large_vit at 8, 32 and 64
+#                                           # clips per device (64 with remat_frames=block), large at 32 with XLA's and
+#                                           # with the fused GroupNorm/stem-pool kernels (--ab) and with XLA's cuDNN norm
+#                                           # rewrite, large at 8 and 64 with the fused kernels; then bench/mfu_table.py
+#                                           # writes $OUT/mfu_table.md: each step beside its roofline ceiling
+#   MODE=mfu bash bench/on_accelerator.sh --smoke   # the same runs on CPU at tiny shapes (checks the script works)
 set -u
 OUT=${OUT:-accelerator_out}
 mkdir -p "$OUT"
@@ -16,19 +19,24 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+SMOKE="" SCALE=1
+[ "${1:-}" = --smoke ] && SMOKE=--smoke SCALE=3  # CPU: 3x the time limits
+[ -z "$SMOKE" ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 python3 -c "import jax, flax, optax, orbax.checkpoint as o, ml_collections; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" || exit 1
 run() {  # NAME TIMEOUT ARGS...
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$(( $2 * SCALE )); shift 2
   echo "== $name"
-  timeout "$limit" python3 bench/accelerator.py "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"
+  timeout "$limit" python3 bench/accelerator.py $SMOKE "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"
   grep -v '^{' "$OUT/$name.log" | tail -8; tail -1 "$OUT/$name.log" > "$OUT/$name.json"
 }
 if [ "${MODE:-all}" = mfu ]; then
-  run layers 100 --layers
-  run large32ab 220 --configs large --per-device-batch large=32 --input-steps 0 --ab --profile /tmp/profile
-  tar czf "$OUT/profile.tgz" -C /tmp profile 2>/dev/null
-  run large64ab 300 --configs large --per-device-batch large=64 --input-steps 0 --ab
+  run vit 150 --configs large_vit --per-device-batch large_vit=8+32 --input-steps 0
+  run vit64_remat 90 --configs large_vit --per-device-batch large_vit=64 --input-steps 0 --set large_vit:model.remat_frames=block
+  run large32ab 120 --configs large --per-device-batch large=32 --input-steps 0 --ab
+  XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_cudnn_layer_norm=true" \
+    run large32_cudnn_norm 70 --configs large --per-device-batch large=32 --input-steps 0
+  run large8_64 200 --configs large --per-device-batch large=8+64 --input-steps 0 --fused
+  python3 bench/mfu_table.py "$OUT"/*.json > "$OUT/mfu_table.md" 2>&1; echo "table rc=$?"; cat "$OUT/mfu_table.md"
   ls -la "$OUT"
   exit 0
 fi

@@ -43,6 +43,9 @@ HBM_TB_PER_S = {"H100": 3.35, "H200": 4.8, "A100": 2.039, "L4": 0.3, "v4": 1.2, 
                 "v6e": 1.64}
 
 
+MATMULS = ("conv", "dense", "attention")  # the layers whose FLOPs are the model's (the rest move bytes)
+
+
 def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="large")
@@ -61,7 +64,7 @@ def record_layers(config, clips: int) -> list[dict]:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.models import build_encoder_unchecked, frame_encoders
+  from sora_jax.models import build_encoder_unchecked, frame_encoders, temporal
   config = config.copy_and_resolve_references()  # as the model defines it: nothing recomputed, no loops
   config.model.remat, config.model.remat_frames, config.model.scan_layers = False, "none", False
   c = config.data
@@ -94,6 +97,14 @@ def record_layers(config, clips: int) -> list[dict]:
       axes = (-1,) if isinstance(m, nn.Dense) else (m.axis if isinstance(m.axis, tuple) else (m.axis,))
       layers.append({"kind": "dense", "stage": stage(path), "in": x.shape, "out": out.shape, "bytes": size,
                      "contract": math.prod(x.shape[a] for a in axes)})
+    elif isinstance(m, temporal.TransformerBlock):  # attention's kernel, the MLP's GELU, two residual adds
+      n, length, width = x.shape
+      layers.append({"kind": "attention", "stage": stage(path), "in": x.shape, "bytes": size, "heads": m.num_heads})
+      layers.append({"kind": "gelu", "stage": stage(path), "in": (n, length, 4 * width), "bytes": size})
+      layers.append({"kind": "residual", "stage": stage(path), "in": x.shape, "bytes": size})
+      layers.append({"kind": "residual", "stage": stage(path), "in": x.shape, "bytes": size})
+    elif isinstance(m, nn.LayerNorm):
+      layers.append({"kind": "layer_norm", "stage": stage(path), "in": x.shape, "bytes": size})
     elif isinstance(m, frame_encoders.Norm):
       layers.append({"kind": f"{m.kind}_norm" if m.kind in ("group", "batch") else "relu+residual",
                      "stage": stage(path), "in": x.shape, "bytes": size,
@@ -138,6 +149,18 @@ def kernels_of(layer: dict) -> list[tuple[str, float, float]]:
     r = 1 if layer["residual"] else 0
     return [("statistics", 2.0 * n, n * b), ("normalise", 4.0 * n, (2 + r) * n * b),
             ("gradient sums", 4.0 * n, (2 + r) * n * b), ("gradient", 6.0 * n, (3 + 2 * r) * n * b)]
+  if kind == "attention":  # a fused (flash) kernel: scores and probabilities never leave the chip
+    n, length, width = layer["in"]
+    flops = 4.0 * n * length * length * width  # Q K^T and P V over all heads (a causal mask not skipped)
+    io = n * length * width * b
+    return [("forward", flops, 4 * io), ("gradient", 2 * flops, 8 * io),  # reads q k v o dO, writes dq dk dv
+            ("recompute", flops / 2, 0.0)]  # the backward kernel's Q K^T again: time, not the model's FLOPs
+  if kind == "layer_norm":  # statistics per row stay on chip: forward reads x, writes y; backward reads dy, x, writes dx
+    return [("forward", 8.0 * n, 2 * n * b), ("gradient", 10.0 * n, 3 * n * b)]
+  if kind == "gelu":  # forward in the matmul's epilogue, which also writes its input for the backward (cuBLASLt's
+    return [("forward", 0.0, n * b), ("gradient", 0.0, 3 * n * b)]  # GELU_AUX); backward reads dy, x, writes dx
+  if kind == "residual":  # forward: the matmul reads x as its addend (beta = 1); backward: dy of both branches summed
+    return [("forward", 0.0, n * b), ("gradient", 0.0, 3 * n * b)]
   if kind == "relu+residual":  # forward in the convolution's epilogue (XLA:GPU fuses it into cuDNN's call);
     return [("relu gradient", 0.0, 3 * n * b)] if layer["relu"] else []  # backward: read dy and y, write dx
   if kind == "stem_pool":  # 3x3 stride 2: forward reads x, writes a quarter; gradient reads x and dy, writes dx
@@ -149,10 +172,10 @@ def roofline(layers: list[dict], peak: float, bandwidth: float) -> dict:
   """Per layer kind and stage: FLOPs, bytes and the roofline time (seconds)."""
   table: dict = defaultdict(lambda: {"flops": 0.0, "bytes": 0.0, "seconds": 0.0, "compute_bound_s": 0.0})
   for layer in layers:
-    for _, flops, nbytes in kernels_of(layer):
+    for name, flops, nbytes in kernels_of(layer):
       row = table[(layer["kind"], layer["stage"])]
       t = max(flops / peak, nbytes / bandwidth)
-      row["flops"] += flops
+      row["flops"] += 0.0 if name == "recompute" else flops
       row["bytes"] += nbytes
       row["seconds"] += t
       row["compute_bound_s"] += t if flops / peak >= nbytes / bandwidth else 0.0
@@ -163,7 +186,7 @@ def ceilings(table: dict, peak: float, conv_ms: float | None, target: float, flo
   """MFU ceilings: every kernel at its roofline; convolutions at `conv_ms`; and the convolutions'
   share of peak (while they run) that `target` needs with everything else at its roofline. `flops`
   is MFU's numerator (default: the recorded layers' FLOPs)."""
-  recorded = sum(r["flops"] for (kind, _), r in table.items() if kind in ("conv", "dense"))
+  recorded = sum(r["flops"] for (kind, _), r in table.items() if kind in MATMULS)
   flops = recorded if flops is None else flops
   conv_flops = sum(r["flops"] for (kind, _), r in table.items() if kind == "conv")
   conv_s = sum(r["seconds"] for (kind, _), r in table.items() if kind == "conv")
@@ -175,6 +198,13 @@ def ceilings(table: dict, peak: float, conv_ms: float | None, target: float, flo
     out["measured_conv_share_of_peak"] = conv_flops / peak / (conv_ms / 1e3)
   budget = flops / peak / target - rest_s  # seconds the convolutions may take
   out["conv_share_of_peak_needed"] = conv_flops / peak / budget if budget > 0 else float("inf")
+  # the same for all the matmul-like kernels (convolutions, dense layers, attention) against the rest
+  mm_flops = sum(r["flops"] for (kind, _), r in table.items() if kind in MATMULS)
+  mm_s = sum(r["seconds"] for (kind, _), r in table.items() if kind in MATMULS)
+  other_s = conv_s + rest_s - mm_s
+  out.update({"matmul_roofline_ms": mm_s * 1e3, "other_roofline_ms": other_s * 1e3})
+  budget = flops / peak / target - other_s
+  out["matmul_share_of_peak_needed"] = mm_flops / peak / budget if budget > 0 else float("inf")
   return out
 
 
@@ -208,16 +238,23 @@ def main(argv=None):
     share = r["compute_bound_s"] / r["seconds"] if r["seconds"] else 0.0
     print(f"{kind + ' ' + stage:<30}{r['flops'] / 1e9:>10,.0f}{r['bytes'] / 1e9:>10.2f}"
           f"{r['seconds'] * 1e3:>13.2f}{share:>14.0%}")
-  print(f"convolutions at their roofline {result['conv_roofline_ms']:.1f} ms; everything else "
-        f"{result['rest_roofline_ms']:.1f} ms; XLA's cost analysis of the step (MFU's numerator) "
+  has_conv = any(kind == "conv" for kind, _ in table)
+  total_ms = result["conv_roofline_ms"] + result["rest_roofline_ms"]
+  print((f"convolutions at their roofline {result['conv_roofline_ms']:.1f} ms; everything else "
+         f"{result['rest_roofline_ms']:.1f} ms" if has_conv else f"every kernel at its roofline {total_ms:.1f} ms") +
+        f"; XLA's cost analysis of the step (MFU's numerator) "
         f"{result['model_flops'] / 1e12:.2f} TFLOP, {result['recorded_flops'] / result['model_flops']:.1%} of it in the "
         "layers above")
   print(f"MFU ceiling, every kernel at its roofline: {result['mfu_all_at_roofline']:.1%}")
   if args.conv_ms is not None:
     print(f"MFU ceiling with the convolutions at the measured {args.conv_ms:g} ms "
           f"({result['measured_conv_share_of_peak']:.0%} of peak while they run): {result['mfu_with_measured_convs']:.1%}")
-  print(f"MFU {args.target:.0%} needs the convolutions at {result['conv_share_of_peak_needed']:.0%} of peak "
-        "while they run, with everything else at its roofline")
+  if has_conv:
+    print(f"MFU {args.target:.0%} needs the convolutions at {result['conv_share_of_peak_needed']:.0%} of peak "
+          "while they run, with everything else at its roofline")
+  print(f"MFU {args.target:.0%} needs the matmul-like kernels (convolutions, dense layers, attention: "
+        f"{result['matmul_roofline_ms']:.1f} ms at their roofline) at {result['matmul_share_of_peak_needed']:.0%} of "
+        f"peak while they run, with the rest ({result['other_roofline_ms']:.1f} ms) at its roofline")
   print(json.dumps({"bench": "roofline", "config": args.config, "clips_per_device": args.per_device_batch,
                     "device": args.device, "peak_flops": peak, "bandwidth_bytes_per_s": bandwidth,
                     "conv_ms": args.conv_ms, "target": args.target,

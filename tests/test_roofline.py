@@ -68,3 +68,60 @@ def test_the_script_prints_a_table_and_ends_with_one_json_line(capsys):
   assert lines[1].split()[:2] == ["layers", "GFLOP"] and any(line.startswith("group_norm stage0") for line in lines)
   result = json.loads(lines[-1])
   assert result["bench"] == "roofline" and result["mfu_with_measured_convs"] < result["mfu_all_at_roofline"]
+
+
+TINY_VIT = ["model.frame_encoder=vit", "model.vit_size=Ti", "model.vit_depth=2", "model.vit_patch=8",
+            "model.temporal=transformer", "model.hidden_size=32", "model.num_heads=2", "data.frame_size=32",
+            "data.num_frames=2", "train.batch_size=2", "train.grad_accum_steps=1"]
+
+
+def test_a_vit_is_recorded_as_dense_layers_attention_and_the_bytes_between_them():
+  config = load_config("default", TINY_VIT)
+  layers = roofline.record_layers(config, 2)
+  kinds = [(layer["kind"], layer["stage"]) for layer in layers]
+  # 2 ViT blocks and 1 temporal block: attention, GELU and 2 residual adds each; 2 LayerNorms each + a final one
+  assert kinds.count(("attention", "frames")) == 2 and kinds.count(("attention", "temporal+heads")) == 1
+  assert kinds.count(("layer_norm", "frames")) == 2 * 2 + 1 and kinds.count(("residual", "frames")) == 4
+  attention = next(layer for layer in layers if layer["kind"] == "attention")
+  assert attention["in"] == (2 * 2 * 2, 16, 192)  # clips x views x frames, (32 / 8)^2 patches, ViT-Ti's width
+  table = roofline.roofline(layers, 989e12, 3.35e12)
+  result = roofline.ceilings(table, 989e12, None, 0.4, flops=roofline.xla_flops(config))
+  # attention's two matmuls forward and four backward are XLA's too (its softmax and the loss are not recorded)
+  assert 0.97 < result["recorded_flops"] / result["model_flops"] <= 1.0
+  assert result["conv_roofline_ms"] == 0.0 and result["matmul_roofline_ms"] > 0
+
+
+def test_fused_attention_moves_its_inputs_and_outputs_once_and_recomputes_scores_for_time_only():
+  layer = {"kind": "attention", "stage": "frames", "in": (3, 10, 8), "bytes": 2}
+  (_, f_fwd, b_fwd), (_, f_bwd, b_bwd), (name, f_re, b_re) = roofline.kernels_of(layer)
+  io = 3 * 10 * 8 * 2
+  assert (f_fwd, b_fwd, f_bwd, b_bwd) == (4 * 3 * 10 * 10 * 8, 4 * io, 2 * f_fwd, 8 * io)
+  assert name == "recompute" and (f_re, b_re) == (f_fwd / 2, 0.0)
+  table = roofline.roofline([layer], 1e12, 1e9)
+  assert table[("attention", "frames")]["flops"] == f_fwd + f_bwd  # the model's FLOPs
+  assert table[("attention", "frames")]["seconds"] == pytest.approx(b_fwd / 1e9 + b_bwd / 1e9 + f_re / 1e12)
+
+
+def test_mfu_table_puts_each_measured_step_beside_its_ceiling(tmp_path, capsys):
+  import mfu_table
+  overrides = [s for s in TINY_VIT if not s.startswith("train.")]
+  row = {"config": "default", "overrides": overrides, "variant": None, "xla_flags": "", "device_kind": "cpu",
+         "per_device_batch": 2, "step_s": 0.5, "clips_per_s": 4.0, "tflops_per_s_per_device": 0.1, "mfu": 0.2,
+         "model_flops_per_step": 5e10, "compiled_bytes": 1e9, "compile_s": 3.0}
+  results = tmp_path / "vit.json"
+  results.write_text("a log line\n" + json.dumps({"bench": "accelerator", "configs": {"default@2": row}}) + "\n")
+  doc = tmp_path / "bench.md"
+  doc.write_text("before\n<!-- mfu -->\nold table\n<!-- mfu:end -->\nafter\n")
+  mfu_table.main([str(results), "--device", "H200", "--into", str(doc)])
+  out = capsys.readouterr().out.strip().splitlines()
+  (got,) = json.loads(out[-1])["rows"]
+  config = load_config("default", overrides + ["train.batch_size=2"])
+  table = roofline.roofline(roofline.record_layers(config, 2), 989e12, 4.8e12)  # the H200's (cpu has no roofline)
+  top = roofline.ceilings(table, 989e12, None, 0.4, flops=5e10)["mfu_all_at_roofline"]
+  assert got["roofline_device"] == "H200" and got["ceiling"] == pytest.approx(top)
+  assert got["share_of_ceiling"] == pytest.approx(0.2 / top)
+  text = doc.read_text()
+  assert "old table" not in text and text.startswith("before\n<!-- mfu -->\n| run |") and text.endswith("after\n")
+  assert f"{top:.1%} (H200)" in text
+  with pytest.raises(SystemExit, match="no bench/accelerator.py JSON line"):
+    mfu_table.main([str(doc)])

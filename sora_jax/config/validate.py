@@ -87,9 +87,14 @@ def _model(config) -> None:
     raise ConfigError("config.model.causal=True contradicts config.model.bidirectional=True; set one to False")
   if m.causal and m.temporal not in ("transformer", "lstm", "gru"):
     raise ConfigError(f"config.model.causal=True needs a temporal model; config.model.temporal={m.temporal!r}")
-  if m.remat_frames == "block" and m.frame_encoder != "resnet":
-    raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' (the seed "
-                      "CNN has no blocks); use remat_frames='time' or 'none'")
+  if m.remat_frames == "block" and m.frame_encoder not in ("resnet", "vit"):
+    raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' or 'vit' (the "
+                      f"{m.frame_encoder} has no blocks); use remat_frames='time' or 'none'")
+  if m.frame_pool == "cls" and m.frame_encoder != "vit":
+    raise ConfigError(f"config.model.frame_pool='cls' needs config.model.frame_encoder='vit' (a {m.frame_encoder} "
+                      "has no CLS token); use frame_pool='mean'")
+  if m.frame_encoder == "vit":
+    _vit(config)
   if m.actors and m.remat_frames == "time":
     raise ConfigError("config.model.actors=True pools the frame encoder's feature maps at the actors' boxes, which "
                       "remat_frames='time' does not keep; use config.model.remat_frames='none' or 'block'")
@@ -103,6 +108,17 @@ def _model(config) -> None:
   if m.pooling == "cls" and m.temporal == "none":
     raise ConfigError("config.model.pooling='cls' needs a temporal model to read the CLS token; "
                       "choose config.model.pooling in 'last', 'mean' or set config.model.temporal")
+
+
+def _vit(config) -> None:
+  m, size = config.model, config.data.frame_size
+  if size % m.vit_patch:
+    good = max(m.vit_patch, size // m.vit_patch * m.vit_patch)
+    raise ConfigError(f"config.data.frame_size={size} does not split into config.model.vit_patch={m.vit_patch} "
+                      f"px patches; set --config.data.frame_size={good} or a vit_patch that divides {size}")
+  if m.actors and m.frame_pool == "cls":
+    raise ConfigError("config.model.actors=True pools the ViT's patch grid at the actors' boxes; the CLS token has "
+                      "no place in it: use config.model.frame_pool='mean'")
 
 
 def _objective(config) -> None:

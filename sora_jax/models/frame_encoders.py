@@ -1,5 +1,5 @@
 """Per-frame 2D encoders: images [N, H, W, C] -> vectors [N, D] (the seed CNN, ResNet-18/34; EfficientNet-Lite0
-in efficientnet.py, the shared layers in layers.py).
+in efficientnet.py, the ViT in vit.py, the shared layers in layers.py).
 
 The video encoder folds time into the batch axis, so these never see T. NHWC is XLA's native
 layout on CPU and GPU; no transposes are needed.
@@ -16,6 +16,7 @@ from sora_jax.models import kernels
 from sora_jax.models.efficientnet import EfficientNetLite0
 from sora_jax.models.kernels import max_pool2x2
 from sora_jax.models.layers import Conv3x3, Norm, scaled, spatial_pool
+from sora_jax.models.vit import make_vit
 
 
 class SeedCNN(nn.Module):
@@ -122,4 +123,6 @@ def make_frame_encoder(m, dtype, pool: str | None = None) -> nn.Module:
                     pool=pool, remat=m.remat_frames, dtype=dtype, name="frame_encoder")
   if m.frame_encoder == "efficientnet_lite0":
     return EfficientNetLite0(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name="frame_encoder")
+  if m.frame_encoder == "vit":
+    return make_vit(m, dtype, pool)
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

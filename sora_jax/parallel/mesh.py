@@ -29,6 +29,7 @@ PARAM_RULES: tuple[tuple[str, P], ...] = (
     (r"(.*/)?(bias|scale|log_temperature|cls_token|step|rng|count)$", P()),  # vectors, counters, keys
     (r"(.*/)?attn/(query|key|value)/kernel$", P("fsdp", None, None)),  # [width, heads, head_dim]
     (r"(.*/)?attn/out/kernel$", P(None, None, "fsdp")),  # [heads, head_dim, width]
+    (r"(.*/)?pos_embed$", P(None, "fsdp")),  # the ViT's positions [patches, width]
     (r".*/kernel$", P(None, None, None, "fsdp")),  # convolutions [kh, kw, in, out]
     (r".*/kernel$", P(None, "fsdp")),  # dense layers and recurrent gates [in, out]
 )

@@ -1,0 +1,30 @@
+"""configs/large.py with a ViT-B/16 on every frame instead of ResNet-34: the frame encoder made for
+accelerators (nearly all of its work is dense layers and attention; bench/roofline.py gives its
+ceiling beside the ResNet's). Same data (16 frames of 224 px, two views), temporal Transformer,
+heads and objective; 196 patches mean-pooled (an even token count, so cuDNN's fused attention takes
+it on NVIDIA GPUs; a CLS token would make 197); AdamW as ViTs train (MoCo v3's 1.5e-4 x batch / 256,
+weight decay 0.1, 40 warm-up epochs of Kinetics-400 at this batch ~ 10k steps).
+
+At 8 clips per device nothing is rematerialised; where a device cannot hold the activations of more
+clips, --config.model.remat_frames=block recomputes each ViT block in the backward pass.
+"""
+
+from sora_jax.config.named import large
+
+
+def get_config():
+  c = large.get_config()
+  c.model.frame_encoder = "vit"
+  c.model.vit_size = "B"
+  c.model.vit_depth = 0  # the size's 12
+  c.model.vit_patch = 16
+  c.model.frame_pool = "mean"
+  c.model.remat_frames = "none"
+  c.model.scan_layers = True  # one compiled block per stack: compile time flat in depth
+
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 1.5e-4 * c.train.batch_size / 256
+  c.optimizer.warmup_steps = 10_000
+  c.optimizer.weight_decay = 0.1
+  c.optimizer.clip_norm = 1.0
+  return c
