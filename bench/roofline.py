@@ -64,7 +64,7 @@ def record_layers(config, clips: int) -> list[dict]:
   import jax
   import jax.numpy as jnp
 
-  from sora_jax.models import build_encoder_unchecked, frame_encoders, temporal
+  from sora_jax.models import build_encoder_unchecked, frame_encoders, nf_resnet, temporal
   config = config.copy_and_resolve_references()  # as the model defines it: nothing recomputed, no loops
   config.model.remat, config.model.remat_frames, config.model.scan_layers = False, "none", False
   c = config.data
@@ -85,10 +85,10 @@ def record_layers(config, clips: int) -> list[dict]:
       return out
     x = args[0]
     size = jnp.dtype(x.dtype).itemsize
-    if isinstance(m, (nn.Conv, frame_encoders.Conv3x3)):
-      if isinstance(m, nn.Conv) and m.padding != "SAME":
+    if isinstance(m, (nn.Conv, frame_encoders.Conv3x3, nf_resnet.WSConv)):
+      if getattr(m, "padding", "SAME") != "SAME":
         raise ValueError(f"{'/'.join(path)}: padding {m.padding!r}; only SAME convolutions are counted")
-      k, strides = (m.kernel_size, m.strides or 1) if isinstance(m, nn.Conv) else ((3, 3), 1)
+      k, strides = (m.kernel_size, m.strides or 1) if hasattr(m, "kernel_size") else ((3, 3), 1)
       strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
       taps = math.prod(_valid_taps(n, kk, st) for n, kk, st in zip(x.shape[1:3], k, strides))
       layers.append({"kind": "conv", "stage": stage(path), "in": x.shape, "out": out.shape, "k": tuple(k),

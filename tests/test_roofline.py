@@ -125,3 +125,14 @@ def test_mfu_table_puts_each_measured_step_beside_its_ceiling(tmp_path, capsys):
   assert f"{top:.1%} (H200)" in text
   with pytest.raises(SystemExit, match="no bench/accelerator.py JSON line"):
     mfu_table.main([str(doc)])
+
+
+def test_normalisation_free_resnet_keeps_the_convolutions_and_drops_the_norms_passes():
+  config = load_config("default", TINY_RESNET)
+  ws = load_config("default", TINY_RESNET + ["model.norm=ws"])
+  layers, ws_layers = roofline.record_layers(config, 2), roofline.record_layers(ws, 2)
+  convs = lambda ls: [(x["in"], x["out"], x["k"]) for x in ls if x["kind"] == "conv"]  # noqa: E731
+  assert sorted(convs(ws_layers)) == sorted(convs(layers)) and not any(x["kind"] == "group_norm" for x in ws_layers)
+  assert sum(x["kind"] == "stem_pool" for x in ws_layers) == 1
+  ceiling = lambda ls: roofline.ceilings(roofline.roofline(ls, 989e12, 3.35e12), 989e12, None, 0.4)  # noqa: E731
+  assert ceiling(ws_layers)["mfu_all_at_roofline"] > ceiling(layers)["mfu_all_at_roofline"]

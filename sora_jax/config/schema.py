@@ -113,8 +113,9 @@ FIELDS: tuple[Field, ...] = (
     F("model.frame_pool", "mean", checks.choice("mean", "flatten", "cls"),
       "mean (global average: what, not where) | flatten (keeps the final grid) | cls (frame_encoder=vit: a CLS "
       "token; its odd token count keeps cuDNN's fused attention out)"),
-    F("model.norm", "group", checks.choice("none", "group", "batch"), "none | group | batch (batch makes batch "
-      "statistics mutable)"),
+    F("model.norm", "group", checks.choice("none", "group", "batch", "ws"), "none | group | batch (batch makes "
+      "batch statistics mutable) | ws (frame_encoder=resnet: normalisation-free NF-ResNet blocks, "
+      "weight-standardised convolutions)"),
     F("model.temporal", "lstm", checks.choice(*TEMPORAL), "model over time: lstm | gru | transformer | none"),
     F("model.hidden_size", 64, checks.integer(1), "width of the temporal model"),
     F("model.num_layers", 1, checks.integer(1), "layers of the temporal model"),

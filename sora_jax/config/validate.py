@@ -90,6 +90,9 @@ def _model(config) -> None:
   if m.remat_frames == "block" and m.frame_encoder not in ("resnet", "vit"):
     raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' or 'vit' (the "
                       f"{m.frame_encoder} has no blocks); use remat_frames='time' or 'none'")
+  if m.norm == "ws" and m.frame_encoder != "resnet":
+    raise ConfigError(f"config.model.norm='ws' (normalisation-free blocks) needs config.model.frame_encoder='resnet', "
+                      f"not {m.frame_encoder!r}; use norm='group' or 'none'")
   if m.frame_pool == "cls" and m.frame_encoder != "vit":
     raise ConfigError(f"config.model.frame_pool='cls' needs config.model.frame_encoder='vit' (a {m.frame_encoder} "
                       "has no CLS token); use frame_pool='mean'")

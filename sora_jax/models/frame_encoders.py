@@ -12,10 +12,11 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sora_jax.models import kernels
+from sora_jax.models import kernels, nf_resnet
 from sora_jax.models.efficientnet import EfficientNetLite0
 from sora_jax.models.kernels import max_pool2x2
 from sora_jax.models.layers import Conv3x3, Norm, scaled, spatial_pool
+from sora_jax.models.nf_resnet import NFBlock, WSConv
 from sora_jax.models.vit import make_vit
 
 
@@ -85,6 +86,8 @@ class ResNet2D(nn.Module):
     blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[self.depth]
     # A block's activations are recomputed from its input during the backward pass: only the block
     # inputs of every frame stay alive (argument 2, `train`, is a Python bool).
+    if self.norm == "ws":
+      return self._normalisation_free(x, blocks)
     block = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat == "block" else BasicBlock
     bias = self.norm == "none"
     c0 = scaled(64, self.width)
@@ -99,6 +102,25 @@ class ResNet2D(nn.Module):
       for b in range(n):
         strides = 2 if stage > 0 and b == 0 else 1
         x = block(c, strides, self.norm, self.dtype, name=f"stage{stage}_block{b}")(x, train)
+    return spatial_pool(x, self.pool)
+
+  def _normalisation_free(self, x, blocks):
+    """norm='ws': the same layout with NF-ResNet blocks (models/nf_resnet.py), no normalisation layer."""
+    block = nn.remat(NFBlock, static_argnums=(2,)) if self.remat == "block" else NFBlock
+    imagenet = self.stem == "imagenet"
+    x = WSConv(scaled(64, self.width), (7, 7) if imagenet else (3, 3), 2 if imagenet else 1, self.dtype,
+               name="stem")(x)
+    x = Norm("none", self.dtype, name="stem_norm")(x, relu=True) * nf_resnet.GAMMA
+    x = kernels.max_pool3x3s2(x) if imagenet else x
+    beta = 1.0
+    for stage, n in enumerate(blocks):
+      c = scaled(64 * 2 ** stage, self.width)
+      for b in range(n):
+        strides = 2 if stage > 0 and b == 0 else 1
+        projected = x.shape[-1] != c or strides != 1
+        x = block(c, strides, beta, self.dtype, name=f"stage{stage}_block{b}")(x, False)
+        beta = nf_resnet.next_beta(beta, projected)
+    x = Norm("none", self.dtype, name="final_act")(x, relu=True) * nf_resnet.GAMMA
     return spatial_pool(x, self.pool)
 
 

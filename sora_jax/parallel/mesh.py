@@ -26,7 +26,7 @@ BATCH_AXES = ("data", "fsdp")
 # Kernels are sharded on their output features (convolutions, dense layers, LSTM/GRU gates) or,
 # for attention, on the model width, as MaxText and big_vision shard their weights.
 PARAM_RULES: tuple[tuple[str, P], ...] = (
-    (r"(.*/)?(bias|scale|log_temperature|cls_token|step|rng|count)$", P()),  # vectors, counters, keys
+    (r"(.*/)?(bias|scale|gain|skip_gain|log_temperature|cls_token|step|rng|count)$", P()),  # vectors, counters, keys
     (r"(.*/)?attn/(query|key|value)/kernel$", P("fsdp", None, None)),  # [width, heads, head_dim]
     (r"(.*/)?attn/out/kernel$", P(None, None, "fsdp")),  # [heads, head_dim, width]
     (r"(.*/)?pos_embed$", P(None, "fsdp")),  # the ViT's positions [patches, width]
