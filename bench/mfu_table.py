@@ -71,7 +71,7 @@ def table(rows: list[tuple[str, dict]], fallback: str) -> tuple[str, list[dict]]
   for name, r in rows:
     device = device_of(r["device_kind"], fallback)
     top = ceiling(r, device)
-    flags = f" `{r['xla_flags']}`" if r.get("xla_flags") else ""
+    flags = f" `{r['xla_flags'].strip()}`" if r.get("xla_flags", "").strip() else ""
     extra = [o for o in r.get("overrides", []) if o.startswith("model.")]
     label = f"`{name}`" + (f" ({', '.join(extra)})" if extra else "") + flags
     mem = r.get("compiled_bytes")

@@ -36,7 +36,8 @@ if [ "${MODE:-all}" = mfu ]; then
   XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_cudnn_layer_norm=true" \
     run large32_cudnn_norm 70 --configs large --per-device-batch large=32 --input-steps 0
   run large8_64 200 --configs large --per-device-batch large=8+64 --input-steps 0 --fused
-  python3 bench/mfu_table.py "$OUT"/*.json > "$OUT/mfu_table.md" 2>&1; echo "table rc=$?"; cat "$OUT/mfu_table.md"
+  python3 bench/mfu_table.py "$OUT"/{vit,vit64_remat,large32ab,large32_cudnn_norm,large8_64}.json > "$OUT/mfu_table.md" 2>&1
+  echo "table rc=$?"; cat "$OUT/mfu_table.md"
   ls -la "$OUT"
   exit 0
 fi
