@@ -321,6 +321,17 @@ MUTANTS = {
     "sampler-noise-by-position": (
         "sora_jax/evaluation/sampler.py", "rows = np.concatenate([np.tile(np.arange(num), n // num), np.arange(n, padded)])",
         "rows = np.arange(padded)", ["tests/test_generate.py::test_sampler_rows_depend_on_seed_and_row_only"]),
+    "vit-patches-split-across-the-frame": (
+        "sora_jax/models/vit.py", '"n (gh p) (gw q) c -> n (gh gw) (p q c)"', '"n (p gh) (q gw) c -> n (gh gw) (p q c)"',
+        ["tests/test_vit.py::test_each_patch_lands_on_its_own_token"]),
+    "nf-blocks-start-at-full-residual": (
+        "sora_jax/models/nf_resnet.py", 'self.param("skip_gain", nn.initializers.zeros, (), jnp.float32)',
+        'self.param("skip_gain", nn.initializers.ones, (), jnp.float32)', ["tests/test_nf_resnet.py"]),
+    "nf-beta-ignores-projected-shortcuts": (
+        "sora_jax/models/nf_resnet.py", "(1.0 if projected else beta ** 2)", "beta ** 2", ["tests/test_nf_resnet.py"]),
+    "roofline-attention-recompute-counted-as-model-flops": (
+        "bench/roofline.py", 'row["flops"] += 0.0 if name == "recompute" else flops', 'row["flops"] += flops',
+        ["tests/test_roofline.py"]),
 }
 
 
