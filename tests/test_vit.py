@@ -54,7 +54,7 @@ def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
 
   def loss_and_grads(cfg, params):
     model = build_encoder(cfg)
-    return jax.value_and_grad(lambda p: jnp.sum(model.apply({"params": p}, video)["embedding"] ** 3))(params)
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(model.apply({"params": p}, video)["embedding"] ** 3)))(params)
 
   loss, grads = loss_and_grads(config, variables["params"])
   assert np.isfinite(float(loss)) and float(jnp.abs(grads["frame_encoder"]["patch_embed"]["kernel"]).max()) > 0
