@@ -104,3 +104,10 @@ def test_large_vit_shards_every_array_and_takes_cudnn_attention_on_gpus():
   assert vit["transformer"]["layers"]["mlp_in"]["kernel"].spec == P(None, None, "fsdp")  # scanned: [depth, in, out]
   n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
   assert 100e6 < n < 140e6  # ViT-B/16 (86M) + the temporal Transformer and heads
+  # the whole pod-scale step, traced abstractly (nothing runs): the same outputs as the ResNet config's
+  from sora_jax.training.step import make_train_step
+  batch = {"video": jax.ShapeDtypeStruct((1024, 2, 16, 224, 224, 3), jnp.uint8),
+           "label": jax.ShapeDtypeStruct((1024,), jnp.int32)}
+  new_state, metrics = jax.eval_shape(make_train_step(config, build_encoder(config), tx), state, batch)
+  assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+  assert {"loss", "infonce_loss", "predictive_loss"} <= set(metrics)
