@@ -335,8 +335,8 @@ def main():
     overrides.setdefault(name, []).append(kv)
   if args.smoke:  # one clip per device for the pod configs (2, 3 for a second and third batch)
     args.steps, args.input_steps = min(args.steps, 3), min(args.input_steps, 3)
-    per_device = {k: "+".join(str(i + 1) for i in range(len(v.split("+")))) if k.startswith("large") else v
-                  for k, v in ({"large": "1", "default": "8"} | per_device).items()}
+    per_device = {k: "+".join(str(i + 1) for i in range(len(v.split("+")))) if k.startswith("large") else
+                  "8" if k == "default" else v for k, v in ({"large": "1", "default": "8"} | per_device).items()}
   peak, peak_note = peak_flops(jax.devices()[0])
   kernels = check_kernels()
   print("kernels:", kernels, flush=True)
