@@ -199,12 +199,11 @@ def ceilings(table: dict, peak: float, conv_ms: float | None, target: float, flo
   budget = flops / peak / target - rest_s  # seconds the convolutions may take
   out["conv_share_of_peak_needed"] = conv_flops / peak / budget if budget > 0 else float("inf")
   # the same for all the matmul-like kernels (convolutions, dense layers, attention) against the rest
-  mm_flops = sum(r["flops"] for (kind, _), r in table.items() if kind in MATMULS)
   mm_s = sum(r["seconds"] for (kind, _), r in table.items() if kind in MATMULS)
   other_s = conv_s + rest_s - mm_s
   out.update({"matmul_roofline_ms": mm_s * 1e3, "other_roofline_ms": other_s * 1e3})
   budget = flops / peak / target - other_s
-  out["matmul_share_of_peak_needed"] = mm_flops / peak / budget if budget > 0 else float("inf")
+  out["matmul_share_of_peak_needed"] = recorded / peak / budget if budget > 0 else float("inf")
   return out
 
 
