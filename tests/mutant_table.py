@@ -312,4 +312,11 @@ MUTANTS = {
     "roofline-attention-recompute-counted-as-model-flops": (
         "bench/roofline.py", 'row["flops"] += 0.0 if name == "recompute" else flops', 'row["flops"] += flops',
         ["tests/test_roofline.py"]),
+    "generator-layout-one-vector-for-every-position": (
+        "sora_jax/models/generator.py", "lay.reshape(b, frames, n, r)", "lay.reshape(b, frames, n, r)[:, :1, :1]",
+        ["tests/test_generate.py::test_layout_gives_each_token_position_its_own_vector_from_the_condition"]),
+    "encoder-fingerprint-of-the-config-as-read": (
+        "sora_jax/training/encoder_run.py", "return encoder_config, fingerprint(saved, step), step",
+        "return encoder_config, fingerprint(__import__('sora_jax').config.to_dict(encoder_config), step), step",
+        ["tests/test_generate_apps.py::test_an_encoder_is_identified_by_its_config_as_written"]),
 }

@@ -12,7 +12,7 @@ from sora_jax.config import load_config, validate
 from sora_jax.errors import ConfigError, DataError
 from sora_jax.evaluation.generation import frechet_distance, mean_pairwise
 from sora_jax.evaluation.sampler import Sampler
-from sora_jax.models.generator import VideoGenerator, patchify, unpatchify
+from sora_jax.models.generator import VideoGenerator, build_generator, patchify, unpatchify
 from sora_jax.objectives import generate as flow
 from sora_jax.parallel import mesh as mesh_lib
 
@@ -96,6 +96,23 @@ def test_generator_starts_at_zero_and_drops_the_condition_to_the_null_vector():
   assert np.abs(out(a, dropped)[1] - out(b, dropped)[1]).max() > 1e-3
 
 
+def test_layout_gives_each_token_position_its_own_vector_from_the_condition():
+  model = VideoGenerator(width=16, depth=1, num_heads=2, patch=4, layout_rank=3)
+  x, t = jnp.zeros(SHAPE), jnp.array([0.2, 0.7])
+  a = jax.random.normal(jax.random.PRNGKey(3), (2, 6))
+  _, moved = _perturbed(model, x, t, a)
+  assert moved["layout_in"]["kernel"].shape == (16, 4 * 4 * 3)  # frames x patches x rank
+  out, state = model.apply({"params": moved}, x, t, a, capture_intermediates=True)
+  layout = np.asarray(state["intermediates"]["layout_out"]["__call__"][0])  # [B, T, N, D]
+  assert layout.shape == (2, 4, 4, 16)
+  assert np.abs(layout - layout[:, :1, :1]).max() > 1e-3  # not one vector for every position
+  off = {**moved, "layout_in": {"kernel": jnp.zeros_like(moved["layout_in"]["kernel"]),
+                                "bias": jnp.zeros_like(moved["layout_in"]["bias"])}}
+  assert np.abs(np.asarray(model.apply({"params": off}, x, t, a)) - np.asarray(out)).max() > 1e-4  # it is used
+  plain = VideoGenerator(width=16, depth=1, num_heads=2, patch=4).init(jax.random.PRNGKey(0), x, t, a)["params"]
+  assert "layout_in" not in plain
+
+
 def _sampler_config(method="flow"):
   c = load_config("generate")
   c.data.num_frames, c.data.frame_size = 2, 8
@@ -106,7 +123,7 @@ def _sampler_config(method="flow"):
 
 def _sampler(mesh, method="flow"):
   config = _sampler_config(method)
-  model = VideoGenerator(width=16, depth=1, num_heads=2, patch=4)
+  model = build_generator(config)
   x = jnp.zeros((1, 2, 8, 8, 3))
   _, params = _perturbed(model, x, jnp.zeros(1), jnp.zeros((1, 4)))
   return Sampler(config, params, mesh)

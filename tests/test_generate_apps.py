@@ -4,6 +4,7 @@ generator run with its MSE-decoder baseline."""
 
 import json
 import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -15,7 +16,7 @@ from sora_jax.config import load_config
 from sora_jax.data import synthetic
 from sora_jax.data.video_io import decode_video, encode_video
 from sora_jax.errors import ConfigError
-from sora_jax.training import checkpoint as ckpt
+from sora_jax.training import checkpoint as ckpt, encoder_run
 from sora_jax.training.loop import train
 
 
@@ -85,6 +86,24 @@ def test_generator_refuses_another_encoder_and_other_clips(runs, tmp_path):
   g = _generator_config(runs["data_dir"], runs["generator"])
   with pytest.raises(ConfigError, match="is a generator run"):
     train(g, str(tmp_path / "other"))
+
+
+def test_an_encoder_is_identified_by_its_config_as_written(runs, tmp_path):
+  # An encoder trained before the schema gained a field (here: without model.vit_size in its saved
+  # config) keeps its identity: the fingerprint hashes the config as written, not as this version
+  # reads it (defaults filled in), so an upgrade does not refuse its generators.
+  older = tmp_path / "older_encoder"
+  shutil.copytree(runs["encoder"], older)
+  meta = older / "checkpoints" / "2" / "config" / "metadata"
+  saved = json.loads(meta.read_text())
+  del saved["model"]["vit_size"]
+  meta.write_text(json.dumps(saved))
+  g = _generator_config(runs["data_dir"], str(older))
+  adopted = encoder_run.adopt(g)
+  assert adopted.model.vit_size == load_config("default").model.vit_size  # read with today's defaults
+  assert adopted.generate.encoder_fingerprint == encoder_run.fingerprint(saved, 2)
+  original = encoder_run.adopt(_generator_config(runs["data_dir"], runs["encoder"])).generate.encoder_fingerprint
+  assert adopted.generate.encoder_fingerprint != original
 
 
 def test_generate_cli_writes_clips_reproducibly(runs, tmp_path, capsys):

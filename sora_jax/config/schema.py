@@ -211,6 +211,8 @@ FIELDS: tuple[Field, ...] = (
     F("generate.depth", 6, checks.integer(1), "blocks (space attention, time attention, MLP) of the generator"),
     F("generate.num_heads", 4, checks.integer(1), "attention heads of the generator"),
     F("generate.patch_size", 8, checks.integer(1), "frames are cut into patch_size x patch_size tokens"),
+    F("generate.layout_rank", 32, checks.integer(0), "the condition also gives every token position "
+      "(frame, patch) its own vector through a rank-r map (the layout of the clip); 0 = off"),
     F("generate.cond_dropout", 0.1, checks.number(0.0, 1.0), "flow: in training, the condition is replaced by "
       "a learned null vector with this probability (classifier-free guidance needs the unconditional model)"),
     F("generate.sample_steps", 32, checks.integer(1), "flow: Euler steps from noise to a clip"),

@@ -95,6 +95,7 @@ class VideoGenerator(nn.Module):
   depth: int = 4
   num_heads: int = 4
   patch: int = 4
+  layout_rank: int = 0
   attention: str = "auto"
   dtype: Any = jnp.float32
 
@@ -115,6 +116,16 @@ class VideoGenerator(nn.Module):
     # ... also added to every token: the condition reaches the tokens from the first step (the adaLN
     # gates start at zero).
     tokens = tokens + nn.Dense(d, dtype=self.dtype, name="cond_tokens")(c)[:, None, None]
+    if self.layout_rank:
+      # ... and a layout: a vector per token position (frame, patch) from the condition, through a
+      # rank-r bottleneck, so where the object is and where it moves is one linear map of the
+      # condition away (with the same vector at every position, the network has to build the layout
+      # from position embeddings and the condition in its blocks: the MSE decoder's error after
+      # 300 steps was 0.0707 that way against 0.0519 with a full-rank layout).
+      n, r = tokens.shape[2], self.layout_rank
+      lay = nn.Dense(frames * n * r, kernel_init=nn.initializers.normal(0.02), name="layout_in")(c)
+      lay = nn.Dense(d, dtype=self.dtype, name="layout_out")(lay.reshape(b, frames, n, r).astype(self.dtype))
+      tokens = tokens + lay
     space = self.param("pos_space", nn.initializers.normal(0.02), tokens.shape[2:])
     time = self.param("pos_time", nn.initializers.normal(0.02), (frames, d))
     tokens = tokens + space[None, None] + time[None, :, None]
@@ -130,7 +141,7 @@ def build_generator(config) -> VideoGenerator:
   """The generator of a (validated) generate config: config.generate's sizes, config.model.dtype."""
   g = config.generate
   return VideoGenerator(width=g.width, depth=g.depth, num_heads=g.num_heads, patch=g.patch_size,
-                        dtype=jnp.dtype(config.model.dtype))
+                        layout_rank=g.layout_rank, dtype=jnp.dtype(config.model.dtype))
 
 
 def condition_dim(config) -> int:

@@ -204,16 +204,7 @@ def load_for_inference(workdir, step: int | None = None):
 def load_run(workdir, step: int | None = None):
   """-> (config, variables, objective_params, step): `load_for_inference` plus the objective's own
   parameters (e.g. video_text's text projection), read from the same checkpoint."""
-  if not checkpoint_dir(workdir).is_dir():
-    raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first "
-                          f"(python train.py --config configs/default.py --workdir {workdir})")
-  manager = make_manager(workdir, async_save=False)
-  steps = manager.all_steps()
-  if not steps:
-    raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first")
-  if step is not None and step not in steps:
-    raise CheckpointError(f"workdir {str(workdir)!r} has no checkpoint at step {step}; it has {sorted(steps)}")
-  candidates = [step] if step is not None else sorted(steps, reverse=True)
+  manager, candidates = _candidates(workdir, step)
   for i, s in enumerate(candidates):
     try:
       config, variables, objective_params = _read_for_inference(manager, s)
@@ -224,6 +215,32 @@ def load_run(workdir, step: int | None = None):
             file=sys.stderr)
       continue
     return config, variables, objective_params, int(s)
+
+
+def saved_run_config(workdir, step: int | None = None) -> tuple[dict, int]:
+  """-> (the config a run's checkpoint saved, as it was written (not brought up to this schema),
+  its step: `step`, or the latest) without reading the checkpoint's arrays."""
+  manager, candidates = _candidates(workdir, step)
+  try:
+    out = manager.restore(candidates[0], args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  except Exception as e:  # noqa: BLE001 - as in _read_for_inference
+    raise CheckpointError(f"checkpoint {candidates[0]} in {str(workdir)!r} cannot be read ({_reason(e)})") from e
+  return dict(out["config"]), int(candidates[0])
+
+
+def _candidates(workdir, step: int | None) -> tuple[ocp.CheckpointManager, list[int]]:
+  """-> (a reader of the run's checkpoints, [step] or all its steps newest first); CheckpointError
+  when there are none or not that one."""
+  if not checkpoint_dir(workdir).is_dir():
+    raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first "
+                          f"(python train.py --config configs/default.py --workdir {workdir})")
+  manager = make_manager(workdir, async_save=False)
+  steps = manager.all_steps()
+  if not steps:
+    raise CheckpointError(f"no checkpoints in workdir {str(workdir)!r}; train first")
+  if step is not None and step not in steps:
+    raise CheckpointError(f"workdir {str(workdir)!r} has no checkpoint at step {step}; it has {sorted(steps)}")
+  return manager, [step] if step is not None else sorted(steps, reverse=True)
 
 
 def _read_for_inference(manager, step: int):

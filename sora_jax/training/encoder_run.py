@@ -18,27 +18,30 @@ import json
 import jax
 
 from sora_jax import storage
-from sora_jax.config import terms, to_dict
+from sora_jax.config import terms
 from sora_jax.errors import ConfigError
 from sora_jax.training import checkpoint as ckpt
 
 DATA_FIELDS = ("name", "num_frames", "frame_size", "stride")  # what a clip is: the generator's output shape
 
 
-def fingerprint(encoder_config, step: int) -> str:
-  """Identifies an encoder: its resolved config and checkpoint step."""
-  blob = json.dumps({"config": to_dict(encoder_config), "step": int(step)}, sort_keys=True)
+def fingerprint(saved: dict, step: int) -> str:
+  """Identifies an encoder: the config its checkpoint saved (as written: a newer sora-jax, whose
+  schema has more fields, gives the same encoder the same fingerprint) and the checkpoint's step."""
+  blob = json.dumps({"config": saved, "step": int(step)}, sort_keys=True)
   return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}@{int(step)}"
 
 
-def _read(config):
-  """-> (the encoder run's config, variables, objective params, step) at generate.encoder_step (0: its latest)."""
+def _identify(config):
+  """-> (the encoder run's config, its fingerprint, step) at generate.encoder_step (0: its latest),
+  from the checkpoint's saved config alone (its weights are read once, by `load`)."""
   g = config.generate
-  encoder_config, variables, objective, step = ckpt.load_run(g.encoder_workdir, g.encoder_step or None)
+  saved, step = ckpt.saved_run_config(g.encoder_workdir, g.encoder_step or None)
+  encoder_config = ckpt.saved_config(saved)
   if "generate" in terms(encoder_config.objective.name):
     raise ConfigError(f"generate.encoder_workdir={g.encoder_workdir!r} is a generator run; give the encoder run "
                       f"it was trained on ({encoder_config.generate.encoder_workdir!r})")
-  return encoder_config, variables, objective, step
+  return encoder_config, fingerprint(saved, step), step
 
 
 def adopt(config, workdir=None):
@@ -47,7 +50,7 @@ def adopt(config, workdir=None):
   encoder's, or when `workdir` already holds a generator trained on another encoder."""
   if "generate" not in terms(config.objective.name) or not config.generate.encoder_workdir:
     return config
-  encoder_config, _, _, step = _read(config)
+  encoder_config, identity, step = _identify(config)
   for name in DATA_FIELDS:
     mine, theirs = config.data[name], encoder_config.data[name]
     if mine != theirs:
@@ -58,7 +61,7 @@ def adopt(config, workdir=None):
   adopted.model = copy.deepcopy(encoder_config.model)
   adopted.text = copy.deepcopy(encoder_config.text)  # its text tower reads sentences into its video-text space
   adopted.generate.encoder_step = step
-  adopted.generate.encoder_fingerprint = fingerprint(encoder_config, step)
+  adopted.generate.encoder_fingerprint = identity
   given = config.generate.encoder_fingerprint
   saved = _saved_fingerprint(workdir) if workdir is not None else ""
   for before, where in ((given, "the config"), (saved, f"{workdir}/config.json")):
@@ -80,8 +83,10 @@ def _saved_fingerprint(workdir) -> str:
 def load(config) -> tuple[dict, dict]:
   """-> (the encoder's variables {'params', ...}, its run's objective parameters (e.g. the text
   projection of a video-text run)) at the adopted step, checked against the fingerprint."""
-  encoder_config, variables, objective, step = _read(config)
-  if config.generate.encoder_fingerprint and fingerprint(encoder_config, step) != config.generate.encoder_fingerprint:
+  g = config.generate
+  _, identity, step = _identify(config)
+  _, variables, objective, _ = ckpt.load_run(g.encoder_workdir, step)
+  if g.encoder_fingerprint and identity != g.encoder_fingerprint:
     raise ConfigError(f"the encoder in {config.generate.encoder_workdir!r} changed while the generator was being "
                       "set up; rerun")
   return jax.device_get((dict(variables), dict(objective)))  # numpy: an argument of any mesh's init
