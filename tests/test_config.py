@@ -88,11 +88,12 @@ def test_migrate_fills_new_fields_keeps_old_behaviour_and_drops_removed_ones():
   saved = to_dict(load_config("seed"))
   del saved["model"]["frame_input"], saved["model"]["frame_pool"], saved["data"]["sampling"]
   del saved["eval"]["finetune_epochs"], saved["data"]["augment"]["color_jitter"]
-  del saved["text"]["learning_rate_scale"], saved["objective"]["ema_momentum"]
+  del saved["text"]["learning_rate_scale"], saved["objective"]["ema_momentum"], saved["generate"]["layout_rank"]
   saved["train"]["an_old_field"] = 3
   saved = json.loads(json.dumps(saved))  # as read back from a checkpoint: tuples are lists
   c = validate(migrate(saved))
   assert c.model.frame_input == "rgb" and c.data.augment.color_jitter == ()  # what these runs were trained with
+  assert c.generate.layout_rank == 0  # a generator saved before the layout map has none
   assert c.text.learning_rate_scale == 1.0 and c.objective.ema_momentum == defaults().objective.ema_momentum
   assert c.eval.finetune_epochs == defaults().eval.finetune_epochs
   assert "an_old_field" not in c.train and c.model.num_layers == 2 and c.model.bidirectional is True

@@ -25,7 +25,8 @@ from sora_jax.errors import ConfigError
 LEGACY = {"model.frame_input": "rgb", "model.frame_pool": "mean", "model.resnet_stem": "small",
           "data.sampling": "random", "data.augment.color_jitter": (),
           "text.learning_rate_scale": 1.0,  # runs before it trained the tower's layers at the full rate
-          "objective.mask_every_term": True}  # jepa runs before it masked the clips of every term
+          "objective.mask_every_term": True,  # jepa runs before it masked the clips of every term
+          "generate.layout_rank": 0}  # generators before the layout map had none
 
 
 def named_configs() -> list[str]:
