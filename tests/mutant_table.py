@@ -70,8 +70,8 @@ MUTANTS = {
         "sora_jax/models/video_encoder.py", "x = with_frame_differences(x, time_mask if m.latent_predict else None)",
         "x = with_frame_differences(x)", ["tests/test_latent_mask.py"]),
     "predictive-allows-future": (
-        "sora_jax/config/validate.py", "if m.bidirectional or (m.temporal == \"transformer\" and not m.causal):",
-        "if False:", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),
+        "sora_jax/config/validate.py", "return m.bidirectional or (m.temporal == \"transformer\" and not m.causal)",
+        "return False", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),
     "views-share-one-draw": (
         "sora_jax/data/augment.py", "u = _u(key, [num_views, _NUM_PARAMS])",
         "u = tf.tile(_u(key, [1, _NUM_PARAMS]), [num_views, 1])",
@@ -319,4 +319,12 @@ MUTANTS = {
         "sora_jax/training/encoder_run.py", "return encoder_config, fingerprint(saved, step), step",
         "return encoder_config, fingerprint(__import__('sora_jax').config.to_dict(encoder_config), step), step",
         ["tests/test_generate_apps.py::test_an_encoder_is_identified_by_its_config_as_written"]),
+    "actor-predictive-absent-tracks-as-keys": (
+        "sora_jax/objectives/actors.py", "    logits = jnp.where(present[None, :], (q @ keys.T) / temperature, -jnp.inf)",
+        "    logits = (q @ keys.T) / temperature",
+        ["tests/test_actors.py::test_actor_predictive_scores_each_present_tracks_future_against_every_present_tracks_steps"]),
+    "actor-predictor-reads-the-whole-track": (
+        "sora_jax/models/actors.py", "name=\"actor_predictor\")(target.reshape(b * a, t, -1), sequence)",
+        "name=\"actor_predictor\")(target.reshape(b * a, t, -1), sequence[:, ::-1])",
+        ["tests/test_actors.py::test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_objective"]),
 }

@@ -1,5 +1,5 @@
 """Per-actor recognition: the moving_actors data, tracks through the pipeline's crops, RoIAlign, the
-actor-level InfoNCE and the model's per-actor outputs."""
+actor-level InfoNCE and DPC, and the model's per-actor outputs."""
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +9,15 @@ import pytest
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sora_jax import objectives
 from sora_jax.config import load_config
+from sora_jax.config.validate import validate
 from sora_jax.data import actors, augment, clips, tracks
+from sora_jax.errors import ConfigError
 from sora_jax.models import build_encoder
 from sora_jax.models.roi import roi_align
 from sora_jax.models.video_encoder import init_variables
-from sora_jax.objectives.actors import actor_infonce
+from sora_jax.objectives.actors import actor_infonce, actor_predictive
 
 
 def test_each_actor_does_its_action_whole_inside_the_frame_and_its_boxes_cover_it():
@@ -219,3 +222,60 @@ def test_box_dropout_drops_whole_tracks_box_features_in_training_only():
   plain = load_config("actors", over[:-1])
   np.testing.assert_array_equal(run(variables, False)["actor_embedding"],
                                 build_encoder(plain).apply(variables, video, boxes=boxes)["actor_embedding"])
+
+
+def test_actor_predictive_scores_each_present_tracks_future_against_every_present_tracks_steps():
+  rs = np.random.RandomState(0)
+  b, a, t, k_max, e = 3, 2, 5, 2, 4
+  pred, targ = rs.normal(size=(b, a, t, k_max, e)), rs.normal(size=(b, a, t, e))
+  mask = np.array([[1, 1], [1, 0], [0, 1]], bool)
+  losses, accs = [], []
+  for k in range(1, k_max + 1):  # direct: every (present track, t) query against every present (track, t') key
+    slots = [(i, j, s) for i in range(b) for j in range(a) for s in range(t - k) if mask[i, j]]
+    scores = np.array([[pred[i, j, s, k - 1] @ targ[i2, j2, s2 + k] / 0.5 for i2, j2, s2 in slots]
+                       for i, j, s in slots])
+    own = np.arange(len(slots))
+    losses.append(np.mean(np.log(np.exp(scores).sum(1)) - scores[own, own]))
+    accs.append(np.mean(scores.argmax(1) == own))
+  loss, m = actor_predictive(jnp.asarray(pred), jnp.asarray(targ), jnp.asarray(mask), 0.5)
+  np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
+  np.testing.assert_allclose(float(m["actor_predictive_accuracy"]), np.mean(accs), rtol=1e-6)
+  absent = ~mask[:, :, None, None]
+  again, _ = actor_predictive(jnp.asarray(np.where(absent[..., None], 9.0, pred)), jnp.asarray(np.where(absent, 9.0, targ)),
+                              jnp.asarray(mask), 0.5)
+  np.testing.assert_allclose(float(again), float(loss), rtol=1e-6)  # absent slots' numbers do not count
+
+
+def test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_objective():
+  over = ["model.width=0.125", "model.hidden_size=16", "model.head_hidden=16", "data.num_frames=4", "data.frame_size=16",
+          "objective.name=actor_infonce+actor_predictive", "model.actor_predict_steps=2"]
+  config = validate(load_config("actors", over))
+  model = build_encoder(config)
+  variables = init_variables(config, jax.random.PRNGKey(0))
+  rs = np.random.RandomState(3)
+  video = rs.randint(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8)
+  boxes = np.sort(rs.uniform(size=(2, 3, 4, 2, 2)), axis=-2).reshape(2, 3, 4, 4).astype(np.float32)
+  out = model.apply(variables, video, boxes=jnp.asarray(boxes))
+  assert out["actor_predictions"].shape == (2, 3, 4, 2, config.model.embed_dim)
+  assert out["actor_targets"].shape == (2, 3, 4, config.model.embed_dim)
+  later = boxes.copy()
+  later[:, :, 2:] = np.sort(rs.uniform(size=(2, 3, 2, 2, 2)), axis=-2).reshape(2, 3, 2, 4)  # frames 2, 3 move
+  moved = model.apply(variables, video, boxes=jnp.asarray(later))
+  np.testing.assert_allclose(moved["actor_predictions"][:, :, :2], out["actor_predictions"][:, :, :2], atol=1e-6)
+  assert not np.allclose(moved["actor_predictions"][:, :, 2:], out["actor_predictions"][:, :, 2:], atol=1e-4)
+  assert not np.allclose(moved["actor_targets"][:, :, 2:], out["actor_targets"][:, :, 2:], atol=1e-4)  # motion
+  views = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y], 1), out, moved)
+  mask = jnp.asarray([[True, True, False], [True, False, True]])
+  loss, metrics = objectives.compute_loss(config, views, {"actor_mask": mask})
+  direct = np.mean([actor_predictive(views["actor_predictions"][:, v], views["actor_targets"][:, v], mask, 0.1)[0]
+                    for v in range(2)])
+  np.testing.assert_allclose(float(metrics["actor_predictive_loss"]), direct, rtol=1e-5)
+  weight = config.objective.actor_predictive_weight
+  np.testing.assert_allclose(float(loss), float(metrics["actor_infonce_loss"] + weight * metrics["actor_predictive_loss"]),
+                             rtol=1e-5)
+  with pytest.raises(ConfigError, match="actor_predict_steps=2"):
+    validate(load_config("actors", over[:-1] + ["model.actor_predict_steps=0"]))
+  with pytest.raises(ConfigError, match="actor_predict_steps=4 must be < data.num_frames=4"):
+    validate(load_config("actors", over[:-1] + ["model.actor_predict_steps=4"]))
+  with pytest.raises(ConfigError, match="must not see frames after t"):
+    validate(load_config("actors", over + ["model.bidirectional=true"]))

@@ -81,7 +81,7 @@ def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_act
   config = load_config("actors", [
       "data.name=moving_actors/small", f"data.data_dir={data_dir}",
       "data.num_frames=4", "data.frame_size=16", "data.num_parallel_calls=2", "model.width=0.125",
-      "model.hidden_size=16", "model.head_hidden=16", "model.embed_dim=16", "train.batch_size=8",
+      "model.actor_predict_steps=2", "model.hidden_size=16", "model.head_hidden=16", "model.embed_dim=16", "train.batch_size=8",
       "train.num_steps=2", "train.checkpoint_every=1", "train.quick_eval_every=0", "optimizer.warmup_steps=1",
       "mesh.data=2", "eval.probe_steps=30", "eval.finetune_epochs=0", "eval.baselines=()", "eval.max_examples=64"])
   workdir = root / "run"

@@ -106,7 +106,8 @@ def test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set():
 
 
 @pytest.mark.parametrize("name, objective", [("default", "infonce"), ("default", "moco"),
-                                             ("text", "infonce+video_text"), ("actors", "infonce+actor_infonce")])
+                                             ("text", "infonce+video_text"),
+                                             ("actors", "infonce+actor_infonce+actor_predictive")])
 def test_gradient_accumulation_matches_one_big_batch(name, objective):
   """4 micro-batches of 2 == one batch of 8, contrastive terms included: their loss sees all 8 clips'
   negatives (GradCache), so the loss and the SGD step (the gradient) match the big batch's."""
@@ -118,6 +119,7 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
   config.model.width, config.model.temporal, config.model.pooling = 0.125, "none", "mean"
   config.model.head_hidden, config.model.embed_dim, config.train.batch_size = 8, 4, 8
   config.objective.predictor_hidden, config.mesh.data = 8, 2
+  config.model.actor_predict_steps = 1  # (actors) a future within the 2 frames
   rs = np.random.RandomState(0)
   batch = {"video": rs.randint(0, 255, (8, config.data.num_views, 2, 8, 8, 3)).astype(np.uint8),
            "label": rs.randint(0, 5, 8).astype(np.int32), "caption": rs.normal(size=(8, 384)).astype(np.float32),

@@ -24,7 +24,7 @@ FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0", "vit")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
-                   "actor_infonce", "generate")  # sora_jax.objectives.TERMS
+                   "actor_infonce", "actor_predictive", "generate")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics", "generate_mse")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -151,6 +151,12 @@ FIELDS: tuple[Field, ...] = (
       "box's size and its motion since the previous frame (not its position)"),
     F("model.actor_box_dropout", 0.0, checks.number(0.0, 0.99), "model.actors: in training, "
       "drop a whole track's box features with this probability (its RoI contents must then carry the actor)"),
+    F("model.actor_predict_steps", 0, checks.integer(0), "model.actors: > 0 adds a per-track DPC predictor: from "
+      "the track's temporal state at t, predict steps t+1..t+K (outputs `actor_targets`, `actor_predictions`; "
+      "objective actor_predictive)"),
+    F("model.actor_predict_target", "motion", checks.choice("motion", "track"), "model.actor_predict_steps: what "
+      "is predicted at each future step: the box's size and motion (motion) or the track's whole input (track: "
+      "RoI contents too)"),
     F("model.input_mean", (0.5, 0.5, 0.5), checks.rgb(positive=False),
       "per-channel mean after scaling uint8 to [0, 1]"),
     F("model.input_std", (0.25, 0.25, 0.25), checks.rgb(positive=True), "per-channel std after scaling to [0, 1]"),
@@ -158,7 +164,7 @@ FIELDS: tuple[Field, ...] = (
 
     F("objective.name", "infonce", checks.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
       "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask | "
-      "actor_infonce | generate (alone: trains the video generator on a frozen encoder run)"),
+      "actor_infonce | actor_predictive | generate (alone: trains the video generator on a frozen encoder run)"),
     F("objective.temperature", 0.1, checks.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, checks.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, checks.number(0.0), "weight of the InfoNCE term"),
@@ -173,6 +179,8 @@ FIELDS: tuple[Field, ...] = (
       "time steps' teacher representations predicted from the visible ones (smooth-L1)"),
     F("objective.actor_infonce_weight", 1.0, checks.number(0.0), "weight of the per-actor InfoNCE: the same actor "
       "in two views against every other actor of the global batch, those of the same clip included"),
+    F("objective.actor_predictive_weight", 1.0, checks.number(0.0), "weight of per-actor DPC: each track's "
+      "predicted future steps against every present actor's steps of the global batch"),
     F("objective.generate_weight", 1.0, checks.number(0.0), "weight of the generator's loss (generate.method)"),
     F("objective.mask_ratio", 0.5, checks.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
     F("objective.mask_blocks", 1, checks.integer(1), "latent_mask: the hidden steps come in this many contiguous "

@@ -124,6 +124,11 @@ def _vit(config) -> None:
                       "no place in it: use config.model.frame_pool='mean'")
 
 
+def _sees_ahead(m) -> bool:
+  """The temporal model's output at t has seen frames after t."""
+  return m.bidirectional or (m.temporal == "transformer" and not m.causal)
+
+
 def _objective(config) -> None:
   name, m = config.objective.name, config.model
   if "generate" in terms(name) and len(terms(name)) > 1:
@@ -139,7 +144,7 @@ def _objective(config) -> None:
     if m.predict_steps >= config.data.num_frames:
       raise ConfigError(f"config.model.predict_steps={m.predict_steps} must be < "
                         f"data.num_frames={config.data.num_frames} (there must be a future to predict)")
-    if m.bidirectional or (m.temporal == "transformer" and not m.causal):
+    if _sees_ahead(m):
       raise ConfigError(f"objective {name!r} predicts the future from sequence[t], which must not see frames "
                         "after t; set --config.model.bidirectional=False (and model.causal=True for a transformer)")
   if "video_text" in terms(name) and m.text_embed_dim < 1:
@@ -148,6 +153,17 @@ def _objective(config) -> None:
   if "actor_infonce" in terms(name) and not m.actors:
     raise ConfigError(f"objective {name!r} contrasts actors; set --config.model.actors=True (and train on data "
                       "with tracks, e.g. --config.data.name=moving_actors)")
+  if "actor_predictive" in terms(name):
+    if not m.actors or m.actor_predict_steps < 1:
+      raise ConfigError(f"objective {name!r} predicts each track's future; set --config.model.actors=True and "
+                        "--config.model.actor_predict_steps=2 (>= 1)")
+    if m.actor_predict_steps >= config.data.num_frames:
+      raise ConfigError(f"config.model.actor_predict_steps={m.actor_predict_steps} must be < data.num_frames="
+                        f"{config.data.num_frames} (there must be a future to predict)")
+    if _sees_ahead(m):
+      raise ConfigError(f"objective {name!r} predicts a track's future from its state at t, which must not see "
+                        "frames after t; set --config.model.bidirectional=False (and model.causal=True for a "
+                        "transformer)")
   if "latent_mask" in terms(name):
     if not m.latent_predict:
       raise ConfigError(f"objective {name!r} predicts hidden time steps; set --config.model.latent_predict=True")

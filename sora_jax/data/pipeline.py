@@ -94,8 +94,9 @@ class TrainInput:
     self.process_index, self.process_count = process_index, process_count
     self.seed = int(config.seed)
     self.source = sources.open_source(config)
-    if "actor_infonce" in terms(config.objective.name) and not self.source.info.get("max_actors"):
-      raise DataError(f"objective {config.objective.name!r} contrasts actors, and {config.data.name!r} has no actor "
+    per_actor = {"actor_infonce", "actor_predictive"} & set(terms(config.objective.name))
+    if per_actor and not self.source.info.get("max_actors"):
+      raise DataError(f"objective {config.objective.name!r} trains per actor, and {config.data.name!r} has no actor "
                       "tracks; train on moving_actors or on a `prepare`d manifest with a tracks column")
     self.split_name = split or config.data.train_split
     self.split = self.source.split(self.split_name)

@@ -5,7 +5,10 @@ is pooled to size x size cells (`roi.roi_align`), flattened, optionally joined b
 its motion since the previous frame (`box_motion`, as ORViT's object dynamics embed the boxes: the
 RoI follows the actor, so its contents alone see little of its displacement), and
 projected to the frame features' width. A temporal model of its own (the clip's kind: LSTM, GRU or
-Transformer) runs over each track, and a projection head gives each actor a unit embedding.
+Transformer) runs over each track, and a projection head gives each actor a unit embedding. With
+`actor_predict_steps` = K, a DPC predictor (`heads.Predictor`) reads the track's temporal state at t
+and predicts steps t+1..t+K of the track: its box's size and motion (`actor_predict_target=motion`)
+or its whole input (`track`). Objective `actor_predictive`: an action is how a track evolves.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sora_jax.linalg import l2_normalize
-from sora_jax.models.heads import ProjectionHead
+from sora_jax.models.heads import Predictor, ProjectionHead
 from sora_jax.models.roi import roi_align
 from sora_jax.models.temporal import make_temporal
 
@@ -55,7 +58,13 @@ class ActorTracks(nn.Module):
       x = jnp.concatenate([x.astype(self.dtype), geometry], -1)
     x = nn.Dense(c, dtype=self.dtype, name="roi_proj")(x.astype(self.dtype))
     sequence, pooled = make_temporal(m, self.dtype, self.unroll, name="actor_temporal")(x.reshape(b * a, t, c))
-    del sequence
     proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, self.dtype, name="actor_projection")(pooled)
-    return {"actor_pooled": pooled.reshape(b, a, -1).astype(jnp.float32),
-            "actor_embedding": l2_normalize(proj).reshape(b, a, -1)}
+    out = {"actor_pooled": pooled.reshape(b, a, -1).astype(jnp.float32),
+           "actor_embedding": l2_normalize(proj).reshape(b, a, -1)}
+    if m.actor_predict_steps > 0:
+      target = x if m.actor_predict_target == "track" else box_motion(boxes).astype(self.dtype)
+      targets, predictions = Predictor(m.actor_predict_steps, m.head_hidden, m.embed_dim, self.dtype,
+                                       name="actor_predictor")(target.reshape(b * a, t, -1), sequence)
+      out["actor_targets"] = targets.reshape(b, a, t, -1).astype(jnp.float32)
+      out["actor_predictions"] = predictions.reshape(b, a, t, m.actor_predict_steps, -1).astype(jnp.float32)
+    return out

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from sora_jax.config import terms
 from sora_jax.models.generator import build_generator, init_generator
 from sora_jax.objectives import generate as generate_lib, teacher as teacher_lib, video_text as video_text_lib
-from sora_jax.objectives.actors import actor_infonce
+from sora_jax.objectives.actors import actor_infonce, actor_predictive
 from sora_jax.objectives.collapse import collapse_metrics
 from sora_jax.objectives.contrastive import infonce
 from sora_jax.objectives.latent import latent_mask
@@ -24,7 +24,8 @@ from sora_jax.objectives.supervised import supervised
 from sora_jax.objectives.video_text import project_text, text_features, video_text
 
 __all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text", "text_features",
-           "init_params", "pretrained", "temperature", "batch_keys", "latent_mask", "actor_infonce"]
+           "init_params", "pretrained", "temperature", "batch_keys", "latent_mask", "actor_infonce",
+           "actor_predictive"]
 
 TERM_SALT = 1 << 20  # the terms' keys: fold_in(step key, TERM_SALT + i), apart from the model's dropout key
 TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
@@ -105,6 +106,11 @@ def _actor_infonce(config, outputs, batch, params, temp, key):
   return actor_infonce(outputs["actor_embedding"], batch["actor_mask"], temp)
 
 
+def _actor_predictive(config, outputs, batch, params, temp, key):
+  return _per_view(lambda p, t: actor_predictive(p, t, batch["actor_mask"], temp), outputs["actor_predictions"],
+                   outputs["actor_targets"])
+
+
 def _latent_mask(config, outputs, batch, params, temp, key):
   return _per_view(latent_mask, outputs["latent_predictions"], outputs["teacher_sequence"], outputs["time_mask"])
 
@@ -125,10 +131,11 @@ def _generate(config, outputs, batch, params, temp, key):
 Term = Callable[..., tuple[jax.Array, dict]]
 TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "supervised": _supervised,
                           "video_text": _video_text, "moco": _moco, "byol": _byol, "latent_mask": _latent_mask,
-                          "actor_infonce": _actor_infonce, "generate": _generate}
+                          "actor_infonce": _actor_infonce, "actor_predictive": _actor_predictive,
+                          "generate": _generate}
 # Batch entries a term reads besides the video (they go to the devices with it).
 BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask"),
-              "actor_infonce": ("boxes", "actor_mask")}
+              "actor_infonce": ("boxes", "actor_mask"), "actor_predictive": ("boxes", "actor_mask")}
 
 
 def batch_keys(config) -> tuple[str, ...]:

@@ -41,3 +41,29 @@ def actor_infonce(embeddings: jax.Array, mask: jax.Array, temperature: jax.Array
   hit = (instance[nearest] == instance) & present
   accuracy = jnp.sum(hit) / jnp.maximum(jnp.sum(present), 1)
   return loss, {"actor_contrastive_accuracy": accuracy}
+
+
+def actor_predictive(predictions: jax.Array, targets: jax.Array, mask: jax.Array, temperature: jax.Array | float
+                     ) -> tuple[jax.Array, dict]:
+  """Per-actor DPC for one view: predictions [B, A, T, K, E] (from track (b, a)'s state at t, for t+k),
+  targets [B, A, T, E], mask bool [B, A] -> (loss, {'actor_predictive_accuracy'}).
+
+  `objectives.predictive` over the N = B * A tracks with the absent ones left out: for each k, each
+  present track's prediction at t scores its own step t+k against the steps t'+k of every present
+  track of the batch (the same track at other times included, so a prediction that ignores how the
+  track moves cannot tell its future from its past); the mean over k of the mean cross-entropy over
+  present queries. Accuracy: share of those queries whose own future scores highest.
+  """
+  b, a, t, k_max, e = predictions.shape
+  losses, accs = [], []
+  for k in range(1, min(k_max, t - 1) + 1):
+    q = predictions[:, :, : t - k, k - 1].astype(jnp.float32).reshape(b * a * (t - k), e)
+    keys = targets[:, :, k:].astype(jnp.float32).reshape(b * a * (t - k), e)  # row i: query i's true future
+    present = jnp.repeat(mask.reshape(b * a), t - k)
+    logits = jnp.where(present[None, :], (q @ keys.T) / temperature, -jnp.inf)
+    labels = jnp.arange(q.shape[0])
+    per_query = jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits)
+    count = jnp.maximum(jnp.sum(present), 1)
+    losses.append(jnp.sum(jnp.where(present, per_query, 0.0)) / count)
+    accs.append(jnp.sum(present & (jnp.argmax(logits, axis=1) == labels)) / count)
+  return jnp.mean(jnp.stack(losses)), {"actor_predictive_accuracy": jnp.mean(jnp.stack(accs))}
