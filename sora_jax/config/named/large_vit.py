@@ -8,7 +8,8 @@ weight decay 0.1, 40 warm-up epochs of Kinetics-400 at this batch ~ 10k steps).
 Each ViT block is recomputed in the backward pass (remat_frames=block). Measured on one H200
 (bench/results/h200_2026-12-04_mfu*): without remat, 8 clips per device took 39.1 GB and ran at 73.3
 clips/s (25.0% MFU) and 32 did not fit; with it, 32 clips take 13.8 GB and run at 93.7 clips/s (31.9%),
-and 128 at 94.1 (32.0%): recomputing is faster than storing and reading back the activations here.
+and 128 at 94.1 (32.0%): flat in the batch, and faster than 8 clips without it (8 clips with it were
+not measured).
 """
 
 from sora_jax.config.named import large
