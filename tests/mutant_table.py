@@ -320,7 +320,7 @@ MUTANTS = {
         "return encoder_config, fingerprint(__import__('sora_jax').config.to_dict(encoder_config), step), step",
         ["tests/test_generate_apps.py::test_an_encoder_is_identified_by_its_config_as_written"]),
     "actor-predictive-absent-tracks-as-keys": (
-        "sora_jax/objectives/actors.py", "    logits = jnp.where(present[None, :], (q @ keys.T) / temperature, -jnp.inf)",
+        "sora_jax/objectives/predictive.py", "    logits = jnp.where(present[None, :], (q @ keys.T) / temperature, -jnp.inf)",
         "    logits = (q @ keys.T) / temperature",
         ["tests/test_actors.py::test_actor_predictive_scores_each_present_tracks_future_against_every_present_tracks_steps"]),
     "actor-predictor-reads-the-whole-track": (

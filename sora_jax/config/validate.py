@@ -129,6 +129,17 @@ def _sees_ahead(m) -> bool:
   return m.bidirectional or (m.temporal == "transformer" and not m.causal)
 
 
+def _predicts_a_future(config, name: str, field: str, what: str) -> None:
+  """A DPC term: K = config.model.<field> future steps, predicted from a state that has not seen them."""
+  m = config.model
+  if getattr(m, field) >= config.data.num_frames:
+    raise ConfigError(f"config.model.{field}={getattr(m, field)} must be < "
+                      f"data.num_frames={config.data.num_frames} (there must be a future to predict)")
+  if _sees_ahead(m):
+    raise ConfigError(f"objective {name!r} predicts {what}, which must not see frames "
+                      "after t; set --config.model.bidirectional=False (and model.causal=True for a transformer)")
+
+
 def _objective(config) -> None:
   name, m = config.objective.name, config.model
   if "generate" in terms(name) and len(terms(name)) > 1:
@@ -141,12 +152,7 @@ def _objective(config) -> None:
   if "predictive" in terms(name):
     if m.predict_steps < 1:
       raise ConfigError(f"objective {name!r} needs the DPC predictor; set --config.model.predict_steps=2 (>= 1)")
-    if m.predict_steps >= config.data.num_frames:
-      raise ConfigError(f"config.model.predict_steps={m.predict_steps} must be < "
-                        f"data.num_frames={config.data.num_frames} (there must be a future to predict)")
-    if _sees_ahead(m):
-      raise ConfigError(f"objective {name!r} predicts the future from sequence[t], which must not see frames "
-                        "after t; set --config.model.bidirectional=False (and model.causal=True for a transformer)")
+    _predicts_a_future(config, name, "predict_steps", "the future from sequence[t]")
   if "video_text" in terms(name) and m.text_embed_dim < 1:
     raise ConfigError(f"objective {name!r} needs the video side of the video-text space; set "
                       "--config.model.text_embed_dim=64 (>= 1)")
@@ -157,13 +163,7 @@ def _objective(config) -> None:
     if not m.actors or m.actor_predict_steps < 1:
       raise ConfigError(f"objective {name!r} predicts each track's future; set --config.model.actors=True and "
                         "--config.model.actor_predict_steps=2 (>= 1)")
-    if m.actor_predict_steps >= config.data.num_frames:
-      raise ConfigError(f"config.model.actor_predict_steps={m.actor_predict_steps} must be < data.num_frames="
-                        f"{config.data.num_frames} (there must be a future to predict)")
-    if _sees_ahead(m):
-      raise ConfigError(f"objective {name!r} predicts a track's future from its state at t, which must not see "
-                        "frames after t; set --config.model.bidirectional=False (and model.causal=True for a "
-                        "transformer)")
+    _predicts_a_future(config, name, "actor_predict_steps", "a track's future from its state at t")
   if "latent_mask" in terms(name):
     if not m.latent_predict:
       raise ConfigError(f"objective {name!r} predicts hidden time steps; set --config.model.latent_predict=True")

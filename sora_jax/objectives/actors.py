@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from sora_jax.linalg import l2_normalize
+from sora_jax.objectives.predictive import predictive
 
 
 def actor_infonce(embeddings: jax.Array, mask: jax.Array, temperature: jax.Array | float) -> tuple[jax.Array, dict]:
@@ -51,19 +52,9 @@ def actor_predictive(predictions: jax.Array, targets: jax.Array, mask: jax.Array
   `objectives.predictive` over the N = B * A tracks with the absent ones left out: for each k, each
   present track's prediction at t scores its own step t+k against the steps t'+k of every present
   track of the batch (the same track at other times included, so a prediction that ignores how the
-  track moves cannot tell its future from its past); the mean over k of the mean cross-entropy over
-  present queries. Accuracy: share of those queries whose own future scores highest.
+  track moves cannot tell its future from its past).
   """
   b, a, t, k_max, e = predictions.shape
-  losses, accs = [], []
-  for k in range(1, min(k_max, t - 1) + 1):
-    q = predictions[:, :, : t - k, k - 1].astype(jnp.float32).reshape(b * a * (t - k), e)
-    keys = targets[:, :, k:].astype(jnp.float32).reshape(b * a * (t - k), e)  # row i: query i's true future
-    present = jnp.repeat(mask.reshape(b * a), t - k)
-    logits = jnp.where(present[None, :], (q @ keys.T) / temperature, -jnp.inf)
-    labels = jnp.arange(q.shape[0])
-    per_query = jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits)
-    count = jnp.maximum(jnp.sum(present), 1)
-    losses.append(jnp.sum(jnp.where(present, per_query, 0.0)) / count)
-    accs.append(jnp.sum(present & (jnp.argmax(logits, axis=1) == labels)) / count)
-  return jnp.mean(jnp.stack(losses)), {"actor_predictive_accuracy": jnp.mean(jnp.stack(accs))}
+  loss, metrics = predictive(predictions.reshape(b * a, t, k_max, e), targets.reshape(b * a, t, e), temperature,
+                             mask.reshape(b * a))
+  return loss, {"actor_predictive_accuracy": metrics["predictive_accuracy"]}

@@ -13,28 +13,29 @@ import jax.numpy as jnp
 import optax
 
 
-def predictive(predictions: jax.Array, targets: jax.Array, temperature: jax.Array | float
-               ) -> tuple[jax.Array, dict]:
-  """Args: predictions `[B, T, K, E]` (from sequence[:, t], for t+k), targets `[B, T, E]`.
+def predictive(predictions: jax.Array, targets: jax.Array, temperature: jax.Array | float,
+               mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """Args: predictions `[B, T, K, E]` (from sequence[:, t], for t+k), targets `[B, T, E]`; mask bool
+  `[B]` or None (all present): the sequences that count (per-actor DPC: absent actor slots).
 
   Returns (loss, metrics): loss is the mean over k of the cross-entropy of each valid
-  (b, t, k) query against the B*(T-k) candidate futures `targets[:, k:]`; `predictive_accuracy`
-  is the fraction of queries whose true future ranks first. Not `optax.losses.ntxent`: queries
-  (predictions) and keys (targets) are different sets and the positive is a single key, so it is
-  a plain softmax cross-entropy over a query×key similarity matrix.
+  (b, t, k) query of a present sequence against the candidate futures `targets[:, k:]` of the
+  present sequences; `predictive_accuracy` is the fraction of those queries whose true future ranks
+  first. Not `optax.losses.ntxent`: queries (predictions) and keys (targets) are different sets and
+  the positive is a single key, so it is a plain softmax cross-entropy over a query×key similarity
+  matrix.
   """
   b, t, k_max, e = predictions.shape
-  predictions = predictions.astype(jnp.float32)
-  targets = targets.astype(jnp.float32)
+  present_seq = jnp.ones((b,), bool) if mask is None else mask.reshape(b)
   losses, accs = [], []
-  for k in range(1, k_max + 1):
-    if k >= t:
-      break
-    q = predictions[:, : t - k, k - 1].reshape(b * (t - k), e)  # query at t predicts t+k
-    keys = targets[:, k:].reshape(b * (t - k), e)  # row i of keys is the true future of query i
-    logits = (q @ keys.T) / temperature
+  for k in range(1, min(k_max, t - 1) + 1):
+    q = predictions[:, : t - k, k - 1].astype(jnp.float32).reshape(b * (t - k), e)  # query at t predicts t+k
+    keys = targets[:, k:].astype(jnp.float32).reshape(b * (t - k), e)  # row i of keys is the true future of query i
+    present = jnp.repeat(present_seq, t - k)
+    logits = jnp.where(present[None, :], (q @ keys.T) / temperature, -jnp.inf)
     labels = jnp.arange(q.shape[0])
-    losses.append(optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
-    accs.append(jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)))
-  loss = jnp.mean(jnp.stack(losses))
-  return loss, {"predictive_accuracy": jnp.mean(jnp.stack(accs))}
+    per_query = optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+    count = jnp.maximum(jnp.sum(present), 1)
+    losses.append(jnp.sum(jnp.where(present, per_query, 0.0)) / count)
+    accs.append(jnp.sum(present & (jnp.argmax(logits, axis=-1) == labels)) / count)
+  return jnp.mean(jnp.stack(losses)), {"predictive_accuracy": jnp.mean(jnp.stack(accs))}
