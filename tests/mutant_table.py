@@ -327,4 +327,8 @@ MUTANTS = {
         "sora_jax/models/actors.py", "name=\"actor_predictor\")(target.reshape(b * a, t, -1), sequence)",
         "name=\"actor_predictor\")(target.reshape(b * a, t, -1), sequence[:, ::-1])",
         ["tests/test_actors.py::test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_objective"]),
+    "actor-predict-motion-reads-the-rois": (
+        "sora_jax/models/actors.py",
+        "target = x if m.actor_predict_target == \"track\" else box_motion(boxes).astype(self.dtype)", "target = x",
+        ["tests/test_actors.py::test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_objective"]),
 }

@@ -264,6 +264,8 @@ def test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_
   np.testing.assert_allclose(moved["actor_predictions"][:, :, :2], out["actor_predictions"][:, :, :2], atol=1e-6)
   assert not np.allclose(moved["actor_predictions"][:, :, 2:], out["actor_predictions"][:, :, 2:], atol=1e-4)
   assert not np.allclose(moved["actor_targets"][:, :, 2:], out["actor_targets"][:, :, 2:], atol=1e-4)  # motion
+  other_video = model.apply(variables, 255 - video, boxes=jnp.asarray(boxes))  # the targets are the boxes' alone
+  np.testing.assert_allclose(other_video["actor_targets"], out["actor_targets"], atol=1e-6)
   views = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y], 1), out, moved)
   mask = jnp.asarray([[True, True, False], [True, False, True]])
   loss, metrics = objectives.compute_loss(config, views, {"actor_mask": mask})
