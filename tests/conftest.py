@@ -1,13 +1,34 @@
-"""Test set-up: 8 simulated CPU devices (before JAX's first computation), quiet TensorFlow."""
+"""Test set-up: 8 simulated CPU devices (before JAX's first computation), quiet TensorFlow, and one
+persistent XLA cache for the run."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 
+# One persistent XLA cache for the whole run, its worker processes and the subprocesses the tests
+# start (they inherit the environment): the many tests that train the same tiny configuration, in
+# process or as `train.py`, compile its step once. Programs that compile in under a second are not
+# stored; a size limit turns on JAX's file lock, so the processes' reads and writes never interleave.
+# The controller (the first process to import this) makes it and removes it at the end.
+if "SORA_TEST_XLA_CACHE" not in os.environ:
+  os.environ["SORA_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="sora-jax-xla-cache-")
+  _OWN_CACHE = True
+else:
+  _OWN_CACHE = False
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SORA_TEST_XLA_CACHE"]
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["SORA_TEST_XLA_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")

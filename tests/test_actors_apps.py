@@ -69,6 +69,7 @@ def _write_mp4(path, video):
       out.mux(packet)
 
 
+@pytest.mark.slow
 def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape(tmp_path, data_dir, capsys):
   """A 2-step `actors` run on moving_actors/small at 16 px resumes exactly (from its step-1 checkpoint:
   the same numbers as straight); `sora-jax eval` prints and writes the per-actor table and the

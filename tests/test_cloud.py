@@ -109,6 +109,7 @@ def _committed_steps(url: str) -> list[int]:
   return sorted(int(p[2]) for p in parts if len(p) == 4 and p[2].isdigit() and p[3] == "commit_success.txt")
 
 
+@pytest.mark.slow
 def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
   env, url = gcs
   src = _videos(tmp_path / "videos")

@@ -101,6 +101,7 @@ def test_migrate_fills_new_fields_keeps_old_behaviour_and_drops_removed_ones():
   assert migrate(to_dict(load_config("large"))).to_dict() == load_config("large").to_dict()
 
 
+@pytest.mark.slow
 def test_installed_package_trains_from_a_bare_config_name_outside_the_repository(tmp_path, data_dir):
   """A non-editable install (the wheel setuptools builds from pyproject.toml), run from a folder with
   no configs/: `sora-jax train --config default` finds the config inside the package, then evaluates."""

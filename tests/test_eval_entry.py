@@ -48,6 +48,7 @@ def evaluated(trained):
   return (*trained, printed.getvalue())
 
 
+@pytest.mark.slow
 def test_eval_report_from_other_mesh(evaluated):
   import jax
 

@@ -58,6 +58,7 @@ def runs(tmp_path_factory):
   return {"data_dir": data_dir, "encoder": encoder, "generator": generator, "queries": queries}
 
 
+@pytest.mark.slow
 def test_generator_run_trains_on_its_frozen_encoder_and_records_it(runs):
   enc_config, enc_vars, _, enc_step = ckpt.load_run(runs["encoder"])
   config, variables, objective, step = ckpt.load_run(runs["generator"])
@@ -159,6 +160,7 @@ def test_generate_cli_errors_are_one_line(runs, tmp_path, capsys, extra, message
   assert message in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys):
   assert cli.main(["eval", "--workdir", runs["generator"], "--baselines", "random"]) == 1
   assert "only baseline is generate_mse" in capsys.readouterr().err

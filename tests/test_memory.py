@@ -66,6 +66,7 @@ def test_model_summary_prints_the_step_memory_last(capsys):
 
 
 
+@pytest.mark.slow
 def test_pod_example_step_memory_stays_within_its_activation_budget():
   """large.py with remat_frames=time (for devices that cannot hold its activations) compiled at 1 clip
   per device (2 views x 16 frames of 224 px): the temporaries stay below a bound derived from the

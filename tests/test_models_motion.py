@@ -46,9 +46,9 @@ def test_rgb_input_keeps_three_channels():
 def test_flatten_keeps_the_grid_whose_average_is_the_mean_pool(frame_encoder):
   mean_m, flat_m = (tiny(frame_encoder=frame_encoder, frame_pool=p).model for p in ("mean", "flatten"))
   images = jnp.asarray(video().reshape(B * T, S, S, 3), jnp.float32) / 255.0
-  params = make_frame_encoder(mean_m, jnp.float32).init(jax.random.PRNGKey(1), images)
-  mean_f = make_frame_encoder(mean_m, jnp.float32).apply(params, images)
-  flat_f = make_frame_encoder(flat_m, jnp.float32).apply(params, images)  # same parameters for both pools
+  params = jax.jit(make_frame_encoder(mean_m, jnp.float32).init)(jax.random.PRNGKey(1), images)
+  mean_f = jax.jit(make_frame_encoder(mean_m, jnp.float32).apply)(params, images)
+  flat_f = jax.jit(make_frame_encoder(flat_m, jnp.float32).apply)(params, images)  # same parameters for both pools
   d = mean_f.shape[-1]
   grid = (S // 8) ** 2  # seed_cnn: three 2x pools; resnet (small stem): three stride-2 stages
   assert flat_f.shape == (B * T, grid * d)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.data.name=moving_shapes/small", "--config.data.num_frames=4", "--config.data.frame_size=16",
         "--config.data.num_parallel_calls=2", "--config.model.width=0.125", "--config.model.hidden_size=16",
@@ -75,6 +77,7 @@ def _one_error(proc, what: str) -> str:
   return errors[0]
 
 
+@pytest.mark.slow
 def test_a_full_then_read_only_disk_stops_in_one_line_and_the_named_checkpoint_resumes(data_dir, tmp_path):
   disk = tmp_path / "disk"
   disk.mkdir()

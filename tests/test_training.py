@@ -48,20 +48,6 @@ def tiny_config(data_dir, **overrides):
   return c
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  """Persistent XLA cache for this module: identical step programs compile once."""
-  from jax._src import compilation_cache
-  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  compilation_cache.reset_cache()
-  yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-  compilation_cache.reset_cache()
-
-
 def _run(config, workdir, **kwargs):
   ids = []
   state = train(config, workdir, batch_callback=lambda step, b: ids.append((step, b["video_id"].tolist())),

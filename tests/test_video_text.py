@@ -145,6 +145,7 @@ def test_captions_are_drawn_per_epoch_from_the_seed_and_do_not_change_the_clips(
   assert sum(e0[v] != c for v, c in e1.items()) > len(e1) // 3  # another epoch draws other phrasings
 
 
+@pytest.mark.slow
 def test_a_text_run_trains_and_its_report_has_video_text_figures(tmp_path):
   from sora_jax.evaluation.run import evaluate
   from sora_jax.training.loop import train
