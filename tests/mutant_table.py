@@ -109,7 +109,7 @@ MUTANTS = {
         "sora_jax/data/pipeline.py", "    epoch, step = divmod(int(global_step), self.steps_per_epoch)",
         "    epoch, step = divmod(int(global_step) // self.process_count, self.steps_per_epoch)",
         ["tests/test_training_processes.py::test_one_process_of_8_stopped_and_continued_as_two_processes_of_4",
-         "tests/test_training_processes.py::test_two_processes_stopped_and_resumed_match_one_process_of_8"]),
+         "tests/test_training_processes.py::test_two_processes_start_like_one_process_of_8_and_their_checkpoint_continues_in_one"]),
     "metrics-stay-unchecked-between-logs": (
         "sora_jax/training/loop.py", "      window.fetch()  # the finite check", "      pass  # the finite check",
         ["tests/test_training.py::test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint"]),
