@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pytest
 from test_training import _leaves, _metrics, _run, shared_data_dir, straight, tiny_config  # noqa: F401
