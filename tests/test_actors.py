@@ -281,3 +281,47 @@ def test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_
     validate(load_config("actors", over[:-1] + ["model.actor_predict_steps=4"]))
   with pytest.raises(ConfigError, match="must not see frames after t"):
     validate(load_config("actors", over + ["model.bidirectional=true"]))
+
+
+def test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term():
+  over = ["model.width=0.125", "model.hidden_size=16", "model.head_hidden=16", "data.num_frames=4", "data.frame_size=16",
+          "model.frame_input=rgb"]  # rgb+diff: each frame's difference from the previous one has a time order
+  term = ["model.actor_appearance=true", "objective.name=actor_infonce+actor_appearance",
+          "objective.actor_appearance_weight=0.5"]
+  config = validate(load_config("actors", over + term))
+  model = build_encoder(config)
+  variables = init_variables(config, jax.random.PRNGKey(0))
+  rs = np.random.RandomState(4)
+  video = rs.randint(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8)
+  boxes = np.sort(rs.uniform(size=(2, 3, 4, 2, 2)), axis=-2).reshape(2, 3, 4, 4).astype(np.float32)
+  out = model.apply(variables, video, boxes=jnp.asarray(boxes))
+  assert out["actor_appearance"].shape == (2, 3, config.model.embed_dim)
+  np.testing.assert_allclose(np.linalg.norm(out["actor_appearance"], axis=-1), 1.0, rtol=1e-5)
+  # actor_pooled: the track's temporal features (those of the same parameters without appearance), then its look
+  actor_params = {k: v for k, v in variables["params"]["actors"].items() if not k.startswith("appearance")}
+  plain = build_encoder(load_config("actors", over)).apply(
+      {**variables, "params": {**variables["params"], "actors": actor_params}}, video, boxes=jnp.asarray(boxes))
+  width = plain["actor_pooled"].shape[-1]
+  pooled = np.asarray(out["actor_pooled"])
+  np.testing.assert_allclose(pooled[..., :width], plain["actor_pooled"] / np.linalg.norm(plain["actor_pooled"], axis=-1,
+                                                                                        keepdims=True), rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(pooled[..., width:], axis=-1), 1.0, rtol=1e-5)  # each part at unit norm
+  # how it looks over the clip, not when: frames and boxes reversed leave it, not the track's embedding
+  back = model.apply(variables, video[:, ::-1], boxes=jnp.asarray(boxes[:, :, ::-1]))
+  np.testing.assert_allclose(back["actor_appearance"], out["actor_appearance"], atol=1e-5)
+  assert not np.allclose(back["actor_embedding"], out["actor_embedding"], atol=1e-4)
+  mask = jnp.asarray([[True, True, False], [True, False, True]])
+
+  def loss(params):
+    outs = [model.apply({**variables, "params": params}, v, boxes=jnp.asarray(b))
+            for v, b in ((video, boxes), (255 - video, boxes))]
+    views = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y], 1), *outs)
+    return objectives.compute_loss(config, views, {"actor_mask": mask})[1]["actor_appearance_loss"], views
+
+  (value, views), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  np.testing.assert_allclose(float(value), float(actor_infonce(views["actor_appearance"], mask, 0.1)[0]), rtol=1e-6)
+  norm = lambda tree: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree)))
+  assert norm(grads["actors"]["appearance_proj"]) > 0 and norm(grads["actors"]["actor_temporal"]) == 0
+  assert norm({k: v for k, v in grads.items() if k != "actors"}) > 0  # and the frame encoder under the RoIs
+  with pytest.raises(ConfigError, match="actor_appearance=True"):
+    validate(load_config("actors", over + term[1:]))

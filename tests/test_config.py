@@ -167,6 +167,15 @@ def test_non_finite_numbers_are_refused_before_anything_runs(override):
     validate(load_config("default", [override]))
 
 
+@pytest.mark.parametrize("overrides,words", [(["data.view_strides=(2, 1, 1)"], "3 strides for data.num_views=2"),
+                                             (["data.view_strides=(2, 0)"], "positive integers"),
+                                             (["data.view_strides=(2, 1)", "data.sampling=uniform"], "sampling=random")])
+def test_view_strides_are_one_positive_stride_per_view(overrides, words):
+  with pytest.raises(ConfigError, match=words):
+    validate(load_config("default", overrides))
+  validate(load_config("default", ["data.view_strides=(2, 1)"]))
+
+
 @pytest.mark.parametrize("value,ok", [("", True), ("10:13", True), ("0:1", True), ("3:3", False), ("5:2", False),
                                       ("a:b", False), ("10", False), ("-1:2", False)])
 def test_profile_steps_takes_a_start_stop_window(value, ok):

@@ -239,6 +239,26 @@ def test_view_gap_distributions():
   assert (cen == clips.eval_indices(40, 4, 2, 1).numpy()).all() and cen[0, 0] == (40 - 7) // 2
 
 
+def test_views_of_different_strides_each_stay_inside_the_video_and_cover_all_starts():
+  """data.view_strides: view v steps data.view_strides[v] frames; each view's start covers every start
+  that keeps it inside the video, from the key alone; centred puts each at its own centre."""
+  import tensorflow as tf
+
+  from sora_jax.data import clips
+  starts = ([], [])
+  for i in range(200):
+    idx = clips.train_indices(16, 8, 1, 2, tf.constant([i, 3], tf.int64), view_strides=(2, 1)).numpy()
+    assert (np.diff(idx[0]) == 2).all() and (np.diff(idx[1]) == 1).all() and idx.max() <= 15
+    starts[0].append(idx[0, 0])
+    starts[1].append(idx[1, 0])
+  assert set(starts[0]) == {0, 1} and set(starts[1]) == set(range(9))
+  again = clips.train_indices(16, 8, 1, 2, tf.constant([7, 3], tf.int64), view_strides=(2, 1)).numpy()
+  assert again[1, 0] == starts[1][7]
+  cen = clips.train_indices(20, 4, 1, 2, tf.constant([0, 0], tf.int64), sampling="centred", view_strides=(3, 1)).numpy()
+  np.testing.assert_array_equal(cen[0], clips.eval_indices(20, 4, 3, 1).numpy()[0])
+  np.testing.assert_array_equal(cen[1], clips.eval_indices(20, 4, 1, 1).numpy()[0])
+
+
 def test_clips_from_frames_match_eval(data_dir):
   from sora_jax.data import pipeline, synthetic, video_io
   c = small_config(data_dir)

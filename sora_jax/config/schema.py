@@ -24,7 +24,7 @@ FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0", "vit")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
-                   "actor_infonce", "actor_predictive", "generate")  # sora_jax.objectives.TERMS
+                   "actor_infonce", "actor_predictive", "actor_appearance", "generate")  # sora_jax.objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics", "generate_mse")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -56,6 +56,16 @@ def _color_jitter(dotted, value):
 
 _color_jitter.describe = "() or 4 numbers"
 
+def _view_strides(dotted, value):
+  if value in ((), []):
+    return
+  checks.numbers(1, integers=True, example="(2, 1)")(dotted, value)
+  if any(v > 64 for v in value):
+    raise ConfigError(f"config.{dotted}={value!r}: strides must be <= 64")
+
+
+_view_strides.describe = "() or one int per view"
+
 F = Field
 FIELDS: tuple[Field, ...] = (
     F("seed", 0, checks.integer(0), "root of every random draw (initialisation, data order, augmentation)"),
@@ -68,6 +78,8 @@ FIELDS: tuple[Field, ...] = (
     F("data.num_frames", 8, checks.integer(1, 1024), "frames per clip (T)"),
     F("data.frame_size", 32, checks.integer(8, 1024), "square frame side in pixels after cropping (H = W)"),
     F("data.stride", 1, checks.integer(1, 64), "source frames between two clip frames"),
+    F("data.view_strides", (), _view_strides, "one stride per training view, e.g. (2, 1): a view spanning the "
+      "action beside a shorter one (LSTCL); () = data.stride for every view (eval uses data.stride)"),
     F("data.num_views", 2, checks.integer(1, 16), "clips (views) drawn from each video per training example"),
     F("data.view_gap", "uniform", checks.choice("uniform", "decreasing"), "how far apart views start: uniform | "
       "decreasing (CVRL: nearer gaps more likely)"),
@@ -154,6 +166,9 @@ FIELDS: tuple[Field, ...] = (
     F("model.actor_predict_steps", 0, checks.integer(0), "model.actors: > 0 adds a per-track DPC predictor: from "
       "the track's temporal state at t, predict steps t+1..t+K (outputs `actor_targets`, `actor_predictions`; "
       "objective actor_predictive)"),
+    F("model.actor_appearance", False, checks.boolean(), "model.actors: also each track's appearance, the "
+      "time-mean of its RoI contents projected; joins `actor_pooled` and gets its own head (output "
+      "`actor_appearance` [B, A, E], unit norm; objective actor_appearance)"),
     F("model.actor_predict_target", "motion", checks.choice("motion", "track"), "model.actor_predict_steps: what "
       "is predicted at each future step: the box's size and motion (motion) or the track's whole input (track: "
       "RoI contents too)"),
@@ -164,7 +179,7 @@ FIELDS: tuple[Field, ...] = (
 
     F("objective.name", "infonce", checks.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
       "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask | "
-      "actor_infonce | actor_predictive | generate (alone: trains the video generator on a frozen encoder run)"),
+      "actor_infonce | actor_predictive | actor_appearance | generate (alone: trains the video generator on a frozen encoder run)"),
     F("objective.temperature", 0.1, checks.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, checks.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, checks.number(0.0), "weight of the InfoNCE term"),
@@ -181,6 +196,8 @@ FIELDS: tuple[Field, ...] = (
       "in two views against every other actor of the global batch, those of the same clip included"),
     F("objective.actor_predictive_weight", 1.0, checks.number(0.0), "weight of per-actor DPC: each track's "
       "predicted future steps against every present actor's steps of the global batch"),
+    F("objective.actor_appearance_weight", 1.0, checks.number(0.0), "weight of the per-actor appearance InfoNCE: "
+      "the same actor's mean RoI contents in two views against every other actor of the global batch"),
     F("objective.generate_weight", 1.0, checks.number(0.0), "weight of the generator's loss (generate.method)"),
     F("objective.mask_ratio", 0.5, checks.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
     F("objective.mask_blocks", 1, checks.integer(1), "latent_mask: the hidden steps come in this many contiguous "

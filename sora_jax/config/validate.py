@@ -73,6 +73,13 @@ def batch_divisible(batch: int, accum: int, shards: int, what: str) -> None:
 def _data(config) -> None:
   if config.data.num_parallel_calls == 0:
     raise ConfigError("config.data.num_parallel_calls=0 must be -1 (AUTOTUNE) or >= 1")
+  d = config.data
+  if d.view_strides and len(d.view_strides) != d.num_views:
+    raise ConfigError(f"config.data.view_strides={tuple(d.view_strides)} has {len(d.view_strides)} strides for "
+                      f"data.num_views={d.num_views} views; give one per view, or () for data.stride everywhere")
+  if d.view_strides and d.sampling == "uniform":
+    raise ConfigError("config.data.view_strides places each view on its own (random or centred); set "
+                      "--config.data.sampling=random or data.view_strides=()")
 
 
 def _model(config) -> None:
@@ -145,7 +152,7 @@ def _objective(config) -> None:
   if "generate" in terms(name) and len(terms(name)) > 1:
     raise ConfigError(f"objective {name!r}: generate trains a generator on a frozen encoder and combines with no "
                       "other term; set --config.objective.name=generate")
-  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol", "actor_infonce")]
+  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol", "actor_infonce", "actor_appearance")]
   if pairwise and config.data.num_views < 2:
     raise ConfigError(f"config.data.num_views={config.data.num_views} but objective {name!r} needs >= 2 views "
                       "of each video; set --config.data.num_views=2 or use objective.name='predictive'")
@@ -159,6 +166,9 @@ def _objective(config) -> None:
   if "actor_infonce" in terms(name) and not m.actors:
     raise ConfigError(f"objective {name!r} contrasts actors; set --config.model.actors=True (and train on data "
                       "with tracks, e.g. --config.data.name=moving_actors)")
+  if "actor_appearance" in terms(name) and not (m.actors and m.actor_appearance):
+    raise ConfigError(f"objective {name!r} contrasts each actor's appearance; set --config.model.actors=True and "
+                      "--config.model.actor_appearance=True")
   if "actor_predictive" in terms(name):
     if not m.actors or m.actor_predict_steps < 1:
       raise ConfigError(f"objective {name!r} predicts each track's future; set --config.model.actors=True and "

@@ -14,9 +14,10 @@ def span(num_frames: int, stride: int) -> int:
 
 
 def _frames_from_starts(starts, n, num_frames, stride):
-  """starts int32 [C] -> int32 [C, T] clamped to [0, n-1]."""
-  offs = tf.range(num_frames, dtype=tf.int32) * stride
-  return tf.minimum(starts[:, None] + offs[None, :], n - 1)
+  """starts int32 [C] -> int32 [C, T] clamped to [0, n-1]; stride an int or one per clip."""
+  strides = tf.reshape(tf.constant(stride, tf.int32), [-1, 1])
+  offs = tf.range(num_frames, dtype=tf.int32)[None, :] * strides
+  return tf.minimum(starts[:, None] + offs, n - 1)
 
 
 def eval_indices(n, num_frames: int, stride: int, num_clips: int):
@@ -32,8 +33,12 @@ def eval_indices(n, num_frames: int, stride: int, num_clips: int):
 
 
 def train_indices(n, num_frames: int, stride: int, num_views: int, key, *, sampling: str = "random",
-                  view_gap: str = "uniform"):
+                  view_gap: str = "uniform", view_strides: tuple = ()):
   """Start frames of V views of one video: int32 [V, T].
+
+  view_strides (one per view; () = `stride` for all): views of different time scales, as in LSTCL
+  (a view spanning the whole action beside a shorter one). Each view then starts uniformly among
+  the starts that keep it inside the video (random) or at its centre (centred).
 
   random: the gaps between view 0 and each other view are drawn from `view_gap` (uniform over the
   possible gaps, or 'decreasing' with distance as in CVRL), then view 0's start uniformly among the
@@ -41,6 +46,14 @@ def train_indices(n, num_frames: int, stride: int, num_views: int, key, *, sampl
   at the centre (they then differ only by augmentation).
   """
   n = tf.cast(n, tf.int32)
+  if view_strides:
+    rooms = tf.maximum(n - tf.constant([span(num_frames, s) for s in view_strides], tf.int32), 0)
+    if sampling == "centred":
+      starts = rooms // 2
+    else:
+      u = tf.random.stateless_uniform([num_views], seed=key)
+      starts = tf.minimum(tf.cast(tf.floor(u * tf.cast(rooms + 1, tf.float32)), tf.int32), rooms)
+    return _frames_from_starts(starts, n, num_frames, tuple(view_strides))
   room = tf.maximum(n - span(num_frames, stride), 0)
   if sampling == "centred":
     starts = tf.fill([num_views], room // 2)

@@ -94,7 +94,7 @@ class TrainInput:
     self.process_index, self.process_count = process_index, process_count
     self.seed = int(config.seed)
     self.source = sources.open_source(config)
-    per_actor = {"actor_infonce", "actor_predictive"} & set(terms(config.objective.name))
+    per_actor = {"actor_infonce", "actor_predictive", "actor_appearance"} & set(terms(config.objective.name))
     if per_actor and not self.source.info.get("max_actors"):
       raise DataError(f"objective {config.objective.name!r} trains per actor, and {config.data.name!r} has no actor "
                       "tracks; train on moving_actors or on a `prepare`d manifest with a tracks column")
@@ -167,7 +167,7 @@ class TrainInput:
     frame_idx = clips_lib.train_indices(
         loaded["num_frames"], c.num_frames, c.stride, c.num_views,
         tf.random.experimental.stateless_fold_in(key, tf.constant(1 << 20, tf.int64)),
-        sampling=c.sampling, view_gap=c.view_gap)
+        sampling=c.sampling, view_gap=c.view_gap, view_strides=tuple(c.view_strides))
     frames = self.split.decode(loaded, tf.reshape(frame_idx, [-1]))  # [V*T, H, W, 3]
     params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
     crop = params.pop("box")

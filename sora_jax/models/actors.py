@@ -8,7 +8,10 @@ projected to the frame features' width. A temporal model of its own (the clip's 
 Transformer) runs over each track, and a projection head gives each actor a unit embedding. With
 `actor_predict_steps` = K, a DPC predictor (`heads.Predictor`) reads the track's temporal state at t
 and predicts steps t+1..t+K of the track: its box's size and motion (`actor_predict_target=motion`)
-or its whole input (`track`). Objective `actor_predictive`: an action is how a track evolves.
+or its whole input (`track`). Objective `actor_predictive`: an action is how a track evolves. With
+`actor_appearance`, the time-mean of the track's RoI contents, projected, is how the actor looks
+(`actor_appearance`, objective `actor_appearance`); `actor_pooled` is then the temporal features and
+that look, each at unit norm.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def box_motion(boxes):
 
 class ActorTracks(nn.Module):
   """maps [B, T, h, w, C], boxes [B, A, T, 4] (normalised x0, y0, x1, y1) -> {'actor_pooled' [B, A, D'],
-  'actor_embedding' [B, A, E] (unit norm)}."""
+  'actor_embedding' [B, A, E] (unit norm)}, with model.actor_appearance also 'actor_appearance' [B, A, E]
+  (unit norm) and 'actor_pooled' [B, A, D' + C]."""
   model_config: object
   dtype: object = jnp.float32
   unroll: int = 1
@@ -49,7 +53,8 @@ class ActorTracks(nn.Module):
     a = boxes.shape[1]
     per_frame = jnp.swapaxes(boxes, 1, 2).reshape(b * t, a, 4)  # [B*T, A, 4]
     rois = roi_align(maps.reshape(b * t, h, w, c), per_frame, m.actor_roi_size)  # [B*T, A, p, p, C]
-    x = jnp.swapaxes(rois.reshape(b, t, a, -1), 1, 2)  # [B, A, T, p*p*C]
+    contents = jnp.swapaxes(rois.reshape(b, t, a, -1), 1, 2)  # [B, A, T, p*p*C]
+    x = contents
     if m.actor_box_features:
       geometry = nn.relu(nn.Dense(32, dtype=self.dtype, name="box_embed")(box_motion(boxes).astype(self.dtype)))
       # In training, a whole track's box features are dropped with this probability: then its RoI
@@ -59,8 +64,15 @@ class ActorTracks(nn.Module):
     x = nn.Dense(c, dtype=self.dtype, name="roi_proj")(x.astype(self.dtype))
     sequence, pooled = make_temporal(m, self.dtype, self.unroll, name="actor_temporal")(x.reshape(b * a, t, c))
     proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, self.dtype, name="actor_projection")(pooled)
-    out = {"actor_pooled": pooled.reshape(b, a, -1).astype(jnp.float32),
-           "actor_embedding": l2_normalize(proj).reshape(b, a, -1)}
+    pooled = pooled.reshape(b, a, -1)
+    out = {"actor_embedding": l2_normalize(proj).reshape(b, a, -1)}
+    if m.actor_appearance:  # how the actor looks over the clip, beside how its track evolves
+      look = nn.Dense(c, dtype=self.dtype, name="appearance_proj")(jnp.mean(contents.astype(self.dtype), 2))
+      look_proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, self.dtype, name="appearance_projection")
+      out["actor_appearance"] = l2_normalize(look_proj(look))
+      # each part at unit norm: a probe (which L2-normalises the whole) weighs them alike, whatever their scales
+      pooled = jnp.concatenate([l2_normalize(pooled), l2_normalize(look).astype(pooled.dtype)], -1)
+    out["actor_pooled"] = pooled.astype(jnp.float32)
     if m.actor_predict_steps > 0:
       target = x if m.actor_predict_target == "track" else box_motion(boxes).astype(self.dtype)
       targets, predictions = Predictor(m.actor_predict_steps, m.head_hidden, m.embed_dim, self.dtype,

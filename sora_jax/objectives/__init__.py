@@ -111,6 +111,11 @@ def _actor_predictive(config, outputs, batch, params, temp, key):
                    outputs["actor_targets"])
 
 
+def _actor_appearance(config, outputs, batch, params, temp, key):
+  loss, metrics = actor_infonce(outputs["actor_appearance"], batch["actor_mask"], temp)
+  return loss, {"actor_appearance_accuracy": metrics["actor_contrastive_accuracy"]}
+
+
 def _latent_mask(config, outputs, batch, params, temp, key):
   return _per_view(latent_mask, outputs["latent_predictions"], outputs["teacher_sequence"], outputs["time_mask"])
 
@@ -132,10 +137,12 @@ Term = Callable[..., tuple[jax.Array, dict]]
 TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "supervised": _supervised,
                           "video_text": _video_text, "moco": _moco, "byol": _byol, "latent_mask": _latent_mask,
                           "actor_infonce": _actor_infonce, "actor_predictive": _actor_predictive,
+                          "actor_appearance": _actor_appearance,
                           "generate": _generate}
 # Batch entries a term reads besides the video (they go to the devices with it).
 BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask"),
-              "actor_infonce": ("boxes", "actor_mask"), "actor_predictive": ("boxes", "actor_mask")}
+              "actor_infonce": ("boxes", "actor_mask"), "actor_predictive": ("boxes", "actor_mask"),
+              "actor_appearance": ("boxes", "actor_mask")}
 
 
 def batch_keys(config) -> tuple[str, ...]:
