@@ -299,7 +299,7 @@ def test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_
   np.testing.assert_allclose(np.linalg.norm(out["actor_appearance"], axis=-1), 1.0, rtol=1e-5)
   # actor_pooled: the track's temporal features (those of the same parameters without appearance), then its look
   actor_params = {k: v for k, v in variables["params"]["actors"].items() if not k.startswith("appearance")}
-  plain = build_encoder(load_config("actors", over)).apply(
+  plain = build_encoder(load_config("actors", over + ["model.actor_appearance=false"])).apply(
       {**variables, "params": {**variables["params"], "actors": actor_params}}, video, boxes=jnp.asarray(boxes))
   width = plain["actor_pooled"].shape[-1]
   pooled = np.asarray(out["actor_pooled"])
@@ -310,6 +310,10 @@ def test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_
   back = model.apply(variables, video[:, ::-1], boxes=jnp.asarray(boxes[:, :, ::-1]))
   np.testing.assert_allclose(back["actor_appearance"], out["actor_appearance"], atol=1e-5)
   assert not np.allclose(back["actor_embedding"], out["actor_embedding"], atol=1e-4)
+  # each half of the track's look: that of a clip of those frames alone
+  for half, frames in enumerate((slice(0, 2), slice(2, 4))):
+    alone = model.apply(variables, video[:, frames], boxes=jnp.asarray(boxes[:, :, frames]))
+    np.testing.assert_allclose(out["actor_appearance_halves"][:, :, half], alone["actor_appearance"], atol=1e-5)
   mask = jnp.asarray([[True, True, False], [True, False, True]])
 
   def loss(params):
@@ -319,9 +323,11 @@ def test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_
     return objectives.compute_loss(config, views, {"actor_mask": mask})[1]["actor_appearance_loss"], views
 
   (value, views), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-  np.testing.assert_allclose(float(value), float(actor_infonce(views["actor_appearance"], mask, 0.1)[0]), rtol=1e-6)
+  first_against_second = jnp.stack([views["actor_appearance_halves"][:, 0, :, 0],
+                                    views["actor_appearance_halves"][:, 1, :, 1]], 1)
+  np.testing.assert_allclose(float(value), float(actor_infonce(first_against_second, mask, 0.1)[0]), rtol=1e-6)
   norm = lambda tree: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree)))
   assert norm(grads["actors"]["appearance_proj"]) > 0 and norm(grads["actors"]["actor_temporal"]) == 0
   assert norm({k: v for k, v in grads.items() if k != "actors"}) > 0  # and the frame encoder under the RoIs
   with pytest.raises(ConfigError, match="actor_appearance=True"):
-    validate(load_config("actors", over + term[1:]))
+    validate(load_config("actors", over + term[1:] + ["model.actor_appearance=false"]))

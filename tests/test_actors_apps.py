@@ -102,7 +102,8 @@ def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_act
       assert 0.0 <= figs[source][what]["linear"] <= 1.0 and 0.0 <= figs[source][what]["knn"] <= 1.0
   assert "## Per actor" in (workdir / "eval" / "report.md").read_text()
   with np.load(workdir / "eval" / "actor_classifier.npz", allow_pickle=False) as f:
-    assert list(f["motion_names"]) == list(actors.MOTIONS) and f["motion_w"].shape == (16, 4)
+    assert list(f["motion_names"]) == list(actors.MOTIONS) and f["motion_w"].shape[1] == 4
+    assert f["motion_w"].shape[0] > 16  # the track's 16 temporal features, then its look
     assert str(f["feature"]) == "actor_pooled" and f["shape_w"].shape[1] == 5
 
   ex = actors.render("test", 3)

@@ -67,9 +67,14 @@ class ActorTracks(nn.Module):
     pooled = pooled.reshape(b, a, -1)
     out = {"actor_embedding": l2_normalize(proj).reshape(b, a, -1)}
     if m.actor_appearance:  # how the actor looks over the clip, beside how its track evolves
-      look = nn.Dense(c, dtype=self.dtype, name="appearance_proj")(jnp.mean(contents.astype(self.dtype), 2))
+      look_in = nn.Dense(c, dtype=self.dtype, name="appearance_proj")
       look_proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, self.dtype, name="appearance_projection")
+      look = look_in(jnp.mean(contents.astype(self.dtype), 2))
       out["actor_appearance"] = l2_normalize(look_proj(look))
+      # the first and the second half of the track apart [B, A, 2, E]: objective actor_appearance pairs one
+      # view's first half with another's second, so the look must hold over time, not only across views
+      halves = jnp.stack([jnp.mean(contents[:, :, :t // 2], 2), jnp.mean(contents[:, :, t // 2:], 2)], 2)
+      out["actor_appearance_halves"] = l2_normalize(look_proj(look_in(halves.astype(self.dtype))))
       # each part at unit norm: a probe (which L2-normalises the whole) weighs them alike, whatever their scales
       pooled = jnp.concatenate([l2_normalize(pooled), l2_normalize(look).astype(pooled.dtype)], -1)
     out["actor_pooled"] = pooled.astype(jnp.float32)

@@ -112,7 +112,10 @@ def _actor_predictive(config, outputs, batch, params, temp, key):
 
 
 def _actor_appearance(config, outputs, batch, params, temp, key):
-  loss, metrics = actor_infonce(outputs["actor_appearance"], batch["actor_mask"], temp)
+  """View v's look over the first half of its frames (v even) or the second (v odd) [B, V, A, E]."""
+  halves = outputs["actor_appearance_halves"]  # [B, V, A, 2, E]
+  looks = jnp.stack([halves[:, v, :, v % 2] for v in range(halves.shape[1])], 1)
+  loss, metrics = actor_infonce(looks, batch["actor_mask"], temp)
   return loss, {"actor_appearance_accuracy": metrics["actor_contrastive_accuracy"]}
 
 
