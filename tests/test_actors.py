@@ -246,16 +246,22 @@ def test_actor_predictive_scores_each_present_tracks_future_against_every_presen
   np.testing.assert_allclose(float(again), float(loss), rtol=1e-6)  # absent slots' numbers do not count
 
 
+def _tiny_actors_model(overrides, seed):
+  """-> (config, model, variables, video [2, 4, 16, 16, 3], boxes [2, 3, 4, 4], the model's outputs)."""
+  config = validate(load_config("actors", overrides))
+  model = build_encoder(config)
+  variables = init_variables(config, jax.random.PRNGKey(0))
+  rs = np.random.RandomState(seed)
+  video = rs.randint(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8)
+  boxes = np.sort(rs.uniform(size=(2, 3, 4, 2, 2)), axis=-2).reshape(2, 3, 4, 4).astype(np.float32)
+  return config, model, variables, video, boxes, model.apply(variables, video, boxes=jnp.asarray(boxes))
+
+
 def test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_objective():
   over = ["model.width=0.125", "model.hidden_size=16", "model.head_hidden=16", "data.num_frames=4", "data.frame_size=16",
           "objective.name=actor_infonce+actor_predictive", "model.actor_predict_steps=2"]
-  config = validate(load_config("actors", over))
-  model = build_encoder(config)
-  variables = init_variables(config, jax.random.PRNGKey(0))
+  config, model, variables, video, boxes, out = _tiny_actors_model(over, 3)
   rs = np.random.RandomState(3)
-  video = rs.randint(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8)
-  boxes = np.sort(rs.uniform(size=(2, 3, 4, 2, 2)), axis=-2).reshape(2, 3, 4, 4).astype(np.float32)
-  out = model.apply(variables, video, boxes=jnp.asarray(boxes))
   assert out["actor_predictions"].shape == (2, 3, 4, 2, config.model.embed_dim)
   assert out["actor_targets"].shape == (2, 3, 4, config.model.embed_dim)
   later = boxes.copy()
@@ -288,13 +294,7 @@ def test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_
           "model.frame_input=rgb"]  # rgb+diff: each frame's difference from the previous one has a time order
   term = ["model.actor_appearance=true", "objective.name=actor_infonce+actor_appearance",
           "objective.actor_appearance_weight=0.5"]
-  config = validate(load_config("actors", over + term))
-  model = build_encoder(config)
-  variables = init_variables(config, jax.random.PRNGKey(0))
-  rs = np.random.RandomState(4)
-  video = rs.randint(0, 255, (2, 4, 16, 16, 3)).astype(np.uint8)
-  boxes = np.sort(rs.uniform(size=(2, 3, 4, 2, 2)), axis=-2).reshape(2, 3, 4, 4).astype(np.float32)
-  out = model.apply(variables, video, boxes=jnp.asarray(boxes))
+  config, model, variables, video, boxes, out = _tiny_actors_model(over + term, 4)
   assert out["actor_appearance"].shape == (2, 3, config.model.embed_dim)
   np.testing.assert_allclose(np.linalg.norm(out["actor_appearance"], axis=-1), 1.0, rtol=1e-5)
   # actor_pooled: the track's temporal features (those of the same parameters without appearance), then its look
