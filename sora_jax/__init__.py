@@ -4,7 +4,7 @@ from sora_jax.errors import CheckpointError, ConfigError, DataError, SoraError
 
 __version__ = "0.1.0"
 
-_APPS_EXPORTS = ("embed_videos", "Index", "search_index", "predict_video", "predict_actors", "ExactSearch",
+_APPS_EXPORTS = ("embed_videos", "embed_actor_rows", "Index", "search_index", "predict_video", "predict_actors", "ExactSearch",
                  "IVFIndex", "generate_videos", "Generator")
 
 __all__ = ["SoraError", "ConfigError", "DataError", "CheckpointError", "__version__", *_APPS_EXPORTS]

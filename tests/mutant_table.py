@@ -338,4 +338,10 @@ MUTANTS = {
     "actor-appearance-halves-overlap": (
         "sora_jax/models/actors.py", "jnp.mean(contents[:, :, t // 2:], 2)", "jnp.mean(contents[:, :, t // 2 - 1:], 2)",
         ["tests/test_actors.py::test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term"]),
+    "actor-rows-label-of-the-first-actor": (
+        "sora_jax/apps/actor_rows.py", "records = [{\"path\": path(rows[i], a), \"label\": int(motion[i, a])}",
+        "records = [{\"path\": path(rows[i], a), \"label\": int(motion[i, 0])}", ["tests/test_actors_apps.py::test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape"]),
+    "actor-rows-absent-slots-too": (
+        "sora_jax/apps/actor_rows.py", "present = np.asarray(batch[\"mask\"], bool)[:, None] & np.asarray(batch[\"actor_mask\"], bool)",
+        "present = np.asarray(batch[\"mask\"], bool)[:, None] | np.asarray(batch[\"actor_mask\"], bool)", ["tests/test_actors_apps.py::test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape"]),
 }

@@ -124,6 +124,42 @@ def test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_act
   assert "is not JSON" in capsys.readouterr().err
   with pytest.raises(CheckpointError, match="run `sora-jax eval"):
     load_classifier(tmp_path)
+  _embed_writes_a_row_per_actor(workdir, tmp_path, data_dir, capsys)
+
+
+def _embed_writes_a_row_per_actor(workdir, tmp_path, data_dir, capsys):
+  """`embed` of an actors run writes one row per actor to OUT/actors beside the clip rows: from a dataset
+  with tracks (labelled with each actor's action) and from a manifest's tracks column (a bad tracks
+  file: its one-line error, no actor rows, the clip row kept); an actor row finds itself first."""
+  from sora_jax import cli
+  from sora_jax.apps import Index, actor_index_dir, search_index
+  from sora_jax.data import synthetic
+  out = tmp_path / "index"
+  assert cli.main(["embed", "--workdir", str(workdir), "--videos", "dataset:moving_actors/small", "--out", str(out),
+                   "--no-progress"]) == 0
+  assert " actors (added " in capsys.readouterr().out
+  clips, rows = Index.load(out), Index.load(actor_index_dir(out))
+  test = [actors.render("test", i) for i in range(64)]
+  assert clips.count == 64 and rows.count == sum(int(ex["num_actors"]) for ex in test)
+  for item in rows.items[:12]:  # dataset:NAME:test/<video id>/actor<a>, labelled with that actor's action
+    vid, a = item["path"].rsplit("/", 2)[-2:]
+    ex = test[int(vid) % synthetic.SPLIT_STRIDE]
+    assert item["label_name"] == actors.MOTIONS[int(ex["actor_motion"][int(a[len("actor"):])])]
+  hits = search_index(rows, rows.items[5]["path"], k=3)[0]
+  assert hits[0]["path"] == rows.items[5]["path"] and hits[0]["score"] > 0.999
+  assert cli.main(["embed", "--workdir", str(workdir), "--videos", "dataset:moving_actors/small", "--out", str(out),
+                   "--no-progress"]) == 0  # again: nothing new
+  assert Index.load(actor_index_dir(out)).count == rows.count
+  manifest = tmp_path / "m.jsonl"
+  manifest.write_text(json.dumps({"path": "v.mp4", "tracks": "t.json"}) + "\n"
+                      + json.dumps({"path": "w.mp4", "tracks": "bad.json"}) + "\n")
+  shutil.copy(tmp_path / "v.mp4", tmp_path / "w.mp4")
+  files = tmp_path / "files"
+  assert cli.main(["embed", "--workdir", str(workdir), "--videos", str(manifest), "--out", str(files)]) == 0
+  assert "is not JSON" in capsys.readouterr().err
+  assert Index.load(files).count == 2  # both clips
+  ids = json.loads((tmp_path / "t.json").read_text())[0]
+  assert Index.load(actor_index_dir(files)).paths == [f"{tmp_path / 'v.mp4'}#{actor[0]}" for actor in ids]
 
 
 def _moving_rectangle(path, n=12, height=48, width=64):

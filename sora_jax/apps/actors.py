@@ -9,12 +9,10 @@ decoded and cut into clips as evaluation does; each actor's boxes follow the res
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from sora_jax import storage
+from sora_jax.apps.actor_rows import embed_tracks
 from sora_jax.apps.embed_index import get_embedder
-from sora_jax.data import clips as clips_lib, tracks as tracks_lib
-from sora_jax.data.video_io import clips_from_frames, decode_video, video_size
 from sora_jax.errors import CheckpointError
 from sora_jax.evaluation.actors import CLASSIFIER_FILE
 from sora_jax.linalg import l2_normalize
@@ -46,20 +44,8 @@ def predict_actors(workdir, video, tracks, *, num_clips: int | None = None, step
   if "step" in classifier and int(classifier["step"]) != embedder.step:
     raise CheckpointError(f"the per-actor classifiers of {str(workdir)!r} were fit on step {int(classifier['step'])}'s "
                           f"features, and step {embedder.step} embeds; run `sora-jax eval --workdir {workdir}` again")
-  d = config.data
-  frames = decode_video(video, short_side=d.frame_size)
-  width, height = video_size(video)
-  raw = tracks_lib.read_json(tracks) if isinstance(tracks, (str, bytes)) or hasattr(tracks, "__fspath__") else tracks
-  ids, boxes, notes = tracks_lib.parse_tracks(raw, len(frames), width, height, source=str(tracks)[:200])
-  n, h, w = frames.shape[:3]
-  boxes = boxes * np.array([w / width, h / height, w / width, h / height], np.float32)  # into the decoded frames
-  idx = clips_lib.eval_indices(tf.constant(n, tf.int32), d.num_frames, d.stride, embedder.num_clips)
-  clip_boxes = tracks_lib.eval_boxes(tf.constant(boxes), tf.reshape(idx, [-1]), h, w, d.frame_size,
-                                     d.num_frames, 1).numpy()  # [C, A, T, 4]
-  clips = clips_from_frames(frames, num_frames=d.num_frames, stride=d.stride, frame_size=d.frame_size,
-                            num_clips=embedder.num_clips)
-  out = embedder.embed_clips(clips[None], boxes=clip_boxes[None])
-  x = np.asarray(l2_normalize(out[str(classifier["feature"])][0]))  # [A, D]
+  ids, out, notes = embed_tracks(embedder, video, tracks)
+  x = np.asarray(l2_normalize(out[str(classifier["feature"])]))  # [A, D]
   result = []
   for a, actor in enumerate(ids):
     row = {"id": actor}

@@ -157,12 +157,12 @@ def get_embedder(workdir, *, step: int | None = None, num_clips: int | None = No
 # ---- sources: folder, manifest, dataset --------------------------------------------------------
 
 def list_videos(source) -> list[dict]:
-  """Records {path, label, label_name, caption} of a folder (recursive) or a manifest file.
+  """Records {path, label, label_name, caption, tracks} of a folder (recursive) or a manifest file.
 
   Folder: every video file under it; a file in a sub-folder gets the sub-folder's name as its
   label (`DIR/<class>/<file>`; classes numbered in `class_order`, as `prepare` numbers them).
-  Manifest: `.jsonl` with keys path[, label][, caption]; `.csv`/`.tsv` with a header naming a `path` column (label, caption
-  optional); `.txt`: one path per line (optionally followed by whitespace and an integer label).
+  Manifest: `.jsonl` with keys path[, label][, caption][, tracks]; `.csv`/`.tsv` with a header naming a `path` column
+  (label, caption, tracks optional); `.txt`: one path per line (optionally followed by whitespace and an integer label).
   Relative paths are relative to the manifest's folder.
   """
   source = pathlib.Path(source)
@@ -206,8 +206,11 @@ def list_videos(source) -> list[dict]:
     p = pathlib.Path(r["path"])
     label = r.get("label", -1)
     label = int(label) if str(label).lstrip("-").isdigit() else -1
+    tracks = r.get("tracks") or None  # a per-video tracks file (per-actor rows; `prepare` reads them alike)
+    if tracks and not pathlib.Path(tracks).is_absolute() and "://" not in tracks:
+      tracks = str((base / tracks).absolute())
     recs.append({"path": str(p if p.is_absolute() else (base / p).absolute()), "label": label,
-                 "label_name": r.get("label_name") or None, "caption": r.get("caption") or None})
+                 "label_name": r.get("label_name") or None, "caption": r.get("caption") or None, "tracks": tracks})
   return recs
 
 
@@ -220,7 +223,7 @@ class EmbedReport:
   failed: list  # [(path, message)] files that could not be decoded
 
 
-def _check_same_model(index, embedder, out) -> None:
+def check_same_model(index, embedder, out) -> None:
   if index.count and (index.config_hash != embedder.config_hash or index.step != embedder.step):
     raise CheckpointError(
         f"index {str(out)!r} was built with step {index.step} (config {index.config_hash}); this run gives step "
@@ -248,7 +251,7 @@ def embed_videos(workdir, videos, out, *, batch_size: int = 16, num_clips: int |
   index = Index.open_or_create(out, dim=int(embedder.config.model.embed_dim), dtype=dtype, step=embedder.step,
                                config_hash=embedder.config_hash, workdir=embedder.workdir,
                                extra={"num_clips": embedder.num_clips}, text_dim=embedder.text_dim)
-  _check_same_model(index, embedder, out)
+  check_same_model(index, embedder, out)
   # Named labels are numbered by Index.append, under the index's lock (old names keep theirs).
   todo = [r for r in records if not index.has_path(r["path"])]
   skipped = len(records) - len(todo)
@@ -315,7 +318,7 @@ def embed_dataset(embedder, name: str, out, *, split: str | None = None, batch_s
   if gather:
     distributed.barrier("sora_jax_embed_index_open")
   index = index if lead else Index.load(out)
-  _check_same_model(index, embedder, out)
+  check_same_model(index, embedder, out)
   prefix = f"dataset:{config.data.name}:{split}/"
   total = (info.get("splits") or {}).get(split)
   added = skipped = 0
