@@ -331,10 +331,11 @@ MUTANTS = {
         "sora_jax/models/actors.py",
         "target = x if m.actor_predict_target == \"track\" else box_motion(boxes).astype(self.dtype)", "target = x",
         ["tests/test_actors.py::test_each_tracks_prediction_at_t_reads_its_past_only_and_trains_through_the_objective"]),
-    "actor-appearance-same-half-in-every-view": (
-        "sora_jax/objectives/__init__.py", "looks = jnp.stack([halves[:, v, :, v % 2] for v in range(halves.shape[1])], 1)",
-        "looks = jnp.stack([halves[:, v, :, 0] for v in range(halves.shape[1])], 1)",
-        ["tests/test_actors.py::test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term"]),
+    "appearance-same-half-in-every-view": (
+        "sora_jax/objectives/__init__.py", "return jnp.stack([halves[:, v, v % 2] for v in range(halves.shape[1])], 1)",
+        "return jnp.stack([halves[:, v, 0] for v in range(halves.shape[1])], 1)",
+        ["tests/test_objectives.py::test_appearance_pairs_each_views_half_with_the_other_views_other_half",
+         "tests/test_actors.py::test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term"]),
     "actor-appearance-halves-overlap": (
         "sora_jax/models/actors.py", "jnp.mean(contents[:, :, t // 2:], 2)", "jnp.mean(contents[:, :, t // 2 - 1:], 2)",
         ["tests/test_actors.py::test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term"]),

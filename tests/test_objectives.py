@@ -149,3 +149,15 @@ def test_predictive_term_is_the_mean_over_views():
   want = np.mean([_numpy_predictive(o["predictions"], o["targets"], config.objective.temperature) for o in views])
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   assert abs(want - _numpy_predictive(views[0]["predictions"], views[0]["targets"], 0.1)) > 1e-3  # views differ
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_appearance_pairs_each_views_half_with_the_other_views_other_half(views):
+  """objective appearance: NT-Xent over the frame features' mean over view v's half v mod 2 (view 0 its
+  first half, view 1 its second, view 2 its first...), so no pair of views shows the same moments."""
+  config = load_config("configs/default.py", ["objective.name=appearance", "objective.temperature=0.2"])
+  frames = np.random.RandomState(5).normal(size=(5, views, 6, 4)).astype(np.float32)  # [B, V, T, D]
+  loss, m = objectives.compute_loss(config, {"frames": jnp.asarray(frames)}, {})
+  looks = np.stack([frames[:, v, :3].mean(1) if v % 2 == 0 else frames[:, v, 3:].mean(1) for v in range(views)], 1)
+  np.testing.assert_allclose(float(m["appearance_loss"]), _numpy_ntxent(looks, 0.2), rtol=1e-5)
+  np.testing.assert_allclose(float(loss), float(m["appearance_loss"]), rtol=1e-6)

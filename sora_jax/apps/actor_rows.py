@@ -85,14 +85,16 @@ def embed_actor_rows(workdir, videos, out, *, split: str | None = None, batch_si
                                extra={"num_clips": embedder.num_clips, "rows": "actors"})
   check_same_model(index, embedder, where)
   if dataset:
-    return _from_dataset(embedder, config, index, split or config.data.eval_split, batch_size, progress, names or [])
+    split = split or config.data.eval_split
+    total = (info.get("splits") or {}).get(split)
+    return _from_dataset(embedder, config, index, split, batch_size, progress, names or [], total)
   return _from_files(embedder, index, records, progress)
 
 
-def _from_dataset(embedder, config, index, split, batch_size, progress, names) -> EmbedReport:
+def _from_dataset(embedder, config, index, split, batch_size, progress, names, total) -> EmbedReport:
   prefix = f"dataset:{config.data.name}:{split}/"
   added = skipped = 0
-  bar = tqdm(unit="video", desc=f"embed actors {config.data.name}:{split}", disable=not progress, file=sys.stderr)
+  bar = tqdm(total=total, unit="video", desc=f"embed actors {config.data.name}:{split}", disable=not progress, file=sys.stderr)
   for batch in pipeline.eval_batches(config, split, batch_size=batch_size, num_clips=embedder.num_clips):
     present = np.asarray(batch["mask"], bool)[:, None] & np.asarray(batch["actor_mask"], bool)  # [b, A]
     ids = np.asarray(batch["video_id"], np.int64)

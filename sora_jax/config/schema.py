@@ -24,7 +24,7 @@ FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0", "vit")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
-                   "actor_infonce", "actor_predictive", "actor_appearance", "generate")  # sora_jax.objectives.TERMS
+                   "actor_infonce", "actor_predictive", "actor_appearance", "appearance", "generate")  # objectives.TERMS
 BASELINES = ("random", "supervised", "bag_of_words", "pretrained", "i3d_kinetics", "generate_mse")
 TEXT_TOWERS = ("minilm", "bag_of_words")
 
@@ -55,6 +55,7 @@ def _color_jitter(dotted, value):
 
 
 _color_jitter.describe = "() or 4 numbers"
+
 
 def _view_strides(dotted, value):
   if value in ((), []):
@@ -179,7 +180,7 @@ FIELDS: tuple[Field, ...] = (
 
     F("objective.name", "infonce", checks.terms(*OBJECTIVE_TERMS), "terms joined by '+', each weighted by "
       "objective.<term>_weight: infonce | predictive | supervised | video_text | moco | byol | latent_mask | "
-      "actor_infonce | actor_predictive | actor_appearance | generate (alone: trains the video generator on a frozen encoder run)"),
+      "actor_infonce | actor_predictive | actor_appearance | appearance | generate (alone: trains the video generator on a frozen encoder run)"),
     F("objective.temperature", 0.1, checks.number(0.0, exclusive_minimum=True), "softmax temperature of InfoNCE/DPC"),
     F("objective.learn_temperature", False, checks.boolean(), "learn the temperature (log-parametrised)"),
     F("objective.infonce_weight", 1.0, checks.number(0.0), "weight of the InfoNCE term"),
@@ -198,6 +199,8 @@ FIELDS: tuple[Field, ...] = (
       "predicted future steps against every present actor's steps of the global batch"),
     F("objective.actor_appearance_weight", 1.0, checks.number(0.0), "weight of the per-actor appearance InfoNCE: "
       "the same actor's mean RoI contents in two views against every other actor of the global batch"),
+    F("objective.appearance_weight", 1.0, checks.number(0.0), "weight of the clip appearance InfoNCE: the "
+      "frame features' mean over one view's first half against another view's second half (no head)"),
     F("objective.generate_weight", 1.0, checks.number(0.0), "weight of the generator's loss (generate.method)"),
     F("objective.mask_ratio", 0.5, checks.number(0.0, 1.0), "latent_mask: the fraction of time steps hidden per clip"),
     F("objective.mask_blocks", 1, checks.integer(1), "latent_mask: the hidden steps come in this many contiguous "

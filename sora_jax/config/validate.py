@@ -152,7 +152,7 @@ def _objective(config) -> None:
   if "generate" in terms(name) and len(terms(name)) > 1:
     raise ConfigError(f"objective {name!r}: generate trains a generator on a frozen encoder and combines with no "
                       "other term; set --config.objective.name=generate")
-  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol", "actor_infonce", "actor_appearance")]
+  pairwise = [t for t in terms(name) if t in ("infonce", "moco", "byol", "actor_infonce", "actor_appearance", "appearance")]
   if pairwise and config.data.num_views < 2:
     raise ConfigError(f"config.data.num_views={config.data.num_views} but objective {name!r} needs >= 2 views "
                       "of each video; set --config.data.num_views=2 or use objective.name='predictive'")

@@ -74,6 +74,20 @@ def _infonce(config, outputs, batch, params, temp, key):
   return infonce(outputs["embedding"], temp)
 
 
+def halves_apart(halves):
+  """[B, V, 2, D] each view's features over the first and the second half of its frames -> [B, V, D]:
+  view v's half v mod 2, so two views pair moments half a clip apart (what holds over time)."""
+  return jnp.stack([halves[:, v, v % 2] for v in range(halves.shape[1])], 1)
+
+
+def _appearance(config, outputs, batch, params, temp, key):
+  frames = outputs["frames"]  # [B, V, T, D]: the frame encoder's features, before the temporal model
+  t = frames.shape[2]
+  halves = jnp.stack([jnp.mean(frames[:, :, :t // 2], 2), jnp.mean(frames[:, :, t // 2:], 2)], 2)
+  loss, metrics = infonce(halves_apart(halves), temp)
+  return loss, {"appearance_accuracy": metrics["contrastive_accuracy"]}
+
+
 def _predictive(config, outputs, batch, params, temp, key):
   return _per_view(lambda p, t: predictive(p, t, temp), outputs["predictions"], outputs["targets"])
 
@@ -113,8 +127,7 @@ def _actor_predictive(config, outputs, batch, params, temp, key):
 
 def _actor_appearance(config, outputs, batch, params, temp, key):
   """View v's look over the first half of its frames (v even) or the second (v odd) [B, V, A, E]."""
-  halves = outputs["actor_appearance_halves"]  # [B, V, A, 2, E]
-  looks = jnp.stack([halves[:, v, :, v % 2] for v in range(halves.shape[1])], 1)
+  looks = halves_apart(jnp.swapaxes(outputs["actor_appearance_halves"], 2, 3))  # [B, V, 2, A, E] -> [B, V, A, E]
   loss, metrics = actor_infonce(looks, batch["actor_mask"], temp)
   return loss, {"actor_appearance_accuracy": metrics["actor_contrastive_accuracy"]}
 
@@ -141,6 +154,7 @@ TERMS: dict[str, Term] = {"infonce": _infonce, "predictive": _predictive, "super
                           "video_text": _video_text, "moco": _moco, "byol": _byol, "latent_mask": _latent_mask,
                           "actor_infonce": _actor_infonce, "actor_predictive": _actor_predictive,
                           "actor_appearance": _actor_appearance,
+                          "appearance": _appearance,
                           "generate": _generate}
 # Batch entries a term reads besides the video (they go to the devices with it).
 BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", "caption_mask"),
