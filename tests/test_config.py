@@ -169,8 +169,13 @@ def test_non_finite_numbers_are_refused_before_anything_runs(override):
 
 @pytest.mark.parametrize("overrides,words", [(["data.view_strides=(2, 1, 1)"], "3 strides for data.num_views=2"),
                                              (["data.view_strides=(2, 0)"], "positive integers"),
-                                             (["data.view_strides=(2, 1)", "data.sampling=uniform"], "sampling=random")])
-def test_view_strides_are_one_positive_stride_per_view(overrides, words):
+                                             (["data.view_strides=(2, 1)", "data.sampling=uniform"], "sampling=random"),
+                                             (["data.view_strides=(2, 1)", "data.view_gap=decreasing"], "view_gap=uniform"),
+                                             (["objective.name=infonce+appearance", "data.num_frames=1"],
+                                              "'appearance' averages"),
+                                             (["model.actor_appearance=true", "data.num_frames=1"],
+                                              "model.actor_appearance averages")])
+def test_view_strides_and_the_half_pairing_terms_refuse_configs_they_cannot_serve(overrides, words):
   with pytest.raises(ConfigError, match=words):
     validate(load_config("default", overrides))
   validate(load_config("default", ["data.view_strides=(2, 1)"]))

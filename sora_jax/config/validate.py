@@ -77,9 +77,10 @@ def _data(config) -> None:
   if d.view_strides and len(d.view_strides) != d.num_views:
     raise ConfigError(f"config.data.view_strides={tuple(d.view_strides)} has {len(d.view_strides)} strides for "
                       f"data.num_views={d.num_views} views; give one per view, or () for data.stride everywhere")
-  if d.view_strides and d.sampling == "uniform":
-    raise ConfigError("config.data.view_strides places each view on its own (random or centred); set "
-                      "--config.data.sampling=random or data.view_strides=()")
+  if d.view_strides and (d.sampling == "uniform" or d.view_gap != "uniform"):
+    raise ConfigError("config.data.view_strides places each view on its own (random or centred), so "
+                      "data.sampling=uniform and data.view_gap=decreasing do not apply; set "
+                      "--config.data.sampling=random --config.data.view_gap=uniform or data.view_strides=()")
 
 
 def _model(config) -> None:
@@ -166,6 +167,11 @@ def _objective(config) -> None:
   if "actor_infonce" in terms(name) and not m.actors:
     raise ConfigError(f"objective {name!r} contrasts actors; set --config.model.actors=True (and train on data "
                       "with tracks, e.g. --config.data.name=moving_actors)")
+  halves = [t for t in terms(name) if t in ("appearance", "actor_appearance")]
+  if (halves or m.actor_appearance) and config.data.num_frames < 2:
+    raise ConfigError(f"config.data.num_frames={config.data.num_frames}: "
+                      f"{'objective ' + repr(halves[0]) if halves else 'model.actor_appearance'} averages each view's "
+                      "first and second half of its frames; use data.num_frames >= 2")
   if "actor_appearance" in terms(name) and not (m.actors and m.actor_appearance):
     raise ConfigError(f"objective {name!r} contrasts each actor's appearance; set --config.model.actors=True and "
                       "--config.model.actor_appearance=True")
