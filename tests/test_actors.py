@@ -322,7 +322,7 @@ def test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_
     views = jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y], 1), *outs)
     return objectives.compute_loss(config, views, {"actor_mask": mask})[1]["actor_appearance_loss"], views
 
-  (value, views), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  (value, views), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
   first_against_second = jnp.stack([views["actor_appearance_halves"][:, 0, :, 0],
                                     views["actor_appearance_halves"][:, 1, :, 1]], 1)
   np.testing.assert_allclose(float(value), float(actor_infonce(first_against_second, mask, 0.1)[0]), rtol=1e-6)
