@@ -345,4 +345,7 @@ MUTANTS = {
     "actor-rows-absent-slots-too": (
         "sora_jax/apps/actor_rows.py", "present = np.asarray(batch[\"mask\"], bool)[:, None] & np.asarray(batch[\"actor_mask\"], bool)",
         "present = np.asarray(batch[\"mask\"], bool)[:, None] | np.asarray(batch[\"actor_mask\"], bool)", ["tests/test_actors_apps.py::test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape"]),
+    "profile-with-the-python-tracer": (
+        "sora_jax/training/profile.py", "options.python_tracer_level = 0", "options.python_tracer_level = 1",
+        ["tests/test_training.py::test_profile_steps_writes_a_trace_of_exactly_those_steps"]),
 }

@@ -42,6 +42,28 @@ def test_rgb_input_keeps_three_channels():
   assert v["params"]["frame_encoder"]["conv0"]["kernel"].shape[2] == 3
 
 
+def test_two_streams_put_the_rgb_encoder_beside_a_second_encoder_that_sees_the_differences_only():
+  c = tiny(frame_input="two_stream")
+  v = init_variables(c, jax.random.PRNGKey(0))
+  assert [v["params"][n]["conv0"]["kernel"].shape[2] for n in ("frame_encoder", "motion_encoder")] == [3, 3]
+  rgb = init_variables(tiny(frame_input="rgb"), jax.random.PRNGKey(1))
+  rgb["params"]["frame_encoder"] = v["params"]["frame_encoder"]
+  moving, still = video(), static_video()
+  out = frames_fn(c)(v, moving)
+  d = out.shape[-1] // 2
+  np.testing.assert_allclose(out[..., :d], frames_fn(tiny(frame_input="rgb"))(rgb, moving), rtol=1e-5, atol=1e-6)
+  # Motion half: a still clip's differences are zero, so every frame of every clip reads the same; so
+  # does a moving clip's first frame; its later frames differ.
+  quiet = np.asarray(frames_fn(c)(v, still)[..., d:]).reshape(-1, d)
+  np.testing.assert_allclose(quiet, np.broadcast_to(quiet[:1], quiet.shape), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out[:, 0, d:], np.broadcast_to(quiet[:1], (B, d)), rtol=1e-5, atol=1e-6)
+  assert np.abs(out[:, 1:, d:] - quiet[0]).max() > 1e-3
+  remat = tiny(frame_input="two_stream", remat_frames="time")  # one frame step at a time: the same features
+  np.testing.assert_allclose(frames_fn(remat)(v, moving), out, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ConfigError, match="two_stream.*model.actors"):
+    validate(tiny(frame_input="two_stream", actors=True))
+
+
 @pytest.mark.parametrize("frame_encoder", ["seed_cnn", "resnet"])
 def test_flatten_keeps_the_grid_whose_average_is_the_mean_pool(frame_encoder):
   mean_m, flat_m = (tiny(frame_encoder=frame_encoder, frame_pool=p).model for p in ("mean", "flatten"))

@@ -355,3 +355,6 @@ def test_profile_steps_writes_a_trace_of_exactly_those_steps(data_dir, tmp_path)
            and not m.name.startswith("[")}
     calls += sum(e.metadata_id in ids for line in plane.lines for e in line.events)
   assert calls == 2  # steps 1 and 2: not step 0, not step 3
+  # no Python tracer (its events are named '$file.py:line function'): its hooks on every thread
+  python_calls = [m.name for plane in space.planes for m in plane.event_metadata.values() if m.name.startswith("$")]
+  assert not python_calls, python_calls[:3]

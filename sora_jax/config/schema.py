@@ -121,8 +121,10 @@ FIELDS: tuple[Field, ...] = (
       "Ti 192/12/3 | S 384/12/6 | B 768/12/12 | L 1024/24/16"),
     F("model.vit_depth", 0, checks.integer(0), "ViT blocks; 0 = the size's"),
     F("model.vit_patch", 16, checks.integer(1), "ViT patch side in pixels (data.frame_size must be a multiple)"),
-    F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff"), "rgb | rgb+diff: each frame with its "
-      "difference from the previous one, so the per-frame CNN sees motion its global pool would lose"),
+    F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff", "two_stream"), "rgb | rgb+diff: each "
+      "frame with its difference from the previous one, so the per-frame CNN sees motion its global pool would lose "
+      "| two_stream: the frame encoder on RGB and a second one of its kind (motion_encoder) on the differences "
+      "alone, their features side by side (two pathways: the look is not crowded out by the motion)"),
     F("model.frame_pool", "mean", checks.choice("mean", "flatten", "cls"),
       "mean (global average: what, not where) | flatten (keeps the final grid) | cls (frame_encoder=vit: a CLS "
       "token; its odd token count keeps cuDNN's fused attention out)"),

@@ -134,17 +134,17 @@ def map_frame_encoder(m, dtype):
   return make_frame_encoder(m, dtype, "none"), lambda x: spatial_pool(x, m.frame_pool)
 
 
-def make_frame_encoder(m, dtype, pool: str | None = None) -> nn.Module:
+def make_frame_encoder(m, dtype, pool: str | None = None, name: str = "frame_encoder") -> nn.Module:
   """Frame encoder named by `config.model.frame_encoder`; pool (default model.frame_pool) 'none'
-  returns its last feature map [N, h, w, C]."""
+  returns its last feature map [N, h, w, C]; `name`: its parameters' scope."""
   pool = pool or m.frame_pool
   if m.frame_encoder == "seed_cnn":
-    return SeedCNN(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name="frame_encoder")
+    return SeedCNN(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name=name)
   if m.frame_encoder == "resnet":
     return ResNet2D(depth=m.resnet_depth, width=m.width, norm=m.norm, stem=m.resnet_stem,
-                    pool=pool, remat=m.remat_frames, dtype=dtype, name="frame_encoder")
+                    pool=pool, remat=m.remat_frames, dtype=dtype, name=name)
   if m.frame_encoder == "efficientnet_lite0":
-    return EfficientNetLite0(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name="frame_encoder")
+    return EfficientNetLite0(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name=name)
   if m.frame_encoder == "vit":
-    return make_vit(m, dtype, pool)
+    return make_vit(m, dtype, pool, name)
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

@@ -36,15 +36,20 @@ def normalize_frames(video, mean, std, dtype):
   return x.astype(dtype)
 
 
-def with_frame_differences(x, hidden=None):
-  """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame with its difference from the previous one (zero
-  for the first), so a per-frame encoder sees local motion (TSN's RGB difference). `hidden`: bool
-  [B, T] or None; the difference is zero after a hidden step too (it would show the hidden frame)."""
+def frame_differences(x, hidden=None):
+  """[B, T, H, W, C] -> [B, T, H, W, C]: each frame's difference from the previous one (zero for the
+  first): local motion for a per-frame encoder (TSN's RGB difference). `hidden`: bool [B, T] or None;
+  the difference is zero after a hidden step too (it would show the hidden frame)."""
   diff = jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], axis=1)
   if hidden is not None:
     after_hidden = jnp.concatenate([jnp.zeros_like(hidden[:, :1]), hidden[:, :-1]], axis=1)
     diff = jnp.where(after_hidden[:, :, None, None, None], jnp.zeros_like(diff), diff)
-  return jnp.concatenate([x, diff], axis=-1)
+  return diff
+
+
+def with_frame_differences(x, hidden=None):
+  """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame with its difference from the previous one."""
+  return jnp.concatenate([x, frame_differences(x, hidden)], axis=-1)
 
 
 class VideoEncoder(nn.Module):
@@ -74,8 +79,9 @@ class VideoEncoder(nn.Module):
     dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
     b, t, h, w, c = video.shape
     x = normalize_frames(video, m.input_mean, m.input_std, dtype)
+    hidden = time_mask if m.latent_predict else None
     if m.frame_input == "rgb+diff":
-      x = with_frame_differences(x, time_mask if m.latent_predict else None)
+      x = with_frame_differences(x, hidden)
     frame_encoder, to_features = map_frame_encoder(m, dtype) if m.actors else (make_frame_encoder(m, dtype), None)
     if m.remat_frames == "time":
       frames = _per_time_step(frame_encoder, x, train)
@@ -84,6 +90,14 @@ class VideoEncoder(nn.Module):
       if m.actors:  # the map for the actors' boxes, then the clip's pool
         maps, feats = feats.reshape((b, t) + feats.shape[1:]), to_features(feats)
       frames = feats.reshape(b, t, feats.shape[-1])
+    if m.frame_input == "two_stream":  # a second encoder of the same kind on the differences alone
+      motion = make_frame_encoder(m, dtype, name="motion_encoder")
+      diff = frame_differences(x, hidden)
+      if m.remat_frames == "time":
+        moves = _per_time_step(motion, diff, train)
+      else:
+        moves = motion(diff.reshape(b * t, h, w, c), train).reshape(b, t, -1)
+      frames = jnp.concatenate([frames, moves], axis=-1)
     temporal_in = frames
     if m.latent_predict:
       token = self.param("mask_token", nn.initializers.normal(0.02), (frames.shape[-1],), jnp.float32)

@@ -58,10 +58,10 @@ class ViT(nn.Module):
     return spatial_pool(x.reshape(n, gh, gw, self.width), self.pool)
 
 
-def make_vit(m, dtype, pool: str) -> ViT:
+def make_vit(m, dtype, pool: str, name: str = "frame_encoder") -> ViT:
   """The ViT `config.model` names (vit_size, vit_depth, vit_patch; remat_frames='block' recomputes
   each block in the backward pass)."""
   width, depth, heads = VIT_SIZES[m.vit_size]
   return ViT(width=width, depth=m.vit_depth or depth, num_heads=heads, patch=m.vit_patch, pool=pool,
              remat=m.remat_frames == "block", scan_layers=m.scan_layers, attention=m.attention, dtype=dtype,
-             name="frame_encoder")
+             name=name)

@@ -3,6 +3,12 @@ workdir, where TensorBoard's profile tab finds it (`WORKDIR/plugins/profile/<run
 
 Process 0 traces (its host's devices and threads); a run resumed inside the window traces what is
 left of it. The trace stops once the window's last step has finished on the devices.
+
+The trace holds the devices' work and the host threads' annotated regions (dispatch, transfers,
+tf.data), not every Python call: JAX's Python tracer (its default) hooks every Python thread, and
+this loop runs several (the device prefetch, orbax's writers), and a CI worker died in the profiler
+with it on (2026-12-04, once in many runs; jax skips its own profiler tests on threaded Python 3.14
+for the same hooks).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ class StepProfiler:
     if self.active and not self.tracing and self.start <= step < self.stop:
       if self.local is None:
         self.staging = tempfile.mkdtemp(prefix="sora_jax_profile_")
-      jax.profiler.start_trace(self.local or self.staging)
+      options = jax.profiler.ProfileOptions()
+      options.python_tracer_level = 0
+      jax.profiler.start_trace(self.local or self.staging, profiler_options=options)
       self.tracing = True
 
   def after_step(self, done: int, outputs) -> str | None:
