@@ -124,7 +124,7 @@ FIELDS: tuple[Field, ...] = (
     F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff", "two_stream"), "rgb | rgb+diff: each "
       "frame with its difference from the previous one, so the per-frame CNN sees motion its global pool would lose "
       "| two_stream: the frame encoder on RGB and a second one of its kind (motion_encoder) on the differences "
-      "alone, their features side by side (two pathways: the look is not crowded out by the motion)"),
+      "alone, their features side by side (two pathways; on moving_digits below rgb+diff: docs/results.md)"),
     F("model.frame_pool", "mean", checks.choice("mean", "flatten", "cls"),
       "mean (global average: what, not where) | flatten (keeps the final grid) | cls (frame_encoder=vit: a CLS "
       "token; its odd token count keeps cuDNN's fused attention out)"),
