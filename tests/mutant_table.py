@@ -67,7 +67,7 @@ MUTANTS = {
         "temporal_in = jnp.where(time_mask[..., None], token.astype(frames.dtype), frames)",
         "temporal_in = frames", ["tests/test_latent_mask.py"]),
     "frame-difference-shows-the-hidden-frame": (
-        "sora_jax/models/video_encoder.py", "x = with_frame_differences(x, time_mask if m.latent_predict else None)",
+        "sora_jax/models/video_encoder.py", "x = with_frame_differences(x, hidden)",
         "x = with_frame_differences(x)", ["tests/test_latent_mask.py"]),
     "predictive-allows-future": (
         "sora_jax/config/validate.py", "return m.bidirectional or (m.temporal == \"transformer\" and not m.causal)",
