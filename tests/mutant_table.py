@@ -345,6 +345,9 @@ MUTANTS = {
     "actor-rows-absent-slots-too": (
         "sora_jax/apps/actor_rows.py", "present = np.asarray(batch[\"mask\"], bool)[:, None] & np.asarray(batch[\"actor_mask\"], bool)",
         "present = np.asarray(batch[\"mask\"], bool)[:, None] | np.asarray(batch[\"actor_mask\"], bool)", ["tests/test_actors_apps.py::test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape"]),
+    "two-stream-motion-sees-rgb": (
+        "sora_jax/models/video_encoder.py", "diff = frame_differences(x, hidden)", "diff = x",
+        ["tests/test_models_motion.py::test_two_streams_put_the_rgb_encoder_beside_a_second_encoder_that_sees_the_differences_only"]),
     "profile-with-the-python-tracer": (
         "sora_jax/training/profile.py", "options.python_tracer_level = 0", "options.python_tracer_level = 1",
         ["tests/test_training.py::test_profile_steps_writes_a_trace_of_exactly_those_steps"]),
