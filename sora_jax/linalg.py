@@ -17,3 +17,11 @@ def l2_normalize(x, axis: int = -1, eps: float = EPS):
     return x * np.reciprocal(np.sqrt(np.sum(x * x, axis=axis, keepdims=True) + np.float32(eps * eps)))
   x = x.astype(jnp.float32)
   return x * jnp.reciprocal(jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps * eps))
+
+
+def half_means(x, axis: int):
+  """x's mean over the first and over the second half of `axis` (the second holds the odd one out),
+  stacked where `axis` was: [..., T, ...] -> [..., 2, ...]."""
+  t = x.shape[axis]
+  first, second = jnp.split(x, [t // 2], axis=axis)
+  return jnp.stack([jnp.mean(first, axis), jnp.mean(second, axis)], axis)

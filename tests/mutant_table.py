@@ -337,7 +337,7 @@ MUTANTS = {
         ["tests/test_objectives.py::test_appearance_pairs_each_views_half_with_the_other_views_other_half",
          "tests/test_actors.py::test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term"]),
     "actor-appearance-halves-overlap": (
-        "sora_jax/models/actors.py", "jnp.mean(contents[:, :, t // 2:], 2)", "jnp.mean(contents[:, :, t // 2 - 1:], 2)",
+        "sora_jax/linalg.py", "first, second = jnp.split(x, [t // 2], axis=axis)", "first, second = jnp.split(x, [t // 2], axis=axis)[0], x",
         ["tests/test_actors.py::test_appearance_is_the_tracks_contents_over_time_beside_the_pooled_features_and_trains_through_its_term"]),
     "actor-rows-label-of-the-first-actor": (
         "sora_jax/apps/actor_rows.py", "records = [{\"path\": path(rows[i], a), \"label\": int(motion[i, a])}",

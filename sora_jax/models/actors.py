@@ -19,7 +19,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sora_jax.linalg import l2_normalize
+from sora_jax.linalg import half_means, l2_normalize
 from sora_jax.models.heads import Predictor, ProjectionHead
 from sora_jax.models.roi import roi_align
 from sora_jax.models.temporal import make_temporal
@@ -73,7 +73,7 @@ class ActorTracks(nn.Module):
       out["actor_appearance"] = l2_normalize(look_proj(look))
       # the first and the second half of the track apart [B, A, 2, E]: objective actor_appearance pairs one
       # view's first half with another's second, so the look must hold over time, not only across views
-      halves = jnp.stack([jnp.mean(contents[:, :, :t // 2], 2), jnp.mean(contents[:, :, t // 2:], 2)], 2)
+      halves = half_means(contents, 2)
       out["actor_appearance_halves"] = l2_normalize(look_proj(look_in(halves.astype(self.dtype))))
       # each part at unit norm: a probe (which L2-normalises the whole) weighs them alike, whatever their scales
       pooled = jnp.concatenate([l2_normalize(pooled), l2_normalize(look).astype(pooled.dtype)], -1)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from sora_jax.config import terms
+from sora_jax.linalg import half_means
 from sora_jax.models.generator import build_generator, init_generator
 from sora_jax.objectives import generate as generate_lib, teacher as teacher_lib, video_text as video_text_lib
 from sora_jax.objectives.actors import actor_infonce, actor_predictive
@@ -82,9 +83,7 @@ def halves_apart(halves):
 
 def _appearance(config, outputs, batch, params, temp, key):
   frames = outputs["frames"]  # [B, V, T, D]: the frame encoder's features, before the temporal model
-  t = frames.shape[2]
-  halves = jnp.stack([jnp.mean(frames[:, :, :t // 2], 2), jnp.mean(frames[:, :, t // 2:], 2)], 2)
-  loss, metrics = infonce(halves_apart(halves), temp)
+  loss, metrics = infonce(halves_apart(half_means(frames, 2)), temp)
   return loss, {"appearance_accuracy": metrics["contrastive_accuracy"]}
 
 
