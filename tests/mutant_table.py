@@ -291,6 +291,14 @@ MUTANTS = {
         "sora_jax/objectives/generate.py", "return (1.0 - tb) * x0 + tb * x1, x1 - x0",
         "return (1.0 - tb) * x0 + tb * x1, x0 - x1",
         ["tests/test_generate.py::test_flow_loss_is_the_velocity_mse_of_the_clean_clip_prediction_on_the_drawn_path"]),
+    "two-tower-infonce-on-the-joint-embedding": (
+        "sora_jax/objectives/__init__.py", "  if \"tower_embeddings\" in outputs:  # model.frame_input=two_tower",
+        "  if False:  # model.frame_input=two_tower",
+        ["tests/test_models_motion.py::test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart"]),
+    "heun-uses-the-first-velocity-only": (
+        "sora_jax/objectives/generate.py", "lambda: x + 0.5 * dt * (v + velocity(apply, euler, (i + 1) * dt, cond, guidance)),",
+        "lambda: x + dt * v + 0.0 * velocity(apply, euler, (i + 1) * dt, cond, guidance),",
+        ["tests/test_generate.py::test_heun_is_second_order_along_the_path_and_its_last_step_is_eulers"]),
     "guidance-drops-the-unconditional": (
         "sora_jax/objectives/generate.py", "return v_u + guidance * (v_c - v_u)", "return guidance * v_c",
         ["tests/test_generate.py::test_guidance_mixes_conditional_and_unconditional_velocities"]),

@@ -68,6 +68,21 @@ def test_euler_sampler_reaches_the_target_of_the_straight_path():
   assert np.array_equal(np.asarray(flow.to_uint8(jnp.array([-2.0, -1.0, 0.0, 1.0]))), [0, 0, 128, 255])
 
 
+def test_heun_is_second_order_along_the_path_and_its_last_step_is_eulers():
+  # A clean-clip prediction of x - (1 - t) x: the velocity is -x, so x(t) = x0 exp(-t).
+  apply = lambda x, t, c, drop: x - (1 - t)[:, None, None, None, None] * x
+  x0, n, cond = jnp.ones((1, 1, 2, 2, 3)), 8, jnp.zeros((1, 3))
+  ends = {}
+  for name in ("euler", "heun"):
+    x = x0
+    for i in range(n - 1):  # to t = 7/8 (the last step ends at t = 1, where the velocity divides by 0)
+      x = flow.SOLVERS[name](apply, x, jnp.int32(i), n, cond, 1.0)
+    ends[name] = float(np.abs(np.asarray(x) - np.exp(-(n - 1) / n)).max())
+  assert ends["heun"] < ends["euler"] / 5, ends
+  last = [np.asarray(flow.SOLVERS[s](apply, x0, jnp.int32(n - 1), n, cond, 1.0)) for s in ("euler", "heun")]
+  np.testing.assert_array_equal(last[0], last[1])
+
+
 def test_patches_round_trip_and_keep_pixels_together():
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 8, 8, 3))
   p = patchify(x, 4)

@@ -4,12 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_models import B, S, T, fast_jit, tiny, video
 
+from sora_jax import objectives
 from sora_jax.config import validate
 from sora_jax.errors import ConfigError
 from sora_jax.models import build_encoder, init_variables
 from sora_jax.models.frame_encoders import make_frame_encoder
-from test_models import B, S, T, fast_jit, tiny, video
 
 
 def frames_fn(c):
@@ -62,6 +63,45 @@ def test_two_streams_put_the_rgb_encoder_beside_a_second_encoder_that_sees_the_d
   np.testing.assert_allclose(frames_fn(remat)(v, moving), out, rtol=1e-5, atol=1e-6)
   with pytest.raises(ConfigError, match="two_stream.*model.actors"):
     validate(tiny(frame_input="two_stream", actors=True))
+
+
+def test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart():
+  c = tiny(frame_input="two_tower")
+  v = init_variables(c, jax.random.PRNGKey(0))
+  model = build_encoder(c)
+  run = fast_jit(lambda v, x: model.apply(v, x))
+  moving = video()
+  out = run(v, moving)
+  towers = np.asarray(out["tower_embeddings"])
+  assert towers.shape == (B, 2, c.model.embed_dim // 2)
+  np.testing.assert_allclose(np.linalg.norm(towers, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(out["embedding"], towers.reshape(B, -1) / np.sqrt(2), rtol=1e-5, atol=1e-6)
+  d = out["pooled"].shape[-1] // 2
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(out["pooled"]).reshape(B, 2, d), axis=-1), 1.0, rtol=1e-5)
+  # Each tower reads its own pathway: moving the motion encoder's weights moves the motion tower only.
+  for moved, kept in (("motion_encoder", "frame_encoder"), ("frame_encoder", "motion_encoder")):
+    bumped = jax.tree_util.tree_map(lambda a: a, v)
+    bumped["params"][moved] = jax.tree_util.tree_map(lambda a: a + 0.1, v["params"][moved])
+    after = np.asarray(run(bumped, moving)["tower_embeddings"])
+    i = 0 if kept == "frame_encoder" else 1
+    np.testing.assert_allclose(after[:, i], towers[:, i], rtol=1e-5, atol=1e-6)
+    assert np.abs(after[:, 1 - i] - towers[:, 1 - i]).max() > 1e-3
+  # A still clip has no differences: the motion tower gives every clip the same embedding.
+  still = np.asarray(run(v, static_video())["tower_embeddings"])
+  np.testing.assert_allclose(still[:, 1], np.broadcast_to(still[:1, 1], still[:, 1].shape), rtol=1e-5, atol=1e-6)
+  # infonce: the mean of each tower's own InfoNCE, not the InfoNCE of the joint embedding.
+  rng = np.random.default_rng(0)
+  towers = rng.normal(size=(6, 2, 2, 4)).astype(np.float32)  # [B, V, tower, E']: tower 0's views agree
+  towers[:, 1, 0] = towers[:, 0, 0] + 0.1 * towers[:, 1, 0]
+  towers /= np.linalg.norm(towers, axis=-1, keepdims=True)
+  views = {"tower_embeddings": jnp.asarray(towers), "embedding": jnp.asarray(towers.reshape(6, 2, 8) / np.sqrt(2))}
+  loss, _ = objectives.compute_loss(c, views, {})
+  apart = np.mean([float(objectives.infonce(views["tower_embeddings"][:, :, i], c.objective.temperature)[0])
+                   for i in range(2)])
+  assert float(loss) == pytest.approx(apart, rel=1e-5)
+  assert abs(apart - float(objectives.infonce(views["embedding"], c.objective.temperature)[0])) > 0.1
+  with pytest.raises(ConfigError, match="two_tower.*embed_dim=7"):
+    validate(tiny(frame_input="two_tower", embed_dim=7))
 
 
 @pytest.mark.parametrize("frame_encoder", ["seed_cnn", "resnet"])

@@ -121,10 +121,12 @@ FIELDS: tuple[Field, ...] = (
       "Ti 192/12/3 | S 384/12/6 | B 768/12/12 | L 1024/24/16"),
     F("model.vit_depth", 0, checks.integer(0), "ViT blocks; 0 = the size's"),
     F("model.vit_patch", 16, checks.integer(1), "ViT patch side in pixels (data.frame_size must be a multiple)"),
-    F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff", "two_stream"), "rgb | rgb+diff: each "
-      "frame with its difference from the previous one, so the per-frame CNN sees motion its global pool would lose "
-      "| two_stream: the frame encoder on RGB and a second one of its kind (motion_encoder) on the differences "
-      "alone, their features side by side (two pathways; on moving_digits below rgb+diff: docs/results.md)"),
+    F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff", "two_stream", "two_tower"), "rgb | "
+      "rgb+diff: each frame with its difference from the previous one, so the per-frame CNN sees motion its global "
+      "pool would lose | two_stream: the frame encoder on RGB and a second one of its kind (motion_encoder) on the "
+      "differences alone, their features side by side into one temporal model (on moving_digits below rgb+diff: "
+      "docs/results.md) | two_tower: the same two encoders, each with its own temporal model and head, and "
+      "infonce on each tower's embedding apart (embed_dim / 2 each; pooled and embedding: both side by side)"),
     F("model.frame_pool", "mean", checks.choice("mean", "flatten", "cls"),
       "mean (global average: what, not where) | flatten (keeps the final grid) | cls (frame_encoder=vit: a CLS "
       "token; its odd token count keeps cuDNN's fused attention out)"),
@@ -245,7 +247,9 @@ FIELDS: tuple[Field, ...] = (
       "(frame, patch) its own vector through a rank-r map (the layout of the clip); 0 = off"),
     F("generate.cond_dropout", 0.1, checks.number(0.0, 1.0), "flow: in training, the condition is replaced by "
       "a learned null vector with this probability (classifier-free guidance needs the unconditional model)"),
-    F("generate.sample_steps", 32, checks.integer(1), "flow: Euler steps from noise to a clip"),
+    F("generate.sample_steps", 32, checks.integer(1), "flow: solver steps from noise to a clip"),
+    F("generate.solver", "euler", checks.choice("euler", "heun"), "flow: euler (one network call per step) | "
+      "heun (second order: two calls per step, the last step Euler's)"),
     F("generate.guidance", 2.0, checks.number(0.0), "flow: classifier-free guidance scale w (v_u + w (v_c - v_u)); "
       "1 = conditional only, 0 = unconditional"),
     F("generate.eval_examples", 400, checks.integer(2), "eval of a generator run: test videos whose embeddings "

@@ -109,10 +109,13 @@ def _model(config) -> None:
   if m.actors and m.remat_frames == "time":
     raise ConfigError("config.model.actors=True pools the frame encoder's feature maps at the actors' boxes, which "
                       "remat_frames='time' does not keep; use config.model.remat_frames='none' or 'block'")
-  if m.frame_input == "two_stream" and (m.actors or m.pretrained):
-    raise ConfigError("config.model.frame_input='two_stream' does not combine with model.actors or "
+  if m.frame_input in ("two_stream", "two_tower") and (m.actors or m.pretrained):
+    raise ConfigError(f"config.model.frame_input={m.frame_input!r} does not combine with model.actors or "
                       "model.pretrained (the actors' boxes and the ImageNet weights read one frame encoder); "
                       "use frame_input='rgb+diff'")
+  if m.frame_input == "two_tower" and m.embed_dim % 2:
+    raise ConfigError(f"config.model.frame_input='two_tower' splits config.model.embed_dim={m.embed_dim} between "
+                      "its two towers; make it even")
   if m.remat_frames == "time" and m.norm == "batch":
     raise ConfigError("config.model.remat_frames='time' computes frames one time step at a time, which changes "
                       "batch statistics; use config.model.norm='group' (or 'none') or remat_frames='none'")

@@ -2,7 +2,7 @@
 
 `Sampler(config, generator_params, mesh).sample(cond [N, E], num=, seed=)` -> uint8 [N * num, T, S, S, 3].
 The samples are split over the mesh's batch axes (padded to a multiple of its size); one jitted
-Euler step per sampling step (the flow and the step are objectives/generate.py's), so a progress bar
+solver step (generate.solver) per sampling step (the flow and the step are objectives/generate.py's), so a progress bar
 can follow them. Sample r of a condition is drawn from fold_in(PRNGKey(seed), r): it does not depend
 on how many are drawn with it, nor on the device count.
 """
@@ -42,7 +42,7 @@ class Sampler:
       return jax.vmap(lambda r: flow.initial_noise(jax.random.fold_in(key, r), (1,) + shape)[0])(row_ids)
 
     def step(params, x, i, cond, guidance):
-      return flow.euler_step(apply(params), x, i, g.sample_steps, cond, guidance)
+      return flow.SOLVERS[g.solver](apply(params), x, i, g.sample_steps, cond, guidance)
 
     def decode(params, cond):  # the MSE baseline: one output per condition
       return flow.sample("mse", apply(params), cond, None, (cond.shape[0],) + shape, num_steps=1, guidance=1.0)

@@ -90,29 +90,40 @@ class VideoEncoder(nn.Module):
       if m.actors:  # the map for the actors' boxes, then the clip's pool
         maps, feats = feats.reshape((b, t) + feats.shape[1:]), to_features(feats)
       frames = feats.reshape(b, t, feats.shape[-1])
-    if m.frame_input == "two_stream":  # a second encoder of the same kind on the differences alone
+    towers = [("temporal", "projection")]
+    if m.frame_input in ("two_stream", "two_tower"):  # a second encoder of the same kind on the differences alone
       motion = make_frame_encoder(m, dtype, name="motion_encoder")
       diff = frame_differences(x, hidden)
       if m.remat_frames == "time":
         moves = _per_time_step(motion, diff, train)
       else:
         moves = motion(diff.reshape(b * t, h, w, c), train).reshape(b, t, -1)
+      if m.frame_input == "two_tower":  # ... and its own temporal model and head (and InfoNCE)
+        towers.append(("motion_temporal", "motion_projection"))
       frames = jnp.concatenate([frames, moves], axis=-1)
     temporal_in = frames
     if m.latent_predict:
       token = self.param("mask_token", nn.initializers.normal(0.02), (frames.shape[-1],), jnp.float32)
       if time_mask is not None:
         temporal_in = jnp.where(time_mask[..., None], token.astype(frames.dtype), frames)
-    sequence, pooled = make_temporal(m, dtype, self.unroll)(temporal_in)
-    chex.assert_shape(sequence, (b, t, None))
-    chex.assert_rank(pooled, 2)
-    proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim, dtype, name="projection")(pooled)
-    out = {
+    inputs = jnp.split(temporal_in, len(towers), axis=-1)
+    sequences, pools, embeddings = [], [], []
+    for tower_in, (temporal_name, head_name) in zip(inputs, towers):
+      sequence, pooled = make_temporal(m, dtype, self.unroll, name=temporal_name)(tower_in)
+      chex.assert_shape(sequence, (b, t, None))
+      chex.assert_rank(pooled, 2)
+      proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim // len(towers), dtype, name=head_name)(pooled)
+      sequences.append(sequence), pools.append(pooled), embeddings.append(l2_normalize(proj))
+    out = {}
+    if len(towers) > 1:  # side by side, each at unit norm (the probes normalise the whole vector)
+      sequence, pooled = jnp.concatenate(sequences, -1), jnp.concatenate([l2_normalize(p) for p in pools], -1)
+      out["tower_embeddings"] = jnp.stack(embeddings, axis=1).astype(jnp.float32)  # [B, 2, E / 2]
+    out.update({
         "frames": frames.astype(jnp.float32),
         "sequence": sequence.astype(jnp.float32),
         "pooled": pooled.astype(jnp.float32),
-        "embedding": l2_normalize(proj),
-    }
+        "embedding": embeddings[0] if len(towers) == 1 else l2_normalize(jnp.concatenate(embeddings, -1)),
+    })
     if m.num_classes > 0:
       out["logits"] = Classifier(m.num_classes, dtype, name="classifier")(pooled)
     if m.text_embed_dim > 0:

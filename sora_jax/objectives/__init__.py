@@ -72,6 +72,9 @@ def _per_view(term, *arrays):
 
 
 def _infonce(config, outputs, batch, params, temp, key):
+  if "tower_embeddings" in outputs:  # model.frame_input=two_tower: each tower [B, V, 2, E'] its own InfoNCE
+    value, metrics = jax.vmap(lambda e: infonce(e, temp), in_axes=2)(outputs["tower_embeddings"])
+    return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}
   return infonce(outputs["embedding"], temp)
 
 

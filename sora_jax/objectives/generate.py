@@ -94,18 +94,35 @@ def euler_step(apply: Apply, x: jax.Array, i: jax.Array, num_steps: int, cond: j
   return x + dt * velocity(apply, x, i * dt, cond, guidance)
 
 
+def heun_step(apply: Apply, x: jax.Array, i: jax.Array, num_steps: int, cond: jax.Array,
+              guidance: float) -> jax.Array:
+  """Step i of `num_steps` Heun steps (Euler, then the mean of the velocities at both ends; two network
+  calls): second order along the path. The last step is Euler's: its end is t = 1, where a clean-clip
+  prediction's velocity divides by 1 - t."""
+  dt = 1.0 / num_steps
+  v = velocity(apply, x, i * dt, cond, guidance)
+  euler = x + dt * v
+  return jax.lax.cond(i + 1 < num_steps,
+                      lambda: x + 0.5 * dt * (v + velocity(apply, euler, (i + 1) * dt, cond, guidance)),
+                      lambda: euler)
+
+
+SOLVERS = {"euler": euler_step, "heun": heun_step}
+
+
 def initial_noise(key: jax.Array, shape: tuple) -> jax.Array:
   """x0 of the sampler: N(0, I) of the clips' shape [B, T, H, W, 3]."""
   return jax.random.normal(key, shape, jnp.float32)
 
 
 def sample(method: str, apply: Apply, cond: jax.Array, key: jax.Array, shape: tuple, *, num_steps: int,
-           guidance: float) -> jax.Array:
-  """Clips [B, T, H, W, 3] in [-1, 1] for cond [B, E] (shape: the clips'). flow: `num_steps` Euler
-  steps from `initial_noise(key)` (in one fori_loop; the apps step in Python to show progress);
+           guidance: float, solver: str = "euler") -> jax.Array:
+  """Clips [B, T, H, W, 3] in [-1, 1] for cond [B, E] (shape: the clips'). flow: `num_steps` steps
+  of `solver` (SOLVERS) from `initial_noise(key)` (in one fori_loop; the apps step in Python to show progress);
   mse: the decoder's one output (key unused)."""
   if method == "mse":
     return jnp.clip(apply(jnp.zeros(shape, jnp.float32), jnp.ones((shape[0],), jnp.float32), cond, None), -1, 1)
-  x = jax.lax.fori_loop(0, num_steps, lambda i, x: euler_step(apply, x, i, num_steps, cond, guidance),
+  step = SOLVERS[solver]
+  x = jax.lax.fori_loop(0, num_steps, lambda i, x: step(apply, x, i, num_steps, cond, guidance),
                         initial_noise(key, shape))
   return jnp.clip(x, -1.0, 1.0)
