@@ -354,7 +354,9 @@ MUTANTS = {
         "sora_jax/apps/actor_rows.py", "present = np.asarray(batch[\"mask\"], bool)[:, None] & np.asarray(batch[\"actor_mask\"], bool)",
         "present = np.asarray(batch[\"mask\"], bool)[:, None] | np.asarray(batch[\"actor_mask\"], bool)", ["tests/test_actors_apps.py::test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape"]),
     "two-stream-motion-sees-rgb": (
-        "sora_jax/models/video_encoder.py", "diff = frame_differences(x, hidden)", "diff = x",
+        "sora_jax/models/video_encoder.py",
+        "diff = (with_frame_differences if m.frame_input == \"two_tower\" else frame_differences)(x, hidden)",
+        "diff = (with_frame_differences if m.frame_input == \"two_tower\" else (lambda x, h: x))(x, hidden)",
         ["tests/test_models_motion.py::test_two_streams_put_the_rgb_encoder_beside_a_second_encoder_that_sees_the_differences_only"]),
     "profile-with-the-python-tracer": (
         "sora_jax/training/profile.py", "options.python_tracer_level = 0", "options.python_tracer_level = 1",

@@ -86,9 +86,8 @@ def test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart()
     i = 0 if kept == "frame_encoder" else 1
     np.testing.assert_allclose(after[:, i], towers[:, i], rtol=1e-5, atol=1e-6)
     assert np.abs(after[:, 1 - i] - towers[:, 1 - i]).max() > 1e-3
-  # A still clip has no differences: the motion tower gives every clip the same embedding.
-  still = np.asarray(run(v, static_video())["tower_embeddings"])
-  np.testing.assert_allclose(still[:, 1], np.broadcast_to(still[:1, 1], still[:, 1].shape), rtol=1e-5, atol=1e-6)
+  # The RGB tower sees the frames; the motion tower each frame with its difference from the previous one.
+  assert [v["params"][n]["conv0"]["kernel"].shape[2] for n in ("frame_encoder", "motion_encoder")] == [3, 6]
   # infonce: the mean of each tower's own InfoNCE, not the InfoNCE of the joint embedding.
   rng = np.random.default_rng(0)
   towers = rng.normal(size=(6, 2, 2, 4)).astype(np.float32)  # [B, V, tower, E']: tower 0's views agree

@@ -125,8 +125,9 @@ FIELDS: tuple[Field, ...] = (
       "rgb+diff: each frame with its difference from the previous one, so the per-frame CNN sees motion its global "
       "pool would lose | two_stream: the frame encoder on RGB and a second one of its kind (motion_encoder) on the "
       "differences alone, their features side by side into one temporal model (on moving_digits below rgb+diff: "
-      "docs/results.md) | two_tower: the same two encoders, each with its own temporal model and head, and "
-      "infonce on each tower's embedding apart (embed_dim / 2 each; pooled and embedding: both side by side)"),
+      "docs/results.md) | two_tower: an RGB tower and an rgb+diff tower (motion_encoder), each with its own "
+      "temporal model and head, and infonce on each tower's embedding apart (embed_dim / 2 each; pooled and "
+      "embedding: both side by side)"),
     F("model.frame_pool", "mean", checks.choice("mean", "flatten", "cls"),
       "mean (global average: what, not where) | flatten (keeps the final grid) | cls (frame_encoder=vit: a CLS "
       "token; its odd token count keeps cuDNN's fused attention out)"),

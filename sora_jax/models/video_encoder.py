@@ -91,13 +91,15 @@ class VideoEncoder(nn.Module):
         maps, feats = feats.reshape((b, t) + feats.shape[1:]), to_features(feats)
       frames = feats.reshape(b, t, feats.shape[-1])
     towers = [("temporal", "projection")]
-    if m.frame_input in ("two_stream", "two_tower"):  # a second encoder of the same kind on the differences alone
+    if m.frame_input in ("two_stream", "two_tower"):  # a second encoder of the same kind (motion_encoder)
       motion = make_frame_encoder(m, dtype, name="motion_encoder")
-      diff = frame_differences(x, hidden)
+      # two_tower's motion tower sees each frame with its difference (rgb+diff); on the differences
+      # alone its motion fell to 70.5 on moving_digits (docs/results.md)
+      diff = (with_frame_differences if m.frame_input == "two_tower" else frame_differences)(x, hidden)
       if m.remat_frames == "time":
         moves = _per_time_step(motion, diff, train)
       else:
-        moves = motion(diff.reshape(b * t, h, w, c), train).reshape(b, t, -1)
+        moves = motion(diff.reshape((b * t,) + diff.shape[2:]), train).reshape(b, t, -1)
       if m.frame_input == "two_tower":  # ... and its own temporal model and head (and InfoNCE)
         towers.append(("motion_temporal", "motion_projection"))
       frames = jnp.concatenate([frames, moves], axis=-1)
