@@ -65,7 +65,8 @@ class VideoEncoder(nn.Module):
   def __call__(self, video, train: bool = False, time_mask=None, boxes=None) -> dict[str, jax.Array]:
     """Returns frames [B,T,D], sequence [B,T,D'], pooled [B,D'], embedding [B,E] (unit norm),
     logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0,
-    latent_predictions [B,T,D'] when latent_predict (objective latent_mask).
+    latent_predictions [B,T,D'] when latent_predict (objective latent_mask), tower_embeddings [B,2,E/2]
+    (each unit norm; `embedding` is both side by side) when frame_input='two_tower'.
 
     time_mask: bool [B, T] or None; with model.latent_predict, the frame features of the True steps
     are replaced by a learned mask token before the temporal model (`frames` is the features before
