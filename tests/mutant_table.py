@@ -196,9 +196,13 @@ MUTANTS = {
         "sora_jax/data/augment.py", "fn(tf.gather(x, chosen), sub))", "fn(tf.gather(x, chosen), params))",
         ["tests/test_data.py::test_augmenting_a_batch_gives_each_example_what_augmenting_it_alone_gives"]),
     "gradient-clipping-ignored": (
-        "sora_jax/training/optim.py", "  if opt.clip_norm > 0:\n    tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)",
-        "  pass",
+        "sora_jax/training/optim.py", "    tx = optax.chain(clip, tx)", "    pass",
         ["tests/test_training_configs.py::test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set"]),
+    "two-towers-clipped-over-one-norm": (
+        "sora_jax/training/optim.py", 'if opt.clip_per_tower and config.model.frame_input == "two_tower":',
+        "if False:",
+        ["tests/test_training_configs.py::"
+         "test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others_step"]),
     "every-epoch-one-order": (
         "sora_jax/data/pipeline.py", "np.random.default_rng([seed, _DATA_SALT, epoch])",
         "np.random.default_rng([seed, _DATA_SALT])",

@@ -148,3 +148,20 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
     # by 2.7e-5; a wrong accumulation is off by the size of the step).
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
   assert any(np.abs(a).max() > 1e-3 for a in jax.tree_util.tree_leaves(one))  # the step moved the parameters
+
+
+def test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others_step():
+  params = {"encoder": {"temporal": {"kernel": jnp.zeros((2, 2))}, "motion_temporal": {"kernel": jnp.zeros((2, 2))}},
+            "objective": {}}  # as the train state holds it (empty for infonce)
+  grads = {"encoder": {"temporal": {"kernel": jnp.full((2, 2), 5.0)},  # norm 10
+                       "motion_temporal": {"kernel": jnp.full((2, 2), 0.25)}}, "objective": {}}  # 0.5: under the clip
+  config = load_config(ROOT / "configs/default.py", ["model.frame_input=two_tower", "model.embed_dim=8"])
+  config.optimizer.name, config.optimizer.momentum, config.optimizer.weight_decay = "sgd", 0.0, 0.0
+  config.optimizer.schedule, config.optimizer.warmup_steps, config.optimizer.learning_rate = "constant", 0, 1.0
+  norm = lambda tree: float(np.sqrt(sum((np.asarray(u) ** 2).sum() for u in jax.tree_util.tree_leaves(tree))))
+  for per_tower, main, motion in ((True, 1.0, 0.5), (False, 10 / np.sqrt(100.25), 0.5 / np.sqrt(100.25))):
+    config.optimizer.clip_per_tower = per_tower
+    tx = build_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert abs(norm(updates["encoder"]["temporal"]) - main) < 1e-5, per_tower
+    assert abs(norm(updates["encoder"]["motion_temporal"]) - motion) < 1e-5, per_tower

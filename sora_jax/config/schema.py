@@ -278,6 +278,8 @@ FIELDS: tuple[Field, ...] = (
     F("optimizer.weight_decay", 1e-4, checks.number(0.0), "decoupled weight decay (not on biases, norms, temperature)"),
     F("optimizer.momentum", 0.9, checks.number(0.0, 1.0), "momentum of sgd and lars"),
     F("optimizer.clip_norm", 1.0, checks.number(0.0), "global gradient-norm clip; 0 = none"),
+    F("optimizer.clip_per_tower", True, checks.boolean(), "with model.frame_input=two_tower, clip each tower's "
+      "gradient norm apart (else one norm over both, so one tower's gradient scales the other's step)"),
 
     F("mesh.data", -1, checks.integer(-1), "devices on the data axis; -1 = all devices not used by other axes"),
     F("mesh.fsdp", 1, checks.integer(1), "devices that shard parameters and optimizer state"),

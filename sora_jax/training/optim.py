@@ -1,5 +1,9 @@
 """Optimizers from `config.optimizer`: adamw | sgd (momentum) | lars, warmup + cosine, clipping.
 
+With `model.frame_input=two_tower` and `optimizer.clip_per_tower` the gradient norm is clipped over
+each tower's parameters apart (the `motion_*` modules, and the rest), so one tower's gradient does
+not shrink the other's step: each tower then steps as it would trained alone.
+
 Weight decay (and LARS trust ratios) apply only to arrays of rank >= 2, i.e. not to biases,
 norm scales or the learned temperature. Gradient accumulation is done by the train step (micro
 batches inside one step), so one optimizer update = one step = one global batch.
@@ -55,8 +59,18 @@ def _base(config, lr: optax.Schedule) -> optax.GradientTransformation:
     tx = optax.lars(lr, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
                     trust_ratio_mask=decay_mask, momentum=opt.momentum)
   if opt.clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
+    clip = optax.clip_by_global_norm(opt.clip_norm)
+    if opt.clip_per_tower and config.model.frame_input == "two_tower":
+      clip = optax.multi_transform({"main": clip, "motion": clip}, _tower_labels)
+    tx = optax.chain(clip, tx)
   return tx
+
+
+def _tower_labels(params):
+  """'motion' for the second tower's modules (the encoder's `motion_*`), 'main' for every other."""
+  def label(path, _):
+    return "motion" if any(str(getattr(k, "key", "")).startswith("motion_") for k in path) else "main"
+  return jax.tree_util.tree_map_with_path(label, params)
 
 
 def _generator_labels(params):
