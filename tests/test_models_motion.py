@@ -88,17 +88,17 @@ def test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart()
     assert np.abs(after[:, 1 - i] - towers[:, 1 - i]).max() > 1e-3
   # The RGB tower sees the frames; the motion tower each frame with its difference from the previous one.
   assert [v["params"][n]["conv0"]["kernel"].shape[2] for n in ("frame_encoder", "motion_encoder")] == [3, 6]
-  # infonce: the mean of each tower's own InfoNCE, not the InfoNCE of the joint embedding.
+  # infonce: the sum of each tower's own InfoNCE, not the InfoNCE of the joint embedding.
   rng = np.random.default_rng(0)
   towers = rng.normal(size=(6, 2, 2, 4)).astype(np.float32)  # [B, V, tower, E']: tower 0's views agree
   towers[:, 1, 0] = towers[:, 0, 0] + 0.1 * towers[:, 1, 0]
   towers /= np.linalg.norm(towers, axis=-1, keepdims=True)
   views = {"tower_embeddings": jnp.asarray(towers), "embedding": jnp.asarray(towers.reshape(6, 2, 8) / np.sqrt(2))}
   loss, _ = objectives.compute_loss(c, views, {})
-  apart = np.mean([float(objectives.infonce(views["tower_embeddings"][:, :, i], c.objective.temperature)[0])
+  apart = np.sum([float(objectives.infonce(views["tower_embeddings"][:, :, i], c.objective.temperature)[0])
                    for i in range(2)])
   assert float(loss) == pytest.approx(apart, rel=1e-5)
-  assert abs(apart - float(objectives.infonce(views["embedding"], c.objective.temperature)[0])) > 0.1
+  assert abs(apart / 2 - float(objectives.infonce(views["embedding"], c.objective.temperature)[0])) > 0.1
   with pytest.raises(ConfigError, match="two_tower.*embed_dim=7"):
     validate(tiny(frame_input="two_tower", embed_dim=7))
 

@@ -74,7 +74,8 @@ def _per_view(term, *arrays):
 def _infonce(config, outputs, batch, params, temp, key):
   if "tower_embeddings" in outputs:  # model.frame_input=two_tower: each tower [B, V, 2, E'] its own InfoNCE
     value, metrics = jax.vmap(lambda e: infonce(e, temp), in_axes=2)(outputs["tower_embeddings"])
-    return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}
+    # summed, so each tower's gradient is what it would be trained alone (clipped apart: training.optim)
+    return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}
   return infonce(outputs["embedding"], temp)
 
 
