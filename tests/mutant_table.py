@@ -202,7 +202,8 @@ MUTANTS = {
         "sora_jax/training/optim.py", 'if opt.clip_per_tower and config.model.frame_input == "two_tower":',
         "if False:",
         ["tests/test_training_configs.py::"
-         "test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others_step"]),
+         "test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others_step",
+         "tests/test_training_configs.py::test_the_second_tower_trains_step_for_step_as_the_same_encoder_alone"]),
     "every-epoch-one-order": (
         "sora_jax/data/pipeline.py", "np.random.default_rng([seed, _DATA_SALT, epoch])",
         "np.random.default_rng([seed, _DATA_SALT])",
@@ -299,6 +300,10 @@ MUTANTS = {
         "sora_jax/objectives/__init__.py", "  if \"tower_embeddings\" in outputs:  # model.frame_input=two_tower",
         "  if False:  # model.frame_input=two_tower",
         ["tests/test_models_motion.py::test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart"]),
+    "two-tower-loss-the-towers-mean": (
+        "sora_jax/objectives/__init__.py", "    return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}",
+        "    return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}",
+        ["tests/test_training_configs.py::test_the_second_tower_trains_step_for_step_as_the_same_encoder_alone"]),
     "heun-uses-the-first-velocity-only": (
         "sora_jax/objectives/generate.py", "lambda: x + 0.5 * dt * (v + velocity(apply, euler, (i + 1) * dt, cond, guidance)),",
         "lambda: x + dt * v + 0.0 * velocity(apply, euler, (i + 1) * dt, cond, guidance),",

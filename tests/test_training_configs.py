@@ -165,3 +165,32 @@ def test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others
     updates, _ = tx.update(grads, tx.init(params), params)
     assert abs(norm(updates["encoder"]["temporal"]) - main) < 1e-5, per_tower
     assert abs(norm(updates["encoder"]["motion_temporal"]) - motion) < 1e-5, per_tower
+
+
+def test_the_second_tower_trains_step_for_step_as_the_same_encoder_alone():
+  """two_tower sums the towers' InfoNCEs and clips their gradients apart, so its motion tower moves as
+  an rgb+diff model started from the same weights does (a joint clip or a mean would scale its steps)."""
+  rename = {"motion_encoder": "frame_encoder", "motion_temporal": "temporal", "motion_projection": "projection"}
+  small = ["data.num_frames=4", "data.frame_size=16", "model.width=0.25", "model.head_hidden=16",
+           "train.batch_size=8", "mesh.data=1"]
+  two = load_config(ROOT / "configs/default.py", small + ["model.frame_input=two_tower", "model.embed_dim=16"])
+  one = load_config(ROOT / "configs/default.py", small + ["model.embed_dim=8"])
+  from sora_jax.training.step import build_step, device_batch
+  mesh = mesh_lib.make_mesh(one, devices=jax.devices()[:1])
+  built_two, built_one = build_step(two, mesh), build_step(one, mesh)
+  state_two, state_one = built_two.init(), built_one.init()
+  params = jax.device_get(state_one.params)
+  params["encoder"] = {rename[k]: v for k, v in jax.device_get(state_two.params)["encoder"].items() if k in rename}
+  state_one = state_one.replace(params=jax.device_put(params))
+  rs = np.random.RandomState(0)
+  for _ in range(4):
+    batch = {"video": rs.randint(0, 255, (8, 2, 4, 16, 16, 3)).astype(np.uint8), "label": np.zeros(8, np.int32)}
+    state_two, _ = built_two.step(state_two, device_batch(batch, two))
+    state_one, metrics = built_one.step(state_one, device_batch(batch, one))
+  assert float(metrics["grad_norm"]) > one.optimizer.clip_norm  # the clip acts
+  moved_two, moved_one = jax.device_get(state_two.params)["encoder"], jax.device_get(state_one.params)["encoder"]
+  for name, alone in rename.items():
+    for a, b in zip(jax.tree_util.tree_leaves(moved_two[name]), jax.tree_util.tree_leaves(moved_one[alone])):
+      np.testing.assert_allclose(a, b, atol=1e-6)
+  assert not np.allclose(moved_one["temporal"]["rnn"]["layer0_fwd"]["input"]["kernel"],
+                         jax.device_get(params)["encoder"]["temporal"]["rnn"]["layer0_fwd"]["input"]["kernel"])
