@@ -26,7 +26,8 @@ LEGACY = {"model.frame_input": "rgb", "model.frame_pool": "mean", "model.resnet_
           "data.sampling": "random", "data.augment.color_jitter": (),
           "text.learning_rate_scale": 1.0,  # runs before it trained the tower's layers at the full rate
           "objective.mask_every_term": True,  # jepa runs before it masked the clips of every term
-          "generate.layout_rank": 0}  # generators before the layout map had none
+          "generate.layout_rank": 0,  # generators before the layout map had none
+          "optimizer.clip_per_tower": False}  # two_tower runs before it clipped both towers over one norm
 
 
 def named_configs() -> list[str]:
