@@ -1,0 +1,44 @@
+"""What each tower of a `model.frame_input=two_tower` run learned: eval's linear probe (appearance and
+motion labels) on each tower's half of the cached `pooled` features, and on both.
+
+  python eval.py --workdir RUN           # caches the features under RUN/eval/embeddings/ssl/
+  python bench/tower_halves.py RUN
+
+Prints a table and, last, one JSON line {tower: {label: accuracy %}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from sora_jax.evaluation import features, probes
+from sora_jax.linalg import l2_normalize
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("workdir")
+  args = parser.parse_args()
+  root = f"{args.workdir}/eval/embeddings/ssl/"
+  splits = {s: features.load(root + s) for s in ("train", "validation", "test")}
+  width = splits["train"]["pooled"].shape[1] // 2
+  out = {}
+  for tower, cols in (("rgb", slice(0, width)), ("second", slice(width, None)), ("both", slice(None))):
+    x = {s: np.asarray(l2_normalize(d["pooled"][:, cols])) for s, d in splits.items()}
+    for label in ("label", "motion_label"):
+      y = {s: d[label] for s, d in splits.items()}
+      classes = int(max(y["train"].max(), y["test"].max()) + 1)
+      fit = probes.linear_probe(x["train"], y["train"], x["validation"], y["validation"], x["test"], y["test"],
+                                num_classes=classes)
+      out.setdefault(tower, {})[label] = round(100 * fit["accuracy"], 1)
+  print(f"{'tower':8s} {'appearance':>10s} {'motion':>8s}")
+  for tower, row in out.items():
+    print(f"{tower:8s} {row['label']:10.1f} {row['motion_label']:8.1f}")
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
