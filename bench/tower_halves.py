@@ -12,27 +12,28 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
+from sora_jax.config.load import migrate
 from sora_jax.evaluation import features, probes
-from sora_jax.linalg import l2_normalize
+from sora_jax.training.checkpoint import saved_run_config
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdir")
   args = parser.parse_args()
+  e = migrate(saved_run_config(args.workdir)[0]).eval  # the probe sweep eval ran
   root = f"{args.workdir}/eval/embeddings/ssl/"
   splits = {s: features.load(root + s) for s in ("train", "validation", "test")}
   width = splits["train"]["pooled"].shape[1] // 2
   out = {}
   for tower, cols in (("rgb", slice(0, width)), ("second", slice(width, None)), ("both", slice(None))):
-    x = {s: np.asarray(l2_normalize(d["pooled"][:, cols])) for s, d in splits.items()}
+    x = {s: d["pooled"][:, cols] for s, d in splits.items()}  # (the probe L2-normalises its input)
     for label in ("label", "motion_label"):
       y = {s: d[label] for s, d in splits.items()}
       classes = int(max(y["train"].max(), y["test"].max()) + 1)
       fit = probes.linear_probe(x["train"], y["train"], x["validation"], y["validation"], x["test"], y["test"],
-                                num_classes=classes)
+                                num_classes=classes, learning_rates=tuple(e.probe_learning_rates),
+                                weight_decays=tuple(e.probe_weight_decays), steps=e.probe_steps)
       out.setdefault(tower, {})[label] = round(100 * fit["accuracy"], 1)
   print(f"{'tower':8s} {'appearance':>10s} {'motion':>8s}")
   for tower, row in out.items():
