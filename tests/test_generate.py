@@ -158,6 +158,14 @@ def test_sampler_rows_depend_on_seed_and_row_only():
     eight.sample(cond, num=0)
   with pytest.raises(DataError, match="guidance"):
     eight.sample(cond, guidance=-1.0)
+  heun = eight.sample(cond, num=2, seed=7, solver="heun")  # per call, beside the run's euler
+  assert heun.shape == many.shape and not np.array_equal(heun, many)
+  np.testing.assert_array_equal(eight.sample(cond, num=2, seed=7, solver="euler", sample_steps=3), many)
+  assert not np.array_equal(eight.sample(cond, num=2, seed=7, sample_steps=6), many)
+  with pytest.raises(DataError, match="--solver 'rk4'"):
+    eight.sample(cond, solver="rk4")
+  with pytest.raises(DataError, match="--sample-steps 0"):
+    eight.sample(cond, sample_steps=0)
   mse = _sampler(eight.mesh, "mse").sample(cond, num=2, seed=1)
   np.testing.assert_array_equal(mse[0], mse[1])  # the decoder is deterministic
 

@@ -127,6 +127,8 @@ def test_generate_cli_writes_clips_reproducibly(runs, tmp_path, capsys):
   assert cli.main(["generate", "--workdir", runs["generator"], "--text", "a red square moves left", "--num", "1",
                    "--out", str(tmp_path / "text")]) == 0
   assert decode_video(tmp_path / "text" / "text_000.mp4").shape == (4, 16, 16, 3)
+  assert cli.main(args + ["--solver", "heun", "--sample-steps", "3", "--out", str(tmp_path / "heun")]) == 0
+  assert (tmp_path / "heun" / "like_000.png").read_bytes() != (tmp_path / "a" / "like_000.png").read_bytes()
   capsys.readouterr()
 
 
@@ -146,6 +148,8 @@ def test_sentences_need_a_generator_on_the_video_text_space(runs):
     (["--workdir", "ENCODER"], "is not a generator run"),
     (["--text", " ", "--like", None], "empty --text"),
     (["--to", "Q0", "--like", None], "--to interpolates from a --like video"),
+    (["--solver", "rk4"], "--solver 'rk4': choose one of euler, heun"),
+    (["--sample-steps", "0"], "--sample-steps 0"),
 ])
 def test_generate_cli_errors_are_one_line(runs, tmp_path, capsys, extra, message):
   bad = tmp_path / "bad.mp4"

@@ -106,10 +106,12 @@ def write_clips(out, clips: np.ndarray, names: Sequence[str], *, fps: float = 8.
 
 
 def generate_videos(workdir, *, out, like=None, to=None, text=None, num: int = 4, seed: int = 0,
-                    guidance: float | None = None, steps: int = 8, progress: bool = False) -> list[str]:
+                    guidance: float | None = None, steps: int = 8, solver: str | None = None,
+                    sample_steps: int | None = None, progress: bool = False) -> list[str]:
   """Writes clips to `out` and returns their paths: `num` like the video `like`, or `num` for the
   sentence `text`, or (`like` and `to`) `steps` clips along the path between two videos' conditions
-  (each from the same noise, so only the condition changes)."""
+  (each from the same noise, so only the condition changes). guidance, solver, sample_steps: the
+  sampler's (default: the run's generate.*)."""
   if num < 1:
     raise DataError(f"--num {num}: ask for at least one clip")
   if to is not None and like is None:
@@ -122,16 +124,17 @@ def generate_videos(workdir, *, out, like=None, to=None, text=None, num: int = 4
   if target.exists() and not target.is_dir():  # before any sampling
     raise DataError(f"--out {str(out)!r} is a file; give a folder for the clips")
   gen = get_generator(workdir)
+  how = dict(seed=seed, guidance=guidance, solver=solver, sample_steps=sample_steps)
   if text is not None:
-    clips = gen.sample(gen.condition_of_text([text]), num=num, seed=seed, guidance=guidance, progress=progress)
+    clips = gen.sample(gen.condition_of_text([text]), num=num, progress=progress, **how)
     names = [f"text_{r:03d}" for r in range(num)]
   elif to is None:
-    clips = gen.sample(gen.condition_of_files([like]), num=num, seed=seed, guidance=guidance, progress=progress)
+    clips = gen.sample(gen.condition_of_files([like]), num=num, progress=progress, **how)
     names = [f"like_{r:03d}" for r in range(num)]
   else:
     a, b = gen.condition_of_files([like, to])
     path = slerp(a, b, steps)  # both conditions are unit vectors
-    clips = np.concatenate([gen.sample(c[None], num=1, seed=seed, guidance=guidance) for c in
+    clips = np.concatenate([gen.sample(c[None], num=1, **how) for c in
                             tqdm(path, desc="interpolate", unit="clip", disable=not progress, file=sys.stderr)])
     names = [f"step_{i:03d}" for i in range(steps)]
   return write_clips(out, clips, names)

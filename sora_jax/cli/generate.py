@@ -17,13 +17,18 @@ def add_arguments(parser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="the noise: the same seed gives the same clips")
   parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: "
                       "the run's generate.guidance; 1 = the condition alone)")
+  parser.add_argument("--solver", default=None, help="euler | heun (second order, two network calls per step; "
+                      "default: the run's generate.solver)")
+  parser.add_argument("--sample-steps", type=int, default=None, help="sampling steps from noise to clip "
+                      "(default: the run's generate.sample_steps)")
   parser.add_argument("--out", required=True, help="folder for NAME.mp4 and NAME.png (created; a local path or URL)")
 
 
 def run(args) -> int:
   from sora_jax.apps.generate import generate_videos
   paths = generate_videos(args.workdir, out=args.out, like=args.like, to=args.to, text=args.text, num=args.num,
-                          seed=args.seed, guidance=args.guidance, steps=args.steps, progress=True)
+                          seed=args.seed, guidance=args.guidance, steps=args.steps,
+                          solver=args.solver, sample_steps=args.sample_steps, progress=True)
   for p in paths:
     print(p)
   print(f"wrote {len(paths)} clips (.mp4 and .png) to {args.out}", file=sys.stderr)
