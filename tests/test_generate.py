@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sora_jax.config import load_config, validate
+from sora_jax.config.checks import SOLVERS, parse_samplers
 from sora_jax.errors import ConfigError, DataError
 from sora_jax.evaluation.generation import frechet_distance, mean_pairwise
 from sora_jax.evaluation.sampler import Sampler
@@ -188,6 +189,10 @@ def test_frechet_distance_and_pairwise_distance():
     ({"train.grad_accum_steps": 2}, "no micro-batched form"),
     ({"generate.condition": "aligned"}, "needs an encoder trained with video_text"),
     ({"eval.baselines": ("random",)}, "only baseline is generate_mse"),
+    ({"eval.generate_samplers": "heun:2,rk4:2"}, "'rk4:2' is not SOLVER:GUIDANCE"),
+    ({"eval.generate_samplers": "heun"}, "'heun' is not SOLVER:GUIDANCE"),
+    ({"eval.generate_samplers": "euler:-1"}, "guidance >= 0"),
+    ({"eval.generate_samplers": "euler:2:0"}, "'euler:2:0' is not"),
 ])
 def test_generate_config_errors(change, message):
   c = load_config("generate")
@@ -197,6 +202,12 @@ def test_generate_config_errors(change, message):
     c[section][name] = value
   with pytest.raises(ConfigError, match=message):
     validate(c)
+
+
+def test_sampler_rows_parse():
+  assert parse_samplers("heun:2,euler:3:64") == [("heun", 2.0, None), ("euler", 3.0, 64)]
+  assert parse_samplers(("heun:1.5",)) == [("heun", 1.5, None)] and parse_samplers("") == []
+  assert SOLVERS == tuple(flow.SOLVERS)  # the config's names are the sampler's
 
 
 def test_encoder_configs_refuse_the_generator_baseline():

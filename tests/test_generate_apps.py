@@ -168,9 +168,12 @@ def test_generate_cli_errors_are_one_line(runs, tmp_path, capsys, extra, message
 def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys):
   assert cli.main(["eval", "--workdir", runs["generator"], "--baselines", "random"]) == 1
   assert "only baseline is generate_mse" in capsys.readouterr().err
-  assert cli.main(["eval", "--workdir", runs["generator"], "--no-progress"]) == 0
+  assert cli.main(["eval", "--workdir", runs["generator"], "--no-progress",
+                   "--config.eval.generate_samplers=heun:1:2"]) == 0
   report = json.loads((pathlib.Path(runs["generator"]) / "eval" / "generation.json").read_text())
-  assert set(report["models"]) == {"flow", "mse", "flow (text)"} and report["examples"] == 16
+  heun = "flow (heun, guidance 1, 2 steps)"  # a sampler row on the same conditions
+  assert set(report["models"]) == {"flow", "mse", "flow (text)", heun} and report["examples"] == 16
+  assert report["models"][heun]["frechet"] != report["models"]["flow"]["frechet"]
   flow, mse = report["models"]["flow"], report["models"]["mse"]
   assert mse["diversity_pixels"] == 0.0 and flow["diversity_pixels"] > 0  # one clip per condition vs many
   for row in (flow, mse, report["real"]):
@@ -178,5 +181,6 @@ def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys)
   assert (pathlib.Path(runs["generator"]) / "baselines" / "generate_mse" / "checkpoints" / "2").is_dir()
   out = capsys.readouterr().out
   assert "generated: flow" in out and "generated: mse" in out and "generated: flow (text)" in out
+  assert f"generated: {heun}" in out
   sheet = Image.open(pathlib.Path(runs["generator"]) / "eval" / "generation.png")
-  assert sheet.size[0] == 4 * 16 and sheet.size[1] == 8 * (4 * 16 + 2)  # 8 conditions: real + 3 samples, a gap
+  assert sheet.size[0] == 4 * 16 and sheet.size[1] == 8 * (5 * 16 + 2)  # 8 conditions: real + 4 samples, a gap

@@ -145,6 +145,41 @@ def subset(*allowed) -> Check:
   return check
 
 
+SOLVERS = ("euler", "heun")  # objectives/generate.py's SOLVERS
+
+
+def parse_samplers(value) -> list[tuple[str, float, int | None]]:
+  """'heun:2,euler:3:64' (or a tuple of such items) -> [(solver, guidance, steps or None)];
+  ValueError saying which item is malformed."""
+  out = []
+  for item in as_names(value):
+    parts = item.split(":")
+    try:
+      if len(parts) not in (2, 3) or parts[0] not in SOLVERS:
+        raise ValueError
+      guidance, steps = float(parts[1]), int(parts[2]) if len(parts) == 3 else None
+      if not (math.isfinite(guidance) and guidance >= 0) or (steps is not None and steps < 1):
+        raise ValueError
+    except ValueError:
+      raise ValueError(f"{item!r} is not SOLVER:GUIDANCE[:STEPS] (solver {' | '.join(SOLVERS)}, guidance >= 0, "
+                       "steps >= 1)") from None
+    out.append((parts[0], guidance, steps))
+  return out
+
+
+def samplers() -> Check:
+  """Sampler variants 'SOLVER:GUIDANCE[:STEPS]', comma-separated or a tuple ('' = none)."""
+  def check(dotted, value):
+    if not isinstance(value, (str, tuple, list)):
+      raise ConfigError(f"config.{dotted}={value!r} must be a string like 'heun:2,euler:3:64'")
+    try:
+      parse_samplers(value)
+    except ValueError as e:
+      raise ConfigError(f"config.{dotted}: {e}, e.g. 'heun:2,euler:3:64'") from None
+  check.describe = "SOLVER:GUIDANCE[:STEPS], ..."
+  return check
+
+
 def as_names(value) -> tuple[str, ...]:
   """('a', 'b') or 'a,b' -> ('a', 'b')."""
   if isinstance(value, str):

@@ -294,6 +294,9 @@ FIELDS: tuple[Field, ...] = (
     F("eval.retrieval_ks", (1, 5, 10, 20), checks.numbers(1, integers=True, example="(1, 5, 10, 20)"),
       "k of the retrieval R@k figures"),
     F("eval.mean_center", False, checks.boolean(), "centre features on the gallery mean before retrieval"),
+    F("eval.generate_samplers", "", checks.samplers(), "eval of a flow generator run: more sampler rows, "
+      "'SOLVER:GUIDANCE[:STEPS]' comma-separated (e.g. 'heun:2,euler:3'; steps default sample_steps), scored "
+      "beside the run's own sampler on the same conditions and noise"),
     F("eval.baselines", ("random", "supervised"), checks.subset(*BASELINES),
       "evaluated beside the run: random | supervised | bag_of_words (the run with text.tower=bag_of_words; "
       "video_text runs) | pretrained (the ImageNet frame encoder untrained; model.pretrained runs) | i3d_kinetics "

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from sora_jax import storage
-from sora_jax.config.checks import as_names
+from sora_jax.config.checks import as_names, parse_samplers
 from sora_jax.data import pipeline
 from sora_jax.data.synthetic import png
 from sora_jax.errors import ConfigError
@@ -113,15 +113,16 @@ def _recognised(classifiers: dict, feats: np.ndarray, test: dict) -> dict:
 
 
 def score_model(sampler: Sampler, encode: _Encoder, cond: np.ndarray, test: dict, real: dict, classifiers: dict,
-                feature: str, seed: int, progress: bool) -> dict:
+                feature: str, seed: int, progress: bool, how: dict | None = None) -> dict:
   """The figures of one generator: one sample per test condition cond [N, E] (of test clip i), and
-  the diversity samples."""
+  the diversity samples; how: the sampler's guidance, solver, sample_steps (default: the run's)."""
+  how = how or {}
   start = time.perf_counter()
-  clips = sampler.sample(cond, num=1, seed=seed, progress=progress)
+  clips = sampler.sample(cond, num=1, seed=seed, progress=progress, **how)
   seconds = time.perf_counter() - start
   fake = encode(clips)
   some = cond[:DIVERSITY_CONDITIONS]
-  many = sampler.sample(some, num=DIVERSITY_SAMPLES, seed=seed + 1)
+  many = sampler.sample(some, num=DIVERSITY_SAMPLES, seed=seed + 1, **how)
   g = len(some)
   pixels = many.reshape(g, DIVERSITY_SAMPLES, -1).astype(np.float32) / 255.0
   pixels_rms = mean_pairwise(pixels) / np.sqrt(pixels.shape[-1])
@@ -168,9 +169,17 @@ def evaluate_generator(workdir, *, step: int | None = None, progress: bool = Tru
     texts = text_eval.eval_captions(config, test["video_id"])["held_out"]
     conditions[f"{config.generate.method} (text)"] = text_eval.embed_texts(config, objective_params, texts)
     models[f"{config.generate.method} (text)"] = models[config.generate.method]
+  how = {}
+  if config.generate.method == "flow":  # more sampler rows on the same conditions and noise
+    for solver, guidance, steps in parse_samplers(config.eval.generate_samplers):
+      steps = steps or config.generate.sample_steps
+      name = f"flow ({solver}, guidance {guidance:g}, {steps} steps)"
+      models[name], conditions[name] = models["flow"], conditions["flow"]
+      how[name] = dict(solver=solver, guidance=guidance, sample_steps=steps)
   samples = {}
   for name, sampler in models.items():
-    scores = score_model(sampler, encode, conditions[name], test, real, classifiers, feature, config.seed, progress)
+    scores = score_model(sampler, encode, conditions[name], test, real, classifiers, feature, config.seed, progress,
+                         how.get(name))
     samples[name] = scores.pop("samples")
     report["models"][name] = scores
   out = workdir / "eval"
