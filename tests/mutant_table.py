@@ -318,6 +318,13 @@ MUTANTS = {
     "sampler-noise-by-position": (
         "sora_jax/evaluation/sampler.py", "rows = np.concatenate([np.tile(np.arange(num), n // num), np.arange(n, padded)])",
         "rows = np.arange(padded)", ["tests/test_generate.py::test_sampler_rows_depend_on_seed_and_row_only"]),
+    "sampler-ignores-the-calls-solver": (
+        "sora_jax/evaluation/sampler.py", "solver = g.solver if solver is None else solver", "solver = g.solver",
+        ["tests/test_generate.py::test_sampler_rows_depend_on_seed_and_row_only"]),
+    "eval-sampler-rows-sample-as-the-run": (
+        "sora_jax/evaluation/generation.py", "feature, config.seed, progress,\n                         how.get(name))",
+        "feature, config.seed, progress,\n                         None)",
+        ["tests/test_generate_apps.py::test_eval_of_a_generator_run_scores_it_against_the_mse_decoder"]),
     "vit-patches-split-across-the-frame": (
         "sora_jax/models/vit.py", '"n (gh p) (gw q) c -> n (gh gw) (p q c)"', '"n (p gh) (q gw) c -> n (gh gw) (p q c)"',
         ["tests/test_vit.py::test_each_patch_lands_on_its_own_token"]),
