@@ -249,7 +249,7 @@ FIELDS: tuple[Field, ...] = (
     F("generate.cond_dropout", 0.1, checks.number(0.0, 1.0), "flow: in training, the condition is replaced by "
       "a learned null vector with this probability (classifier-free guidance needs the unconditional model)"),
     F("generate.sample_steps", 32, checks.integer(1), "flow: solver steps from noise to a clip"),
-    F("generate.solver", "euler", checks.choice("euler", "heun"), "flow: euler (one network call per step) | "
+    F("generate.solver", "euler", checks.choice(*checks.SOLVERS), "flow: euler (one network call per step) | "
       "heun (second order: two calls per step, the last step Euler's)"),
     F("generate.guidance", 2.0, checks.number(0.0), "flow: classifier-free guidance scale w (v_u + w (v_c - v_u)); "
       "1 = conditional only, 0 = unconditional"),
