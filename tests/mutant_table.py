@@ -300,6 +300,14 @@ MUTANTS = {
         "sora_jax/objectives/__init__.py", "  if \"tower_embeddings\" in outputs:  # model.frame_input=two_tower",
         "  if False:  # model.frame_input=two_tower",
         ["tests/test_models_motion.py::test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart"]),
+    "time-reversal-embeds-the-clip-forward": (
+        "sora_jax/models/video_encoder.py", "head(temporal(temporal_in[:, ::-1])[1])",
+        "head(temporal(temporal_in)[1])",
+        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards_and_infonce_counts_it_as_a_video_of_its_own"]),
+    "infonce-leaves-out-the-reversed-clips": (
+        "sora_jax/objectives/__init__.py", "  if \"reversed_embedding\" in outputs:  # model.time_reversal",
+        "  if False:  # model.time_reversal",
+        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards_and_infonce_counts_it_as_a_video_of_its_own"]),
     "two-tower-loss-the-towers-mean": (
         "sora_jax/objectives/__init__.py", "    return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}",
         "    return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}",

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_models import B, S, T, fast_jit, tiny, video
+from test_objectives import _numpy_ntxent
 
 from sora_jax import objectives
 from sora_jax.config import validate
@@ -130,3 +131,35 @@ def test_bad_frame_options_name_the_field_and_the_choices(field, value):
   c.model[field] = value
   with pytest.raises(ConfigError, match=rf"config\.model\.{field}=.*{value}"):
     validate(c)
+
+
+def test_time_reversal_embeds_the_clip_played_backwards_and_infonce_counts_it_as_a_video_of_its_own():
+  c = tiny(frame_input="rgb", time_reversal=True)
+  v = init_variables(c, jax.random.PRNGKey(0))
+  model = build_encoder(c)
+  run = fast_jit(lambda v, x: model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}))
+  moving = video()
+  out = run(v, moving)
+  backwards = run(v, np.ascontiguousarray(moving[:, ::-1]))
+  np.testing.assert_allclose(out["reversed_embedding"], backwards["embedding"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["embedding"], backwards["reversed_embedding"], rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(out["reversed_embedding"]) - np.asarray(out["embedding"])).max() > 1e-3
+  assert "reversed_embedding" not in model.apply(v, moving)  # inference: no reversed pass
+  # infonce: B videos and their B reversals, each reversal a video of its own (its V views its positives).
+  rng = np.random.default_rng(0)
+  emb, rev = (_unit(rng.normal(size=(5, 2, 4))) for _ in range(2))
+  views = {"embedding": jnp.asarray(emb), "reversed_embedding": jnp.asarray(rev)}
+  loss, _ = objectives.compute_loss(c, views, {})
+  both = _numpy_ntxent(np.concatenate([emb, rev]), c.objective.temperature)
+  assert float(loss) == pytest.approx(both, rel=1e-5)
+  assert abs(both - _numpy_ntxent(emb, c.objective.temperature)) > 0.1
+  with pytest.raises(ConfigError, match="time_reversal.*frame_input='rgb\\+diff'.*frame_input=rgb"):
+    validate(tiny(frame_input="rgb+diff", time_reversal=True))
+  c.objective.name = "predictive"
+  c.model.predict_steps = 2
+  with pytest.raises(ConfigError, match="time_reversal.*infonce"):
+    validate(c)
+
+
+def _unit(x):
+  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)

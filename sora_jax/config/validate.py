@@ -113,6 +113,10 @@ def _model(config) -> None:
     raise ConfigError(f"config.model.frame_input={m.frame_input!r} does not combine with model.actors or "
                       "model.pretrained (the actors' boxes and the ImageNet weights read one frame encoder); "
                       "use frame_input='rgb+diff'")
+  if m.time_reversal and m.frame_input != "rgb":
+    raise ConfigError(f"config.model.time_reversal=True plays the frame features of frame_input='rgb' backwards; "
+                      f"frame_input={m.frame_input!r} feeds frame differences, which change sign backwards; "
+                      "set --config.model.frame_input=rgb")
   if m.frame_input == "two_tower" and m.embed_dim % 2:
     raise ConfigError(f"config.model.frame_input='two_tower' splits config.model.embed_dim={m.embed_dim} between "
                       "its two towers; make it even")
@@ -195,6 +199,10 @@ def _objective(config) -> None:
       raise ConfigError(f"config.objective.mask_ratio={config.objective.mask_ratio} with mask_blocks="
                         f"{config.objective.mask_blocks} hides {hidden} step(s) per block of data.num_frames="
                         f"{config.data.num_frames}; hide at least one step and leave one visible")
+  if m.time_reversal and not {"infonce", "generate"} & set(terms(name)):  # (a generator adopts an encoder's model)
+    raise ConfigError(f"config.model.time_reversal=True adds the reversed clips to objective infonce, which "
+                      f"objective {name!r} does not have; add it (e.g. --config.objective.name={name}+infonce) or "
+                      "set time_reversal=False")
   if "supervised" in terms(name) and m.num_classes < 1:
     raise ConfigError(f"objective {name!r} needs a classifier; set --config.model.num_classes to the "
                       "dataset's number of classes")

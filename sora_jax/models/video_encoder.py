@@ -66,7 +66,8 @@ class VideoEncoder(nn.Module):
     """Returns frames [B,T,D], sequence [B,T,D'], pooled [B,D'], embedding [B,E] (unit norm),
     logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0,
     latent_predictions [B,T,D'] when latent_predict (objective latent_mask), tower_embeddings [B,2,E/2]
-    (each unit norm; `embedding` is both side by side) when frame_input='two_tower'.
+    (each unit norm; `embedding` is both side by side) when frame_input='two_tower', reversed_embedding
+    [B,E] (the clip played backwards; unit norm) when time_reversal and train.
 
     time_mask: bool [B, T] or None; with model.latent_predict, the frame features of the True steps
     are replaced by a learned mask token before the temporal model (`frames` is the features before
@@ -112,11 +113,12 @@ class VideoEncoder(nn.Module):
     inputs = jnp.split(temporal_in, len(towers), axis=-1)
     sequences, pools, embeddings = [], [], []
     for tower_in, (temporal_name, head_name) in zip(inputs, towers):
-      sequence, pooled = make_temporal(m, dtype, self.unroll, name=temporal_name)(tower_in)
+      temporal = make_temporal(m, dtype, self.unroll, name=temporal_name)
+      head = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim // len(towers), dtype, name=head_name)
+      sequence, pooled = temporal(tower_in)
       chex.assert_shape(sequence, (b, t, None))
       chex.assert_rank(pooled, 2)
-      proj = ProjectionHead(m.head_hidden, m.head_layers, m.embed_dim // len(towers), dtype, name=head_name)(pooled)
-      sequences.append(sequence), pools.append(pooled), embeddings.append(l2_normalize(proj))
+      sequences.append(sequence), pools.append(pooled), embeddings.append(l2_normalize(head(pooled)))
     out = {}
     if len(towers) > 1:  # side by side, each at unit norm (the probes normalise the whole vector)
       sequence, pooled = jnp.concatenate(sequences, -1), jnp.concatenate([l2_normalize(p) for p in pools], -1)
@@ -127,6 +129,8 @@ class VideoEncoder(nn.Module):
         "pooled": pooled.astype(jnp.float32),
         "embedding": embeddings[0] if len(towers) == 1 else l2_normalize(jnp.concatenate(embeddings, -1)),
     })
+    if m.time_reversal and train:  # frame_input='rgb' (validated): the backwards clip's frame features are these
+      out["reversed_embedding"] = l2_normalize(head(temporal(temporal_in[:, ::-1])[1]))
     if m.num_classes > 0:
       out["logits"] = Classifier(m.num_classes, dtype, name="classifier")(pooled)
     if m.text_embed_dim > 0:

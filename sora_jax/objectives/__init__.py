@@ -76,6 +76,8 @@ def _infonce(config, outputs, batch, params, temp, key):
     value, metrics = jax.vmap(lambda e: infonce(e, temp), in_axes=2)(outputs["tower_embeddings"])
     # summed, so each tower's gradient is what it would be trained alone (clipped apart: training.optim)
     return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}
+  if "reversed_embedding" in outputs:  # model.time_reversal: each clip played backwards is a video of its own
+    return infonce(jnp.concatenate([outputs["embedding"], outputs["reversed_embedding"]], axis=0), temp)
   return infonce(outputs["embedding"], temp)
 
 
