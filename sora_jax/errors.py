@@ -21,6 +21,10 @@ class CheckpointError(SoraError):
   """A checkpoint is missing, incomplete or does not fit the model."""
 
 
+class Stopped(SoraError):
+  """Work stopped before its end (SIGTERM, Ctrl-C); what it had done is saved, and the same command resumes it."""
+
+
 # errno -> what went wrong, for file accesses that fail for a reason outside the program (a full or
 # read-only disk, permissions).
 _UNWRITABLE = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",

@@ -300,6 +300,10 @@ MUTANTS = {
         "sora_jax/objectives/__init__.py", "  if \"tower_embeddings\" in outputs:  # model.frame_input=two_tower",
         "  if False:  # model.frame_input=two_tower",
         ["tests/test_models_motion.py::test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart"]),
+    "a-stopped-baseline-is-scored-anyway": (
+        "sora_jax/evaluation/baselines.py", "    if step < cfg.train.num_steps:  # the loop saved",
+        "    if False:  # the loop saved",
+        ["tests/test_survival.py::test_a_baseline_stopped_by_sigterm_stops_its_command_and_the_rerun_resumes_it"]),
     "time-reversal-embeds-the-clip-forward": (
         "sora_jax/models/video_encoder.py", "head(temporal(temporal_in[:, ::-1])[1])",
         "head(temporal(temporal_in)[1])",

@@ -9,9 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from test_training import tiny_config
+
+from sora_jax.errors import Stopped
+from sora_jax.evaluation import baselines
+from sora_jax.training import checkpoint as ckpt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.data.name=moving_shapes/small", "--config.data.num_frames=4", "--config.data.frame_size=16",
@@ -152,3 +158,27 @@ def test_write_failures_are_found_behind_wrappers_and_told_in_one_line():
   assert unwritable(ValueError("shape mismatch")) is None and unwritable(OSError(2, "No such file")) is None
   denied = unwritable_message(PermissionError(13, "Permission denied", "/src/videos"))
   assert denied.startswith("/src/videos: permission denied; fix its permissions") and "cannot write" not in denied
+
+
+def test_a_baseline_stopped_by_sigterm_stops_its_command_and_the_rerun_resumes_it(data_dir, tmp_path):
+  """eval trains its baselines with the loop, which saves and returns at a SIGTERM: the eval must stop
+  there too (it once scored the half-trained baseline), and the same call must go on from the save."""
+  cfg = tiny_config(data_dir, train__num_steps=40, train__checkpoint_every=20)
+
+  def signal_once_the_loop_listens():  # the loop's handler, never the default one (it would end pytest)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+      if type(getattr(signal.getsignal(signal.SIGTERM), "__self__", None)).__name__ == "_Preemption":
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.005)
+
+  sender = threading.Thread(target=signal_once_the_loop_listens)
+  sender.start()
+  with pytest.raises(Stopped, match=r"the supervised baseline stopped at step \d+ of 40; .* rerun the same command"):
+    baselines.trained("supervised", cfg, tmp_path)
+  sender.join()
+  out = tmp_path / "baselines" / "supervised"
+  assert ckpt.make_manager(out, async_save=False).latest_step() < 40
+  assert baselines.trained("supervised", cfg, tmp_path) == out
+  assert ckpt.make_manager(out, async_save=False).latest_step() == 40

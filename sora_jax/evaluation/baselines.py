@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from sora_jax import storage
 from sora_jax.config import derive
+from sora_jax.errors import Stopped
 from sora_jax.models import efficientnet, i3d, init_variables
 from sora_jax.training import checkpoint
 from sora_jax.training.loop import train
@@ -82,7 +83,10 @@ def trained(name: str, cfg, workdir) -> str:
     done = checkpoint.make_manager(out, async_save=False).latest_step()
   if done != cfg.train.num_steps:
     log.info("training the %s baseline (%d steps) into %s", name, cfg.train.num_steps, out)
-    train(cfg, out)
+    step = int(train(cfg, out).step)
+    if step < cfg.train.num_steps:  # the loop saved and returned early (SIGTERM, Ctrl-C): nothing to score yet
+      raise Stopped(f"the {name} baseline stopped at step {step} of {cfg.train.num_steps}; its checkpoint in "
+                    f"{out} is kept: rerun the same command to resume it")
   return out
 
 
