@@ -50,7 +50,7 @@ def test_a_second_train_on_a_busy_workdir_stops_in_one_line_naming_the_holder(da
     assert "Traceback" not in out
     lines_before = len((workdir / "metrics.jsonl").read_text().splitlines())
     first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=120) == 0
+    assert first.wait(timeout=120) == 75  # saved but not done (EX_TEMPFAIL): `make train` does not go on to eval
   finally:
     first.kill()
   steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ import logging
 import sys
 
 TAKES_OVERRIDES = True
+EX_TEMPFAIL = 75  # (sysexits.h) a preempted run: the same command resumes it
 
 
 def add_arguments(parser) -> None:
@@ -39,6 +40,8 @@ def run(args) -> int:
   from sora_jax.training.loop import train
   hooks = (make_quick_eval(config),) if config.train.quick_eval_every and not args.no_quick_eval else ()
   state = train(config, args.workdir, hooks=hooks)
+  if int(state.step) < config.train.num_steps:  # stopped by SIGTERM or Ctrl-C (the loop said so), saved
+    return EX_TEMPFAIL  # not done: `make train` does not go on to eval, a job scheduler sees it unfinished
   if jax.process_index() == 0:
     print(f"done: step {int(state.step)}, workdir {args.workdir}", file=sys.stderr)
   return 0
