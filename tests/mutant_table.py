@@ -300,6 +300,9 @@ MUTANTS = {
         "sora_jax/objectives/__init__.py", "  if \"tower_embeddings\" in outputs:  # model.frame_input=two_tower",
         "  if False:  # model.frame_input=two_tower",
         ["tests/test_models_motion.py::test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart"]),
+    "a-preempted-train-exits-as-done": (
+        "sora_jax/cli/train.py", "    return EX_TEMPFAIL  # not done", "    return 0  # not done",
+        ["tests/test_survival.py::test_a_second_train_on_a_busy_workdir_stops_in_one_line_naming_the_holder"]),
     "a-stopped-baseline-is-scored-anyway": (
         "sora_jax/evaluation/baselines.py", "    if step < cfg.train.num_steps:  # the loop saved",
         "    if False:  # the loop saved",
