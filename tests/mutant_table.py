@@ -308,13 +308,19 @@ MUTANTS = {
         "    if False:  # the loop saved",
         ["tests/test_survival.py::test_a_baseline_stopped_by_sigterm_stops_its_command_and_the_rerun_resumes_it"]),
     "time-reversal-embeds-the-clip-forward": (
-        "sora_jax/models/video_encoder.py", "head(temporal(temporal_in[:, ::-1])[1])",
-        "head(temporal(temporal_in)[1])",
-        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards_and_infonce_counts_it_as_a_video_of_its_own"]),
+        "sora_jax/models/video_encoder.py", "        backwards = inputs[-1][:, ::-1]", "        backwards = inputs[-1]",
+        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards[rgb]"]),
+    "time-reversal-reverses-the-forward-differences": (
+        "sora_jax/models/video_encoder.py", "with_frame_differences(rgb[:, ::-1])", "with_frame_differences(rgb)[:, ::-1]",
+        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards[rgb+diff]"]),
     "infonce-leaves-out-the-reversed-clips": (
         "sora_jax/objectives/__init__.py", "  if \"reversed_embedding\" in outputs:  # model.time_reversal",
         "  if False:  # model.time_reversal",
-        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards_and_infonce_counts_it_as_a_video_of_its_own"]),
+        ["tests/test_models_motion.py::test_infonce_counts_each_reversed_clip_as_a_video_of_its_own"]),
+    "two-towers-reverse-the-rgb-tower": (
+        "sora_jax/objectives/__init__.py", "    towers[1] = _with_reversed(towers[1], outputs)",
+        "    towers[0] = _with_reversed(towers[0], outputs)",
+        ["tests/test_models_motion.py::test_infonce_counts_each_reversed_clip_as_a_video_of_its_own"]),
     "two-tower-loss-the-towers-mean": (
         "sora_jax/objectives/__init__.py", "    return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}",
         "    return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}",

@@ -133,28 +133,41 @@ def test_bad_frame_options_name_the_field_and_the_choices(field, value):
     validate(c)
 
 
-def test_time_reversal_embeds_the_clip_played_backwards_and_infonce_counts_it_as_a_video_of_its_own():
-  c = tiny(frame_input="rgb", time_reversal=True)
+@pytest.mark.parametrize("frame_input", ["rgb", "rgb+diff", "two_tower"])
+def test_time_reversal_embeds_the_clip_played_backwards(frame_input):
+  c = tiny(frame_input=frame_input, time_reversal=True)
   v = init_variables(c, jax.random.PRNGKey(0))
   model = build_encoder(c)
   run = fast_jit(lambda v, x: model.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}))
   moving = video()
-  out = run(v, moving)
-  backwards = run(v, np.ascontiguousarray(moving[:, ::-1]))
-  np.testing.assert_allclose(out["reversed_embedding"], backwards["embedding"], rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(out["embedding"], backwards["reversed_embedding"], rtol=1e-5, atol=1e-6)
-  assert np.abs(np.asarray(out["reversed_embedding"]) - np.asarray(out["embedding"])).max() > 1e-3
+  out, backwards = run(v, moving), run(v, np.ascontiguousarray(moving[:, ::-1]))
+  # the last tower's embedding: two_tower reverses its motion tower's clips only
+  key, pick = ("tower_embeddings", lambda e: e[:, 1]) if frame_input == "two_tower" else ("embedding", lambda e: e)
+  np.testing.assert_allclose(out["reversed_embedding"], pick(backwards[key]), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(pick(out[key]), backwards["reversed_embedding"], rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(out["reversed_embedding"]) - np.asarray(pick(out[key]))).max() > 1e-3
   assert "reversed_embedding" not in model.apply(v, moving)  # inference: no reversed pass
-  # infonce: B videos and their B reversals, each reversal a video of its own (its V views its positives).
+
+
+def test_infonce_counts_each_reversed_clip_as_a_video_of_its_own():
+  c = tiny(frame_input="rgb", time_reversal=True)
   rng = np.random.default_rng(0)
   emb, rev = (_unit(rng.normal(size=(5, 2, 4))) for _ in range(2))
-  views = {"embedding": jnp.asarray(emb), "reversed_embedding": jnp.asarray(rev)}
-  loss, _ = objectives.compute_loss(c, views, {})
+  loss, _ = objectives.compute_loss(c, {"embedding": jnp.asarray(emb), "reversed_embedding": jnp.asarray(rev)}, {})
   both = _numpy_ntxent(np.concatenate([emb, rev]), c.objective.temperature)
   assert float(loss) == pytest.approx(both, rel=1e-5)
   assert abs(both - _numpy_ntxent(emb, c.objective.temperature)) > 0.1
-  with pytest.raises(ConfigError, match="time_reversal.*frame_input='rgb\\+diff'.*frame_input=rgb"):
-    validate(tiny(frame_input="rgb+diff", time_reversal=True))
+  # two towers: the RGB tower's InfoNCE as it was, the motion tower's with its reversed clips
+  towers = _unit(rng.normal(size=(5, 2, 2, 4)))
+  views = {"tower_embeddings": jnp.asarray(towers), "embedding": jnp.asarray(towers.reshape(5, 2, 8) / np.sqrt(2)),
+           "reversed_embedding": jnp.asarray(rev)}
+  loss, _ = objectives.compute_loss(tiny(frame_input="two_tower", time_reversal=True), views, {})
+  t = c.objective.temperature
+  expected = _numpy_ntxent(towers[:, :, 0], t) + _numpy_ntxent(np.concatenate([towers[:, :, 1], rev]), t)
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  for bad in (dict(frame_input="two_stream"), dict(actors=True), dict(latent_predict=True)):
+    with pytest.raises(ConfigError, match="time_reversal=True is built for frame_input rgb, rgb\\+diff and two_tower"):
+      validate(tiny(time_reversal=True, **bad))
   c.objective.name = "predictive"
   c.model.predict_steps = 2
   with pytest.raises(ConfigError, match="time_reversal.*infonce"):

@@ -159,8 +159,9 @@ FIELDS: tuple[Field, ...] = (
     F("model.predict_steps", 0, checks.integer(0), "> 0 adds the DPC predictor: from sequence[t], predict t+1..t+K"),
     F("model.latent_predict", False, checks.boolean(), "adds a learned mask token at the temporal model's input and "
       "a per-step predictor on its output (output `latent_predictions`; objective latent_mask)"),
-    F("model.time_reversal", False, checks.boolean(), "also embed each clip played backwards (output "
-      "`reversed_embedding`; frame_input=rgb: its frame features reversed, the temporal model and head run again): "
+    F("model.time_reversal", False, checks.boolean(), "also embed each clip played backwards in training (output "
+      "`reversed_embedding`; frame_input=rgb: its frame features reversed, the temporal model and head run again; "
+      "rgb+diff: the frame encoder runs again, a difference changes backwards; two_tower: the motion tower's): "
       "objective infonce counts each reversed clip as a video of its own, so clips that differ only in their "
       "direction of motion must embed apart"),
     F("model.text_embed_dim", 0, checks.integer(0), "> 0 adds a head mapping the pooled vector into the space shared "

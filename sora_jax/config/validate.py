@@ -113,10 +113,10 @@ def _model(config) -> None:
     raise ConfigError(f"config.model.frame_input={m.frame_input!r} does not combine with model.actors or "
                       "model.pretrained (the actors' boxes and the ImageNet weights read one frame encoder); "
                       "use frame_input='rgb+diff'")
-  if m.time_reversal and m.frame_input != "rgb":
-    raise ConfigError(f"config.model.time_reversal=True plays the frame features of frame_input='rgb' backwards; "
-                      f"frame_input={m.frame_input!r} feeds frame differences, which change sign backwards; "
-                      "set --config.model.frame_input=rgb")
+  if m.time_reversal and (m.frame_input == "two_stream" or m.actors or m.latent_predict):
+    raise ConfigError("config.model.time_reversal=True is built for frame_input rgb, rgb+diff and two_tower, "
+                      f"without model.actors or model.latent_predict; got frame_input={m.frame_input!r}, "
+                      f"actors={m.actors}, latent_predict={m.latent_predict}")
   if m.frame_input == "two_tower" and m.embed_dim % 2:
     raise ConfigError(f"config.model.frame_input='two_tower' splits config.model.embed_dim={m.embed_dim} between "
                       "its two towers; make it even")

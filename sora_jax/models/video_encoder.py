@@ -67,7 +67,8 @@ class VideoEncoder(nn.Module):
     logits [B,C] when num_classes > 0, aligned [B,E_text] (unit norm) when text_embed_dim > 0, targets [B,T,E] and predictions [B,T,K,E] when predict_steps = K > 0,
     latent_predictions [B,T,D'] when latent_predict (objective latent_mask), tower_embeddings [B,2,E/2]
     (each unit norm; `embedding` is both side by side) when frame_input='two_tower', reversed_embedding
-    [B,E] (the clip played backwards; unit norm) when time_reversal and train.
+    [B,E] (the clip played backwards; unit norm; two_tower: the motion tower's, [B,E/2]) when
+    time_reversal and train.
 
     time_mask: bool [B, T] or None; with model.latent_predict, the frame features of the True steps
     are replaced by a learned mask token before the temporal model (`frames` is the features before
@@ -80,7 +81,7 @@ class VideoEncoder(nn.Module):
     check_video(video)
     dtype = jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32
     b, t, h, w, c = video.shape
-    x = normalize_frames(video, m.input_mean, m.input_std, dtype)
+    x = rgb = normalize_frames(video, m.input_mean, m.input_std, dtype)
     hidden = time_mask if m.latent_predict else None
     if m.frame_input == "rgb+diff":
       x = with_frame_differences(x, hidden)
@@ -98,10 +99,7 @@ class VideoEncoder(nn.Module):
       # two_tower's motion tower sees each frame with its difference (rgb+diff); on the differences
       # alone its motion fell to 70.5 on moving_digits (docs/results.md)
       diff = (with_frame_differences if m.frame_input == "two_tower" else frame_differences)(x, hidden)
-      if m.remat_frames == "time":
-        moves = _per_time_step(motion, diff, train)
-      else:
-        moves = motion(diff.reshape((b * t,) + diff.shape[2:]), train).reshape(b, t, -1)
+      moves = _frame_features(motion, diff, train, m.remat_frames)
       if m.frame_input == "two_tower":  # ... and its own temporal model and head (and InfoNCE)
         towers.append(("motion_temporal", "motion_projection"))
       frames = jnp.concatenate([frames, moves], axis=-1)
@@ -129,8 +127,13 @@ class VideoEncoder(nn.Module):
         "pooled": pooled.astype(jnp.float32),
         "embedding": embeddings[0] if len(towers) == 1 else l2_normalize(jnp.concatenate(embeddings, -1)),
     })
-    if m.time_reversal and train:  # frame_input='rgb' (validated): the backwards clip's frame features are these
-      out["reversed_embedding"] = l2_normalize(head(temporal(temporal_in[:, ::-1])[1]))
+    if m.time_reversal and train:  # the clip played backwards through the last tower (two_tower: the motion tower)
+      if m.frame_input == "rgb":  # frames encoded one by one: the backwards clip's features are these, reversed
+        backwards = inputs[-1][:, ::-1]
+      else:  # rgb+diff: a frame's difference from the previous one changes backwards, so encode them again
+        encoder = motion if m.frame_input == "two_tower" else frame_encoder
+        backwards = _frame_features(encoder, with_frame_differences(rgb[:, ::-1]), train, m.remat_frames)
+      out["reversed_embedding"] = l2_normalize(head(temporal(backwards)[1]))
     if m.num_classes > 0:
       out["logits"] = Classifier(m.num_classes, dtype, name="classifier")(pooled)
     if m.text_embed_dim > 0:
@@ -150,6 +153,15 @@ class VideoEncoder(nn.Module):
         out.update(ActorTracks(m, dtype, self.unroll, name="actors")(maps, boxes, train))
     chex.assert_shape(out["embedding"], (b, m.embed_dim))
     return out
+
+
+def _frame_features(frame_encoder, x, train: bool, remat_frames: str):
+  """[B, T, H, W, C] -> [B, T, D]: the frame encoder on every frame, time folded into the batch (or
+  one time step at a time with remat_frames='time')."""
+  if remat_frames == "time":
+    return _per_time_step(frame_encoder, x, train)
+  b, t = x.shape[:2]
+  return frame_encoder(x.reshape((b * t,) + x.shape[2:]), train).reshape(b, t, -1)
 
 
 def _per_time_step(frame_encoder, x, train: bool):

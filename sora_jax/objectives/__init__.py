@@ -73,12 +73,19 @@ def _per_view(term, *arrays):
 
 def _infonce(config, outputs, batch, params, temp, key):
   if "tower_embeddings" in outputs:  # model.frame_input=two_tower: each tower [B, V, 2, E'] its own InfoNCE
-    value, metrics = jax.vmap(lambda e: infonce(e, temp), in_axes=2)(outputs["tower_embeddings"])
+    towers = [outputs["tower_embeddings"][:, :, i] for i in range(2)]
+    towers[1] = _with_reversed(towers[1], outputs)  # (time_reversal reverses the motion tower's clips)
+    value, metrics = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[infonce(e, temp) for e in towers])
     # summed, so each tower's gradient is what it would be trained alone (clipped apart: training.optim)
     return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}
-  if "reversed_embedding" in outputs:  # model.time_reversal: each clip played backwards is a video of its own
-    return infonce(jnp.concatenate([outputs["embedding"], outputs["reversed_embedding"]], axis=0), temp)
-  return infonce(outputs["embedding"], temp)
+  return infonce(_with_reversed(outputs["embedding"], outputs), temp)
+
+
+def _with_reversed(embedding, outputs):
+  """[B, V, E] -> [2B, V, E] with model.time_reversal: each clip played backwards is a video of its own."""
+  if "reversed_embedding" in outputs:  # model.time_reversal
+    return jnp.concatenate([embedding, outputs["reversed_embedding"]], axis=0)
+  return embedding
 
 
 def halves_apart(halves):
