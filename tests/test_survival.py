@@ -163,7 +163,7 @@ def test_write_failures_are_found_behind_wrappers_and_told_in_one_line():
 def test_a_baseline_stopped_by_sigterm_stops_its_command_and_the_rerun_resumes_it(data_dir, tmp_path):
   """eval trains its baselines with the loop, which saves and returns at a SIGTERM: the eval must stop
   there too (it once scored the half-trained baseline), and the same call must go on from the save."""
-  cfg = tiny_config(data_dir, train__num_steps=40, train__checkpoint_every=20)
+  cfg = tiny_config(data_dir, train__num_steps=8, train__checkpoint_every=4)
 
   def signal_once_the_loop_listens():  # the loop's handler, never the default one (it would end pytest)
     deadline = time.time() + 240
@@ -175,10 +175,10 @@ def test_a_baseline_stopped_by_sigterm_stops_its_command_and_the_rerun_resumes_i
 
   sender = threading.Thread(target=signal_once_the_loop_listens)
   sender.start()
-  with pytest.raises(Stopped, match=r"the supervised baseline stopped at step \d+ of 40; .* rerun the same command"):
+  with pytest.raises(Stopped, match=r"the supervised baseline stopped at step \d+ of 8; .* rerun the same command"):
     baselines.trained("supervised", cfg, tmp_path)
   sender.join()
   out = tmp_path / "baselines" / "supervised"
-  assert ckpt.make_manager(out, async_save=False).latest_step() < 40
+  assert ckpt.make_manager(out, async_save=False).latest_step() < 8
   assert baselines.trained("supervised", cfg, tmp_path) == out
-  assert ckpt.make_manager(out, async_save=False).latest_step() == 40
+  assert ckpt.make_manager(out, async_save=False).latest_step() == 8
