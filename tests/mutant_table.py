@@ -313,6 +313,10 @@ MUTANTS = {
     "time-reversal-reverses-the-forward-differences": (
         "sora_jax/models/video_encoder.py", "with_frame_differences(rgb[:, ::-1])", "with_frame_differences(rgb)[:, ::-1]",
         ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards[rgb+diff]"]),
+    "a-classifier-keeps-the-reversed-clips": (
+        "sora_jax/config/derive.py", "  cfg.model.time_reversal = False  # (the reversed clips",
+        "  pass  # (the reversed clips",
+        ["tests/test_models_motion.py::test_infonce_counts_each_reversed_clip_as_a_video_of_its_own"]),
     "infonce-leaves-out-the-reversed-clips": (
         "sora_jax/objectives/__init__.py", "  if \"reversed_embedding\" in outputs:  # model.time_reversal",
         "  if False:  # model.time_reversal",

@@ -8,7 +8,7 @@ from test_models import B, S, T, fast_jit, tiny, video
 from test_objectives import _numpy_ntxent
 
 from sora_jax import objectives
-from sora_jax.config import validate
+from sora_jax.config import derive, validate
 from sora_jax.errors import ConfigError
 from sora_jax.models import build_encoder, init_variables
 from sora_jax.models.frame_encoders import make_frame_encoder
@@ -168,6 +168,9 @@ def test_infonce_counts_each_reversed_clip_as_a_video_of_its_own():
   for bad in (dict(frame_input="two_stream"), dict(actors=True), dict(latent_predict=True)):
     with pytest.raises(ConfigError, match="time_reversal=True is built for frame_input rgb, rgb\\+diff and two_tower"):
       validate(tiny(time_reversal=True, **bad))
+  sup = derive.supervised_baseline(c, 10)  # eval's baseline and fine-tuning: a classifier, no reversal
+  assert not sup.model.time_reversal
+  validate(sup)
   c.objective.name = "predictive"
   c.model.predict_steps = 2
   with pytest.raises(ConfigError, match="time_reversal.*infonce"):

@@ -15,11 +15,12 @@ from sora_jax.config.load import load_config
 def classifier(config, num_classes: int):
   """`config` training its architecture as a `num_classes` classifier with cross-entropy: a
   classifier head, one view per clip, the `supervised` objective (no temperature, no DPC
-  predictor), no gradient accumulation, no baselines of its own. The rest (data, augmentation,
+  predictor, no reversed clips), no gradient accumulation, no baselines of its own. The rest (data, augmentation,
   optimizer, mesh, seed) is `config`'s."""
   cfg = copy.deepcopy(config)
   cfg.model.num_classes = int(num_classes)
   cfg.model.predict_steps = 0
+  cfg.model.time_reversal = False  # (the reversed clips are infonce's; same parameters without them)
   cfg.data.num_views = 1
   cfg.objective.name = "supervised"
   cfg.objective.learn_temperature = False
