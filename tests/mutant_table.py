@@ -1,6 +1,8 @@
 """The behaviour mutations `make mutants` (tests/mutants.py) applies one at a time: each one's file, the
 exact original text, what replaces it, and the tests that must fail."""
 
+from mutant_table_motion import MOTION_MUTANTS
+
 # name -> (file, original text, mutated text, test files (or file::test) that should fail)
 MUTANTS = {
     "step-drops-update": (
@@ -66,9 +68,6 @@ MUTANTS = {
         "sora_jax/models/video_encoder.py",
         "temporal_in = jnp.where(time_mask[..., None], token.astype(frames.dtype), frames)",
         "temporal_in = frames", ["tests/test_latent_mask.py"]),
-    "frame-difference-shows-the-hidden-frame": (
-        "sora_jax/models/video_encoder.py", "x = with_frame_differences(x, hidden)",
-        "x = with_frame_differences(x)", ["tests/test_latent_mask.py"]),
     "predictive-allows-future": (
         "sora_jax/config/validate.py", "return m.bidirectional or (m.temporal == \"transformer\" and not m.causal)",
         "return False", ["tests/test_config.py::test_predictive_objective_refuses_a_model_that_sees_the_future"]),
@@ -198,12 +197,6 @@ MUTANTS = {
     "gradient-clipping-ignored": (
         "sora_jax/training/optim.py", "    tx = optax.chain(clip, tx)", "    pass",
         ["tests/test_training_configs.py::test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set"]),
-    "two-towers-clipped-over-one-norm": (
-        "sora_jax/training/optim.py", 'if opt.clip_per_tower and config.model.frame_input == "two_tower":',
-        "if False:",
-        ["tests/test_training_configs.py::"
-         "test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others_step",
-         "tests/test_training_configs.py::test_the_second_tower_trains_step_for_step_as_the_same_encoder_alone"]),
     "every-epoch-one-order": (
         "sora_jax/data/pipeline.py", "np.random.default_rng([seed, _DATA_SALT, epoch])",
         "np.random.default_rng([seed, _DATA_SALT])",
@@ -296,10 +289,6 @@ MUTANTS = {
         "sora_jax/objectives/generate.py", "return (1.0 - tb) * x0 + tb * x1, x1 - x0",
         "return (1.0 - tb) * x0 + tb * x1, x0 - x1",
         ["tests/test_generate.py::test_flow_loss_is_the_velocity_mse_of_the_clean_clip_prediction_on_the_drawn_path"]),
-    "two-tower-infonce-on-the-joint-embedding": (
-        "sora_jax/objectives/__init__.py", "  if \"tower_embeddings\" in outputs:  # model.frame_input=two_tower",
-        "  if False:  # model.frame_input=two_tower",
-        ["tests/test_models_motion.py::test_two_towers_each_embed_their_own_pathway_and_infonce_scores_each_apart"]),
     "a-preempted-train-exits-as-done": (
         "sora_jax/cli/train.py", "    return EX_TEMPFAIL  # not done", "    return 0  # not done",
         ["tests/test_survival.py::test_a_second_train_on_a_busy_workdir_stops_in_one_line_naming_the_holder"]),
@@ -307,28 +296,6 @@ MUTANTS = {
         "sora_jax/evaluation/baselines.py", "    if step < cfg.train.num_steps:  # the loop saved",
         "    if False:  # the loop saved",
         ["tests/test_survival.py::test_a_baseline_stopped_by_sigterm_stops_its_command_and_the_rerun_resumes_it"]),
-    "time-reversal-embeds-the-clip-forward": (
-        "sora_jax/models/video_encoder.py", "        backwards = inputs[-1][:, ::-1]", "        backwards = inputs[-1]",
-        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards[rgb]"]),
-    "time-reversal-reverses-the-forward-differences": (
-        "sora_jax/models/video_encoder.py", "with_frame_differences(rgb[:, ::-1])", "with_frame_differences(rgb)[:, ::-1]",
-        ["tests/test_models_motion.py::test_time_reversal_embeds_the_clip_played_backwards[rgb+diff]"]),
-    "a-classifier-keeps-the-reversed-clips": (
-        "sora_jax/config/derive.py", "  cfg.model.time_reversal = False  # (the reversed clips",
-        "  pass  # (the reversed clips",
-        ["tests/test_models_motion.py::test_infonce_counts_each_reversed_clip_as_a_video_of_its_own"]),
-    "infonce-leaves-out-the-reversed-clips": (
-        "sora_jax/objectives/__init__.py", "  if \"reversed_embedding\" in outputs:  # model.time_reversal",
-        "  if False:  # model.time_reversal",
-        ["tests/test_models_motion.py::test_infonce_counts_each_reversed_clip_as_a_video_of_its_own"]),
-    "two-towers-reverse-the-rgb-tower": (
-        "sora_jax/objectives/__init__.py", "    towers[1] = _with_reversed(towers[1], outputs)",
-        "    towers[0] = _with_reversed(towers[0], outputs)",
-        ["tests/test_models_motion.py::test_infonce_counts_each_reversed_clip_as_a_video_of_its_own"]),
-    "two-tower-loss-the-towers-mean": (
-        "sora_jax/objectives/__init__.py", "    return jnp.sum(value), {k: jnp.mean(m) for k, m in metrics.items()}",
-        "    return jnp.mean(value), {k: jnp.mean(m) for k, m in metrics.items()}",
-        ["tests/test_training_configs.py::test_the_second_tower_trains_step_for_step_as_the_same_encoder_alone"]),
     "heun-uses-the-first-velocity-only": (
         "sora_jax/objectives/generate.py", "lambda: x + 0.5 * dt * (v + velocity(apply, euler, (i + 1) * dt, cond, guidance)),",
         "lambda: x + dt * v + 0.0 * velocity(apply, euler, (i + 1) * dt, cond, guidance),",
@@ -394,12 +361,8 @@ MUTANTS = {
     "actor-rows-absent-slots-too": (
         "sora_jax/apps/actor_rows.py", "present = np.asarray(batch[\"mask\"], bool)[:, None] & np.asarray(batch[\"actor_mask\"], bool)",
         "present = np.asarray(batch[\"mask\"], bool)[:, None] | np.asarray(batch[\"actor_mask\"], bool)", ["tests/test_actors_apps.py::test_eval_reports_per_actor_figures_and_predict_tracks_names_each_actors_action_and_shape"]),
-    "two-stream-motion-sees-rgb": (
-        "sora_jax/models/video_encoder.py",
-        "diff = (with_frame_differences if m.frame_input == \"two_tower\" else frame_differences)(x, hidden)",
-        "diff = (with_frame_differences if m.frame_input == \"two_tower\" else (lambda x, h: x))(x, hidden)",
-        ["tests/test_models_motion.py::test_two_streams_put_the_rgb_encoder_beside_a_second_encoder_that_sees_the_differences_only"]),
     "profile-with-the-python-tracer": (
         "sora_jax/training/profile.py", "options.python_tracer_level = 0", "options.python_tracer_level = 1",
         ["tests/test_training.py::test_profile_steps_writes_a_trace_of_exactly_those_steps"]),
 }
+MUTANTS.update(MOTION_MUTANTS)  # how the encoder sees motion
