@@ -1,12 +1,13 @@
-"""Accelerator benchmark: the training step of configs/large.py (bf16) and the default config on
-this machine's devices. Per config: compile time, step time, clips/s, model FLOPs per step (XLA's
-cost analysis of the step without rematerialisation and with loops unrolled, so recomputation is not
-counted and loop bodies count once per iteration), MFU against the device's peak, device memory
-(XLA's analysis of the compiled step; the allocator's process-wide peak is in the JSON), and the
-input-bound ratio (step time fed by the tf.data pipeline / fed from device memory).
+"""Accelerator benchmark: the training step of configs/large.py (bf16) and of the `infonce` config (the
+one-tower default until 2026-12-05) on this machine's devices. Per config: compile time, step time,
+clips/s, model FLOPs per step (XLA's cost analysis of the step without rematerialisation and with
+loops unrolled, so recomputation is not counted and loop bodies count once per iteration), MFU
+against the device's peak, device memory (XLA's analysis of the compiled step; the allocator's
+process-wide peak is in the JSON), and the input-bound ratio (step time fed by the tf.data pipeline
+/ fed from device memory).
 Prints a table, then one JSON line.
 
-  python bench/accelerator.py                      # on a GPU/TPU host: large at 8 clips/device, default at 64
+  python bench/accelerator.py                      # on a GPU/TPU host: large at 8 clips/device, infonce at 64
   python bench/accelerator.py --smoke              # CPU, small shapes, a few minutes (checks the script runs)
   python bench/accelerator.py --configs large --per-device-batch large=16 --profile /tmp/trace
 
@@ -35,14 +36,14 @@ sys.path.insert(0, str(ROOT))
 PEAK_TFLOPS = (("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L4", 121.0), ("v4", 275.0),
                ("v5 lite", 197.0), ("v5e", 197.0), ("v5p", 459.0), ("v5", 459.0), ("v6 lite", 918.0),
                ("v6e", 918.0))
-SMOKE = {"large": ["data.num_frames=4", "data.frame_size=64"], "default": [],
+SMOKE = {"large": ["data.num_frames=4", "data.frame_size=64"], "infonce": [],
          "large_vit": ["data.num_frames=4", "data.frame_size=64", "model.vit_depth=2"]}
 
 
 def parse():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--configs", default="large,default")
-  p.add_argument("--per-device-batch", default="large=8,default=64",
+  p.add_argument("--configs", default="large,infonce")
+  p.add_argument("--per-device-batch", default="large=8,infonce=64",
                  help="NAME=N,... clips per device; NAME=8+32+64 runs NAME at each (rows NAME@8, ...)")
   p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
   p.add_argument("--input-steps", type=int, default=10, help="steps fed by the pipeline (0 = skip)")
@@ -336,7 +337,7 @@ def main():
   if args.smoke:  # one clip per device for the pod configs (2, 3 for a second and third batch)
     args.steps, args.input_steps = min(args.steps, 3), min(args.input_steps, 3)
     per_device = {k: "+".join(str(i + 1) for i in range(len(v.split("+")))) if k.startswith("large") else
-                  "8" if k == "default" else v for k, v in ({"large": "1", "default": "8"} | per_device).items()}
+                  "8" if k == "infonce" else v for k, v in ({"large": "1", "infonce": "8"} | per_device).items()}
   peak, peak_note = peak_flops(jax.devices()[0])
   kernels = check_kernels()
   print("kernels:", kernels, flush=True)

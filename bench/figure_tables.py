@@ -29,7 +29,7 @@ def _model_step(d: dict) -> str:
 
 
 def _train_step(d: dict) -> str:
-  c = d["configs"]["default"]
+  c = d["configs"]["infonce"]
   text = (f"compile {c['compile_s']:.1f} s, step {c['step_s']:.3f} s, {c['clips_per_s']:.1f} clips/s, "
           f"MFU {_pct(c['mfu'])} of a {d['matmul_gflops']:.0f} GFLOP/s matmul")
   loop = d.get("loop") or {}
@@ -74,9 +74,9 @@ BENCHMARKS = {
     "model_step": {"script": "model_step.py", "args": [],
                    "what": "seed config `[8,16,64,64,3]`: JAX vs the same net and step in PyTorch (CPU)",
                    "figure": _model_step},
-    "train_step": {"script": "train_step.py", "args": ["--skip-torch", "--skip-run", "--configs", "default", "--steps",
+    "train_step": {"script": "train_step.py", "args": ["--skip-torch", "--skip-run", "--configs", "infonce", "--steps",
                                                         "3", "--loop-steps", "14"],
-                   "what": "the default config's step at batch 64; the loop with and without device prefetch",
+                   "what": "the `infonce` config's step at batch 64; the loop with and without device prefetch",
                    "figure": _train_step},
     "input_pipeline": {"script": "input_pipeline.py", "args": ["--windows", "5", "--batches", "8", "--steps", "4",
                                                                 "--blocks", "8"],

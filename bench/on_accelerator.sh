@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One accelerator session, as run on the lent GPU (README, "Benchmarks"): bench/accelerator.py for
-# configs/large.py at 8 and 32 clips per device and with remat_frames=time, the default config,
+# configs/large.py at 8 and 32 clips per device and with remat_frames=time, the `infonce` config,
 # a profiler trace of one step of each. Logs, JSON lines and the trace land in $OUT (default
 # ./accelerator_out). Wheels in .whl/ (packages the machine lacks, e.g. ml_collections) are
 # installed first; nothing is downloaded.
@@ -51,7 +51,7 @@ if [ "${MODE:-all}" = mfu ]; then
   ls -la "$OUT"
   exit 0
 fi
-run main 270 --configs large,default --per-device-batch large=8,default=64 --profile /tmp/profile
+run main 270 --configs large,infonce --per-device-batch large=8,infonce=64 --profile /tmp/profile
 tar czf "$OUT/profile.tgz" -C /tmp profile 2>/dev/null
 run large32 130 --configs large --per-device-batch large=32 --input-steps 0
 run large8_remat_time 130 --configs large --per-device-batch large=8 --input-steps 0 --set large:model.remat_frames=time --set large:model.remat=true

@@ -1,6 +1,7 @@
 """Train-step benchmark: the JAX step (compile, median step time, clips/s, MFU against this
 machine's measured float32 matmul rate) beside the same model and step in PyTorch, for the
-default and seed configs; the peak memory of a default training run (train.py, a few steps
+infonce and seed configs (`infonce`: the default until 2026-12-05; the PyTorch twin is of its one
+tower); the peak memory of an infonce training run (train.py, a few steps
 with a quick kNN evaluation); the training loop's host wait per step with and without device
 prefetch. Prints a table, then one JSON line.
 
@@ -136,10 +137,10 @@ def torch_step(config, steps: int) -> dict:
 
 
 def peak_memory_of_default_run(steps: int) -> dict:
-  """Peak RSS (max resident set) of `train.py --config configs/default.py` for a few steps + one quick eval."""
+  """Peak RSS (max resident set) of `train.py --config configs/infonce.py` for a few steps + one quick eval."""
   with tempfile.TemporaryDirectory() as workdir:
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/default.py"),
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/infonce.py"),
                     "--workdir", workdir, f"--config.train.num_steps={steps}",
                     f"--config.train.quick_eval_every={steps}", f"--config.train.log_every={steps}"],
                    check=True, cwd=ROOT, capture_output=True)
@@ -149,7 +150,7 @@ def peak_memory_of_default_run(steps: int) -> dict:
 
 
 def loop_wait(steps: int, overrides=()) -> dict:
-  """The real training loop (`loop.train`) on the default config, with data.device_prefetch 2 and
+  """The real training loop (`loop.train`) on the infonce config, with data.device_prefetch 2 and
   0 (twice each, interleaved): median host wait per step (the time the loop is blocked waiting for
   its next batch, the loop's data_wait_share x step_time) and step time over the steps after the
   first two (compilation)."""
@@ -157,7 +158,7 @@ def loop_wait(steps: int, overrides=()) -> dict:
   from sora_jax.training.loop import train
   out = {}
   for depth in (2, 0, 2, 0):
-    config = load_config("default", [f"data.device_prefetch={depth}", f"train.num_steps={steps}", "train.log_every=1",
+    config = load_config("infonce", [f"data.device_prefetch={depth}", f"train.num_steps={steps}", "train.log_every=1",
                                      "train.checkpoint_every=0", "train.quick_eval_every=0", *overrides])
     with tempfile.TemporaryDirectory() as workdir:
       train(config, workdir)
@@ -189,13 +190,13 @@ def text_layers_cost(layers, steps: int, overrides=()) -> dict:
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--steps", type=int, default=5)
-  ap.add_argument("--configs", default="default,seed")
+  ap.add_argument("--configs", default="infonce,seed")
   ap.add_argument("--skip-torch", "--skip_torch", action="store_true")
   ap.add_argument("--skip-run", "--skip_run", action="store_true")
   ap.add_argument("--run-steps", "--run_steps", type=int, default=10)
   ap.add_argument("--loop-steps", "--loop_steps", type=int, default=12,
                   help="steps of the loop-wait comparison (0 = skip)")
-  ap.add_argument("--smoke", action="store_true", help="CI check of the script: default config at batch 8, 1 step, "
+  ap.add_argument("--smoke", action="store_true", help="CI check of the script: infonce config at batch 8, 1 step, "
                   "no PyTorch, no training run, a 3-step loop comparison (the figures mean nothing)")
   ap.add_argument("--seed-batch-size", "--seed_batch_size", type=int, default=8,
                   help="global batch for the seed config (16x64x64 clips; 32 needs >14 GB on CPU)")
@@ -206,7 +207,7 @@ def main():
   args = ap.parse_args()
   smoke = ["train.batch_size=8"] if args.smoke else []
   if args.smoke:
-    args.configs, args.steps, args.skip_torch, args.skip_run, args.loop_steps = "default", 1, True, True, 3
+    args.configs, args.steps, args.skip_torch, args.skip_run, args.loop_steps = "infonce", 1, True, True, 3
   import jax
 
   from sora_jax.config import apply_overrides, load_config, validate
@@ -241,11 +242,11 @@ def main():
           f"{r['clips_per_s']:>9.1f}{r['mfu']:>7.1%}{t.get('step_s', float('nan')):>13.3f}"
           f"{t.get('clips_per_s', float('nan')):>14.1f}{r.get('jax_speedup_vs_torch', float('nan')):>9.2f}x")
   if run:
-    print(f"default training run ({run['steps']} steps + quick eval): peak RSS {run['peak_rss_mb']:.0f} MB, "
+    print(f"infonce training run ({run['steps']} steps + quick eval): peak RSS {run['peak_rss_mb']:.0f} MB, "
           f"wall {run['wall_s']:.0f} s")
   if loop:
     p0, p2 = loop["prefetch_0"], loop["prefetch_2"]
-    print(f"training loop, default config, {jax.device_count()} device(s): host wait per step {p0['host_wait_s'] * 1e3:.1f} ms "
+    print(f"training loop, infonce config, {jax.device_count()} device(s): host wait per step {p0['host_wait_s'] * 1e3:.1f} ms "
           f"without prefetch vs {p2['host_wait_s'] * 1e3:.1f} ms with data.device_prefetch=2; step {p0['step_s']:.3f} s vs "
           f"{p2['step_s']:.3f} s (medians of {p2['steps']} steps)")
   if text:

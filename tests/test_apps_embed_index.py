@@ -15,7 +15,7 @@ from sora_jax.errors import DataError
 def _tiny_config(data_dir, num_classes=0):
   from sora_jax.config import load_config
   root = pathlib.Path(__file__).resolve().parents[1]
-  c = load_config(root / "configs" / "default.py")
+  c = load_config(root / "configs" / "infonce.py")
   c.data.name, c.data.data_dir, c.data.num_parallel_calls = "moving_shapes/small", data_dir, 2
   c.data.num_frames, c.data.frame_size = 4, 16
   c.model.width, c.model.hidden_size, c.model.head_hidden, c.model.embed_dim = 0.125, 16, 16, 8

@@ -122,7 +122,7 @@ def test_prepare_train_kill_resume_eval_embed_search_all_on_gs(gcs, tmp_path):
   assert set(_objects(url, "data/")) >= {f"data/{s}" for s in shards} and f"tfrecord:{data}" in out
   assert sum(s["num_examples"] for s in info["splits"].values()) == 12
 
-  train = [sys.executable, str(ROOT / "train.py"), "--config", "default", "--workdir", run,
+  train = [sys.executable, str(ROOT / "train.py"), "--config", "infonce", "--workdir", run,
            f"--config.data.name=tfrecord:{data}", "--config.data.train_split=train",
            "--config.data.eval_split=test", *TINY]
   first = subprocess.Popen([*train, "--config.train.num_steps=100000"], env=env, cwd=tmp_path,
@@ -180,7 +180,7 @@ def test_a_scheme_without_a_filesystem_is_one_line_naming_the_package(tmp_path):
     storage.path("s3://bucket/run")
   with pytest.raises(SoraError, match="no filesystem knows the scheme nosuch://"):
     storage.path("nosuch://bucket/run")
-  proc = subprocess.run([*CLI, "train", "--config", "default", "--workdir", "nosuch://b/run"], capture_output=True,
+  proc = subprocess.run([*CLI, "train", "--config", "infonce", "--workdir", "nosuch://b/run"], capture_output=True,
                         text=True, cwd=tmp_path, timeout=120)
   errors = [line for line in proc.stderr.splitlines() if line.startswith("sora-jax: error")]
   assert proc.returncode == 1 and len(errors) == 1 and "nosuch://" in errors[0], proc.stderr

@@ -29,13 +29,18 @@ def test_every_field_is_declared_once_with_a_doc_and_a_check_that_accepts_its_de
 
 
 def test_named_configs_ship_with_the_package_and_match_their_files():
-  assert {"default", "dpc", "seed", "supervised", "large"} <= set(named_configs())
+  assert {"default", "infonce", "dpc", "seed", "supervised", "large"} <= set(named_configs())
   needs = {"generate": ["generate.encoder_workdir=runs/default"]}  # what a named config cannot know
   for name in named_configs():
     by_name = validate(load_config(name, needs.get(name, [])))
     by_file = load_config(ROOT / "configs" / f"{name}.py", needs.get(name, []))
     assert by_name.to_dict() == by_file.to_dict(), name
-  assert load_config("default").to_dict() == defaults().to_dict()
+  assert load_config("infonce").to_dict() == defaults().to_dict()
+  default, infonce = load_config("default").model.to_dict(), defaults().model.to_dict()
+  assert {k: v for k, v in default.items() if infonce[k] != v} == {
+      "frame_input": "two_tower", "embed_dim": 128, "time_reversal": True}  # and nothing outside model
+  assert {k: v for k, v in load_config("default").to_dict().items() if k != "model"} == {
+      k: v for k, v in defaults().to_dict().items() if k != "model"}
   with pytest.raises(ConfigError, match="named configs: .*default"):
     load_config("no_such_config")
 
@@ -122,7 +127,7 @@ def test_installed_package_trains_from_a_bare_config_name_outside_the_repository
                "model.head_hidden=16", "train.batch_size=8", "train.num_steps=2", "train.quick_eval_every=0",
                "optimizer.warmup_steps=1", "mesh.data=2"]
   run = subprocess.run([sys.executable, "-c", "import sora_jax, sys; print(sora_jax.__file__); "
-                        "from sora_jax.cli import main; sys.exit(main(sys.argv[1:]))", "train", "--config", "default",
+                        "from sora_jax.cli import main; sys.exit(main(sys.argv[1:]))", "train", "--config", "infonce",
                         "--workdir", "run", *(f"--config.{o}" for o in overrides)],
                        cwd=work, env=env, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-2000:]
@@ -164,7 +169,7 @@ def test_predictive_objective_refuses_a_model_that_sees_the_future(overrides):
                                       "model.input_std=(0.25, inf, 0.25)", "data.augment.crop_scale=(nan, 1.0)"])
 def test_non_finite_numbers_are_refused_before_anything_runs(override):
   with pytest.raises(ConfigError, match=override.split("=")[0]):
-    validate(load_config("default", [override]))
+    validate(load_config("infonce", [override]))
 
 
 @pytest.mark.parametrize("overrides,words", [(["data.view_strides=(2, 1, 1)"], "3 strides for data.num_views=2"),
@@ -177,14 +182,14 @@ def test_non_finite_numbers_are_refused_before_anything_runs(override):
                                               "model.actor_appearance averages")])
 def test_view_strides_and_the_half_pairing_terms_refuse_configs_they_cannot_serve(overrides, words):
   with pytest.raises(ConfigError, match=words):
-    validate(load_config("default", overrides))
-  validate(load_config("default", ["data.view_strides=(2, 1)"]))
+    validate(load_config("infonce", overrides))
+  validate(load_config("infonce", ["data.view_strides=(2, 1)"]))
 
 
 @pytest.mark.parametrize("value,ok", [("", True), ("10:13", True), ("0:1", True), ("3:3", False), ("5:2", False),
                                       ("a:b", False), ("10", False), ("-1:2", False)])
 def test_profile_steps_takes_a_start_stop_window(value, ok):
-  config = load_config("default", [f"train.profile_steps={value}"]) if value else load_config("default")
+  config = load_config("infonce", [f"train.profile_steps={value}"]) if value else load_config("infonce")
   if ok:
     validate(config)
   else:

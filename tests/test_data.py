@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sora_jax.config import validate
-from sora_jax.config.named import default as _default
+from sora_jax.config.named import infonce as _default
 
 
 def _aug(**changes):

@@ -12,7 +12,7 @@ import pytest
 from sora_jax.errors import DataError
 
 _spec = importlib.util.spec_from_file_location(
-    "_default_config", pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
+    "_default_config", pathlib.Path(__file__).resolve().parents[1] / "configs" / "infonce.py")
 _default = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_default)
 

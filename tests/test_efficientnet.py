@@ -42,7 +42,7 @@ def test_the_imagenet_port_gives_the_pytorch_originals_classes_on_real_photograp
 def _video_config(**model):
   fields = {"frame_encoder": "efficientnet_lite0", "width": 1.0, "norm": "none", **model}
   overrides = [f"model.{k}={v}" for k, v in fields.items()]
-  return validate(load_config("default", ["data.frame_size=32", "data.num_frames=3", *overrides]))
+  return validate(load_config("infonce", ["data.frame_size=32", "data.num_frames=3", *overrides]))
 
 
 def test_a_pretrained_video_encoder_starts_from_the_imagenet_features(imagenet):

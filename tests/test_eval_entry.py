@@ -185,7 +185,7 @@ def test_missing_checkpoint_and_empty_split(tmp_path, trained):
 
 def test_an_unknown_config_field_in_train_py_is_one_line(tmp_path):
   # train.py is the same command line as `sora-jax train`
-  out = subprocess.run([sys.executable, str(pathlib.Path(__file__).parents[1] / "train.py"), "--config", "default",
+  out = subprocess.run([sys.executable, str(pathlib.Path(__file__).parents[1] / "train.py"), "--config", "infonce",
                         "--workdir", str(tmp_path / "new"), "--config.train.foo=1"], capture_output=True, text=True)
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith("sora-jax: error: unknown config field 'train.foo'")

@@ -9,7 +9,7 @@ from sora_jax.errors import DataError
 def tiny_config():
   import importlib.util
   import pathlib
-  spec = importlib.util.spec_from_file_location("_default", pathlib.Path(__file__).parents[1] / "configs/default.py")
+  spec = importlib.util.spec_from_file_location("_default", pathlib.Path(__file__).parents[1] / "configs/infonce.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config()

@@ -211,7 +211,7 @@ def test_sampler_rows_parse():
 
 
 def test_encoder_configs_refuse_the_generator_baseline():
-  c = load_config("default")
+  c = load_config("infonce")
   c.eval.baselines = ("generate_mse",)
   with pytest.raises(ConfigError, match="generator's baseline"):
     validate(c)

@@ -22,7 +22,7 @@ def test_frame_remat_keeps_parameters_outputs_and_gradients(encoder, remat):
   video = jnp.asarray(np.random.default_rng(0).integers(0, 255, (2, 3, 16, 16, 3)), jnp.uint8)
   results = []
   for r in ("none", remat):
-    model = build_encoder(load_config("default", TINY_RESNET + [f"model.frame_encoder={encoder}",
+    model = build_encoder(load_config("infonce", TINY_RESNET + [f"model.frame_encoder={encoder}",
                                                                 "data.num_frames=3", f"model.remat_frames={r}"]))
     # rbg keys: the same property under any PRNG, and XLA:CPU compiles a ResNet's init 3x faster than with threefry;
     # jitted: half the time of running a ResNet op by op (32 s -> 15 s here)
@@ -42,27 +42,27 @@ def test_frame_remat_keeps_parameters_outputs_and_gradients(encoder, remat):
 
 def test_remat_options_that_cannot_work_are_refused():
   with pytest.raises(ConfigError, match="remat_frames='block' needs config.model.frame_encoder='resnet'"):
-    validate(load_config("default", ["model.remat_frames=block"]))
+    validate(load_config("infonce", ["model.remat_frames=block"]))
   with pytest.raises(ConfigError, match="changes batch statistics"):
-    validate(load_config("default", ["model.remat_frames=time", "model.norm=batch"]))
+    validate(load_config("infonce", ["model.remat_frames=time", "model.norm=batch"]))
 
 
 def test_model_summary_prints_the_step_memory_last(capsys):
-  args = ["model-summary", "--config", "default", "--no-module-flops", "--per-device-batch", "2",
+  args = ["model-summary", "--config", "infonce", "--no-module-flops", "--per-device-batch", "2",
           "--platform", "tpu", *(f"--config.{o}" for o in TINY_RESNET)]
   assert cli.main(args) == 0
   out, err = capsys.readouterr()
   last = out.strip().splitlines()[-1]
   assert last.startswith("train step memory per device (cpu, 2 clips): ") and "temporaries" in last
   assert "no tpu backend on this machine" in err  # the CPU figure is labelled a proxy
-  m = step_memory(load_config("default", TINY_RESNET), 2)
+  m = step_memory(load_config("infonce", TINY_RESNET), 2)
   assert f"{m['total'] / 1e9:.2f} GB" in last
   assert m["total"] == m["arguments"] + m["outputs"] + m["temp"]
   batch = 2 * 2 * 2 * 16 * 16 * 3 + 2 * 4  # uint8 clips [B, V, T, S, S, 3] + int32 labels
   extra = m["arguments"] - (m["params"] + m["opt_state"] + batch)
   assert 0 <= extra <= 64  # the step counter and the rng key: the state and batch are all the arguments
   with pytest.raises(ConfigError, match="per-device batch 0"):
-    step_memory(load_config("default", TINY_RESNET), 0)
+    step_memory(load_config("infonce", TINY_RESNET), 0)
 
 
 

@@ -21,7 +21,7 @@ fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimizatio
 
 
 def tiny(**model):
-  c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py")
+  c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "infonce.py")
   c.data.num_frames, c.data.frame_size = T, S
   c.model.width = 0.125
   c.model.hidden_size = 8

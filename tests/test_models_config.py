@@ -15,7 +15,7 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def config(**model):
-  c = load_config(CONFIGS / "default.py")
+  c = load_config(CONFIGS / "infonce.py")
   with c.model.ignore_type():
     for k, v in model.items():
       c.model[k] = v
@@ -60,7 +60,7 @@ def test_contradictory_model_fields_are_rejected(model, words):
 
 
 def test_default_and_seed_configs_validate():
-  validate(load_config(CONFIGS / "default.py"))
+  validate(load_config(CONFIGS / "infonce.py"))
   validate(load_config(CONFIGS / "seed.py"))
 
 
@@ -77,13 +77,13 @@ def test_model_summary_lists_modules_and_totals_on_the_last_line(capsys):
   from sora_jax.cli import main
   overrides = ["model.width=0.125", "model.hidden_size=8", "model.embed_dim=8", "data.frame_size=16",
                "data.num_frames=4"]
-  assert main(["model-summary", "--config", str(CONFIGS / "default.py"), "--no-module-flops",
+  assert main(["model-summary", "--config", str(CONFIGS / "infonce.py"), "--no-module-flops",
                *(f"--config.{o}" for o in overrides)]) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert any(line.startswith("frame_encoder/conv1") for line in lines)
   total = lines[-1].split()
   assert total[0] == "total"
-  c = load_config(CONFIGS / "default.py", overrides)
+  c = load_config(CONFIGS / "infonce.py", overrides)
   n = sum(x.size for x in jax.tree.leaves(init_variables(c, jax.random.key(0))))
   assert int(total[-2].replace(",", "")) == n
   # the three 3x3 SAME convs (XLA counts only in-image taps: 3n-2 per axis), 4 frames

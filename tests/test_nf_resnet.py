@@ -49,7 +49,7 @@ def test_ws_convolution_strided_matches_its_definition():
 
 
 def test_a_ws_resnet_video_encoder_trains_and_its_config_rule():
-  config = validate(load_config("default", ["model.frame_encoder=resnet", "model.norm=ws", "data.num_frames=2",
+  config = validate(load_config("infonce", ["model.frame_encoder=resnet", "model.norm=ws", "data.num_frames=2",
                                             "data.frame_size=16", "model.width=0.125"]))
   params = init_variables(config, jax.random.key(0))["params"]
   assert set(params["frame_encoder"]["stage1_block0"]) >= {"shortcut", "Conv_0", "Conv_1", "skip_gain"}
@@ -60,4 +60,4 @@ def test_a_ws_resnet_video_encoder_trains_and_its_config_rule():
   # at skip_gain 0 only the gain itself learns in the branch; it does get a gradient
   assert float(jnp.abs(block["skip_gain"])) > 0 and float(jnp.abs(block["Conv_1"]["kernel"]).max()) == 0.0
   with pytest.raises(ConfigError, match="norm='ws' .* needs config.model.frame_encoder='resnet'"):
-    validate(load_config("default", ["model.norm=ws"]))
+    validate(load_config("infonce", ["model.norm=ws"]))

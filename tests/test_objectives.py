@@ -103,7 +103,7 @@ def test_supervised_ignores_unknown_labels():
 
 
 def test_compute_loss_weights_terms_and_learned_temperature_has_gradient():
-  config = load_config("configs/default.py")
+  config = load_config("configs/infonce.py")
   config.objective.name = "infonce+supervised"
   config.objective.infonce_weight = 0.5
   config.objective.supervised_weight = 2.0
@@ -133,7 +133,7 @@ def test_contrastive_accuracy_is_the_nearest_other_clip_hand_computed():
 
 
 def test_learned_temperature_is_clipped_at_both_ends():
-  config = load_config("default", ["objective.learn_temperature=true"])
+  config = load_config("infonce", ["objective.learn_temperature=true"])
   for log_t, want in ((np.log(1e-5), 0.01), (np.log(50.0), 1.0), (np.log(0.3), 0.3)):
     got = objectives.temperature(config, {"log_temperature": jnp.asarray(log_t, jnp.float32)})
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
@@ -155,7 +155,7 @@ def test_predictive_term_is_the_mean_over_views():
 def test_appearance_pairs_each_views_half_with_the_other_views_other_half(views):
   """objective appearance: NT-Xent over the frame features' mean over view v's half v mod 2 (view 0 its
   first half, view 1 its second, view 2 its first...), so no pair of views shows the same moments."""
-  config = load_config("configs/default.py", ["objective.name=appearance", "objective.temperature=0.2"])
+  config = load_config("configs/infonce.py", ["objective.name=appearance", "objective.temperature=0.2"])
   frames = np.random.RandomState(5).normal(size=(5, views, 6, 4)).astype(np.float32)  # [B, V, T, D]
   loss, m = objectives.compute_loss(config, {"frames": jnp.asarray(frames)}, {})
   looks = np.stack([frames[:, v, :3].mean(1) if v % 2 == 0 else frames[:, v, 3:].mean(1) for v in range(views)], 1)

@@ -32,7 +32,7 @@ def test_valid_taps_are_the_multiply_adds_xla_counts(n, k, stride):
 
 
 def test_recorded_layers_are_the_resnet_and_nearly_all_of_xlas_flops():
-  config = load_config("default", TINY_RESNET)
+  config = load_config("infonce", TINY_RESNET)
   layers = roofline.record_layers(config, 2)
   kinds = [layer["kind"] for layer in layers]
   # ResNet-18: stem, 8 blocks x 2 convolutions, 3 projected shortcuts; a norm after each; one stem pool
@@ -62,7 +62,7 @@ def test_group_norm_moves_its_minimum_passes_and_ceilings_follow_the_times():
 
 
 def test_the_script_prints_a_table_and_ends_with_one_json_line(capsys):
-  roofline.main(["--config", "default", "--per-device-batch", "2", "--conv-ms", "1"] +
+  roofline.main(["--config", "infonce", "--per-device-batch", "2", "--conv-ms", "1"] +
                 [f"--set={s}" for s in TINY_RESNET if not s.startswith("train.")])
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[1].split()[:2] == ["layers", "GFLOP"] and any(line.startswith("group_norm stage0") for line in lines)
@@ -76,7 +76,7 @@ TINY_VIT = ["model.frame_encoder=vit", "model.vit_size=Ti", "model.vit_depth=2",
 
 
 def test_a_vit_is_recorded_as_dense_layers_attention_and_the_bytes_between_them():
-  config = load_config("default", TINY_VIT)
+  config = load_config("infonce", TINY_VIT)
   layers = roofline.record_layers(config, 2)
   kinds = [(layer["kind"], layer["stage"]) for layer in layers]
   # 2 ViT blocks and 1 temporal block: attention, GELU and 2 residual adds each; 2 LayerNorms each + a final one
@@ -105,17 +105,17 @@ def test_fused_attention_moves_its_inputs_and_outputs_once_and_recomputes_scores
 def test_mfu_table_puts_each_measured_step_beside_its_ceiling(tmp_path, capsys):
   import mfu_table
   overrides = [s for s in TINY_VIT if not s.startswith("train.")]
-  row = {"config": "default", "overrides": overrides, "variant": None, "xla_flags": "", "device_kind": "cpu",
+  row = {"config": "infonce", "overrides": overrides, "variant": None, "xla_flags": "", "device_kind": "cpu",
          "per_device_batch": 2, "step_s": 0.5, "clips_per_s": 4.0, "tflops_per_s_per_device": 0.1, "mfu": 0.2,
          "model_flops_per_step": 5e10, "compiled_bytes": 1e9, "compile_s": 3.0}
   results = tmp_path / "vit.json"
-  results.write_text("a log line\n" + json.dumps({"bench": "accelerator", "configs": {"default@2": row}}) + "\n")
+  results.write_text("a log line\n" + json.dumps({"bench": "accelerator", "configs": {"infonce@2": row}}) + "\n")
   doc = tmp_path / "bench.md"
   doc.write_text("before\n<!-- mfu -->\nold table\n<!-- mfu:end -->\nafter\n")
   mfu_table.main([str(results), "--device", "H200", "--into", str(doc)])
   out = capsys.readouterr().out.strip().splitlines()
   (got,) = json.loads(out[-1])["rows"]
-  config = load_config("default", overrides + ["train.batch_size=2"])
+  config = load_config("infonce", overrides + ["train.batch_size=2"])
   table = roofline.roofline(roofline.record_layers(config, 2), 989e12, 4.8e12)  # the H200's (cpu has no roofline)
   top = roofline.ceilings(table, 989e12, None, 0.4, flops=5e10)["mfu_all_at_roofline"]
   assert got["roofline_device"] == "H200" and got["ceiling"] == pytest.approx(top)
@@ -128,8 +128,8 @@ def test_mfu_table_puts_each_measured_step_beside_its_ceiling(tmp_path, capsys):
 
 
 def test_normalisation_free_resnet_keeps_the_convolutions_and_drops_the_norms_passes():
-  config = load_config("default", TINY_RESNET)
-  ws = load_config("default", TINY_RESNET + ["model.norm=ws"])
+  config = load_config("infonce", TINY_RESNET)
+  ws = load_config("infonce", TINY_RESNET + ["model.norm=ws"])
   layers, ws_layers = roofline.record_layers(config, 2), roofline.record_layers(ws, 2)
   convs = lambda ls: [(x["in"], x["out"], x["k"]) for x in ls if x["kind"] == "conv"]  # noqa: E731
   assert sorted(convs(ws_layers)) == sorted(convs(layers)) and not any(x["kind"] == "group_norm" for x in ws_layers)

@@ -68,7 +68,7 @@ def test_the_teacher_side_gets_no_gradient_and_a_perfect_prediction_costs_nothin
 
 
 def test_terms_read_the_predictor_and_the_teachers_view_embeddings():
-  config = load_config("default", ["objective.name=infonce+moco+byol", "objective.moco_weight=0.5",
+  config = load_config("infonce", ["objective.name=infonce+moco+byol", "objective.moco_weight=0.5",
                                    "objective.byol_weight=2.0", "model.embed_dim=8", "objective.predictor_hidden=16"])
   params = objectives.init_params(config, jax.random.PRNGKey(0))
   assert params["predictor"]["hidden"]["kernel"].shape == (8, 16)
@@ -84,7 +84,7 @@ def test_terms_read_the_predictor_and_the_teachers_view_embeddings():
 
 
 def test_momentum_rises_along_a_cosine_from_its_start_to_one():
-  config = load_config("default", ["objective.name=byol", "objective.ema_momentum=0.9", "train.num_steps=100"])
+  config = load_config("infonce", ["objective.name=byol", "objective.ema_momentum=0.9", "train.num_steps=100"])
   ms = np.array([float(ema.momentum(config, s)) for s in range(0, 101, 10)])
   assert ms[0] == pytest.approx(0.9) and ms[-1] == pytest.approx(1.0) and ms[5] == pytest.approx(0.95)
   assert np.all(np.diff(ms) > 0)
@@ -97,7 +97,7 @@ def test_one_step_moves_the_teacher_by_one_minus_momentum_toward_the_updated_enc
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
   from sora_jax.training.step import make_train_step
-  config = load_config("default", ["objective.name=byol", "model.width=0.125", "model.hidden_size=16",
+  config = load_config("infonce", ["objective.name=byol", "model.width=0.125", "model.hidden_size=16",
                                    "model.head_hidden=16", "model.embed_dim=8", "data.num_frames=4",
                                    "data.frame_size=16", "train.batch_size=4", "optimizer.warmup_steps=0"])
   tx = build_optimizer(config)
@@ -120,13 +120,13 @@ def test_one_step_moves_the_teacher_by_one_minus_momentum_toward_the_updated_enc
     np.testing.assert_allclose(np.asarray(e), m * np.asarray(old) + (1 - m) * np.asarray(p), rtol=1e-5, atol=1e-7)
     moved += not np.array_equal(np.asarray(e), np.asarray(old))
   assert moved > 0
-  plain = load_config("default", ["model.width=0.125"])  # no teacher term: no teacher in the state
+  plain = load_config("infonce", ["model.width=0.125"])  # no teacher term: no teacher in the state
   assert jax.eval_shape(lambda: init_state(plain, build_optimizer(plain))).ema_params is None
 
 
 def test_teacher_terms_need_two_views():
   with pytest.raises(ConfigError, match="num_views"):
-    validate(load_config("default", ["objective.name=byol", "data.num_views=1"]))
+    validate(load_config("infonce", ["objective.name=byol", "data.num_views=1"]))
 
 
 def test_collapse_metrics_tell_a_spread_batch_from_a_collapsed_one():

@@ -99,7 +99,7 @@ def test_text_vectors_of_a_bag_of_words_run_are_unit_and_tell_sentences_apart():
 
 def test_a_bag_of_words_baseline_needs_a_text_run():
   with pytest.raises(ConfigError, match="bag_of_words"):
-    validate(load_config("default", ["eval.baselines=random,bag_of_words"]))
+    validate(load_config("infonce", ["eval.baselines=random,bag_of_words"]))
   validate(load_config("text", ["eval.baselines=bag_of_words"]))
 
 

@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(data_dir, **overrides):
-  c = load_config(ROOT / "configs/default.py")
+  c = load_config(ROOT / "configs/infonce.py")
   c.data.name = "moving_shapes/small"
   c.data.data_dir = data_dir
   c.data.num_frames, c.data.frame_size, c.data.num_parallel_calls = 4, 16, 2
@@ -273,7 +273,7 @@ _KILL_DURING_SAVE = textwrap.dedent("""
 def test_kill_during_save_leaves_previous_checkpoint_restorable(tmp_path):
   script = tmp_path / "kill.py"
   script.write_text(_KILL_DURING_SAVE)
-  proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(ROOT / "configs/default.py")],
+  proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(ROOT / "configs/infonce.py")],
                         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
   assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
   manager = ckpt.make_manager(tmp_path / "run")
@@ -300,7 +300,7 @@ def _abstract_kill_state():
 ])
 def test_bad_config_one_line_error_before_compile(override, message, tmp_path, capsys):
   from sora_jax import cli
-  code = cli.main(["train", "--config", str(ROOT / "configs/default.py"), "--workdir", str(tmp_path),
+  code = cli.main(["train", "--config", str(ROOT / "configs/infonce.py"), "--workdir", str(tmp_path),
                    "--config.mesh.data=8", f"--config.{override}"])
   err = capsys.readouterr().err.strip()
   assert code == 1 and message in err and len(err.splitlines()) == 1
@@ -319,7 +319,7 @@ def test_steps_on_one_batch_lower_the_loss_and_move_every_parameter():
   froze a part of the model, would not)."""
   from sora_jax.parallel import mesh as mesh_lib
   from sora_jax.training.step import build_step
-  config = load_config("default", ["data.num_frames=4", "data.frame_size=16", "model.width=0.125",
+  config = load_config("infonce", ["data.num_frames=4", "data.frame_size=16", "model.width=0.125",
                                    "model.hidden_size=16", "model.head_hidden=16", "model.embed_dim=8",
                                    "train.batch_size=8", "mesh.data=2", "optimizer.warmup_steps=0",
                                    "optimizer.schedule=constant", "optimizer.weight_decay=0"])

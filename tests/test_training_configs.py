@@ -19,7 +19,7 @@ from sora_jax.training.step import make_train_step
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["default", "seed", "dpc", "supervised", "large"])
+@pytest.mark.parametrize("name", ["default", "infonce", "seed", "dpc", "supervised", "large"])
 def test_configs_validate(name):
   validate(load_config(ROOT / f"configs/{name}.py"))
 
@@ -60,7 +60,7 @@ def test_fsdp_rules_shard_large_kernels_and_replicate_small_arrays():
   with pytest.raises(ConfigError, match="no sharding rule for embedding/table"):
     mesh_lib.tree_shardings({"embedding": {"table": f32(50000, 768)}}, mesh)
   # every array of the shipped configs has a rule
-  for name in ("large", "default", "seed", "dpc", "supervised"):
+  for name in ("large", "default", "infonce", "seed", "dpc", "supervised"):
     c = load_config(name, ["mesh.fsdp_min_size=0"])
     tx = build_optimizer(c)
     mesh_lib.tree_shardings(jax.eval_shape(lambda: init_state(c, tx)), mesh, 0)
@@ -72,7 +72,7 @@ def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
   mask = decay_mask(params)
   assert mask["conv"]["kernel"] and not mask["conv"]["bias"] and not mask["norm"]["scale"]
   assert not mask["log_temperature"]
-  config = load_config(ROOT / "configs/default.py")
+  config = load_config(ROOT / "configs/infonce.py")
   config.optimizer.learning_rate, config.optimizer.weight_decay = 1.0, 0.5
   config.optimizer.schedule, config.optimizer.warmup_steps, config.optimizer.clip_norm = "constant", 0, 0.0
   for name in ("adamw", "sgd", "lars"):
@@ -93,7 +93,7 @@ def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
 def test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set():
   params = {"a": jnp.zeros((3,)), "b": {"kernel": jnp.zeros((2, 2))}}
   grads = {"a": jnp.array([3.0, 4.0, 0.0]), "b": {"kernel": jnp.full((2, 2), 2.0)}}  # global norm sqrt(41)
-  config = load_config(ROOT / "configs/default.py")
+  config = load_config(ROOT / "configs/infonce.py")
   config.optimizer.name, config.optimizer.momentum, config.optimizer.weight_decay = "sgd", 0.0, 0.0
   config.optimizer.schedule, config.optimizer.warmup_steps, config.optimizer.learning_rate = "constant", 0, 1.0
   for clip, norm in ((1.0, 1.0), (0.5, 0.5), (0.0, float(np.sqrt(41.0))), (100.0, float(np.sqrt(41.0)))):
@@ -105,7 +105,7 @@ def test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set():
     np.testing.assert_allclose(np.asarray(updates["a"]), -np.array([3.0, 4.0, 0.0]) * norm / np.sqrt(41.0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name, objective", [("default", "infonce"), ("default", "moco"),
+@pytest.mark.parametrize("name, objective", [("infonce", "infonce"), ("infonce", "moco"), ("default", "infonce"),
                                              ("text", "infonce+video_text"),
                                              ("actors", "infonce+actor_infonce+actor_predictive")])
 def test_gradient_accumulation_matches_one_big_batch(name, objective):
@@ -117,7 +117,8 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
   config.data.num_frames, config.data.frame_size = 2, 8
   config.data.num_views = 1 if objective == "supervised" else 2
   config.model.width, config.model.temporal, config.model.pooling = 0.125, "none", "mean"
-  config.model.head_hidden, config.model.embed_dim, config.train.batch_size = 8, 4, 8
+  # two towers split embed_dim: 4 each, as the others' 4 (at 2 each, 32 clips on a circle tie for the argmax)
+  config.model.head_hidden, config.model.embed_dim, config.train.batch_size = 8, 8 if name == "default" else 4, 8
   config.objective.predictor_hidden, config.mesh.data = 8, 2
   config.model.actor_predict_steps = 1  # (actors) a future within the 2 frames
   rs = np.random.RandomState(0)
@@ -155,7 +156,7 @@ def test_two_towers_are_clipped_apart_so_one_gradient_does_not_shrink_the_others
             "objective": {}}  # as the train state holds it (empty for infonce)
   grads = {"encoder": {"temporal": {"kernel": jnp.full((2, 2), 5.0)},  # norm 10
                        "motion_temporal": {"kernel": jnp.full((2, 2), 0.25)}}, "objective": {}}  # 0.5: under the clip
-  config = load_config(ROOT / "configs/default.py", ["model.frame_input=two_tower", "model.embed_dim=8"])
+  config = load_config(ROOT / "configs/infonce.py", ["model.frame_input=two_tower", "model.embed_dim=8"])
   config.optimizer.name, config.optimizer.momentum, config.optimizer.weight_decay = "sgd", 0.0, 0.0
   config.optimizer.schedule, config.optimizer.warmup_steps, config.optimizer.learning_rate = "constant", 0, 1.0
   norm = lambda tree: float(np.sqrt(sum((np.asarray(u) ** 2).sum() for u in jax.tree_util.tree_leaves(tree))))
@@ -173,8 +174,8 @@ def test_the_second_tower_trains_step_for_step_as_the_same_encoder_alone():
   rename = {"motion_encoder": "frame_encoder", "motion_temporal": "temporal", "motion_projection": "projection"}
   small = ["data.num_frames=4", "data.frame_size=16", "model.width=0.25", "model.head_hidden=16",
            "train.batch_size=8", "mesh.data=1"]
-  two = load_config(ROOT / "configs/default.py", small + ["model.frame_input=two_tower", "model.embed_dim=16"])
-  one = load_config(ROOT / "configs/default.py", small + ["model.embed_dim=8"])
+  two = load_config(ROOT / "configs/infonce.py", small + ["model.frame_input=two_tower", "model.embed_dim=16"])
+  one = load_config(ROOT / "configs/infonce.py", small + ["model.embed_dim=8"])
   from sora_jax.training.step import build_step, device_batch
   mesh = mesh_lib.make_mesh(one, devices=jax.devices()[:1])
   built_two, built_one = build_step(two, mesh), build_step(one, mesh)

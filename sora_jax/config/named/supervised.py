@@ -1,4 +1,4 @@
-"""The supervised reference: the default encoder trained with cross-entropy on moving_shapes'
+"""The supervised reference: the `infonce` encoder (one tower) trained with cross-entropy on moving_shapes'
 shape labels (5 classes), one view, same budget, for comparing the self-supervised representation.
 """
 

@@ -1,4 +1,4 @@
-"""Video-text: the default self-supervised InfoNCE plus CLIP-style alignment of the clips with their
+"""Video-text: the `infonce` self-supervised InfoNCE (one tower) plus CLIP-style alignment of the clips with their
 captions, embedded by the frozen pretrained text tower (all-MiniLM-L6-v2). Text queries
 (`sora-jax search --text`) and zero-shot classification (`sora-jax predict --labels`) use it.
 

@@ -1,6 +1,6 @@
-"""The default run with a ViT on every frame instead of the seed CNN, at the default's CPU budget:
+"""The `infonce` run with a ViT on every frame instead of the seed CNN, at the default's CPU budget:
 ViT-Ti's width (192, 3 heads) cut to 4 blocks, 8 x 8 patches (16 per 32 px frame), mean-pooled;
-frames with their differences (rgb+diff) as the default. Data, objective and steps are the default's;
+frames with their differences (rgb+diff) as infonce. Data, objective and steps are infonce's;
 the learning rate is a Transformer's (3e-4 after 50 warm-up steps, against the seed CNN's 3e-3; at 1e-3
 it learned less: 32.8 against 42.0 linear, docs/results.md).
 configs/large_vit.py is the pod-scale ViT.
