@@ -1,6 +1,6 @@
 """`make figures`: reruns what the figure tables (README and docs/) come from, then rewrites those tables.
 
-  .venv/bin/python bench/figures.py                         # every part (about an hour on 2 cores)
+  .venv/bin/python bench/figures.py                         # every part (2-3 hours on 2 cores)
   .venv/bin/python bench/figures.py --only benchmarks       # some parts; the others keep their figures
   .venv/bin/python bench/figures.py --render                # only rewrite the tables from the JSON
   .venv/bin/python bench/figures.py --only moving_digits --seeds 3   # tables as mean ± std of 3 seeds
