@@ -56,8 +56,9 @@ bench-smoke: venv
 	done; rm -f .bench-smoke.log
 
 # Reruns the default train + eval on both built-in datasets and the benchmarks, then rewrites the
-# README's figure tables from bench/results/figures.json (about 30 minutes on 2 cores; run it on a quiet
-# machine). `$(PY) bench/figures.py --only benchmarks` reruns one part.
+# README's figure tables from bench/results/figures.json (2-3 hours on 2 cores; run it on a quiet
+# machine). `$(PY) bench/figures.py --only benchmarks` reruns one part; `--seeds 3 --reuse` adds seeds
+# to the stored ones.
 figures: venv
 	$(PY) bench/figures.py
 

@@ -110,7 +110,8 @@ def render(part: str, data: dict) -> str:
   seeds = data.get("seed_reports") or []
   table = (f"Mean ± std over {len(seeds)} seeds (`--config.seed` 0..{len(seeds) - 1}; the video-text rows below: "
            f"seed 0).\n\n" + seeds_table(seeds)) if len(seeds) > 1 else markdown_table(data["report"])
-  return (f"{stamp(data['machine'])} `python {data['command']}` took {minutes(data['train_s'])}, "
+  took = f"took {minutes(data['train_s'])}" if data.get("train_s") is not None else "was reused from an earlier run"
+  return (f"{stamp(data['machine'])} `python {data['command']}` {took}, "
           f"`python eval.py{' --baselines ' + data['baselines'] if data.get('baselines') else ''}` "
           f"{minutes(data['eval_s'])}" + (" (seed 0)" if len(seeds) > 1 else "") + ".\n\n"
           + table + ("\n\n" + "\n".join(text).rstrip() if text else ""))

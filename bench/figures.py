@@ -4,12 +4,17 @@
   .venv/bin/python bench/figures.py --only benchmarks       # some parts; the others keep their figures
   .venv/bin/python bench/figures.py --render                # only rewrite the tables from the JSON
   .venv/bin/python bench/figures.py --only moving_digits --seeds 3   # tables as mean ± std of 3 seeds
+  .venv/bin/python bench/figures.py --only moving_digits --seeds 3 --reuse   # only what is not done yet
 
 Each part's results are stored in bench/results/figures.json with the machine they were measured
 on (date, CPU model and vector ISA, cores, load average before and after, library versions). The
 blocks between `<!-- figures:PART ... -->` and `<!-- figures:PART:end -->` (in README.md or a page
 of docs/) are rendered from that file alone; tests/test_figures.py checks they are, so a figure
 table always has a run behind it. Prints the rendered blocks, then one JSON line.
+
+`--reuse` keeps what is already measured with the config as it is: a part's stored seed reports
+(so seeds can be added one session at a time) and a seed's workdir whose training finished with
+the same config (its eval is rerun; `figures.json` says which training was reused).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow", 
 
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import figure_tables  # noqa: E402  (the rendering: no jax; tests/test_figures.py imports it too)
+
+from sora_jax.config import load_config, to_dict  # noqa: E402
 
 
 def machine() -> dict:
@@ -67,23 +74,53 @@ def _run(cmd: list[str], log: pathlib.Path) -> str:
 BASELINES = "random,supervised,i3d_kinetics"
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def same_training(saved: dict, wanted: dict) -> bool:
+  """Whether two configs (as dicts) train the same run: equal in every field but eval's and the data folder."""
+  keep = lambda d: {k: v for k, v in _flat(d).items() if not k.startswith("eval.") and k != "data.data_dir"}
+  return keep(saved) == keep(wanted)
+
+
+def wanted_config(config: str, overrides: list[str]) -> dict:
+  """The config `train.py --config CONFIG OVERRIDES` trains, as it is in the code today."""
+  return to_dict(load_config(config, [o.removeprefix("--config.") for o in overrides]))
+
+
+def finished_training(workdir: pathlib.Path, wanted: dict) -> bool:
+  """Whether `workdir` holds a run of `wanted` trained to its last step."""
+  saved = workdir / "config.json"
+  last = workdir / "checkpoints" / str(wanted["train"]["num_steps"])
+  return saved.exists() and last.is_dir() and same_training(json.loads(saved.read_text()), wanted)
+
+
 def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: pathlib.Path,
-                  config: str = "default", baselines: str | None = None) -> dict:
+                  config: str = "default", baselines: str | None = None, reuse: bool = False) -> dict:
   """A named config (default: `default`) trained and evaluated on one built-in dataset (a fresh
-  workdir); `baselines`: eval.py's --baselines (default: the config's)."""
+  workdir, or with `reuse` a finished one of the same config); `baselines`: eval.py's --baselines
+  (default: the config's)."""
   py = sys.executable
-  if workdir.exists():
+  reused = reuse and finished_training(workdir, wanted_config(config, overrides))
+  if workdir.exists() and not reused:
     subprocess.run(["rm", "-rf", str(workdir)], check=True)
   t0 = time.time()
-  _run([py, "train.py", "--config", config, "--workdir", str(workdir), *overrides],
-       logs / f"{name}-train.log")
-  train_s = time.time() - t0
+  if reused:
+    print(f"figures: {workdir} finished training with this config: evaluating it again", file=sys.stderr)
+  else:
+    _run([py, "train.py", "--config", config, "--workdir", str(workdir), *overrides], logs / f"{name}-train.log")
+  train_s = None if reused else time.time() - t0
   _run([py, "eval.py", "--workdir", str(workdir), "--no-progress", *(["--baselines", baselines] if baselines else [])],
        logs / f"{name}-eval.log")
   report = json.loads((workdir / "eval" / "report.json").read_text())
   return {"command": " ".join([f"train.py --config {config}", *overrides]), "overrides": overrides,
           "baselines": baselines,
-          "config": json.loads((workdir / "config.json").read_text()), "train_s": round(train_s, 1),
+          "config": json.loads((workdir / "config.json").read_text()),
+          "train_s": None if train_s is None else round(train_s, 1), **({"training_reused": str(workdir)} if reused else {}),
           "eval_s": round(time.time() - t0 - train_s, 1),
           "report": {k: report.get(k) for k in ("models", "chance", "checkpoint_step", "dataset", "protocol", "text",
                                                 "text_baselines") if k in report}}
@@ -101,13 +138,27 @@ def run_benchmarks(logs: pathlib.Path) -> dict:
 def seeded(name: str, overrides: list[str], workdir: pathlib.Path, config: str = "default", baselines=None):
   """A part that trains and evaluates `config` once per seed (seed 0: `workdir` and the given
   overrides, as a single-seed part; seed s > 0: `workdir`-seed{s} with --config.seed=s). The part's
-  figures are seed 0's; with several seeds `seed_reports` holds every seed's report."""
-  def run(logs: pathlib.Path, seeds: int) -> dict:
-    first = run_eval_part(name, overrides, workdir, logs, config, baselines)
+  figures are seed 0's; with several seeds `seed_reports` holds every seed's report, saved as each
+  seed ends. With `reuse`, a stored part of the same config and baselines keeps its seeds and only
+  the missing ones run."""
+  def run(logs: pathlib.Path, seeds: int, stored: dict | None = None, reuse: bool = False, save=None) -> dict:
+    kept = reuse and stored and stored.get("baselines") == baselines and stored.get("overrides") == overrides \
+        and stored["report"].get("checkpoint_step") and same_training(stored["config"], wanted_config(config, overrides))
+    first = dict(stored) if kept else run_eval_part(name, overrides, workdir, logs, config, baselines, reuse)
+    if kept:
+      print(f"figures: {name}: seed 0 as stored ({stored['machine']['date']})", file=sys.stderr)
     if seeds > 1:
-      first["seed_reports"] = [first["report"]] + [
-          run_eval_part(f"{name}-seed{s}", [*overrides, f"--config.seed={s}"], workdir.with_name(f"{workdir.name}-seed{s}"),
-                        logs, config, baselines)["report"] for s in range(1, seeds)]
+      done = (first.get("seed_reports") or [first["report"]])[:seeds]
+      reused = list(first.get("seeds_training_reused", []))
+      for s in range(len(done), seeds):
+        if save:
+          save({**first, "seed_reports": list(done), **({"seeds_training_reused": list(reused)} if reused else {})})
+        part = run_eval_part(f"{name}-seed{s}", [*overrides, f"--config.seed={s}"],
+                             workdir.with_name(f"{workdir.name}-seed{s}"), logs, config, baselines, reuse)
+        done.append(part["report"])
+        reused += [s] if "training_reused" in part else []
+      first["seed_reports"] = done
+      first.update({"seeds_training_reused": reused} if reused else {})
     return first
   return run
 
@@ -116,7 +167,7 @@ PARTS = {
     "moving_shapes": seeded("moving_shapes", [], ROOT / "runs" / "figures-moving_shapes", baselines=BASELINES),
     "moving_digits": seeded("moving_digits", ["--config.data.name=moving_digits"], ROOT / "runs" / "figures-moving_digits",
                             baselines=BASELINES),
-    "benchmarks": lambda logs, seeds: run_benchmarks(logs),
+    "benchmarks": lambda logs, seeds, stored=None, reuse=False, save=None: run_benchmarks(logs),
     "text": seeded("text", [], ROOT / "runs" / "figures-text", config="text"),
 }
 
@@ -127,6 +178,8 @@ def main() -> int:
   ap.add_argument("--render", action="store_true", help="rewrite the tables in README.md and docs/ from figures.json; run nothing")
   ap.add_argument("--seeds", type=int, default=1, help="train and evaluate each model part with seeds 0..N-1; the "
                   "README tables show mean ± std (N >= 2)")
+  ap.add_argument("--reuse", action="store_true", help="keep stored seeds and finished trainings of the config as "
+                  "it is; run only what is missing")
   args = ap.parse_args()
   results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
   if not args.render:
@@ -138,10 +191,11 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     for part in parts:
       stamp = machine()
-      figures = PARTS[part](logs, args.seeds)
-      stamp["load"].append(round(os.getloadavg()[0], 2))
-      results[part] = {"machine": stamp, **figures}
-      RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")  # a part at a time: nothing lost
+
+      def save(figures: dict, part=part, stamp=stamp):  # after each part, and each seed: nothing lost
+        results[part] = {"machine": {**stamp, "load": [*stamp["load"], round(os.getloadavg()[0], 2)]}, **figures}
+        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+      save(PARTS[part](logs, args.seeds, results.get(part), args.reuse, save))
   results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # as stored (sorted keys): what
   texts = {f: f.read_text() for f in figure_tables.documents(ROOT)}
   for f, text in figure_tables.rewrite_all(texts, results).items():  # tests/test_figures.py renders too

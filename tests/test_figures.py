@@ -98,3 +98,48 @@ def test_several_seeds_render_as_mean_and_sample_std_per_figure():
   assert "92.0 ±" not in figure_tables.render("moving_shapes", part)  # one seed: that seed's table
   many = figure_tables.render("moving_shapes", dict(part, seed_reports=[_report(0.90, 0.80), _report(0.94, 0.84)]))
   assert "Mean ± std over 2 seeds" in many and "| self-supervised | 92.0 ± 2.8 | 82.0 ± 2.8 |" in many
+  assert "took 1 min" in many and "was reused" in figure_tables.render("moving_shapes", dict(part, train_s=None))
+
+
+def _figures():
+  sys.argv = ["figures.py"]
+  import figures  # bench/figures.py (on the path above)
+  return figures
+
+
+def test_reuse_knows_a_finished_training_of_the_same_config(tmp_path):
+  figures = _figures()
+  wanted = figures.wanted_config("default", ["--config.seed=1"])
+  (tmp_path / "checkpoints" / str(wanted["train"]["num_steps"])).mkdir(parents=True)
+  saved = json.loads(json.dumps(wanted))
+  saved["eval"]["baselines"], saved["data"]["data_dir"] = [], "/elsewhere"  # neither changes what was trained
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert figures.finished_training(tmp_path, wanted)
+  assert not figures.finished_training(tmp_path, figures.wanted_config("default", ["--config.seed=2"]))
+  assert not figures.finished_training(tmp_path, figures.wanted_config("infonce", ["--config.seed=1"]))
+  (tmp_path / "checkpoints" / str(wanted["train"]["num_steps"])).rmdir()  # stopped before its last step
+  assert not figures.finished_training(tmp_path, wanted)
+
+
+def test_reuse_keeps_the_stored_seeds_and_runs_only_the_missing_ones(monkeypatch, tmp_path):
+  figures = _figures()
+  runs, saves = [], []
+
+  def fake_run(name, overrides, workdir, logs, config="default", baselines=None, reuse=False):
+    runs.append((name, overrides, reuse))
+    return {"report": _report(0.5, 0.5), **({"training_reused": str(workdir)} if name.endswith("2") else {})}
+  monkeypatch.setattr(figures, "run_eval_part", fake_run)
+  stored = {"machine": {"date": "2026-01-01"}, "baselines": "random", "overrides": [], "report": {"checkpoint_step": 600},
+            "config": figures.wanted_config("default", []), "seed_reports": [_report(0.9, 0.8), _report(0.8, 0.8)]}
+  part = figures.seeded("shapes", [], tmp_path / "w", baselines="random")
+  out = part(tmp_path, 4, stored, reuse=True, save=saves.append)
+  assert [r[0] for r in runs] == ["shapes-seed2", "shapes-seed3"] and all(r[2] for r in runs)
+  assert runs[0][1] == ["--config.seed=2"] and out["seeds_training_reused"] == [2]
+  assert out["seed_reports"][:2] == stored["seed_reports"] and len(out["seed_reports"]) == 4
+  assert [len(s["seed_reports"]) for s in saves] == [2, 3]  # saved before each new seed: nothing lost on a stop
+  runs.clear()
+  part(tmp_path, 2, dict(stored, baselines="random,supervised"), reuse=True)  # other baselines: all of it again
+  assert [r[0] for r in runs] == ["shapes", "shapes-seed1"]
+  runs.clear()
+  part(tmp_path, 2, stored, reuse=False)
+  assert [r[0] for r in runs] == ["shapes", "shapes-seed1"] and not any(r[2] for r in runs)
