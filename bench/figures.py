@@ -108,20 +108,22 @@ def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: 
   reused = reuse and finished_training(workdir, wanted_config(config, overrides))
   if workdir.exists() and not reused:
     subprocess.run(["rm", "-rf", str(workdir)], check=True)
-  t0 = time.time()
+  train_s = None
   if reused:
     print(f"figures: {workdir} finished training with this config: evaluating it again", file=sys.stderr)
   else:
+    t0 = time.time()
     _run([py, "train.py", "--config", config, "--workdir", str(workdir), *overrides], logs / f"{name}-train.log")
-  train_s = None if reused else time.time() - t0
+    train_s = round(time.time() - t0, 1)
+  t0 = time.time()
   _run([py, "eval.py", "--workdir", str(workdir), "--no-progress", *(["--baselines", baselines] if baselines else [])],
        logs / f"{name}-eval.log")
+  eval_s = round(time.time() - t0, 1)
   report = json.loads((workdir / "eval" / "report.json").read_text())
   return {"command": " ".join([f"train.py --config {config}", *overrides]), "overrides": overrides,
           "baselines": baselines,
           "config": json.loads((workdir / "config.json").read_text()),
-          "train_s": None if train_s is None else round(train_s, 1), **({"training_reused": str(workdir)} if reused else {}),
-          "eval_s": round(time.time() - t0 - train_s, 1),
+          "train_s": train_s, "eval_s": eval_s, **({"training_reused": str(workdir)} if reused else {}),
           "report": {k: report.get(k) for k in ("models", "chance", "checkpoint_step", "dataset", "protocol", "text",
                                                 "text_baselines") if k in report}}
 

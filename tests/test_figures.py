@@ -143,3 +143,27 @@ def test_reuse_keeps_the_stored_seeds_and_runs_only_the_missing_ones(monkeypatch
   runs.clear()
   part(tmp_path, 2, stored, reuse=False)
   assert [r[0] for r in runs] == ["shapes", "shapes-seed1"] and not any(r[2] for r in runs)
+
+
+def test_a_reused_training_is_not_rerun_and_its_eval_is(monkeypatch, tmp_path):
+  figures = _figures()
+  commands = []
+
+  def fake_run(cmd, log):  # the commands figures.py would launch; eval "writes" its report
+    commands.append(cmd[1])
+    workdir = pathlib.Path(cmd[cmd.index("--workdir") + 1])
+    if cmd[1] == "train.py":
+      (workdir / "checkpoints" / "600").mkdir(parents=True)
+      (workdir / "config.json").write_text(json.dumps(figures.wanted_config("default", [])))
+    else:
+      (workdir / "eval").mkdir(exist_ok=True)
+      (workdir / "eval" / "report.json").write_text(json.dumps({"models": {}, "checkpoint_step": 600}))
+    return ""
+  monkeypatch.setattr(figures, "_run", fake_run)
+  fresh = figures.run_eval_part("p", [], tmp_path / "w", tmp_path, reuse=True)
+  assert commands == ["train.py", "eval.py"] and fresh["train_s"] >= 0 and "training_reused" not in fresh
+  again = figures.run_eval_part("p", [], tmp_path / "w", tmp_path, reuse=True)
+  assert commands[2:] == ["eval.py"] and again["train_s"] is None and again["eval_s"] >= 0
+  assert again["training_reused"] == str(tmp_path / "w") and again["report"]["checkpoint_step"] == 600
+  figures.run_eval_part("p", [], tmp_path / "w", tmp_path, reuse=False)  # without --reuse: trained afresh
+  assert commands[3:] == ["train.py", "eval.py"]
