@@ -108,8 +108,12 @@ def render(part: str, data: dict) -> str:
   minutes = lambda s: f"{s / 60:.0f} min"
   text = text_markdown(data["report"].get("text"), data["report"].get("text_baselines"))[2:]  # without its heading
   seeds = data.get("seed_reports") or []
-  table = (f"Mean ± std over {len(seeds)} seeds (`--config.seed` 0..{len(seeds) - 1}; the video-text rows below: "
-           f"seed 0).\n\n" + seeds_table(seeds)) if len(seeds) > 1 else markdown_table(data["report"])
+  reused = data.get("seeds_training_reused") or []
+  reused = (f"; seed{'s' * (len(reused) > 1)} {', '.join(map(str, reused))}: trained by an earlier run of the same "
+            "config, evaluated again" if reused else "")
+  table = (f"Mean ± std over {len(seeds)} seeds (`--config.seed` 0..{len(seeds) - 1}{reused}"
+           f"{'; the video-text rows below: seed 0' if text else ''}).\n\n" + seeds_table(seeds)
+           ) if len(seeds) > 1 else markdown_table(data["report"])
   took = f"took {minutes(data['train_s'])}" if data.get("train_s") is not None else "was reused from an earlier run"
   return (f"{stamp(data['machine'])} `python {data['command']}` {took}, "
           f"`python eval.py{' --baselines ' + data['baselines'] if data.get('baselines') else ''}` "

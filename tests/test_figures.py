@@ -99,6 +99,8 @@ def test_several_seeds_render_as_mean_and_sample_std_per_figure():
   many = figure_tables.render("moving_shapes", dict(part, seed_reports=[_report(0.90, 0.80), _report(0.94, 0.84)]))
   assert "Mean ± std over 2 seeds" in many and "| self-supervised | 92.0 ± 2.8 | 82.0 ± 2.8 |" in many
   assert "took 1 min" in many and "was reused" in figure_tables.render("moving_shapes", dict(part, train_s=None))
+  assert "seeds 1, 2: trained by an earlier run" in figure_tables.render(
+      "moving_shapes", dict(part, seed_reports=[_report(0.9, 0.8)] * 3, seeds_training_reused=[1, 2]))
 
 
 def _figures():
