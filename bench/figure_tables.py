@@ -123,7 +123,7 @@ def render(part: str, data: dict) -> str:
 
 def seeds_table(reports: list[dict]) -> str:
   """The main table over several seeds' reports: each figure as mean ± sample std (same rows and
-  columns as one report's table; cells without a figure stay as they are)."""
+  columns as one report's table; cells without a figure, or the same in every seed, as one table shows them)."""
   tables = [table_rows(r) for r in reports]
   header, rows = tables[0]
   if any(t[0] != header or [r[0] for r in t[1]] != [r[0] for r in rows] for t in tables):
@@ -131,6 +131,8 @@ def seeds_table(reports: list[dict]) -> str:
 
   def cell(i, j):
     values = [t[1][i][j] for t in tables]
+    if len(set(values)) == 1:  # the same in every seed (a frozen model, a cost, chance): as one table shows it
+      return values[0]
     try:
       xs = [float(v) for v in values]
     except ValueError:
