@@ -12,9 +12,10 @@ blocks between `<!-- figures:PART ... -->` and `<!-- figures:PART:end -->` (in R
 of docs/) are rendered from that file alone; tests/test_figures.py checks they are, so a figure
 table always has a run behind it. Prints the rendered blocks, then one JSON line.
 
-`--reuse` keeps what is already measured with the config as it is: a part's stored seed reports
-(so seeds can be added one session at a time) and a seed's workdir whose training finished with
-the same config (its eval is rerun; `figures.json` says which training was reused).
+`--reuse` keeps what is already measured with the config as it is on this CPU type: a part's
+stored seed reports (so seeds can be added one session at a time) and a seed's workdir whose
+training figures.py finished with the same config (its eval is rerun; `figures.json` says which
+training was reused).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def _run(cmd: list[str], log: pathlib.Path) -> str:
   return proc.stdout
 
 
+TRAINED_ON = "figures_trained_on.json"  # in a workdir figures.py trained: the CPU type (cpu_type)
+
 # The baselines evaluated beside the default runs (the run config's own eval.baselines, plus I3D).
 BASELINES = "random,supervised,i3d_kinetics"
 
@@ -92,11 +95,17 @@ def wanted_config(config: str, overrides: list[str]) -> dict:
   return to_dict(load_config(config, [o.removeprefix("--config.") for o in overrides]))
 
 
+def cpu_type(stamp: dict) -> dict:
+  """What of a machine() stamp decides a run's figures: a run on another CPU type is another run."""
+  return {k: stamp.get(k) for k in ("cpu", "isa")}
+
+
 def finished_training(workdir: pathlib.Path, wanted: dict) -> bool:
-  """Whether `workdir` holds a run of `wanted` trained to its last step."""
-  saved = workdir / "config.json"
+  """Whether `workdir` holds a run of `wanted` trained to its last step on this CPU type."""
+  saved, trained_on = workdir / "config.json", workdir / TRAINED_ON
   last = workdir / "checkpoints" / str(wanted["train"]["num_steps"])
-  return saved.exists() and last.is_dir() and same_training(json.loads(saved.read_text()), wanted)
+  return (saved.exists() and last.is_dir() and trained_on.exists() and same_training(json.loads(saved.read_text()), wanted)
+          and json.loads(trained_on.read_text()) == cpu_type(machine()))
 
 
 def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: pathlib.Path,
@@ -115,6 +124,7 @@ def run_eval_part(name: str, overrides: list[str], workdir: pathlib.Path, logs: 
     t0 = time.time()
     _run([py, "train.py", "--config", config, "--workdir", str(workdir), *overrides], logs / f"{name}-train.log")
     train_s = round(time.time() - t0, 1)
+    (workdir / TRAINED_ON).write_text(json.dumps(cpu_type(machine())))
   t0 = time.time()
   _run([py, "eval.py", "--workdir", str(workdir), "--no-progress", *(["--baselines", baselines] if baselines else [])],
        logs / f"{name}-eval.log")
@@ -145,7 +155,8 @@ def seeded(name: str, overrides: list[str], workdir: pathlib.Path, config: str =
   the missing ones run."""
   def run(logs: pathlib.Path, seeds: int, stored: dict | None = None, reuse: bool = False, save=None) -> dict:
     kept = reuse and stored and stored.get("baselines") == baselines and stored.get("overrides") == overrides \
-        and stored["report"].get("checkpoint_step") and same_training(stored["config"], wanted_config(config, overrides))
+        and cpu_type(stored["machine"]) == cpu_type(machine()) \
+        and same_training(stored["config"], wanted_config(config, overrides))
     first = dict(stored) if kept else run_eval_part(name, overrides, workdir, logs, config, baselines, reuse)
     if kept:
       print(f"figures: {name}: seed 0 as stored ({stored['machine']['date']})", file=sys.stderr)

@@ -116,6 +116,10 @@ def test_reuse_knows_a_finished_training_of_the_same_config(tmp_path):
   saved = json.loads(json.dumps(wanted))
   saved["eval"]["baselines"], saved["data"]["data_dir"] = [], "/elsewhere"  # neither changes what was trained
   (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert not figures.finished_training(tmp_path, wanted)  # not trained by figures.py: CPU type unknown
+  (tmp_path / figures.TRAINED_ON).write_text(json.dumps(dict(figures.cpu_type(figures.machine()), isa="other")))
+  assert not figures.finished_training(tmp_path, wanted)  # another CPU type trains another run
+  (tmp_path / figures.TRAINED_ON).write_text(json.dumps(figures.cpu_type(figures.machine())))
   assert figures.finished_training(tmp_path, wanted)
   assert not figures.finished_training(tmp_path, figures.wanted_config("default", ["--config.seed=2"]))
   assert not figures.finished_training(tmp_path, figures.wanted_config("infonce", ["--config.seed=1"]))
@@ -131,7 +135,7 @@ def test_reuse_keeps_the_stored_seeds_and_runs_only_the_missing_ones(monkeypatch
     runs.append((name, overrides, reuse))
     return {"report": _report(0.5, 0.5), **({"training_reused": str(workdir)} if name.endswith("2") else {})}
   monkeypatch.setattr(figures, "run_eval_part", fake_run)
-  stored = {"machine": {"date": "2026-01-01"}, "baselines": "random", "overrides": [], "report": {"checkpoint_step": 600},
+  stored = {"machine": figures.machine(), "baselines": "random", "overrides": [], "report": {"checkpoint_step": 600},
             "config": figures.wanted_config("default", []), "seed_reports": [_report(0.9, 0.8), _report(0.8, 0.8)]}
   part = figures.seeded("shapes", [], tmp_path / "w", baselines="random")
   out = part(tmp_path, 4, stored, reuse=True, save=saves.append)
@@ -141,6 +145,9 @@ def test_reuse_keeps_the_stored_seeds_and_runs_only_the_missing_ones(monkeypatch
   assert [len(s["seed_reports"]) for s in saves] == [2, 3]  # saved before each new seed: nothing lost on a stop
   runs.clear()
   part(tmp_path, 2, dict(stored, baselines="random,supervised"), reuse=True)  # other baselines: all of it again
+  assert [r[0] for r in runs] == ["shapes", "shapes-seed1"]
+  runs.clear()
+  part(tmp_path, 2, dict(stored, machine=dict(stored["machine"], cpu="another")), reuse=True)  # measured elsewhere
   assert [r[0] for r in runs] == ["shapes", "shapes-seed1"]
   runs.clear()
   part(tmp_path, 2, stored, reuse=False)
