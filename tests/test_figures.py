@@ -66,7 +66,8 @@ def test_blocks_are_replaced_between_their_markers_and_a_missing_block_is_an_err
 
 
 def test_a_text_part_renders_the_video_table_and_the_video_text_rows_of_each_tower():
-  data = dict(RESULTS["moving_shapes"], command="train.py --config text")
+  one_seed = {k: v for k, v in RESULTS["moving_shapes"].items() if k not in ("seed_reports", "seeds_training_reused")}
+  data = dict(one_seed, command="train.py --config text")
   figs = lambda r: {"retrieval": {"held_out": {"text_to_video": {"R@1": r, "R@5": r}}},
                     "zero_shot": {"appearance": r, "motion": r}}
   data["report"] = dict(data["report"], text=figs(0.5), text_baselines={"bag_of_words": figs(0.25)})
@@ -74,8 +75,11 @@ def test_a_text_part_renders_the_video_table_and_the_video_text_rows_of_each_tow
   assert out.startswith(figure_tables.stamp(data["machine"])) and "`python train.py --config text`" in out
   assert "| pretrained MiniLM (frozen) | held_out | text to video | 50.0 | 50.0 |" in out
   assert "| bag of words (from scratch) | held_out | text to video | 25.0 | 25.0 |" in out
-  assert "## Video-text" not in out and figure_tables.render("moving_shapes", RESULTS["moving_shapes"]) in out.replace(
-      "train.py --config text", RESULTS["moving_shapes"]["command"])
+  assert "## Video-text" not in out and figure_tables.render("moving_shapes", one_seed) in out.replace(
+      "train.py --config text", one_seed["command"])
+  seeds = figure_tables.render("text", dict(data, seed_reports=[data["report"]] * 2))
+  assert "the video-text rows below: seed 0" in seeds and "rows below" not in figure_tables.render(
+      "moving_shapes", dict(one_seed, seed_reports=[one_seed["report"]] * 2))
 
 
 def _report(linear, knn):
