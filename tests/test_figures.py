@@ -108,8 +108,7 @@ def test_several_seeds_render_as_mean_and_sample_std_per_figure():
 
 
 def _figures():
-  sys.argv = ["figures.py"]
-  import figures  # bench/figures.py (on the path above)
+  import figures  # bench/figures.py (on the path above; its main() parses the command line, not its import)
   return figures
 
 
@@ -166,17 +165,18 @@ def test_a_reused_training_is_not_rerun_and_its_eval_is(monkeypatch, tmp_path):
     commands.append(cmd[1])
     workdir = pathlib.Path(cmd[cmd.index("--workdir") + 1])
     if cmd[1] == "train.py":
-      (workdir / "checkpoints" / "600").mkdir(parents=True)
-      (workdir / "config.json").write_text(json.dumps(figures.wanted_config("default", [])))
+      config = figures.wanted_config("default", [])
+      (workdir / "checkpoints" / str(config["train"]["num_steps"])).mkdir(parents=True)
+      (workdir / "config.json").write_text(json.dumps(config))
     else:
       (workdir / "eval").mkdir(exist_ok=True)
-      (workdir / "eval" / "report.json").write_text(json.dumps({"models": {}, "checkpoint_step": 600}))
+      (workdir / "eval" / "report.json").write_text(json.dumps({"models": {}, "checkpoint_step": 7}))
     return ""
   monkeypatch.setattr(figures, "_run", fake_run)
   fresh = figures.run_eval_part("p", [], tmp_path / "w", tmp_path, reuse=True)
   assert commands == ["train.py", "eval.py"] and fresh["train_s"] >= 0 and "training_reused" not in fresh
   again = figures.run_eval_part("p", [], tmp_path / "w", tmp_path, reuse=True)
   assert commands[2:] == ["eval.py"] and again["train_s"] is None and again["eval_s"] >= 0
-  assert again["training_reused"] == str(tmp_path / "w") and again["report"]["checkpoint_step"] == 600
+  assert again["training_reused"] == str(tmp_path / "w") and again["report"]["checkpoint_step"] == 7
   figures.run_eval_part("p", [], tmp_path / "w", tmp_path, reuse=False)  # without --reuse: trained afresh
   assert commands[3:] == ["train.py", "eval.py"]
