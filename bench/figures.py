@@ -77,16 +77,17 @@ TRAINED_ON = "figures_trained_on.json"  # in a workdir figures.py trained: the C
 BASELINES = "random,supervised,i3d_kinetics"
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat(d: dict, prefix: str = "") -> dict:
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
   out = {}
   for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
   return out
 
 
 def same_training(saved: dict, wanted: dict) -> bool:
   """Whether two configs (as dicts) train the same run: equal in every field but eval's and the data folder."""
-  keep = lambda d: {k: v for k, v in _flat(d).items() if not k.startswith("eval.") and k != "data.data_dir"}
+  keep = lambda d: {k: v for k, v in flat(d).items() if not k.startswith("eval.") and k != "data.data_dir"}
   return keep(saved) == keep(wanted)
 
 

@@ -6,20 +6,12 @@ import sys
 
 import pytest
 
-from sora_jax.config import load_config, to_dict
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import figure_tables  # noqa: E402
+import figures  # noqa: E402  (bench/figures.py: its main() parses the command line, not its import)
 
 RESULTS = json.loads((ROOT / "bench" / "results" / "figures.json").read_text())
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
 
 
 def test_every_readme_figure_block_is_what_the_recorded_results_render_to():
@@ -38,9 +30,9 @@ def test_the_tables_were_measured_with_the_default_config_as_it_is(part):
   `make train` (or the named config the part trains): rerun `make figures`. (Fields added since are
   migrated with their old behaviour.)"""
   data = RESULTS[part]
-  recorded = _flat(data["config"])
+  recorded = figures.flat(data["config"])
   name = data["command"].split("--config ")[1].split()[0]
-  current = _flat(to_dict(load_config(name, [o.removeprefix("--config.") for o in data["overrides"]])))
+  current = figures.flat(figures.wanted_config(name, data["overrides"]))
   changed = sorted(k for k, v in recorded.items() if k != "data.data_dir" and current.get(k, v) != v)
   assert not changed, f"default config changed since `make figures` measured {part}: {changed}; rerun it"
   report = data["report"]
@@ -107,13 +99,7 @@ def test_several_seeds_render_as_mean_and_sample_std_per_figure():
       "moving_shapes", dict(part, seed_reports=[_report(0.9, 0.8)] * 3, seeds_training_reused=[1, 2]))
 
 
-def _figures():
-  import figures  # bench/figures.py (on the path above; its main() parses the command line, not its import)
-  return figures
-
-
 def test_reuse_knows_a_finished_training_of_the_same_config(tmp_path):
-  figures = _figures()
   wanted = figures.wanted_config("default", ["--config.seed=1"])
   (tmp_path / "checkpoints" / str(wanted["train"]["num_steps"])).mkdir(parents=True)
   saved = json.loads(json.dumps(wanted))
@@ -131,7 +117,6 @@ def test_reuse_knows_a_finished_training_of_the_same_config(tmp_path):
 
 
 def test_reuse_keeps_the_stored_seeds_and_runs_only_the_missing_ones(monkeypatch, tmp_path):
-  figures = _figures()
   runs, saves = [], []
 
   def fake_run(name, overrides, workdir, logs, config="default", baselines=None, reuse=False):
@@ -158,7 +143,6 @@ def test_reuse_keeps_the_stored_seeds_and_runs_only_the_missing_ones(monkeypatch
 
 
 def test_a_reused_training_is_not_rerun_and_its_eval_is(monkeypatch, tmp_path):
-  figures = _figures()
   commands = []
 
   def fake_run(cmd, log):  # the commands figures.py would launch; eval "writes" its report
