@@ -35,9 +35,10 @@ def _setup(args):
   from sora_jax.models.generator import build_generator
   from sora_jax.parallel import mesh as mesh_lib
   if args.workdir:
+    from sora_jax.objectives import sampling_generator
     from sora_jax.training.checkpoint import load_run
     config, _, objective, _ = load_run(args.workdir)
-    return config, objective["generator"], mesh_lib.inference_mesh(config)
+    return config, sampling_generator(objective), mesh_lib.inference_mesh(config)
   config = load_config("generate")
   if args.smoke:
     config.data.num_frames, config.data.frame_size = 2, 8

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sora_jax.config import load_config, validate
+from sora_jax import objectives
+from sora_jax.config import load_config, migrate, to_dict, validate
 from sora_jax.config.checks import SOLVERS, parse_samplers
 from sora_jax.errors import ConfigError, DataError
 from sora_jax.evaluation.generation import frechet_distance, mean_pairwise
@@ -16,6 +17,7 @@ from sora_jax.evaluation.sampler import Sampler
 from sora_jax.models.generator import VideoGenerator, build_generator, patchify, unpatchify
 from sora_jax.objectives import generate as flow
 from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.training import ema
 
 SHAPE = (2, 4, 8, 8, 3)
 
@@ -215,3 +217,29 @@ def test_encoder_configs_refuse_the_generator_baseline():
   c.eval.baselines = ("generate_mse",)
   with pytest.raises(ConfigError, match="generator's baseline"):
     validate(c)
+
+
+def test_the_generators_average_follows_early_steps_and_then_decays_at_its_rate():
+  c = load_config("generate")
+  c.generate.ema_decay = 0.99
+  params = {"encoder": {"w": jnp.ones(2)}, "objective": {"generator": {"w": jnp.full(2, 10.0)},
+                                                         "generator_ema": {"w": jnp.zeros(2)}, "other": jnp.ones(())}}
+  for step, decay in ((0, 0.1), (8, 0.5), (10_000, 0.99)):  # min(0.99, (1 + step) / (10 + step))
+    out = ema.average_generator(c, params, step)
+    np.testing.assert_allclose(out["objective"]["generator_ema"]["w"], (1 - decay) * 10.0, rtol=1e-6)
+    assert out["encoder"] is params["encoder"] and out["objective"]["other"] is params["objective"]["other"]
+    np.testing.assert_array_equal(out["objective"]["generator"]["w"], 10.0)
+  assert objectives.sampling_generator(out["objective"]) is out["objective"]["generator_ema"]
+  assert objectives.sampling_generator(out["objective"], average=False) is out["objective"]["generator"]
+  assert objectives.sampling_generator({"generator": 1}) == 1  # a run without an average samples its weights
+  c.generate.encoder_workdir = "runs/x"
+  c.generate.ema_decay = 1.0  # an average that never moves
+  with pytest.raises(ConfigError, match=r"generate.ema_decay=1.0 must be <= 0.9999"):
+    validate(c)
+
+
+def test_generators_saved_before_the_average_keep_sampling_their_weights():
+  saved = to_dict(load_config("generate"))
+  del saved["generate"]["ema_decay"]
+  assert migrate(saved).generate.ema_decay == 0.0  # (their checkpoints hold no average)
+  assert "generator_ema" not in objectives.init_params(migrate(saved), jax.random.PRNGKey(0))

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from sora_jax import cli
+from sora_jax.apps.generate import get_generator
 from sora_jax.config import load_config
 from sora_jax.data import synthetic
 from sora_jax.data.video_io import decode_video, encode_video
@@ -72,6 +73,14 @@ def test_generator_run_trains_on_its_frozen_encoder_and_records_it(runs):
   # zero-initialised with the adaLN gates, it is what the first step moves)
   saved = json.loads((pathlib.Path(runs["generator"]) / "config.json").read_text())
   assert saved["generate"]["encoder_fingerprint"] == config.generate.encoder_fingerprint
+  # The average that samples: after step 2 (update of step index 1, decay min(0.995, 2 / 11)),
+  # ema_2 = d ema_1 + (1 - d) generator_2, leaf by leaf; the apps sample from it.
+  d = 2 / 11
+  jax.tree_util.tree_map(lambda e2, e1, g2: np.testing.assert_allclose(e2, d * e1 + (1 - d) * g2, rtol=1e-5, atol=1e-7),
+                         objective["generator_ema"], before["generator_ema"], objective["generator"])
+  assert not np.array_equal(objective["generator_ema"]["patch_out"]["kernel"], out_now)
+  sampler = get_generator(runs["generator"]).sampler
+  jax.tree_util.tree_map(np.testing.assert_array_equal, sampler.params, objective["generator_ema"])
 
 
 def test_generator_refuses_another_encoder_and_other_clips(runs, tmp_path):
@@ -172,8 +181,10 @@ def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys)
                    "--config.eval.generate_samplers=heun:1:2"]) == 0
   report = json.loads((pathlib.Path(runs["generator"]) / "eval" / "generation.json").read_text())
   heun = "flow (heun, guidance 1, 2 steps)"  # a sampler row on the same conditions
-  assert set(report["models"]) == {"flow", "mse", "flow (text)", heun} and report["examples"] == 16
+  raw = "flow (trained weights, no average)"  # the same sampler on the weights the average is of
+  assert set(report["models"]) == {"flow", "mse", "flow (text)", raw, heun} and report["examples"] == 16
   assert report["models"][heun]["frechet"] != report["models"]["flow"]["frechet"]
+  assert report["models"][raw]["frechet"] != report["models"]["flow"]["frechet"]
   flow, mse = report["models"]["flow"], report["models"]["mse"]
   assert mse["diversity_pixels"] == 0.0 and flow["diversity_pixels"] > 0  # one clip per condition vs many
   for row in (flow, mse, report["real"]):
@@ -183,4 +194,4 @@ def test_eval_of_a_generator_run_scores_it_against_the_mse_decoder(runs, capsys)
   assert "generated: flow" in out and "generated: mse" in out and "generated: flow (text)" in out
   assert f"generated: {heun}" in out
   sheet = Image.open(pathlib.Path(runs["generator"]) / "eval" / "generation.png")
-  assert sheet.size[0] == 4 * 16 and sheet.size[1] == 8 * (5 * 16 + 2)  # 8 conditions: real + 4 samples, a gap
+  assert sheet.size[0] == 4 * 16 and sheet.size[1] == 8 * (6 * 16 + 2)  # 8 conditions: real + 5 samples, a gap

@@ -25,6 +25,7 @@ from sora_jax.config import terms
 from sora_jax.data.video_io import encode_video
 from sora_jax.errors import ConfigError, DataError
 from sora_jax.evaluation.sampler import Sampler
+from sora_jax.objectives import sampling_generator
 from sora_jax.training.captions import text_vectors
 from sora_jax.training.checkpoint import checkpoint_dir
 
@@ -49,7 +50,7 @@ class Generator:
     if "generate" not in terms(self.config.objective.name):
       raise ConfigError(f"{str(workdir)!r} is not a generator run (objective {self.config.objective.name!r}); train "
                         "one with `sora-jax train --config generate --config.generate.encoder_workdir=RUN`")
-    self.sampler = Sampler(self.config, self.embedder.objective_params["generator"], self.embedder.mesh)
+    self.sampler = Sampler(self.config, sampling_generator(self.embedder.objective_params), self.embedder.mesh)
 
   def condition_of_files(self, paths: Sequence) -> np.ndarray:
     """Video files -> [N, E] conditions (the frozen encoder's `generate.condition` output); DataError

@@ -12,6 +12,8 @@ the same seed for every model). Then, with the frozen encoder's pooled features 
 - diversity: mean pairwise distance between 4 samples of each of the first 32 conditions (RMS pixel
   distance in [0, 1] units, and feature distance): 0 for a deterministic decoder;
 - sampling speed (clips/s, this eval's batches; bench/generate.py measures it properly).
+The run's generator samples from its weights' moving average (generate.ema_decay); a row with the
+trained weights themselves, on the same conditions and noise, shows what the average is worth.
 The MSE decoder (generate.method=mse, the run's config otherwise) is trained into
 <workdir>/baselines/generate_mse when eval.baselines has generate_mse (the generate config's default).
 """
@@ -32,6 +34,7 @@ from sora_jax.data.synthetic import png
 from sora_jax.errors import ConfigError
 from sora_jax.evaluation import baselines, features, probes, suite, text as text_eval
 from sora_jax.evaluation.sampler import Sampler
+from sora_jax.objectives import GENERATOR_EMA, sampling_generator
 from sora_jax.training.checkpoint import load_run
 
 DIVERSITY_CONDITIONS, DIVERSITY_SAMPLES = 32, 4
@@ -159,16 +162,20 @@ def evaluate_generator(workdir, *, step: int | None = None, progress: bool = Tru
             "encoder": config.generate.encoder_fingerprint, "models": {}, "real": {
                 "re_recognition": _recognised(classifiers, real[feature], test),
                 "frechet": frechet_distance(real[feature], real_train[feature][:n])}}
-  models = {config.generate.method: Sampler(config, objective_params["generator"], encode.fn.mesh)}
+  models = {config.generate.method: Sampler(config, sampling_generator(objective_params), encode.fn.mesh)}
   if config.generate.method == "flow" and "generate_mse" in wanted:
     mse = mse_config(config)
     _, _, mse_params, _ = load_run(baselines.trained("generate_mse", mse, workdir))
-    models["mse"] = Sampler(mse, mse_params["generator"], encode.fn.mesh)
+    models["mse"] = Sampler(mse, sampling_generator(mse_params), encode.fn.mesh)
   conditions = {name: real[config.generate.condition] for name in models}
   if config.generate.condition == "aligned":  # a video-text space: each test video's held-out caption too
     texts = text_eval.eval_captions(config, test["video_id"])["held_out"]
     conditions[f"{config.generate.method} (text)"] = text_eval.embed_texts(config, objective_params, texts)
     models[f"{config.generate.method} (text)"] = models[config.generate.method]
+  if GENERATOR_EMA in objective_params:  # what the average is worth: the trained weights on the same noise
+    name = f"{config.generate.method} (trained weights, no average)"
+    models[name] = Sampler(config, sampling_generator(objective_params, average=False), encode.fn.mesh)
+    conditions[name] = conditions[config.generate.method]
   how = {}
   if config.generate.method == "flow":  # more sampler rows on the same conditions and noise
     for solver, guidance, steps in parse_samplers(config.eval.generate_samplers):

@@ -25,10 +25,11 @@ from sora_jax.objectives.supervised import supervised
 from sora_jax.objectives.video_text import project_text, text_features, video_text
 
 __all__ = ["TERMS", "compute_loss", "infonce", "predictive", "supervised", "video_text", "project_text", "text_features",
-           "init_params", "pretrained", "temperature", "batch_keys", "latent_mask", "actor_infonce",
+           "init_params", "pretrained", "sampling_generator", "temperature", "batch_keys", "latent_mask", "actor_infonce",
            "actor_predictive"]
 
 TERM_SALT = 1 << 20  # the terms' keys: fold_in(step key, TERM_SALT + i), apart from the model's dropout key
+GENERATOR_EMA = "generator_ema"  # params['objective'][GENERATOR_EMA]: the generator's weight average
 TEXT_DIM = 384  # caption features of the frozen text tower (all-MiniLM-L6-v2)
 
 
@@ -54,7 +55,15 @@ def init_params(config, key=None, pretrained: dict | None = None) -> dict:
   if "generate" in terms(config.objective.name):  # beside the encoder run's own (frozen: text projection...)
     params.update({k: v for k, v in (pretrained or {}).items() if k != "generator"})
     params["generator"] = init_generator(config, jax.random.fold_in(key, 3))
+    if config.generate.ema_decay > 0:  # the average that samples (training.ema.average_generator)
+      params[GENERATOR_EMA] = jax.tree_util.tree_map(jnp.copy, params["generator"])
   return params
+
+
+def sampling_generator(params: Mapping[str, Any], average: bool = True):
+  """The generator weights that sample: their moving average (generate.ema_decay > 0) unless
+  `average` is False or the run kept none, else the trained weights."""
+  return params[GENERATOR_EMA] if average and GENERATOR_EMA in params else params["generator"]
 
 
 def temperature(config, params: Mapping[str, Any] | None) -> jax.Array | float:

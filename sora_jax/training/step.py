@@ -8,7 +8,8 @@ back as [B, V, ...], which the objective reads over the global batch. With a
 teacher term the EMA teacher (state.ema_params) encodes the same views without gradient, and is
 moved toward the updated encoder after the optimizer step (training.ema). With the generate term the
 encoder is frozen (an encoder run's weights, inference mode, no gradient) and conditions the generator,
-whose parameters are the objective's (params['objective']['generator']).
+whose parameters are the objective's (params['objective']['generator']); their moving average
+(generate.ema_decay) is updated after the optimizer step (training.ema.average_generator).
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def make_train_step(config, model, tx: optax.GradientTransformation) -> Callable
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if objectives.GENERATOR_EMA in params["objective"]:
+      params = ema.average_generator(config, params, state.step)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step),
                    finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm))
     ema_params = state.ema_params
