@@ -27,7 +27,6 @@ LEGACY = {"model.frame_input": "rgb", "model.frame_pool": "mean", "model.resnet_
           "text.learning_rate_scale": 1.0,  # runs before it trained the tower's layers at the full rate
           "objective.mask_every_term": True,  # jepa runs before it masked the clips of every term
           "generate.layout_rank": 0,  # generators before the layout map had none
-          "generate.ema_decay": 0.0,  # generators before it kept no average of their weights
           "optimizer.clip_per_tower": False}  # two_tower runs before it clipped both towers over one norm
 
 
