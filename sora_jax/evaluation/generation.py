@@ -12,8 +12,8 @@ the same seed for every model). Then, with the frozen encoder's pooled features 
 - diversity: mean pairwise distance between 4 samples of each of the first 32 conditions (RMS pixel
   distance in [0, 1] units, and feature distance): 0 for a deterministic decoder;
 - sampling speed (clips/s, this eval's batches; bench/generate.py measures it properly).
-The run's generator samples from its weights' moving average (generate.ema_decay); a row with the
-trained weights themselves, on the same conditions and noise, shows what the average is worth.
+A run with generate.ema_decay > 0 samples from its weights' moving average; a row with the trained
+weights themselves, on the same conditions and noise, shows what the average is worth.
 The MSE decoder (generate.method=mse, the run's config otherwise) is trained into
 <workdir>/baselines/generate_mse when eval.baselines has generate_mse (the generate config's default).
 """
