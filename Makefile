@@ -28,7 +28,8 @@ eval: venv
 # Three worker processes on 2 cores, each test file on one of them (module fixtures stay shared): the
 # workers wait on subprocesses, sleeps and retries for about a quarter of the time, which a third fills
 # (2026-12-03, clean clone: 13:06 and 14:47 with 3 workers, 398 tests 14:54 and 16:02, 404 tests 15:26; 2026-12-04: 431 tests 15:49 and 14:49; 15:11-17:50 with 2 that day, on commits with a few more
-# subprocess launches; one process took 15:21-16:48 on 2026-11-28). TEST_WORKERS=0 runs it in one process.
+# subprocess launches; one process took 15:21-16:48 on 2026-11-28; 2026-12-06, clean clone, 514 tests: 13:24 on an avx512 EPYC,
+# where the avx2 EPYC of 2026-12-05 took 31 min for 512). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 test: venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
