@@ -40,7 +40,7 @@ def _generator_config(data_dir, encoder):
   g.generate.width, g.generate.depth, g.generate.num_heads, g.generate.patch_size = 16, 1, 2, 4
   g.generate.sample_steps, g.generate.eval_examples = 3, 16
   g.generate.condition = "aligned"  # the video-text space: videos and sentences condition it
-  g.generate.ema_decay = 0.995  # samples from the average of its weights (off by default)
+  g.generate.ema_decay = 0.995  # samples from the average of its weights (as the generate config does)
   return g
 
 

@@ -255,8 +255,8 @@ FIELDS: tuple[Field, ...] = (
       "a learned null vector with this probability (classifier-free guidance needs the unconditional model)"),
     F("generate.ema_decay", 0.0, checks.number(0.0, 0.9999), "> 0: sampling uses an exponential moving average "
       "of the generator's weights (params['objective']['generator_ema']), updated after each step with decay "
-      "min(ema_decay, (1 + step) / (10 + step)); 0 = off: samples from the trained weights (0.995 measured no "
-      "better at 1500 steps: the cosine schedule already ends at rate 0)"),
+      "min(ema_decay, (1 + step) / (10 + step)); 0 = off: samples from the trained weights (the generate "
+      "config: 0.995)"),
     F("generate.sample_steps", 32, checks.integer(1), "flow: solver steps from noise to a clip"),
     F("generate.solver", "euler", checks.choice(*checks.SOLVERS), "flow: euler (one network call per step) | "
       "heun (second order: two calls per step, the last step Euler's)"),
