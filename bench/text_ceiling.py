@@ -6,7 +6,8 @@ vector per attribute combination (shape x colour x direction x speed: 320 on mov
 the video side is perfect by construction. Those vectors and the text side are trained with the
 run's own loss (`objectives.video_text`: symmetric InfoNCE, learned temperature, same-caption
 positives) on the training phrasings of the train split, embedded by the frozen MiniLM; then
-test captions query the 400 test videos as in eval (a hit: a video whose caption is the same string).
+test captions query the 400 test videos as eval does (`evaluation.retrieval.recall_at_k`; a hit: a
+video whose one-template caption is the query video's, i.e. the same attributes).
 Rows: the tower's own space with no training (held-out query against the template captions), and
 the learned text side (a linear projection to `--dim`, the `text` config's, or none: the tower's
 space) at each `text.feature_noise`. The last column: how often the top video has each attribute
@@ -35,10 +36,6 @@ def combo(a: dict) -> int:
   return ((a["label"] * 8 + a["colour"]) * 4 + a["direction"]) * 2 + a["speed"]
 
 
-def recall(scores: np.ndarray, strings: list, k: int) -> float:
-  top = np.argsort(-scores, axis=1)[:, :k]
-  return 100 * float(np.mean([any(strings[t] == strings[q] for t in row) for q, row in enumerate(top)]))
-
 
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +54,7 @@ def main(argv=None) -> dict:
   import optax
 
   from sora_jax.data import captions, synthetic
+  from sora_jax.evaluation.retrieval import recall_at_k
   from sora_jax.linalg import l2_normalize
   from sora_jax.models.text_encoder import load_text_tower
   from sora_jax.objectives.video_text import video_text
@@ -74,14 +72,16 @@ def main(argv=None) -> dict:
   train_combo = np.array([combo(a) for a in train_attrs])
   test_combo = np.array([combo(a) for a in test_attrs])
 
-  def scores_row(name, t2v: dict) -> dict:
-    top = np.argmax(t2v["held_out"], axis=1)
+  label = np.unique(np.array(queries["template"]), return_inverse=True)[1]  # eval's: one per template caption
+
+  def scores_row(name, text: dict, videos: np.ndarray) -> dict:
+    top = np.argmax(text["held_out"] @ videos.T, axis=1)
     right = {a: 100 * float(np.mean([test_attrs[t][a] == test_attrs[q][a] for q, t in enumerate(top)])) for a in ATTRS}
-    return {"text side": name, **{f"{k} R@{n}": recall(t2v[k], queries[k], n) for k in queries for n in (1, 5)},
+    recalls = {k: recall_at_k(text[k], label, videos, label, (1, 5)) for k in queries}
+    return {"text side": name, **{f"{k} R@{n}": 100 * recalls[k][f"R@{n}"] for k in queries for n in (1, 5)},
             "held_out top-1 attribute right": right}
 
-  rows = [scores_row("the tower's own space (no training: held-out vs template captions)",
-                     {k: v @ qfeats["template"].T for k, v in qfeats.items()})]
+  rows = [scores_row("the tower's own space (no training: held-out vs template captions)", qfeats, qfeats["template"])]
   for proj in ("linear", "none"):
     for noise in [float(x) for x in args.noise.split(",")]:
       dim = args.dim if proj == "linear" else feats.shape[1]
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         params, opt, _ = step(params, opt, train_combo[batch], feats[cid], cid, jax.random.PRNGKey(s))
       videos = np.asarray(l2_normalize(params["video"][test_combo]))
       rows.append(scores_row(f"learned: {'linear to ' + str(dim) if proj == 'linear' else 'none'}, noise {noise:g}",
-                             {k: np.asarray(project(params, v)) @ videos.T for k, v in qfeats.items()}))
+                             {k: np.asarray(project(params, v)) for k, v in qfeats.items()}, videos))
 
   cols = [f"{k} R@{n}" for k in queries for n in (1, 5)]
   print(f"moving_shapes, ideal video vectors (one per attribute combination), {args.test_videos} test videos, "

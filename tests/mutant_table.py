@@ -51,6 +51,9 @@ MUTANTS = {
     "ema-teacher-not-updated": (
         "sora_jax/training/step.py", "ema_params = ema.update(ema_params, params[\"encoder\"], momentum)",
         "ema_params = ema_params", ["tests/test_teacher.py"]),
+    "generator-average-not-updated": (
+        "sora_jax/training/step.py", "params = ema.average_generator(config, params, state.step)", "params = params",
+        ["tests/test_generate_apps.py::test_generator_run_trains_on_its_frozen_encoder_and_records_it"]),
     "teacher-is-the-online-encoder": (
         "sora_jax/training/step.py",
         "teacher, _ = _apply(model, jax.lax.stop_gradient(ema_params), model_state, flat, jax.random.fold_in(key, 1))",

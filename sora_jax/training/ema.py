@@ -44,5 +44,5 @@ def average_generator(config, params: dict, step) -> dict:
   n = jnp.asarray(step, jnp.float32)
   decay = jnp.minimum(config.generate.ema_decay, (1.0 + n) / (10.0 + n))
   objective = dict(params["objective"])
-  objective[GENERATOR_EMA] = optax.incremental_update(objective["generator"], objective[GENERATOR_EMA], 1.0 - decay)
+  objective[GENERATOR_EMA] = update(objective[GENERATOR_EMA], objective["generator"], decay)
   return dict(params, objective=objective)
