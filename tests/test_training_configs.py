@@ -90,6 +90,24 @@ def test_no_weight_decay_on_biases_norms_and_temperature_and_schedule_shape():
   assert float(sched(0)) == 0.0 and abs(float(sched(w)) - 1.0) < 1e-6 and float(sched(n)) < 1e-6
 
 
+def test_constant_rate_with_a_cooldown_decays_linearly_to_zero_over_its_last_steps():
+  config = load_config(ROOT / "configs/infonce.py", ["train.num_steps=100", "optimizer.warmup_steps=10",
+                                                     "optimizer.learning_rate=1.0", "optimizer.schedule=constant"])
+  plain = learning_rate_schedule(config)
+  config.optimizer.cooldown_steps = 40
+  sched = learning_rate_schedule(config)
+  for step in (0, 5, 10, 30, 60):  # warm-up and the stable part: as without the cool-down (a resume can add one)
+    assert float(sched(step)) == float(plain(step)), step
+  np.testing.assert_allclose([float(sched(s)) for s in (70, 90, 100)], [0.75, 0.25, 0.0], atol=1e-6)
+  assert float(plain(100)) == 1.0
+  validate(config)
+  with pytest.raises(ConfigError, match="cooldown_steps=40 ends a constant rate.*set schedule=constant"):
+    validate(load_config(ROOT / "configs/infonce.py", ["train.num_steps=100", "optimizer.cooldown_steps=40"]))
+  config.optimizer.cooldown_steps = 95
+  with pytest.raises(ConfigError, match="warmup_steps=10 \\+ cooldown_steps=95 exceed train.num_steps=100"):
+    validate(config)
+
+
 def test_gradients_are_clipped_to_clip_norm_and_only_when_it_is_set():
   params = {"a": jnp.zeros((3,)), "b": {"kernel": jnp.zeros((2, 2))}}
   grads = {"a": jnp.array([3.0, 4.0, 0.0]), "b": {"kernel": jnp.full((2, 2), 2.0)}}  # global norm sqrt(41)

@@ -284,6 +284,8 @@ FIELDS: tuple[Field, ...] = (
     F("optimizer.learning_rate", 3e-3, checks.number(0.0, exclusive_minimum=True), "peak learning rate"),
     F("optimizer.warmup_steps", 10, checks.integer(0), "linear warm-up steps"),
     F("optimizer.schedule", "cosine", checks.choice("cosine", "constant"), "after warm-up: cosine | constant"),
+    F("optimizer.cooldown_steps", 0, checks.integer(0), "with schedule=constant: the last N steps decay the rate "
+      "linearly to 0 (warmup-stable-decay); 0 = none"),
     F("optimizer.weight_decay", 1e-4, checks.number(0.0), "decoupled weight decay (not on biases, norms, temperature)"),
     F("optimizer.momentum", 0.9, checks.number(0.0, 1.0), "momentum of sgd and lars"),
     F("optimizer.clip_norm", 1.0, checks.number(0.0), "global gradient-norm clip; 0 = none"),

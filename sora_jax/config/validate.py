@@ -215,6 +215,16 @@ def _train(config) -> None:
                       f"{t.grad_accum_steps}; make the batch a multiple of the accumulation steps")
 
 
+def _optimizer(config) -> None:
+  o, total = config.optimizer, config.train.num_steps
+  if o.cooldown_steps and o.schedule != "constant":
+    raise ConfigError(f"config.optimizer.cooldown_steps={o.cooldown_steps} ends a constant rate, but "
+                      f"optimizer.schedule={o.schedule!r} already decays; set schedule=constant or cooldown_steps=0")
+  if o.cooldown_steps and min(o.warmup_steps, total) + o.cooldown_steps > total:
+    raise ConfigError(f"config.optimizer.warmup_steps={o.warmup_steps} + cooldown_steps={o.cooldown_steps} exceed "
+                      f"train.num_steps={total}; shorten the cool-down")
+
+
 def _mesh(config) -> None:
   data, fsdp = config.mesh.data, config.mesh.fsdp
   if data == 0:
@@ -270,4 +280,4 @@ def _eval(config) -> None:
 
 
 _RULES = {"data": _data, "model": _model, "objective": _objective, "text": _text, "generate": _generate, "train": _train,
-          "optimizer": lambda config: None, "mesh": _mesh, "eval": _eval}
+          "optimizer": _optimizer, "mesh": _mesh, "eval": _eval}

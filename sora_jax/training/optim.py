@@ -20,14 +20,18 @@ from sora_jax.objectives.video_text import TOWER, frozen
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
-  """Linear warmup from 0 to optimizer.learning_rate, then cosine to 0 at train.num_steps (or constant)."""
+  """Linear warmup from 0 to optimizer.learning_rate, then cosine to 0 at train.num_steps, or constant
+  (its last optimizer.cooldown_steps decaying linearly to 0: warmup-stable-decay)."""
   opt, total = config.optimizer, config.train.num_steps
   warmup = min(opt.warmup_steps, total)
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, opt.learning_rate, warmup_steps=warmup,
                                               decay_steps=max(total, warmup + 1), end_value=0.0)
-  return optax.join_schedules([optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
-                               optax.constant_schedule(opt.learning_rate)], [warmup])
+  parts = [optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)), optax.constant_schedule(opt.learning_rate)]
+  if not opt.cooldown_steps:
+    return optax.join_schedules(parts, [warmup])
+  cooldown = optax.linear_schedule(opt.learning_rate, 0.0, opt.cooldown_steps)
+  return optax.join_schedules(parts[:1] + [parts[1], cooldown], [warmup, total - opt.cooldown_steps])
 
 
 def decay_mask(params):
