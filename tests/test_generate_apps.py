@@ -28,7 +28,7 @@ def _tiny(name, data_dir):
   c.model.width, c.model.hidden_size, c.model.head_hidden, c.model.embed_dim = 0.125, 16, 16, 8
   c.train.batch_size, c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 16, 2, 1, 1
   c.train.quick_eval_every = 0
-  c.optimizer.warmup_steps = 1
+  c.optimizer.warmup_steps, c.optimizer.cooldown_steps = 1, 0
   c.eval.batch_size, c.eval.probe_steps, c.eval.max_examples = 32, 20, 64
   c.eval.probe_learning_rates, c.eval.probe_weight_decays = (0.1,), (0.0,)
   return c
