@@ -62,6 +62,9 @@ MUTANTS = {
     "tower-layers-at-the-full-rate": (
         "sora_jax/training/optim.py", "tower = _base(config, lambda step: scale * learning_rate_schedule(config)(step))",
         "tower = _base(config, learning_rate_schedule(config))", ["tests/test_text_towers.py"]),
+    "cooldown-ignored": (
+        "sora_jax/training/optim.py", "  if not opt.cooldown_steps:\n", "  if True:\n",
+        ["tests/test_training_configs.py::test_constant_rate_with_a_cooldown_decays_linearly_to_zero_over_its_last_steps"]),
     "teacher-terms-not-centred": (
         "sora_jax/objectives/teacher.py",
         "p, z = _centred(predictions), jax.lax.stop_gradient(_centred(teacher))\n  labels = jnp.arange(p.shape[0])",

@@ -222,7 +222,7 @@ def _optimizer(config) -> None:
                       f"optimizer.schedule={o.schedule!r} already decays; set schedule=constant or cooldown_steps=0")
   if o.cooldown_steps and min(o.warmup_steps, total) + o.cooldown_steps > total:
     raise ConfigError(f"config.optimizer.warmup_steps={o.warmup_steps} + cooldown_steps={o.cooldown_steps} exceed "
-                      f"train.num_steps={total}; shorten the cool-down")
+                      f"train.num_steps={total}; shorten it (--config.optimizer.cooldown_steps=N) or train longer")
 
 
 def _mesh(config) -> None:

@@ -1,4 +1,5 @@
-"""Optimizers from `config.optimizer`: adamw | sgd (momentum) | lars, warmup + cosine, clipping.
+"""Optimizers from `config.optimizer`: adamw | sgd (momentum) | lars, warmup + cosine or constant
+(with a linear cool-down), clipping.
 
 With `model.frame_input=two_tower` and `optimizer.clip_per_tower` the gradient norm is clipped over
 each tower's parameters apart (the `motion_*` modules, and the rest), so one tower's gradient does
@@ -31,7 +32,7 @@ def learning_rate_schedule(config) -> optax.Schedule:
   if not opt.cooldown_steps:
     return optax.join_schedules(parts, [warmup])
   cooldown = optax.linear_schedule(opt.learning_rate, 0.0, opt.cooldown_steps)
-  return optax.join_schedules(parts[:1] + [parts[1], cooldown], [warmup, total - opt.cooldown_steps])
+  return optax.join_schedules(parts + [cooldown], [warmup, total - opt.cooldown_steps])
 
 
 def decay_mask(params):
