@@ -36,7 +36,6 @@ def combo(a: dict) -> int:
   return ((a["label"] * 8 + a["colour"]) * 4 + a["direction"]) * 2 + a["speed"]
 
 
-
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--train-videos", type=int, default=2000)
