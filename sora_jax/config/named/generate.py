@@ -4,8 +4,8 @@ generator adopts RUN's model section and freezes its weights). One view per vide
 the generator learns the clips as they are. 6000 steps (about an hour on 2 cores) at a constant
 learning rate after warm-up whose last 1000 steps decay to 0 (warmup-stable-decay: shape re-recognised
 in 83.5% and 80.8% of the clips on two seeds, 80.5% and 78.2% after 4500 steps with a 750-step
-cool-down, 76.8% after 3000 with 500; under a cosine 39.0% at 1500 steps), sampled from a moving average of the
-weights (0.995; docs/generation.md).
+cool-down, 76.8% after 3000 with 500; under a cosine 39.0% at 1500 steps), sampled from a moving
+average of the weights (0.995; docs/generation.md).
 """
 
 from sora_jax.config import defaults
