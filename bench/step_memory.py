@@ -4,6 +4,7 @@ step time with and without remat at a small shape that runs here. Prints a table
 
   .venv/bin/python bench/step_memory.py [--config large] [--batches 1,2,4,8,16] [--remat none,block]
       [--time-frames 8 --time-size 64 --time-batch 2 --steps 3]  [--smoke]
+  --remat block:dots is remat_frames=block with model.remat_policy=dots; --steps 0 skips the timing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BUDGETS_GB = {"TPU v5e (16 GB)": 16, "TPU v4 (32 GB)": 32, "H100 (80 GB)": 80}
+
+
+def remat_overrides(remat: str) -> list[str]:
+  """'block' -> remat_frames=block; 'block:dots' -> also model.remat_policy=dots."""
+  frames, _, policy = remat.partition(":")
+  return [f"model.remat_frames={frames}"] + ([f"model.remat_policy={policy}"] if policy else [])
 
 
 def main():
@@ -40,7 +47,7 @@ def main():
   batches = [1, 2] if args.smoke else [int(b) for b in args.batches.split(",")]
   rows = []
   for remat in args.remat.split(","):
-    config = validate(load_config(args.config, overrides + [f"model.remat_frames={remat}"]))
+    config = validate(load_config(args.config, overrides + remat_overrides(remat)))
     for b in batches:
       t = time.perf_counter()
       m = step_memory(config, b)
@@ -54,25 +61,26 @@ def main():
       slope, base = (m1 - m0) / (b1 - b0), m0 - (m1 - m0) / (b1 - b0) * b0
       fits[remat] = {name: int((gb * 1e9 - base) // slope) for name, gb in BUDGETS_GB.items()}
   timing = {}
-  for remat in args.remat.split(","):
+  for remat in args.remat.split(",") if args.steps else []:
     small = [f"data.num_frames={args.time_frames}", f"data.frame_size={args.time_size}",
-             f"train.batch_size={args.time_batch}", "mesh.data=1", f"model.remat_frames={remat}"]
+             f"train.batch_size={args.time_batch}", "mesh.data=1", *remat_overrides(remat)]
     config = validate(apply_overrides(load_config(args.config), small + (["data.frame_size=32"] if args.smoke else [])))
     timing[remat] = jax_step(config, args.steps)["step_s"]
 
   d = validate(load_config(args.config, overrides)).data
   print(f"\n{args.config}: {d.num_views} views x {d.num_frames} frames at {d.frame_size} px, "
         f"{config.model.dtype}; compiled for {jax.devices()[0].platform} (XLA memory analysis, per device)")
-  print(f"{'remat':<7}{'batch':>6}{'state GB':>10}{'temp GB':>9}{'total GB':>10}")
+  print(f"{'remat':<11}{'batch':>6}{'state GB':>10}{'temp GB':>9}{'total GB':>10}")
   for r in rows:
-    print(f"{r['remat']:<7}{r['per_device_batch']:>6}{r['arguments'] / 1e9:>10.2f}{r['temp'] / 1e9:>9.2f}"
+    print(f"{r['remat']:<11}{r['per_device_batch']:>6}{r['arguments'] / 1e9:>10.2f}{r['temp'] / 1e9:>9.2f}"
           f"{r['total'] / 1e9:>10.2f}")
   for remat, f in fits.items():
     print(f"largest per-device batch, remat={remat} (affine fit): " + ", ".join(f"{k} {v}" for k, v in f.items()))
   ratio = timing.get("time", float("nan")) / timing.get("none", float("nan")) if timing else float("nan")
-  print(f"step time at {args.time_batch} x {config.data.num_views} x {args.time_frames} x {config.data.frame_size} px on "
-        f"{jax.devices()[0].platform}: " + ", ".join(f"remat={k} {v:.2f} s" for k, v in timing.items())
-        + f" (time/none {ratio:.2f}x)")
+  if timing:
+    print(f"step time at {args.time_batch} x {config.data.num_views} x {args.time_frames} x {config.data.frame_size} px on "
+          f"{jax.devices()[0].platform}: " + ", ".join(f"remat={k} {v:.2f} s" for k, v in timing.items())
+          + f" (time/none {ratio:.2f}x)")
   print(json.dumps({"bench": "step_memory", "smoke": args.smoke, "config": args.config, "platform": jax.devices()[0].platform, "rows": rows, "fits": fits,
                     "step_s": timing, "remat_time_ratio": ratio}))
 

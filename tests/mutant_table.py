@@ -326,6 +326,10 @@ MUTANTS = {
     "vit-patches-split-across-the-frame": (
         "sora_jax/models/vit.py", '"n (gh p) (gw q) c -> n (gh gw) (p q c)"', '"n (p gh) (q gw) c -> n (gh gw) (p q c)"',
         ["tests/test_vit.py::test_each_patch_lands_on_its_own_token"]),
+    "remat-policy-ignored": (
+        "sora_jax/models/temporal.py", "nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy])",
+        "nn.remat(TransformerBlock)",
+        ["tests/test_vit.py::test_remat_policy_dots_keeps_the_dense_layers_and_recomputes_only_the_rest"]),
     "nf-blocks-start-at-full-residual": (
         "sora_jax/models/nf_resnet.py", 'self.param("skip_gain", nn.initializers.zeros, (), jnp.float32)',
         'self.param("skip_gain", nn.initializers.ones, (), jnp.float32)', ["tests/test_nf_resnet.py"]),

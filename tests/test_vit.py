@@ -58,10 +58,11 @@ def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
 
   loss, grads = loss_and_grads(config, variables["params"])
   assert np.isfinite(float(loss)) and float(jnp.abs(grads["frame_encoder"]["patch_embed"]["kernel"]).max()) > 0
-  remat = load_config("infonce", TINY + ["model.remat_frames=block"])
-  loss_r, grads_r = loss_and_grads(remat, variables["params"])
-  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_r, grads)
+  for policy in ("nothing", "dots"):  # what the recomputed blocks keep changes no number
+    remat = load_config("infonce", TINY + ["model.remat_frames=block", f"model.remat_policy={policy}"])
+    loss_r, grads_r = loss_and_grads(remat, variables["params"])
+    np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_r, grads)
   # scan_layers: the same blocks, their parameters stacked on a leading axis
   scan = load_config("infonce", TINY + ["model.scan_layers=True", "model.temporal=lstm"])
   params = jax.tree.map(lambda a: a, variables["params"])
@@ -73,10 +74,32 @@ def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
   np.testing.assert_allclose(loss_s, loss, rtol=1e-5)
 
 
+def test_remat_policy_dots_keeps_the_dense_layers_and_recomputes_only_the_rest():
+  # the backward pass as lowered (before XLA's own choices): each matmul recomputed is one more dot_general.
+  # remat_frames=block with remat_policy=nothing recomputes every dense layer and attention's two batched
+  # matmuls; dots keeps the dense layers' outputs, so it recomputes fewer, but still attention's.
+  video = jax.ShapeDtypeStruct((2, 4, 32, 32, 3), jnp.uint8)
+
+  def dots(overrides):
+    config = validate(load_config("infonce", TINY + ["model.temporal=lstm", "model.attention=xla"] + overrides))
+    model = build_encoder(config)
+    params = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))["params"]
+    grad = jax.grad(lambda p, v: jnp.sum(model.apply({"params": p}, v)["embedding"] ** 2))
+    return jax.jit(grad).lower(params, video).as_text().count("stablehlo.dot_general")
+
+  kept = dots([])
+  nothing = dots(["model.remat_frames=block"])
+  saved = dots(["model.remat_frames=block", "model.remat_policy=dots"])
+  assert kept < saved < nothing, (kept, saved, nothing)
+  assert saved - kept == 2 * 2  # 2 blocks x (q.k, weights.v): attention's matmuls, and no dense layer
+
+
 @pytest.mark.parametrize("overrides,match", [
     (["model.frame_encoder=vit", "model.vit_patch=12"], "frame_size=32 does not split into .*vit_patch=12"),
     (["model.frame_pool=cls"], "frame_pool='cls' needs config.model.frame_encoder='vit'"),
     (["model.remat_frames=block"], "remat_frames='block' needs .*'resnet' or 'vit'"),
+    (["model.remat_policy=dots"], "remat_policy='dots' applies to recomputed Transformer blocks"),
+    (TINY + ["model.remat_policy=dots"], "remat_policy='dots' applies to recomputed Transformer blocks"),
     (TINY + ["model.frame_pool=cls", "model.actors=True"], "CLS token has no place"),
 ])
 def test_config_rules(overrides, match):

@@ -98,6 +98,11 @@ def _model(config) -> None:
   if m.remat_frames == "block" and m.frame_encoder not in ("resnet", "vit"):
     raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' or 'vit' (the "
                       f"{m.frame_encoder} has no blocks); use remat_frames='time' or 'none'")
+  if m.remat_policy != "nothing" and not (m.remat and m.temporal == "transformer") and not (
+      m.remat_frames == "block" and m.frame_encoder == "vit"):
+    raise ConfigError(f"config.model.remat_policy={m.remat_policy!r} applies to recomputed Transformer blocks, and "
+                      "this model has none; set config.model.remat_frames='block' with frame_encoder='vit', or "
+                      "model.remat=True with temporal='transformer', or remat_policy='nothing'")
   if m.norm == "ws" and m.frame_encoder != "resnet":
     raise ConfigError(f"config.model.norm='ws' (normalisation-free blocks) needs config.model.frame_encoder='resnet', "
                       f"not {m.frame_encoder!r}; use norm='group' or 'none'")

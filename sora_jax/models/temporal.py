@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -130,9 +131,16 @@ class TransformerBlock(nn.Module):
     return x + y, None
 
 
+# What a rematerialised block keeps for the backward pass (config.model.remat_policy): nothing but its
+# input, or also the outputs of its dense layers (matmuls without batch dimensions: q/k/v, the attention's
+# output projection, the MLP's two layers), so that only LayerNorm, attention and GELU are recomputed.
+REMAT_POLICIES = {"nothing": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 class Transformer(nn.Module):
   """Transformer over time: [B, S, H] (already projected, positions added) -> [B, S, H].
-  attention 'auto' = `kernels.attention_implementation` for these shapes and dtype on this backend."""
+  attention 'auto' = `kernels.attention_implementation` for these shapes and dtype on this backend;
+  remat recomputes each block in the backward pass, keeping what `remat_policy` names (REMAT_POLICIES)."""
   hidden: int
   num_layers: int
   num_heads: int
@@ -141,13 +149,14 @@ class Transformer(nn.Module):
   scan_layers: bool = False
   attention: str = "auto"
   dtype: Any = jnp.float32
+  remat_policy: str = "nothing"
 
   @nn.compact
   def __call__(self, x):
     attention = self.attention
     if attention == "auto":
       attention = attention_implementation(self.dtype, self.hidden // self.num_heads, x.shape[1])
-    block = nn.remat(TransformerBlock) if self.remat else TransformerBlock
+    block = nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy]) if self.remat else TransformerBlock
     args = (self.hidden, self.num_heads, self.causal, attention, self.dtype)
     if self.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
@@ -173,6 +182,7 @@ class TemporalModel(nn.Module):
   attention: str = "auto"
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat_policy: str = "nothing"
 
   @nn.compact
   def __call__(self, frames):
@@ -190,7 +200,7 @@ class TemporalModel(nn.Module):
                     name="rnn")(x)
     elif self.kind == "transformer":
       y = Transformer(self.hidden, self.num_layers, self.num_heads, self.causal, self.remat,
-                      self.scan_layers, self.attention, self.dtype, name="transformer")(x)
+                      self.scan_layers, self.attention, self.dtype, self.remat_policy, name="transformer")(x)
     else:
       y = x
     sequence = y[:, :t]
@@ -210,5 +220,4 @@ def make_temporal(m, dtype, unroll: int = 1, name: str = "temporal") -> Temporal
   return TemporalModel(kind=m.temporal, hidden=m.hidden_size, num_layers=m.num_layers,
                        bidirectional=m.bidirectional, num_heads=m.num_heads, causal=m.causal,
                        remat=m.remat, scan_layers=m.scan_layers, pooling=m.pooling, attention=m.attention,
-                       unroll=unroll,
-                       dtype=dtype, name=name)
+                       unroll=unroll, dtype=dtype, remat_policy=m.remat_policy, name=name)
