@@ -326,6 +326,12 @@ MUTANTS = {
     "vit-patches-split-across-the-frame": (
         "sora_jax/models/vit.py", '"n (gh p) (gw q) c -> n (gh gw) (p q c)"', '"n (p gh) (q gw) c -> n (gh gw) (p q c)"',
         ["tests/test_vit.py::test_each_patch_lands_on_its_own_token"]),
+    "trace-summary-counts-every-host-event": (
+        "bench/trace_summary.py", ' for e in ln.events if "hlo_op" in dict(e.stats))]', " for e in ln.events)]",
+        ["tests/test_trace_summary.py::test_a_real_trace_counts_each_step_s_kernels_and_nothing_else"]),
+    "trace-summary-overlaps-counted-twice": (
+        "bench/trace_summary.py", "      total, end = total + (e - end), e", "      total, end = total + (e - s), e",
+        ["tests/test_trace_summary.py::test_overlapping_kernels_count_once_in_the_busy_time"]),
     "remat-policy-ignored": (
         "sora_jax/models/temporal.py", "nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy])",
         "nn.remat(TransformerBlock)",

@@ -74,14 +74,16 @@ def test_video_encoder_with_vit_frames_remat_and_scan_give_the_same_numbers():
   np.testing.assert_allclose(loss_s, loss, rtol=1e-5)
 
 
-def test_remat_policy_dots_keeps_the_dense_layers_and_recomputes_only_the_rest():
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_policy_dots_keeps_the_dense_layers_and_recomputes_only_the_rest(scan):
   # the backward pass as lowered (before XLA's own choices): each matmul recomputed is one more dot_general.
   # remat_frames=block with remat_policy=nothing recomputes every dense layer and attention's two batched
   # matmuls; dots keeps the dense layers' outputs, so it recomputes fewer, but still attention's.
   video = jax.ShapeDtypeStruct((2, 4, 32, 32, 3), jnp.uint8)
 
   def dots(overrides):
-    config = validate(load_config("infonce", TINY + ["model.temporal=lstm", "model.attention=xla"] + overrides))
+    config = validate(load_config("infonce", TINY + ["model.temporal=lstm", "model.attention=xla",
+                                                     f"model.scan_layers={scan}"] + overrides))
     model = build_encoder(config)
     params = jax.eval_shape(lambda: init_variables(config, jax.random.key(0)))["params"]
     grad = jax.grad(lambda p, v: jnp.sum(model.apply({"params": p}, v)["embedding"] ** 2))
@@ -91,7 +93,8 @@ def test_remat_policy_dots_keeps_the_dense_layers_and_recomputes_only_the_rest()
   nothing = dots(["model.remat_frames=block"])
   saved = dots(["model.remat_frames=block", "model.remat_policy=dots"])
   assert kept < saved < nothing, (kept, saved, nothing)
-  assert saved - kept == 2 * 2  # 2 blocks x (q.k, weights.v): attention's matmuls, and no dense layer
+  # (q.k, weights.v): attention's matmuls, and no dense layer, in each of 2 blocks (once in a scan's body)
+  assert saved - kept == 2 * (1 if scan else 2)
 
 
 @pytest.mark.parametrize("overrides,match", [
