@@ -2,6 +2,8 @@
 that allows. Nothing runs on a device: the model is traced abstractly (no FLOPs spent), each
 convolution, dense layer, GroupNorm and the stem max-pool is recorded with its shapes, and each of
 their kernels (forward; input and filter gradients) is given `max(FLOPs / peak, bytes / bandwidth)`.
+A layer the config recomputes in the backward pass (`remat_frames`, `model.remat`, `remat_policy`)
+runs its forward kernels again: time, not model FLOPs.
 The sum is a lower bound on a step that runs its kernels one after another (XLA:GPU's one stream)
 and moves every tensor through HBM once per kernel that reads or writes it: no kernel can be faster,
 and anything not modelled (attention, the optimizer, the loss, casts) only adds time. So every MFU
@@ -29,6 +31,7 @@ import argparse
 import json
 import math
 import pathlib
+import re
 import sys
 from collections import defaultdict
 
@@ -65,8 +68,10 @@ def record_layers(config, clips: int) -> list[dict]:
   import jax.numpy as jnp
 
   from sora_jax.models import build_encoder_unchecked, frame_encoders, nf_resnet, temporal
-  config = config.copy_and_resolve_references()  # as the model defines it: nothing recomputed, no loops
-  config.model.remat, config.model.remat_frames, config.model.scan_layers = False, "none", False
+  m = config.model
+  remat = (m.remat_frames, m.remat and m.temporal == "transformer", m.remat_policy)
+  config = config.copy_and_resolve_references()  # traced unrolled, without remat: each layer once, then
+  config.model.remat, config.model.remat_frames, config.model.scan_layers = False, "none", False  # marked
   c = config.data
   video = jax.ShapeDtypeStruct((clips * c.num_views, c.num_frames, c.frame_size, c.frame_size, 3), jnp.uint8)
   model = build_encoder_unchecked(config)
@@ -83,6 +88,7 @@ def record_layers(config, clips: int) -> list[dict]:
     m, path = context.module, tuple(context.module.path)
     if context.method_name != "__call__" or not hasattr(args[0], "dtype"):
       return out
+    before = len(layers)
     x = args[0]
     size = jnp.dtype(x.dtype).itemsize
     if isinstance(m, (nn.Conv, frame_encoders.Conv3x3, nf_resnet.WSConv)):
@@ -111,12 +117,31 @@ def record_layers(config, clips: int) -> list[dict]:
                      "residual": kwargs.get("residual") is not None, "relu": kwargs.get("relu", False)})
       if path[-1] == "stem_norm" and config.model.resnet_stem == "imagenet":
         layers.append({"kind": "stem_pool", "stage": "stem", "in": out.shape, "bytes": size})
+    for layer in layers[before:]:
+      layer["recompute"] = recomputed(path, layer["kind"], *remat)
     return out
 
   with nn.intercept_methods(interceptor):
     jax.eval_shape(lambda v: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, v,
                                         train=True), video)
   return layers
+
+
+def recomputed(path, kind: str, remat_frames: str, temporal_remat: bool, policy: str) -> str | None:
+  """What the backward pass runs again of a layer at `path`: 'forward', 'standalone' (a GELU whose matmul
+  output was kept: one elementwise pass of its own) or None. remat_frames='time' recomputes the whole
+  frame encoder; 'block' (and model.remat, the temporal Transformer's) each ResNet or Transformer block,
+  keeping its dense layers' outputs with remat_policy='dots'."""
+  in_frames = bool(path) and path[0] == "frame_encoder"
+  if in_frames and remat_frames == "time":
+    return "forward"
+  in_block = any(re.fullmatch(r"stage\d+_block\d+", p) for p in path) or (
+      "transformer" in path and any(re.fullmatch(r"layer\d+", p) for p in path))
+  if not in_block or not ((in_frames and remat_frames == "block") or (not in_frames and temporal_remat)):
+    return None
+  if policy == "dots" and kind in ("dense", "gelu"):
+    return "standalone" if kind == "gelu" else None
+  return "forward"
 
 
 def _valid_taps(n: int, k: int, stride: int) -> int:
@@ -127,8 +152,21 @@ def _valid_taps(n: int, k: int, stride: int) -> int:
   return sum(min(n, o * stride - low + k) - max(0, o * stride - low) for o in range(m))
 
 
+FORWARD_KERNELS = ("forward", "statistics", "normalise")
+
+
 def kernels_of(layer: dict) -> list[tuple[str, float, float]]:
-  """[(kernel, FLOPs, HBM bytes)] of one layer's forward and backward kernels."""
+  """[(kernel, FLOPs, HBM bytes)] of one layer's forward and backward kernels, and the forward ones
+  again ('remat ...': time, not the model's FLOPs) where the backward pass recomputes them."""
+  out = _kernels(layer)
+  if layer.get("recompute") == "standalone":  # a GELU from its kept input: read it, write the activation
+    return out + [("remat forward", 0.0, 2 * math.prod(layer["in"]) * layer["bytes"])]
+  if layer.get("recompute"):
+    out += [("remat " + name, f, b) for name, f, b in out if name in FORWARD_KERNELS]
+  return out
+
+
+def _kernels(layer: dict) -> list[tuple[str, float, float]]:
   b, kind = layer["bytes"], layer["kind"]
   if kind in ("conv", "dense"):
     x, y = math.prod(layer["in"]), math.prod(layer["out"])
@@ -175,7 +213,7 @@ def roofline(layers: list[dict], peak: float, bandwidth: float) -> dict:
     for name, flops, nbytes in kernels_of(layer):
       row = table[(layer["kind"], layer["stage"])]
       t = max(flops / peak, nbytes / bandwidth)
-      row["flops"] += 0.0 if name == "recompute" else flops
+      row["flops"] += 0.0 if name == "recompute" or name.startswith("remat ") else flops
       row["bytes"] += nbytes
       row["seconds"] += t
       row["compute_bound_s"] += t if flops / peak >= nbytes / bandwidth else 0.0

@@ -332,6 +332,9 @@ MUTANTS = {
     "trace-summary-overlaps-counted-twice": (
         "bench/trace_summary.py", "      total, end = total + (e - end), e", "      total, end = total + (e - s), e",
         ["tests/test_trace_summary.py::test_overlapping_kernels_count_once_in_the_busy_time"]),
+    "roofline-ignores-remat-policy": (
+        "bench/roofline.py", '  if policy == "dots" and kind in ("dense", "gelu"):', "  if False:",
+        ["tests/test_roofline.py::test_recomputed_layers_cost_their_forward_kernels_again_in_time_not_in_model_flops"]),
     "remat-policy-ignored": (
         "sora_jax/models/temporal.py", "nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy])",
         "nn.remat(TransformerBlock)",
@@ -342,7 +345,8 @@ MUTANTS = {
     "nf-beta-ignores-projected-shortcuts": (
         "sora_jax/models/nf_resnet.py", "(1.0 if projected else beta ** 2)", "beta ** 2", ["tests/test_nf_resnet.py"]),
     "roofline-attention-recompute-counted-as-model-flops": (
-        "bench/roofline.py", 'row["flops"] += 0.0 if name == "recompute" else flops', 'row["flops"] += flops',
+        "bench/roofline.py", 'row["flops"] += 0.0 if name == "recompute" or name.startswith("remat ") else flops',
+        'row["flops"] += 0.0 if name.startswith("remat ") else flops',
         ["tests/test_roofline.py"]),
     "generator-layout-one-vector-for-every-position": (
         "sora_jax/models/generator.py", "lay.reshape(b, frames, n, r)", "lay.reshape(b, frames, n, r)[:, :1, :1]",

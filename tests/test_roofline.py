@@ -136,3 +136,33 @@ def test_normalisation_free_resnet_keeps_the_convolutions_and_drops_the_norms_pa
   assert sum(x["kind"] == "stem_pool" for x in ws_layers) == 1
   ceiling = lambda ls: roofline.ceilings(roofline.roofline(ls, 989e12, 3.35e12), 989e12, None, 0.4)  # noqa: E731
   assert ceiling(ws_layers)["mfu_all_at_roofline"] > ceiling(layers)["mfu_all_at_roofline"]
+
+
+def test_recomputed_layers_cost_their_forward_kernels_again_in_time_not_in_model_flops():
+  def layers_and_table(extra):
+    layers = roofline.record_layers(load_config("infonce", TINY_VIT + extra), 2)
+    return layers, roofline.roofline(layers, 989e12, 3.35e12)
+
+  runs = {name: layers_and_table(extra) for name, extra in {
+      "none": [], "block": ["model.remat_frames=block"],
+      "dots": ["model.remat_frames=block", "model.remat_policy=dots"],
+      "temporal": ["model.remat=True"]}.items()}
+  seconds = {k: sum(r["seconds"] for r in t.values()) for k, (_, t) in runs.items()}
+  flops = {k: sum(r["flops"] for r in t.values()) for k, (_, t) in runs.items()}
+  assert len(set(flops.values())) == 1  # recomputation is time, never the model's FLOPs
+  assert seconds["none"] < seconds["temporal"] < seconds["block"] and seconds["none"] < seconds["dots"] < seconds["block"]
+  marks = {k: [(x["kind"], x["stage"], x["recompute"]) for x in layers] for k, (layers, _) in runs.items()}
+  assert {m for _, _, m in marks["none"]} == {None}
+  # remat_frames=block: every layer in the ViT's blocks and no other (the patch embedding, the final
+  # LayerNorm and the temporal model run once); dots: their dense layers kept, the GELU a pass of its own
+  assert marks["block"].count(("dense", "frames", "forward")) == 2 * 6  # q, k, v, out, mlp_in, mlp_out
+  assert ("dense", "frames", None) in marks["block"] and ("layer_norm", "frames", None) in marks["block"]
+  assert not any(m for _, stage, m in marks["block"] if stage == "temporal+heads")
+  assert not any(m for kind, _, m in marks["dots"] if kind == "dense")
+  assert marks["dots"].count(("gelu", "frames", "standalone")) == 2
+  assert marks["dots"].count(("attention", "frames", "forward")) == 2
+  assert {m for kind, stage, m in marks["temporal"] if stage == "frames"} == {None}
+  assert ("attention", "temporal+heads", "forward") in marks["temporal"]
+  # remat_frames=time: the whole frame encoder, whatever the policy
+  layers, _ = layers_and_table(["model.remat_frames=time"])
+  assert {x["recompute"] for x in layers if x["stage"] == "frames"} == {"forward"}
