@@ -9,7 +9,9 @@ Each ViT block is recomputed in the backward pass (remat_frames=block). Measured
 (bench/results/h200_2026-12-04_mfu*): without remat, 8 clips per device took 39.1 GB and ran at 73.3
 clips/s (25.0% MFU) and 32 did not fit; with it, 32 clips take 13.8 GB and run at 93.7 clips/s (31.9%),
 and 128 at 94.1 (32.0%): flat in the batch, and faster than 8 clips without it (8 clips with it were
-not measured).
+not measured). --config.model.remat_policy=dots keeps each block's dense-layer outputs (only LayerNorm,
+attention and GELU recomputed): roofline ceiling 61.8% on an H100 against 52.8%, 0.90x the step time on
+CPU; not the default until a GPU has measured its speed and memory (docs/benchmarks.md).
 """
 
 from sora_jax.config.named import large
