@@ -11,7 +11,7 @@ import trace_summary  # noqa: E402
 
 
 @pytest.mark.parametrize("name,kind", [
-    # names as NVIDIA's libraries and XLA:GPU give them to CUPTI
+    # names in the forms cuBLAS, cuDNN, CUTLASS and XLA:GPU give their kernels (written here, not read from a trace)
     ("cudnn_generated_fort_native_sdpa_sm90_knob_7_64x128x64_4x1x1_kernel0_0", "attention"),
     ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "convolution"),
     ("sm80_xmma_wgrad_implicit_gemm_indexed_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution"),
