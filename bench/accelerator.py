@@ -106,6 +106,7 @@ def model_flops(config, tx, abstract, batch) -> float:
   plain = config.copy_and_resolve_references()
   plain.model.remat, plain.model.remat_frames, plain.model.scan_layers = False, "none", False
   plain.model.attention = "xla"  # same FLOPs; lowers on the CPU backend
+  plain.data.augment.on = "host"  # colour augmentation on the devices is not the model's work
   if config.model.scan_layers:  # a scanned stack's parameters are stacked: the unrolled model's are its own
     from sora_jax.training.optim import build_optimizer
     from sora_jax.training.state import init_state
@@ -124,8 +125,12 @@ def host_batch(config, seed: int = 0) -> dict:
   c = config.data
   rs = np.random.RandomState(seed)
   shape = (config.train.batch_size, c.num_views, c.num_frames, c.frame_size, c.frame_size, 3)
-  return {"video": rs.randint(0, 256, shape).astype(np.uint8),
-          "label": rs.randint(0, 10, config.train.batch_size).astype(np.int32)}
+  batch = {"video": rs.randint(0, 256, shape).astype(np.uint8),
+           "label": rs.randint(0, 10, config.train.batch_size).astype(np.int32)}
+  if c.augment.on == "device":  # every colour op drawn for every clip: the most the step does
+    from sora_jax.data.device_augment import every_op_drawn
+    batch["augment"] = every_op_drawn(shape[:3])
+  return batch
 
 
 def timed_steps(step, state, batch, steps: int, warmup: int = 1):
@@ -195,6 +200,7 @@ def input_bound(config, compiled, state, mesh, steps, memory_step_s) -> dict:
   from sora_jax.data.pipeline import TrainInput
   from sora_jax.errors import SoraError
   from sora_jax.parallel import distributed
+  from sora_jax.training.step import device_batch
   try:
     data = TrainInput(config)
     note = config.data.name
@@ -206,7 +212,7 @@ def input_bound(config, compiled, state, mesh, steps, memory_step_s) -> dict:
   times = []
   for i in range(steps + 2):
     t = time.perf_counter()
-    batch = distributed.host_to_global({k: b for k, b in next(data).items() if k in ("video", "label")}, mesh)
+    batch = distributed.host_to_global(device_batch(next(data), config), mesh)
     state, m = compiled(state, batch)
     jax.block_until_ready(m)
     if i >= 2:  # the pipeline's start-up is not a step

@@ -66,9 +66,13 @@ def jax_step(config, steps: int) -> dict:
 def _batch(config):
   c = config.data
   rs = np.random.RandomState(0)
-  return {"video": rs.randint(0, 255, (config.train.batch_size, c.num_views, c.num_frames, c.frame_size,
-                                       c.frame_size, 3)).astype(np.uint8),
-          "label": np.zeros(config.train.batch_size, np.int32)}
+  batch = {"video": rs.randint(0, 255, (config.train.batch_size, c.num_views, c.num_frames, c.frame_size,
+                                        c.frame_size, 3)).astype(np.uint8),
+           "label": np.zeros(config.train.batch_size, np.int32)}
+  if c.augment.on == "device":  # every colour op drawn: the most the step does
+    from sora_jax.data.device_augment import every_op_drawn
+    batch["augment"] = every_op_drawn((config.train.batch_size, c.num_views, c.num_frames))
+  return batch
 
 
 def torch_twin_fits(config) -> bool:

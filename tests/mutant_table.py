@@ -336,9 +336,21 @@ MUTANTS = {
         "bench/roofline.py", '  if policy == "dots" and kind in ("dense", "gelu"):', "  if False:",
         ["tests/test_roofline.py::test_recomputed_layers_cost_their_forward_kernels_again_in_time_not_in_model_flops"]),
     "remat-policy-ignored": (
-        "sora_jax/models/temporal.py", "nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy])",
-        "nn.remat(TransformerBlock)",
+        "sora_jax/models/temporal.py", "policy=REMAT_POLICIES[self.remat_policy],", "policy=None,",
         ["tests/test_vit.py::test_remat_policy_dots_keeps_the_dense_layers_and_recomputes_only_the_rest"]),
+    "device-hue-by-equality": (
+        "sora_jax/data/device_augment.py", "jnp.where(top == 0, (g - b) / safe, jnp.where(top == 1,",
+        "jnp.where(v == r, (g - b) / safe, jnp.where(v == g,",
+        ["tests/test_device_augment.py::test_the_device_applies_each_draw_as_the_host_does"]),
+    "device-luma-by-matmul": (
+        "sora_jax/data/device_augment.py", "return x[..., 0] * _LUMA[0] + x[..., 1] * _LUMA[1] + x[..., 2] * _LUMA[2]",
+        "return x @ _LUMA", ["tests/test_device_augment.py::test_no_matmul_runs_on_the_accelerators"]),
+    "step-ignores-device-augment": (
+        "sora_jax/training/step.py", "    if augment is not None:  # the colour", "    if False:  # the colour",
+        ["tests/test_device_augment.py::test_training_with_the_colour_on_the_devices_gives_the_host_fed_numbers"]),
+    "scanned-remat-fenced-from-cse": (
+        "sora_jax/models/temporal.py", "prevent_cse=not self.scan_layers)", "prevent_cse=True)",
+        ["tests/test_vit.py::test_recomputed_blocks_are_fenced_from_cse_only_where_xla_could_merge_them"]),
     "nf-blocks-start-at-full-residual": (
         "sora_jax/models/nf_resnet.py", 'self.param("skip_gain", nn.initializers.zeros, (), jnp.float32)',
         'self.param("skip_gain", nn.initializers.ones, (), jnp.float32)', ["tests/test_nf_resnet.py"]),

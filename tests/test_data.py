@@ -285,7 +285,7 @@ def test_augmenting_a_batch_gives_each_example_what_augmenting_it_alone_gives():
     d.pop("box")
   together = {k: tf.concat([d[k] for d in draws], 0) for k in draws[0]}
   assert 0 < float(tf.reduce_mean(together["blur"])) < 1 and 0 < float(tf.reduce_mean(together["jitter"])) < 1
-  batched = augment.apply_batch(video, together, cfg, group=views).numpy()
+  batched = augment.apply_batch(video, together, cfg).numpy()
   alone = np.concatenate([augment.apply_batch(video[i * views:(i + 1) * views], draws[i], cfg).numpy()
                           for i in range(n)])
   np.testing.assert_array_equal(batched, alone)

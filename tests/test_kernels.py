@@ -120,8 +120,8 @@ def _abstract_step(name: str, batch: int, frames: int):
   config = load_config(name, [f"train.batch_size={batch}", f"data.num_frames={frames}", "data.frame_size=64"])
   tx = build_optimizer(config)
   state = jax.eval_shape(lambda: init_state(config, tx))
-  return config, tx, state, {"video": jax.ShapeDtypeStruct((batch, 2, frames, 64, 64, 3), jnp.uint8),
-                             "label": jax.ShapeDtypeStruct((batch,), jnp.int32)}
+  from sora_jax.training.step import abstract_batch
+  return config, tx, state, abstract_batch(config, batch)
 
 
 def test_large_config_train_step_lowered_for_gpu_and_tpu_uses_native_convolution_gradients():

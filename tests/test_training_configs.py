@@ -14,7 +14,7 @@ from sora_jax.models import build_encoder
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.training.optim import build_optimizer, decay_mask, learning_rate_schedule
 from sora_jax.training.state import init_state
-from sora_jax.training.step import make_train_step
+from sora_jax.training.step import abstract_batch, make_train_step
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,8 @@ def test_large_config_builds_and_steps_abstractly():
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
   assert 30e6 < n_params < 200e6
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
-  batch = {"video": jax.ShapeDtypeStruct((1024, 2, 16, 224, 224, 3), jnp.uint8),
-           "label": jax.ShapeDtypeStruct((1024,), jnp.int32)}
+  batch = abstract_batch(config, 1024)
+  assert batch["video"].shape == (1024, 2, 16, 224, 224, 3) and batch["augment"].shape == (1024, 2, 16, 9)
   new_state, metrics = jax.eval_shape(make_train_step(config, build_encoder(config), tx), state, batch)
   assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
   assert {"loss", "infonce_loss", "predictive_loss", "contrastive_accuracy"} <= set(metrics)

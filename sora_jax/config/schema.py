@@ -102,7 +102,9 @@ FIELDS: tuple[Field, ...] = (
     F("data.augment.grayscale_prob", 0.2, checks.number(0.0, 1.0), "probability of grayscale per view"),
     F("data.augment.blur_prob", 0.0, checks.number(0.0, 1.0), "probability of Gaussian blur per view"),
     F("data.augment.solarize_prob", 0.0, checks.number(0.0, 1.0), "probability of solarisation per view"),
-    F("data.shuffle_buffer", 1024, checks.integer(0), "examples in the shuffle buffer of each host"),
+    F("data.augment.on", "host", checks.choice("host", "device"), "where the colour jitter, grayscale, blur and "
+      "solarisation run: host (tf.data) | device (in the train step; the host still crops and flips); device for "
+      "pods, where the host's cores cannot keep up (bench/pod_input.py)"),
     F("data.num_parallel_calls", -1, checks.integer(-1), "tf.data parallelism; -1 = AUTOTUNE (0 is not allowed)"),
     F("data.prefetch", 2, checks.integer(0), "host batches prepared ahead"),
     F("data.device_prefetch", 2, checks.integer(0, 64), "global batches placed on the devices ahead of the step "

@@ -7,46 +7,12 @@ within a clip), independent across views because each view has its own key. The 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import tensorflow as tf
 
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-  """`config.data.augment` as the ops read it; its defaults are the schema's (`from_config`)."""
-  crop_scale: tuple[float, float]
-  flip_prob: float
-  color_jitter_prob: float
-  color_jitter_strength: float
-  color_jitter: tuple[float, ...]  # (brightness, contrast, saturation, hue) maxima; () = SimCLR's x strength
-  per_frame_jitter: bool
-  grayscale_prob: float
-  blur_prob: float
-  solarize_prob: float
-  aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # of the crop box (not a config field)
-
-  @classmethod
-  def from_config(cls, config) -> "AugmentConfig":
-    a = config.data.augment
-    return cls(crop_scale=tuple(float(v) for v in a.crop_scale), flip_prob=float(a.flip_prob),
-               color_jitter_prob=float(a.color_jitter_prob),
-               color_jitter_strength=float(a.color_jitter_strength),
-               color_jitter=tuple(float(v) for v in a.color_jitter),
-               per_frame_jitter=bool(a.per_frame_jitter),
-               grayscale_prob=float(a.grayscale_prob), blur_prob=float(a.blur_prob),
-               solarize_prob=float(a.solarize_prob))
-
-
-def jitter_magnitudes(cfg: AugmentConfig) -> tuple[float, float, float, float]:
-  """(brightness delta, contrast, saturation, hue delta) maxima: `color_jitter` when given, else
-  SimCLR's (0.8, 0.8, 0.8, 0.2) x strength. Brightness is additive on [0, 1] pixels, as in SimCLR, so
-  dark frames saturate to black or white at strength 1; hue 0.5 draws any hue."""
-  if cfg.color_jitter:
-    return tuple(cfg.color_jitter)
-  s = cfg.color_jitter_strength
-  return 0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s
+# The config as the ops read it and the jitter's maxima: shared with the device's ops, which import no TF.
+from sora_jax.data.device_augment import PACKED, AugmentConfig, jitter_magnitudes  # noqa: F401
 
 
 def _u(key, shape=(), lo=0.0, hi=1.0):
@@ -90,6 +56,14 @@ def draw_params(key, num_views: int, num_frames: int, cfg: AugmentConfig) -> dic
       "sigma": scale(u[:, 12], 0.1, 2.0),
       "solarize": tf.cast(u[:, 13] < cfg.solarize_prob, tf.float32),
   }
+
+
+def pack_params(params: dict, num_views: int, num_frames: int):
+  """draw_params' colour draws (without "box") -> float32 [V, T, 9] in device_augment.PACKED's order,
+  per-clip draws repeated over the frames: what `data.augment.on: device` sends to the step."""
+  cols = [tf.broadcast_to(tf.reshape(tf.cast(params[k], tf.float32), [num_views, -1]), [num_views, num_frames])
+          for k in PACKED]
+  return tf.stack(cols, -1)
 
 
 def crop_views(frames, box, num_frames: int, size: int):
@@ -155,19 +129,13 @@ def _adjust_hue(x, delta, per_frame: bool):
   return tf.reshape(y, shape)
 
 
-def apply_batch(video, params: dict, cfg: AugmentConfig, group: int = 0):
+def apply_batch(video, params: dict, cfg: AugmentConfig):
   """uint8 [N, T, S, S, 3] (cropped, flipped) + params with leading dim N -> uint8, vectorised over clips;
-  each op runs only on the clips that draw it (gathered, transformed, scattered back).
-
-  group: blur convolves each run of `group` clips (an example's views) on its own, since its
-  rounding depends on how many clips one convolution sees (0: all N together).
-  """
+  each op runs only on the clips that draw it (gathered, transformed, scattered back). The blur
+  convolves each of its clips on its own, since a convolution's rounding depends on how many clips
+  it sees: so a clip comes out the same whatever else is in the batch."""
   size = video.shape[2]
   x = tf.cast(video, tf.float32) / 255.0
-
-  def per_clip(p):  # [n] -> [n, 1, 1, 1, 1];  [n, T] -> [n, T, 1, 1, 1]
-    p = tf.convert_to_tensor(p)
-    return tf.reshape(p, tf.concat([tf.shape(p), tf.ones([5 - tf.rank(p)], tf.int32)], 0))
 
   brightness, contrast, saturation, hue = jitter_magnitudes(cfg)
 
@@ -187,23 +155,14 @@ def apply_batch(video, params: dict, cfg: AugmentConfig, group: int = 0):
     return tf.cond(tf.size(chosen) > 0, apply, lambda: x)
 
   def blur(x, p):
-    if not group:
-      return _blur(x, p["sigma"], size)
-    parts = tf.reshape(x, tf.concat([[-1, group], tf.shape(x)[1:]], 0))
-    sigma = tf.reshape(p["sigma"], [-1, group])
-    out = tf.map_fn(lambda a: _blur(a[0], a[1], size), (parts, sigma), fn_output_signature=tf.float32)
-    return tf.reshape(out, tf.shape(x))
-
-  def when_all(name, fn, x):  # every clip (blur: its rounding depends on the clips it convolves together)
-    return tf.cond(tf.reduce_any(params[name] > 0), lambda: tf.where(per_clip(params[name]) > 0, fn(x, params), x),
-                   lambda: x)
+    return tf.map_fn(lambda a: _blur(a[0][None], a[1][None], size)[0], (x, p["sigma"]), fn_output_signature=tf.float32)
 
   if cfg.color_jitter_prob > 0 and any(jitter_magnitudes(cfg)):
     x = when("jitter", jitter, x)
   if cfg.grayscale_prob > 0:
     x = when("gray", lambda x, p: tf.tile(_grayscale(x), [1, 1, 1, 1, 3]), x)
   if cfg.blur_prob > 0:
-    x = when_all("blur", blur, x)
+    x = when("blur", blur, x)
   if cfg.solarize_prob > 0:
     x = when("solarize", lambda x, p: tf.where(x >= 0.5, 1.0 - x, x), x)
   return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)

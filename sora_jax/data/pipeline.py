@@ -76,8 +76,10 @@ class TrainInput:
   """Endless iterator of host-local training batches (see module docstring for the order).
 
   Yields dict: video uint8 [b, V, T, S, S, 3], label int32 [b], motion_label int32 [b] (-1 unknown),
-  video_id int64 [b]; b = train.batch_size // process_count. With `caption_features` (see
-  `CaptionTable`) also caption [b, ...], caption_id int32 [b], caption_mask bool [b]. A dataset with
+  video_id int64 [b]; b = train.batch_size // process_count. With data.augment.on='device' the video is
+  cropped and flipped only, and augment float32 [b, V, T, 9] holds the colour draws the step applies.
+  With `caption_features` (see `CaptionTable`) also caption [b, ...], caption_id int32 [b],
+  caption_mask bool [b]. A dataset with
   actor tracks (moving_actors) adds boxes float32 [b, V, A, T, 4] (normalised (x0, y0, x1, y1) in
   each view's frames), actor_label / actor_motion int32 [b, A] (-1 = no actor), actor_mask bool [b, A].
   """
@@ -106,6 +108,7 @@ class TrainInput:
       raise ConfigError(f"split {self.split_name!r} holds {self.num_examples} videos, fewer than "
                         f"config.train.batch_size={self.global_batch}; lower the batch size")
     self.aug = augment_lib.AugmentConfig.from_config(config)
+    self.on_device = config.data.augment.on == "device"
     self.captions = None if caption_features is None else CaptionTable(self.split, caption_features)
     self._epoch, self._step = 0, 0
     self._it = None
@@ -172,8 +175,12 @@ class TrainInput:
     params = augment_lib.draw_params(key, c.num_views, c.num_frames, self.aug)
     crop = params.pop("box")
     video = augment_lib.crop_views(frames, crop, c.num_frames, c.frame_size)  # [V, T, S, S, 3]
-    out = {"video": video, "params": params, "label": loaded["label"], "motion_label": loaded["motion_label"],
+    out = {"video": video, "label": loaded["label"], "motion_label": loaded["motion_label"],
            "video_id": loaded["video_id"]}
+    if self.on_device:  # the step applies them (device_augment): their draws travel with the clip
+      out["augment"] = augment_lib.pack_params(params, c.num_views, c.num_frames)
+    else:
+      out["params"] = params
     if "boxes" in loaded:  # actor tracks follow the frames and each view's crop: [V, A, T, 4]
       shape = tf.shape(frames)
       out.update(tracks.actor_fields(loaded, tracks.train_boxes(loaded["boxes"], frame_idx, crop, shape[1], shape[2],
@@ -188,8 +195,7 @@ class TrainInput:
     video, params = batch.pop("video"), batch.pop("params")
     shape = tf.shape(video)
     flat = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
-    video = augment_lib.apply_batch(flat(video), {k: flat(v) for k, v in params.items()}, self.aug,
-                                    group=int(self.config.data.num_views))
+    video = augment_lib.apply_batch(flat(video), {k: flat(v) for k, v in params.items()}, self.aug)
     return {"video": tf.reshape(video, shape), **batch}
 
   def dataset(self) -> tf.data.Dataset:
@@ -201,7 +207,8 @@ class TrainInput:
                                    for a in self._order(self._epoch, self._step, steps)))
     ds = ds.map(self._element, num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.batch(self.batch, drop_remainder=True)
-    ds = ds.map(self._augment, num_parallel_calls=_parallel(self.config), deterministic=True)
+    if not self.on_device:
+      ds = ds.map(self._augment, num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.prefetch(max(1, int(self.config.data.prefetch)))
     return ds.with_options(_options(self.config))
 

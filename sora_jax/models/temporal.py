@@ -156,7 +156,14 @@ class Transformer(nn.Module):
     attention = self.attention
     if attention == "auto":
       attention = attention_implementation(self.dtype, self.hidden // self.num_heads, x.shape[1])
-    block = nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy]) if self.remat else TransformerBlock
+    block = TransformerBlock
+    if self.remat:
+      # Under scan the forward and backward passes are two loops, so XLA has nothing to merge between
+      # them: the optimisation barrier that stops it merging the recomputation into the forward pass
+      # only costs (jax.checkpoint's prevent_cse: "high overheads on some backends, especially GPU";
+      # MaxText's choice too). Unrolled, the barrier is what keeps the recomputation a recomputation.
+      block = nn.remat(TransformerBlock, policy=REMAT_POLICIES[self.remat_policy],
+                       prevent_cse=not self.scan_layers)
     args = (self.hidden, self.num_heads, self.causal, attention, self.dtype)
     if self.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},

@@ -185,7 +185,7 @@ BATCH_KEYS = {"supervised": ("label",), "video_text": ("caption", "caption_id", 
 
 def batch_keys(config) -> tuple[str, ...]:
   """The batch entries the train step needs on the devices for this config's terms."""
-  keys = ["video", "label"]
+  keys = ["video", "label"] + (["augment"] if config.data.augment.on == "device" else [])
   for term in terms(config.objective.name):
     keys += [k for k in BATCH_KEYS.get(term, ()) if k not in keys]
   return tuple(keys)

@@ -17,7 +17,7 @@ import numpy as np
 from sora_jax.config import validate
 from sora_jax.errors import ConfigError
 from sora_jax.parallel import mesh as mesh_lib
-from sora_jax.training.step import build_step
+from sora_jax.training.step import abstract_batch, build_step
 
 
 def _nbytes(tree) -> int:
@@ -40,11 +40,7 @@ def step_memory(config, per_device_batch: int, device=None) -> dict:
   built = build_step(cfg, mesh_lib.make_mesh(cfg, devices=[device]))
   step, shardings, abstract = built.step, built.shardings, built.abstract
   state = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  d = cfg.data
-  batch = {"video": jax.ShapeDtypeStruct((per_device_batch, d.num_views, d.num_frames, d.frame_size, d.frame_size, 3),
-                                         jnp.uint8),
-           "label": jax.ShapeDtypeStruct((per_device_batch,), jnp.int32)}
-  analysis = step.lower(state, batch).compile().memory_analysis()
+  analysis = step.lower(state, abstract_batch(cfg, per_device_batch)).compile().memory_analysis()
   outputs = analysis.output_size_in_bytes - analysis.alias_size_in_bytes
   return {"params": _nbytes(abstract.params), "opt_state": _nbytes(abstract.opt_state),
           "arguments": int(analysis.argument_size_in_bytes), "outputs": int(outputs),

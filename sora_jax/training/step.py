@@ -1,7 +1,9 @@
 """The pure train step and its one jit with explicit shardings over the mesh.
 
 `train_step(state, batch) -> (state, metrics)`; batch = {'video': uint8 [B, V, T, H, W, 3],
-'label': int32 [B]} as global arrays sharded over the batch axes. The view axis keeps one layout,
+'label': int32 [B]} as global arrays sharded over the batch axes (with data.augment.on='device' also
+'augment' float32 [B, V, T, 9], the colour draws `data.device_augment` applies to the clips before
+anything reads them). The view axis keeps one layout,
 [B, V, ...], from the pipeline to the objectives: it is folded into the batch only for the encoder's
 one call ([B*V, T, H, W, 3], video-major so each device keeps its own rows) and its outputs come
 back as [B, V, ...], which the objective reads over the global batch. With a
@@ -23,6 +25,7 @@ import optax
 
 from sora_jax import objectives
 from sora_jax.config import terms
+from sora_jax.data import device_augment
 from sora_jax.models import build_encoder_unchecked, kernels
 from sora_jax.objectives.latent import draw_mask
 from sora_jax.parallel import mesh as mesh_lib
@@ -130,8 +133,11 @@ def make_train_step(config, model, tx: optax.GradientTransformation) -> Callable
   accum = config.train.grad_accum_steps
   schedule = learning_rate_schedule(config)
   grad_fn = jax.value_and_grad(lambda *a: _loss_fn(config, model, *a), has_aux=True)
+  augment = device_augment.AugmentConfig.from_config(config) if config.data.augment.on == "device" else None
 
   def train_step(state: TrainState, batch):
+    if augment is not None:  # the colour augmentations the host left to the devices (data.augment.on)
+      batch = dict(batch, video=device_augment.apply(batch["video"], batch["augment"], augment))
     key = jax.random.fold_in(state.rng, state.step)
     if accum == 1:
       (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, key, state.ema_params)
@@ -154,6 +160,19 @@ def make_train_step(config, model, tx: optax.GradientTransformation) -> Callable
     return new_state, metrics
 
   return train_step
+
+
+def abstract_batch(config, batch_size: int) -> dict:
+  """Shapes of a train batch of `batch_size` clips (jax.ShapeDtypeStruct): video and label, and the colour
+  draws with data.augment.on='device' (for compiling, memory and FLOP counts; nothing is allocated)."""
+  d = config.data
+  batch = {"video": jax.ShapeDtypeStruct((batch_size, d.num_views, d.num_frames, d.frame_size, d.frame_size, 3),
+                                         jnp.uint8),
+           "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  if d.augment.on == "device":
+    batch["augment"] = jax.ShapeDtypeStruct((batch_size, d.num_views, d.num_frames, len(device_augment.PACKED)),
+                                            jnp.float32)
+  return batch
 
 
 def device_batch(batch: dict, config) -> dict:
