@@ -37,7 +37,8 @@ PEAK_TFLOPS = (("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L4", 121.0),
                ("v5 lite", 197.0), ("v5e", 197.0), ("v5p", 459.0), ("v5", 459.0), ("v6 lite", 918.0),
                ("v6e", 918.0))
 SMOKE = {"large": ["data.num_frames=4", "data.frame_size=64"], "infonce": [],
-         "large_vit": ["data.num_frames=4", "data.frame_size=64", "model.vit_depth=2"]}
+         "large_vit": ["data.num_frames=4", "data.frame_size=64", "model.vit_depth=2"],
+         "large_tubelet": ["data.num_frames=4", "data.frame_size=64", "model.vit_depth=2"]}
 
 
 def parse():

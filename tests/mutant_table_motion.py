@@ -1,5 +1,5 @@
-"""Mutations of how the encoder sees motion (frame differences, two towers, time reversal), in the
-form of mutant_table.MUTANTS, which includes them."""
+"""Mutations of how the encoder sees motion (frame differences, two towers, time reversal, tubelets), in
+the form of mutant_table.MUTANTS, which includes them."""
 
 MOTION_MUTANTS = {
     "frame-difference-shows-the-hidden-frame": (
@@ -42,4 +42,16 @@ MOTION_MUTANTS = {
         "diff = (with_frame_differences if m.frame_input == \"two_tower\" else frame_differences)(x, hidden)",
         "diff = (with_frame_differences if m.frame_input == \"two_tower\" else (lambda x, h: x))(x, hidden)",
         ["tests/test_models_motion.py::test_two_streams_put_the_rgb_encoder_beside_a_second_encoder_that_sees_the_differences_only"]),
+    "tubelet-without-time-positions": (
+        "sora_jax/models/tubelet.py", "x = x + (pos[None] + when).astype(x.dtype)", "x = x + pos[None].astype(x.dtype)",
+        ["tests/test_tubelet.py::test_attention_reaches_across_time_and_time_positions_tell_tubelets_apart"]),
+    "tubelet-pixels-out-of-order": (
+        "sora_jax/models/tubelet.py", "-> b nt (gh gw) (f p q c)", "-> b nt (gh gw) (p q f c)",
+        ["tests/test_tubelet.py::test_no_blocks_is_each_tubelets_mean_of_its_normalised_embeddings"]),
+    "tubelet-reversal-reverses-its-features": (
+        "sora_jax/models/video_encoder.py", 'if m.frame_input == "rgb" and m.frame_encoder != "tubelet":',
+        'if m.frame_input == "rgb":', ["tests/test_tubelet.py::test_the_backwards_clip_is_encoded_again"]),
+    "tubelet-lets-objectives-read-seen-frames": (
+        "sora_jax/config/validate.py", "  if reads or m.predict_steps or m.latent_predict:", "  if False:",
+        ["tests/test_tubelet.py::test_config_rules"]),
 }

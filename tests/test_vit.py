@@ -122,7 +122,7 @@ def test_recomputed_blocks_are_fenced_from_cse_only_where_xla_could_merge_them(s
 @pytest.mark.parametrize("overrides,match", [
     (["model.frame_encoder=vit", "model.vit_patch=12"], "frame_size=32 does not split into .*vit_patch=12"),
     (["model.frame_pool=cls"], "frame_pool='cls' needs config.model.frame_encoder='vit'"),
-    (["model.remat_frames=block"], "remat_frames='block' needs .*'resnet' or 'vit'"),
+    (["model.remat_frames=block"], "remat_frames='block' needs .*'resnet', 'vit' or 'tubelet'"),
     (["model.remat_policy=dots"], "remat_policy='dots' applies to recomputed Transformer blocks"),
     (TINY + ["model.remat_policy=dots"], "remat_policy='dots' applies to recomputed Transformer blocks"),
     (TINY + ["model.frame_pool=cls", "model.actors=True"], "CLS token has no place"),

