@@ -155,8 +155,8 @@ FIELDS: tuple[Field, ...] = (
       "in the backward pass: none | block (per ResNet or ViT block; left to XLA's scheduler, which on CPU keeps them "
       "all) | time (scanned over time, one frame step alive at a time: ~1/T of the activations, +1 forward)"),
     F("model.remat_policy", "nothing", checks.choice("nothing", "dots"), "what a recomputed Transformer block "
-      "(model.remat, or remat_frames=block with frame_encoder=vit or tubelet) keeps for the backward pass: nothing (its "
-      "input only) | dots (also its dense layers' outputs: only LayerNorm, attention and GELU are recomputed)"),
+      "(model.remat, or remat_frames=block with frame_encoder=vit or tubelet) keeps for the backward pass: "
+      "nothing (its input only) | dots (also its dense layers' outputs: only LayerNorm, attention and GELU are recomputed)"),
     F("model.scan_layers", False, checks.boolean(), "scan over identical transformer layers (faster compile)"),
     F("model.pooling", "mean", checks.choice(*POOLING), "sequence -> pooled: last (each direction's final state) | "
       "mean | cls | last_step (the output at the last step, PyTorch's out[:, -1]: a bidirectional net's backward "

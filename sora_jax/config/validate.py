@@ -102,7 +102,8 @@ def _model(config) -> None:
   if m.remat_policy != "nothing" and not (m.remat and m.temporal == "transformer") and not (
       m.remat_frames == "block" and m.frame_encoder in ("vit", "tubelet")):
     raise ConfigError(f"config.model.remat_policy={m.remat_policy!r} applies to recomputed Transformer blocks, and "
-                      "this model has none; set config.model.remat_frames='block' with frame_encoder='vit', or "
+                      "this model has none; set config.model.remat_frames='block' with frame_encoder='vit' (or "
+                      "'tubelet'), or "
                       "model.remat=True with temporal='transformer', or remat_policy='nothing'")
   if m.norm == "ws" and m.frame_encoder != "resnet":
     raise ConfigError(f"config.model.norm='ws' (normalisation-free blocks) needs config.model.frame_encoder='resnet', "
