@@ -61,6 +61,8 @@ def test_attention_reaches_across_time_and_time_positions_tell_tubelets_apart():
   assert enc.apply(params, longer).shape == (1, 12, 16)
   with pytest.raises(ValueError, match="do not split into tubelets of 2 frames"):
     enc.apply(params, x[:, :5])
+  with pytest.raises(ValueError, match="pools each tubelet by its mean"):  # the ViT's other pools do not apply
+    TubeletViT(width=16, depth=1, num_heads=2, patch=4, frames=2, pool="cls").init(jax.random.key(1), x)
 
 
 def test_video_encoder_with_tubelets_remat_and_scan_give_the_same_numbers():

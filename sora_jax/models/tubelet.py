@@ -14,32 +14,24 @@ parameters do not depend on T.
 
 from __future__ import annotations
 
-from typing import Any
-
 import einops
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sora_jax.models.temporal import Transformer, sinusoidal
-from sora_jax.models.vit import VIT_SIZES
+from sora_jax.models.temporal import sinusoidal
+from sora_jax.models.vit import ViT, make_vit
 
 
-class TubeletViT(nn.Module):
-  """[B, T, H, W, C] -> [B, T, width]: T a multiple of `frames`, H and W of `patch`."""
-  width: int = 384
-  depth: int = 12
-  num_heads: int = 6
-  patch: int = 16
+class TubeletViT(ViT):
+  """[B, T, H, W, C] -> [B, T, width]: T a multiple of `frames`, H and W of `patch`. The ViT's fields (`pool`
+  must be 'mean': a frame's vector is its tubelet's mean over its patches) and blocks."""
   frames: int = 2
-  remat: bool = False
-  scan_layers: bool = False
-  attention: str = "auto"
-  dtype: Any = jnp.float32
-  remat_policy: str = "nothing"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     b, t, h, w, _ = x.shape
+    if self.pool != "mean":
+      raise ValueError(f"a tubelet encoder pools each tubelet by its mean; got pool={self.pool!r}")
     if t % self.frames or h % self.patch or w % self.patch:
       raise ValueError(f"clips of {t} frames of {h}x{w} px do not split into tubelets of {self.frames} frames x "
                        f"{self.patch}x{self.patch} px; make the frames a multiple of {self.frames} and the "
@@ -51,17 +43,11 @@ class TubeletViT(nn.Module):
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (gh * gw, self.width), jnp.float32)
     when = jnp.asarray(sinusoidal(nt, self.width))[:, None, :]
     x = x + (pos[None] + when).astype(x.dtype)
-    x = Transformer(self.width, self.depth, self.num_heads, causal=False, remat=self.remat,
-                    scan_layers=self.scan_layers, attention=self.attention, dtype=self.dtype,
-                    remat_policy=self.remat_policy, name="transformer")(x.reshape(b, nt * gh * gw, self.width))
+    x = self.blocks(x.reshape(b, nt * gh * gw, self.width))
     per_tubelet = jnp.mean(x.reshape(b, nt, gh * gw, self.width), axis=2)
     return jnp.repeat(per_tubelet, self.frames, axis=1)  # each frame: its tubelet's vector
 
 
 def make_tubelet(m, dtype, name: str = "frame_encoder") -> TubeletViT:
-  """The tubelet encoder `config.model` names (vit_size, vit_depth, vit_patch, tubelet_frames; remat_frames=
-  'block' recomputes each block in the backward pass, keeping what remat_policy names)."""
-  width, depth, heads = VIT_SIZES[m.vit_size]
-  return TubeletViT(width=width, depth=m.vit_depth or depth, num_heads=heads, patch=m.vit_patch,
-                    frames=m.tubelet_frames, remat=m.remat_frames == "block", scan_layers=m.scan_layers,
-                    attention=m.attention, dtype=dtype, remat_policy=m.remat_policy, name=name)
+  """The tubelet encoder `config.model` names: the ViT's fields (make_vit) and tubelet_frames."""
+  return make_vit(m, dtype, "mean", name, TubeletViT, frames=m.tubelet_frames)

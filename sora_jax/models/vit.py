@@ -52,18 +52,22 @@ class ViT(nn.Module):
     if cls:
       token = self.param("cls_token", nn.initializers.normal(0.02), (self.width,), jnp.float32)
       x = jnp.concatenate([jnp.broadcast_to(token.astype(x.dtype), (n, 1, self.width)), x], axis=1)
-    x = Transformer(self.width, self.depth, self.num_heads, causal=False, remat=self.remat,
-                    scan_layers=self.scan_layers, attention=self.attention, dtype=self.dtype,
-                    remat_policy=self.remat_policy, name="transformer")(x)
+    x = self.blocks(x)
     if cls:
       return x[:, 0]
     return spatial_pool(x.reshape(n, gh, gw, self.width), self.pool)
 
+  def blocks(self, tokens):
+    """[N, S, width] -> [N, S, width]: the pre-LN blocks and the final LayerNorm (called from `__call__`)."""
+    return Transformer(self.width, self.depth, self.num_heads, causal=False, remat=self.remat,
+                       scan_layers=self.scan_layers, attention=self.attention, dtype=self.dtype,
+                       remat_policy=self.remat_policy, name="transformer")(tokens)
 
-def make_vit(m, dtype, pool: str, name: str = "frame_encoder") -> ViT:
+
+def make_vit(m, dtype, pool: str, name: str = "frame_encoder", cls: type = ViT, **fields) -> ViT:
   """The ViT `config.model` names (vit_size, vit_depth, vit_patch; remat_frames='block' recomputes
-  each block in the backward pass, keeping what remat_policy names)."""
+  each block in the backward pass, keeping what remat_policy names); `cls` a subclass with its `fields`."""
   width, depth, heads = VIT_SIZES[m.vit_size]
-  return ViT(width=width, depth=m.vit_depth or depth, num_heads=heads, patch=m.vit_patch, pool=pool,
+  return cls(width=width, depth=m.vit_depth or depth, num_heads=heads, patch=m.vit_patch, pool=pool,
              remat=m.remat_frames == "block", scan_layers=m.scan_layers, attention=m.attention, dtype=dtype,
-             remat_policy=m.remat_policy, name=name)
+             remat_policy=m.remat_policy, name=name, **fields)
