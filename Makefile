@@ -44,7 +44,7 @@ bench: venv
 
 # Every benchmark at tiny sizes (a few minutes on 2 cores; in CI): each must end with its JSON line.
 # The figures mean nothing; a benchmark that no longer runs fails here.
-BENCH_SMOKE := "accelerator.py --smoke" "accelerator.py --layers --layer-frames 4 --layer-size 64 --steps 1" "step_memory.py --smoke --config default --remat none,time --steps 1" \
+BENCH_SMOKE := "accelerator.py --smoke" "accelerator.py --layers --layer-frames 4 --layer-size 64 --steps 1 --pallas" "step_memory.py --smoke --config default --remat none,time --steps 1" \
   "model_step.py --batch 1 --iters 1 --warmup 1 --no-torch" "train_step.py --smoke" "input_pipeline.py --smoke" \
   "search.py --sizes 4096 --dim 32 --queries 8 --ivf-train 2048 --repeats 1 --nprobe 8 --block-size 1024" \
   "roofline.py --per-device-batch 8 --conv-ms 12" "roofline.py --config large_vit --per-device-batch 8" "roofline.py --config large_tubelet --per-device-batch 8" "generate.py --smoke" "text_ceiling.py --smoke" \

@@ -55,6 +55,9 @@ def parse():
                  help="run each config twice, side by side: GroupNorm and the stem max-pool as autodiff of flax's/"
                       "XLA's ops (rows NAME[xla]) and as sora_jax's fused kernels (NAME[fused]); see models/kernels.py")
   p.add_argument("--fused", action="store_true", help="only the fused kernels' variant of --ab (rows NAME[fused])")
+  p.add_argument("--pallas", action="store_true",
+                 help="with --ab/--fused: a variant with the Pallas GroupNorm kernels (NAME[pallas]); with --layers: "
+                      "a column of them (models/group_norm_pallas.py; Pallas's interpreter on CPU, slow)")
   p.add_argument("--layers", action="store_true",
                  help="instead: each GroupNorm+ReLU and the stem max-pool of configs/large.py's ResNet-34 and "
                       "EfficientNet-Lite0's depthwise convolutions, forward + gradient, XLA's vs ours, at "
@@ -224,7 +227,8 @@ def input_bound(config, compiled, state, mesh, steps, memory_step_s) -> dict:
 
 def check_kernels() -> dict:
   """Each kernel's implementations on this device: relative error of values and gradients between
-  the masked and plain max-pool gradients, and (on GPU) cuDNN's and XLA's attention."""
+  the masked and plain max-pool gradients, and (on GPU) the Pallas GroupNorm's and flax's, cuDNN's and
+  XLA's attention."""
   import jax
   import jax.numpy as jnp
 
@@ -243,11 +247,12 @@ def check_kernels() -> dict:
   scale, bias = 1 + 0.1 * jax.random.normal(keys[1], (32,)), 0.1 * jax.random.normal(keys[5], (32,))
   xb = x.astype(jnp.bfloat16)
   depthwise_kernel = 0.2 * jax.random.normal(keys[2], (5, 5, 1, 32), jnp.float32)
-  for kernel, choices, fn in (("group_norm", ("fused", "flax"), lambda x: group_norm(x, scale, bias, 8, relu=True)),
+  gn, by_kernel = (lambda x: group_norm(x, scale, bias, 8, relu=True)), {}
+  for kernel, choices, fn in (("group_norm", ("fused", "flax"), gn),
                               ("stem_pool", ("masked", "xla"), max_pool3x3s2),
                               ("depthwise", ("taps", "xla"),
                                lambda x: depthwise_conv(x, depthwise_kernel.astype(x.dtype), 2))):
-    grads = {}
+    grads = by_kernel[kernel] = {}
     for choice in choices:
       with forced(**{kernel: choice}):
         f = jax.jit(jax.value_and_grad(lambda x, fn=fn: jnp.sum(jnp.sin(fn(x).astype(jnp.float32)))))
@@ -256,6 +261,13 @@ def check_kernels() -> dict:
     out[f"{kernel}_{a}_vs_{b}_rel_err"] = rel(grads[a][0], grads[b][0])
     out[f"{kernel}_{a}_vs_{b}_rel_err_bf16"] = rel(grads[a][1], grads[b][1])
   if jax.default_backend() == "gpu":
+    try:  # Triton compiles the Pallas GroupNorm here first: its failure is reported, not fatal
+      with forced(group_norm="pallas"):
+        f = jax.jit(jax.value_and_grad(lambda x: jnp.sum(jnp.sin(gn(x).astype(jnp.float32)))))
+        out |= {f"group_norm_pallas_vs_flax_rel_err{s}": rel(f(a), by_kernel["group_norm"]["flax"][i]) for i, (s, a) in
+                enumerate((("", x), ("_bf16", xb)))}
+    except Exception as e:  # noqa: BLE001
+      out["group_norm_pallas_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     q, kk, v = (jax.random.normal(keys[i], (4, 16, 12, 64), jnp.bfloat16) for i in (2, 3, 4))
 
     def attend(impl):
@@ -273,8 +285,8 @@ def check_kernels() -> dict:
 
 def layer_table(args) -> None:
   """Median ms of forward + gradient of each GroupNorm (+ ReLU, + residual) and the stem max-pool of
-  the large config's ResNet-34 at its activation shapes, flax's/XLA's autodiff vs the fused kernels,
-  side by side in one run. Prints a table, then one JSON line."""
+  the large config's ResNet-34 at its activation shapes, flax's/XLA's autodiff vs the fused kernels (and
+  the Pallas GroupNorm, --pallas), side by side in one run. Prints a table, then one JSON line."""
   import jax
   import jax.numpy as jnp
 
@@ -299,10 +311,10 @@ def layer_table(args) -> None:
     fn = (lambda x, s, b, r: group_norm(x, s, b, groups, residual=r, relu=True)) if residual else \
         (lambda x, s, b: group_norm(x, s, b, groups, relu=True))
     t = {}
-    for choice in ("flax", "fused"):
+    for choice in ("flax", "fused") + (("pallas",) if args.pallas else ()):
       with forced(group_norm=choice):
         t[choice] = ms(fn, *args_)
-    rows.append((f"{name} {shape[1]}x{shape[2]}x{shape[3]}", t["flax"], t["fused"]))
+    rows.append((f"{name} {shape[1]}x{shape[2]}x{shape[3]}", t["flax"], t["fused"], t.get("pallas")))
     result[name + "_ms"] = {k: round(v, 2) for k, v in t.items()}
     del x, args_
   x = jax.random.normal(key, shapes[0][1], dtype)
@@ -310,7 +322,7 @@ def layer_table(args) -> None:
   for choice in ("xla", "masked"):
     with forced(stem_pool=choice):
       t[choice] = ms(max_pool3x3s2, x)
-  rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"]))
+  rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"], None))
   result["stem_max_pool_ms"] = {k: round(v, 2) for k, v in t.items()}
   # EfficientNet-Lite0's depthwise convolutions (configs/imagenet.py): (block, input side, channels, kernel, stride)
   for block, side, c, k, stride in ((1, s // 2, 96, 3, 2), (3, s // 4, 144, 5, 2), (8, s // 16, 480, 5, 1),
@@ -321,13 +333,15 @@ def layer_table(args) -> None:
     for choice in ("xla", "taps"):
       with forced(depthwise=choice):
         t[choice] = ms(lambda x, w, stride=stride: depthwise_conv(x, w, stride), x, w)
-    rows.append((f"depthwise{block} {x.shape[1]}x{x.shape[2]}x{c} k{k} s{stride}", t["xla"], t["taps"]))
+    rows.append((f"depthwise{block} {x.shape[1]}x{x.shape[2]}x{c} k{k} s{stride}", t["xla"], t["taps"], None))
     result[f"depthwise{block}_ms"] = {kk: round(v, 2) for kk, v in t.items()}
   print(f"layers, forward + gradient, {n} frames of {s} px, {dtype.name}, on {result['device']}: the large config's "
         "GroupNorms and stem pool, EfficientNet-Lite0's depthwise convolutions; XLA's / flax's autodiff vs sora_jax's")
-  print(f"{'layer':<36}{'XLA ms':>12}{'ours ms':>10}{'ratio':>8}")
-  for name, a, b in rows:
-    print(f"{name:<36}{a:>12.2f}{b:>10.2f}{a / b:>8.2f}")
+  pallas = f"{'Pallas ms':>11}{'ratio':>8}" if args.pallas else ""
+  print(f"{'layer':<36}{'XLA ms':>12}{'ours ms':>10}{'ratio':>8}{pallas}"
+        + ("  (Pallas: its interpreter on CPU)" if args.pallas and jax.default_backend() == "cpu" else ""))
+  for name, a, b, c in rows:
+    print(f"{name:<36}{a:>12.2f}{b:>10.2f}{a / b:>8.2f}" + (f"{c:>11.2f}{a / c:>8.2f}" if c is not None else ""))
   print(json.dumps(result))
 
 
@@ -335,6 +349,8 @@ def main():
   args = parse()
   import jax
   if args.layers:
+    if args.smoke:
+      args.layer_frames, args.layer_size, args.steps = 4, 64, 1
     return layer_table(args)
   per_device = dict(kv.split("=") for kv in args.per_device_batch.split(","))
   overrides = {}
@@ -353,6 +369,8 @@ def main():
   if args.ab or args.fused:
     variants = {"[xla]": {"group_norm": "flax", "stem_pool": "xla"}, "[fused]": {"group_norm": "fused", "stem_pool": "masked"}}
     variants = {"[fused]": variants["[fused]"]} if args.fused else variants
+    if args.pallas:
+      variants["[pallas]"] = {"group_norm": "pallas", "stem_pool": "masked"}
   rows, errors = {}, {}
   for config_name in args.configs.split(","):
     extra = (SMOKE.get(config_name, []) if args.smoke else []) + overrides.get(config_name, [])

@@ -12,8 +12,9 @@
 #                                           # 32 (one space-time ViT over 2x16x16 tubelets), a profile of one
 #                                           # large_vit step summarised by kernel kind (bench/trace_summary.py ->
 #                                           # $OUT/vit_kernels.md), large at 64 clips fused, large at 32 with XLA's
-#                                           # cuDNN norm rewrite, large at 32 with XLA's and the fused GroupNorm/
-#                                           # stem-pool kernels (--ab); logs in $OUT/runs.log, JSON lines in
+#                                           # cuDNN norm rewrite, large at 32 with XLA's, the fused and the Pallas
+#                                           # GroupNorm kernels (--ab --pallas; each GroupNorm layer alone after
+#                                           # large_tubelet: --layers --pallas); logs in $OUT/runs.log, JSON lines in
 #                                           # $OUT/results.jsonl, and bench/mfu_table.py's $OUT/mfu_table.md (rewritten
 #                                           # after each run): each step beside its roofline ceiling
 set -u
@@ -56,6 +57,9 @@ if [ "${MODE:-all}" = mfu ]; then
   # One space-time ViT over 2 x 16 x 16 tubelets (never measured): half large_vit's tokens a clip, 1568 per
   # attention (roofline ceiling 62.1% on an H200 with block remat, 72.1% with dots, against 58.5 / 70.4%).
   run tubelet 120 --configs large_tubelet --per-device-batch large_tubelet=32 --input-steps 0; table
+  # Each GroupNorm of large's ResNet-34 at 256 frames of 224 px: flax's, the fused and the Pallas (Triton) kernels,
+  # one read of the activations each way against XLA's two (never compiled by Triton before: errors in runs.log).
+  KEEP_ROW=0 run gn_layers 60 --layers --pallas --steps 5
   rm -rf /tmp/vit_profile
   KEEP_ROW=0 run vit_profile 100 --configs large_vit --per-device-batch large_vit=32 --input-steps 0 --steps 3 --profile /tmp/vit_profile
   python3 bench/trace_summary.py /tmp/vit_profile --steps 1 > "$OUT/vit_kernels.md" 2>&1; echo "trace summary rc=$?"
@@ -63,7 +67,7 @@ if [ "${MODE:-all}" = mfu ]; then
   run large64 200 --configs large --per-device-batch large=64 --input-steps 0 --fused; table
   XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_cudnn_layer_norm=true" \
     run large32_cudnn_norm 80 --configs large --per-device-batch large=32 --input-steps 0; table
-  run large32ab 140 --configs large --per-device-batch large=32 --input-steps 0 --ab; table
+  run large32ab 200 --configs large --per-device-batch large=32 --input-steps 0 --ab --pallas; table
   cat "$OUT/mfu_table.md"
   ls -la "$OUT"
   exit 0

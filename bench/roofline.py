@@ -13,7 +13,10 @@ GroupNorm (and BatchNorm) is counted at the fewest passes XLA can run it in, wha
 it (statistics cannot ride in a convolution's epilogue): forward one read of x for the statistics,
 then read x (+ residual) and write y; backward one read of dy and x (+ residual, for the ReLU's
 mask) for the per-channel sums, then read them again and write dx (+ the residual's gradient). With
-a residual that is 12 element-passes, without one 8. Without a normaliser, the ReLU and residual add are taken to
+a residual that is 12 element-passes, without one 8. `--group-norm one-read` counts the Pallas kernels
+(models/group_norm_pallas.py) instead: a group that fits one tile is read once each way (forward: x
+(+ residual) in, y out; backward: x, dy (+ residual) in, dx (+ its gradient) out: 8 or 5 passes); a
+larger one (the stem of a 224 px ResNet) at XLA's passes. Without a normaliser, the ReLU and residual add are taken to
 ride in the convolution (XLA:GPU's fused cuDNN call) and the ReLU's gradient costs 3 passes.
 
   python bench/roofline.py                      # configs/large.py, 32 clips per device, H100
@@ -41,6 +44,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import accelerator  # noqa: E402  (its PEAK_TFLOPS: dense bf16 per chip)
 
+from sora_jax.models import group_norm_pallas  # noqa: E402
+from sora_jax.models.layers import _groups  # noqa: E402
+
 # HBM bandwidth in TB/s per chip (vendor datasheets); peaks from bench/accelerator.py.
 HBM_TB_PER_S = {"H100": 3.35, "H200": 4.8, "A100": 2.039, "L4": 0.3, "v4": 1.2, "v5e": 0.819, "v5p": 2.765,
                 "v6e": 1.64}
@@ -57,6 +63,8 @@ def parse(argv=None):
   p.add_argument("--conv-ms", type=float, default=None, help="measured convolution kernel time per step")
   p.add_argument("--target", type=float, default=0.40, help="MFU to find the convolution efficiency for")
   p.add_argument("--set", action="append", default=[], help="section.field=value config overrides")
+  p.add_argument("--group-norm", default="xla", choices=("xla", "one-read"),
+                 help="GroupNorm's kernels: XLA's fewest passes, or the Pallas kernels' one read each way")
   return p.parse_args(argv)
 
 
@@ -155,6 +163,15 @@ def _valid_taps(n: int, k: int, stride: int) -> int:
 FORWARD_KERNELS = ("forward", "statistics", "normalise")
 
 
+def one_read(layers: list[dict]) -> list[dict]:
+  """The GroupNorms whose groups fit one Pallas tile marked to be counted at one read each way."""
+  for layer in layers:
+    if layer["kind"] == "group_norm":
+      c = layer["in"][-1]
+      layer["one_read"] = group_norm_pallas._tiling(math.prod(layer["in"][1:-1]), c // _groups(c))[2] == 1
+  return layers
+
+
 def kernels_of(layer: dict) -> list[tuple[str, float, float]]:
   """[(kernel, FLOPs, HBM bytes)] of one layer's forward and backward kernels, and the forward ones
   again ('remat ...': time, not the model's FLOPs) where the backward pass recomputes them."""
@@ -185,6 +202,8 @@ def _kernels(layer: dict) -> list[tuple[str, float, float]]:
   n = math.prod(layer["in"])
   if kind in ("group_norm", "batch_norm"):
     r = 1 if layer["residual"] else 0
+    if layer.get("one_read"):
+      return [("forward", 6.0 * n, (2 + r) * n * b), ("gradient", 10.0 * n, (3 + 2 * r) * n * b)]
     return [("statistics", 2.0 * n, n * b), ("normalise", 4.0 * n, (2 + r) * n * b),
             ("gradient sums", 4.0 * n, (2 + r) * n * b), ("gradient", 6.0 * n, (3 + 2 * r) * n * b)]
   if kind == "attention":  # a fused (flash) kernel: scores and probabilities never leave the chip
@@ -262,11 +281,13 @@ def main(argv=None):
   config = load_config(args.config, args.set + [f"train.batch_size={args.per_device_batch}",
                                                 "train.grad_accum_steps=1", "mesh.data=1", "mesh.fsdp=1"])
   peak, bandwidth = dict(accelerator.PEAK_TFLOPS)[args.device] * 1e12, HBM_TB_PER_S[args.device] * 1e12
-  table = roofline(record_layers(config, args.per_device_batch), peak, bandwidth)
+  layers = record_layers(config, args.per_device_batch)
+  table = roofline(one_read(layers) if args.group_norm == "one-read" else layers, peak, bandwidth)
   result = ceilings(table, peak, args.conv_ms, args.target, flops=xla_flops(config))
   print(f"{args.config}, {args.per_device_batch} clips x {config.data.num_views} views x "
         f"{config.data.num_frames} frames of {config.data.frame_size} px on one {args.device} "
-        f"({peak / 1e12:.0f} TFLOP/s, {bandwidth / 1e12:.2f} TB/s); forward + gradients, kernels one after another")
+        f"({peak / 1e12:.0f} TFLOP/s, {bandwidth / 1e12:.2f} TB/s); forward + gradients, kernels one after another; "
+        f"GroupNorm {'at one read each way (Pallas)' if args.group_norm == 'one-read' else 'at XLA passes'}")
   print(f"{'layers':<30}{'GFLOP':>10}{'GB moved':>10}{'roofline ms':>13}{'compute-bound':>15}")
   for (kind, stage), r in sorted(table.items(), key=lambda kv: (kv[0][0] != "conv", kv[0])):
     share = r["compute_bound_s"] / r["seconds"] if r["seconds"] else 0.0
@@ -291,7 +312,7 @@ def main(argv=None):
         f"peak while they run, with the rest ({result['other_roofline_ms']:.1f} ms) at its roofline")
   print(json.dumps({"bench": "roofline", "config": args.config, "clips_per_device": args.per_device_batch,
                     "device": args.device, "peak_flops": peak, "bandwidth_bytes_per_s": bandwidth,
-                    "conv_ms": args.conv_ms, "target": args.target,
+                    "conv_ms": args.conv_ms, "target": args.target, "group_norm": args.group_norm,
                     **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}}))
 
 

@@ -1,6 +1,7 @@
 """The behaviour mutations `make mutants` (tests/mutants.py) applies one at a time: each one's file, the
 exact original text, what replaces it, and the tests that must fail."""
 
+from mutant_table_kernels import KERNEL_MUTANTS
 from mutant_table_motion import MOTION_MUTANTS
 
 # name -> (file, original text, mutated text, test files (or file::test) that should fail)
@@ -397,4 +398,4 @@ MUTANTS = {
         "sora_jax/training/profile.py", "options.python_tracer_level = 0", "options.python_tracer_level = 1",
         ["tests/test_training.py::test_profile_steps_writes_a_trace_of_exactly_those_steps"]),
 }
-MUTANTS.update(MOTION_MUTANTS)  # how the encoder sees motion
+MUTANTS.update(MOTION_MUTANTS | KERNEL_MUTANTS)  # how the encoder sees motion; the Pallas GroupNorm

@@ -1,6 +1,7 @@
 """bench/roofline.py: the layers it records are the step's FLOPs, counted as XLA counts them."""
 
 import json
+import math
 import pathlib
 import sys
 
@@ -59,6 +60,18 @@ def test_group_norm_moves_its_minimum_passes_and_ceilings_follow_the_times():
   assert out["measured_conv_share_of_peak"] == pytest.approx(0.25)
   # 25% of 1e15 for 10 TFLOP is 40 ms; 10 of it is the norm's: the convolutions get 30 ms
   assert out["conv_share_of_peak_needed"] == pytest.approx(10e12 / 1e15 / 0.03)
+
+
+def test_one_read_group_norm_counts_one_pass_each_way_where_the_group_fits_a_pallas_tile(monkeypatch):
+  config = load_config("infonce", TINY_RESNET)  # 128 px: the stem's norm 64x64, 2 channels a group
+  monkeypatch.setattr(roofline.group_norm_pallas, "MAX_BLOCK", 2048)  # every group but the stem's fits
+  layers = roofline.one_read(roofline.record_layers(config, 2))
+  norms = [x for x in layers if x["kind"] == "group_norm"]
+  assert [x["one_read"] for x in norms] == [False] + [True] * (len(norms) - 1)
+  for layer in norms[:3] + [x for x in norms if x["residual"]][:1]:
+    moved = sum(b for _, _, b in roofline.kernels_of(layer))
+    passes = (5 + 3 * layer["residual"]) if layer["one_read"] else (8 + 4 * layer["residual"])
+    assert moved == passes * math.prod(layer["in"]) * layer["bytes"]
 
 
 def test_the_script_prints_a_table_and_ends_with_one_json_line(capsys):
