@@ -55,9 +55,11 @@ def parse():
                  help="run each config twice, side by side: GroupNorm and the stem max-pool as autodiff of flax's/"
                       "XLA's ops (rows NAME[xla]) and as sora_jax's fused kernels (NAME[fused]); see models/kernels.py")
   p.add_argument("--fused", action="store_true", help="only the fused kernels' variant of --ab (rows NAME[fused])")
-  p.add_argument("--pallas", action="store_true",
-                 help="with --ab/--fused: a variant with the Pallas GroupNorm kernels (NAME[pallas]); with --layers: "
-                      "a column of them (models/group_norm_pallas.py; Pallas's interpreter on CPU, slow)")
+  p.add_argument("--pallas", nargs="?", const="pallas", choices=("pallas", "pallas_wide"),
+                 help="with --ab/--fused: a variant with the Pallas GroupNorm kernels (NAME[pallas]: one group a "
+                      "program; --pallas pallas_wide: 32-byte rows); with --layers: "
+                      "columns of them, one group and 32-byte rows a program (models/group_norm_pallas.py; Pallas's "
+                      "interpreter on CPU, slow)")
   p.add_argument("--layers", action="store_true",
                  help="instead: each GroupNorm+ReLU and the stem max-pool of configs/large.py's ResNet-34 and "
                       "EfficientNet-Lite0's depthwise convolutions, forward + gradient, XLA's vs ours, at "
@@ -121,7 +123,7 @@ def model_flops(config, tx, abstract, batch) -> float:
   # Counted on the CPU backend: XLA:GPU gives no cost analysis before compiling, and the FLOPs of the
   # unoptimised module do not depend on the platform (CPU's 9 per-tap matmuls = one convolution's MACs).
   from sora_jax.models import kernels  # the Pallas GroupNorm's FLOPs as the fused form's (its interpreter's differ)
-  pallas = {"group_norm": "fused"} if kernels._FORCED.get("group_norm") == "pallas" else {}
+  pallas = {"group_norm": "fused"} if str(kernels._FORCED.get("group_norm")).startswith("pallas") else {}
   with jax.default_device(jax.devices("cpu")[0]), kernels.forced(**pallas):
     cost = jax.jit(step).lower(*spec).cost_analysis()
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
@@ -255,10 +257,11 @@ def layer_table(args) -> None:
     fn = (lambda x, s, b, r: group_norm(x, s, b, groups, residual=r, relu=True)) if residual else \
         (lambda x, s, b: group_norm(x, s, b, groups, relu=True))
     t = {}
-    for choice in ("flax", "fused") + (("pallas",) if args.pallas else ()):
+    for choice in ("flax", "fused") + (("pallas", "pallas_wide") if args.pallas else ()):
       with forced(group_norm=choice):
         t[choice] = ms(fn, *args_)
-    rows.append((f"{name} {shape[1]}x{shape[2]}x{shape[3]}", t["flax"], t["fused"], t.get("pallas")))
+    rows.append((f"{name} {shape[1]}x{shape[2]}x{shape[3]}", t["flax"], t["fused"], t.get("pallas"),
+                 t.get("pallas_wide")))
     result[name + "_ms"] = {k: round(v, 2) for k, v in t.items()}
     del x, args_
   x = jax.random.normal(key, shapes[0][1], dtype)
@@ -266,7 +269,7 @@ def layer_table(args) -> None:
   for choice in ("xla", "masked"):
     with forced(stem_pool=choice):
       t[choice] = ms(max_pool3x3s2, x)
-  rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"], None))
+  rows.append((f"stem_max_pool {x.shape[1]}x{x.shape[2]}x{x.shape[3]}", t["xla"], t["masked"], None, None))
   result["stem_max_pool_ms"] = {k: round(v, 2) for k, v in t.items()}
   # EfficientNet-Lite0's depthwise convolutions (configs/imagenet.py): (block, input side, channels, kernel, stride)
   for block, side, c, k, stride in ((1, s // 2, 96, 3, 2), (3, s // 4, 144, 5, 2), (8, s // 16, 480, 5, 1),
@@ -277,15 +280,16 @@ def layer_table(args) -> None:
     for choice in ("xla", "taps"):
       with forced(depthwise=choice):
         t[choice] = ms(lambda x, w, stride=stride: depthwise_conv(x, w, stride), x, w)
-    rows.append((f"depthwise{block} {x.shape[1]}x{x.shape[2]}x{c} k{k} s{stride}", t["xla"], t["taps"], None))
+    rows.append((f"depthwise{block} {x.shape[1]}x{x.shape[2]}x{c} k{k} s{stride}", t["xla"], t["taps"], None, None))
     result[f"depthwise{block}_ms"] = {kk: round(v, 2) for kk, v in t.items()}
   print(f"layers, forward + gradient, {n} frames of {s} px, {dtype.name}, on {result['device']}: the large config's "
         "GroupNorms and stem pool, EfficientNet-Lite0's depthwise convolutions; XLA's / flax's autodiff vs sora_jax's")
-  pallas = f"{'Pallas ms':>11}{'ratio':>8}" if args.pallas else ""
+  pallas = f"{'Pallas ms':>11}{'ratio':>8}{'wide ms':>9}{'ratio':>8}" if args.pallas else ""
   print(f"{'layer':<36}{'XLA ms':>12}{'ours ms':>10}{'ratio':>8}{pallas}"
         + ("  (Pallas: its interpreter on CPU)" if args.pallas and jax.default_backend() == "cpu" else ""))
-  for name, a, b, c in rows:
-    print(f"{name:<36}{a:>12.2f}{b:>10.2f}{a / b:>8.2f}" + (f"{c:>11.2f}{a / c:>8.2f}" if c is not None else ""))
+  for name, a, b, c, d in rows:
+    print(f"{name:<36}{a:>12.2f}{b:>10.2f}{a / b:>8.2f}" + (f"{c:>11.2f}{a / c:>8.2f}{d:>9.2f}{a / d:>8.2f}"
+                                                         if c is not None else ""))
   print(json.dumps(result))
 
 
@@ -315,7 +319,7 @@ def main():
     variants = {"[xla]": {"group_norm": "flax", "stem_pool": "xla"}, "[fused]": {"group_norm": "fused", "stem_pool": "masked"}}
     variants = {"[fused]": variants["[fused]"]} if args.fused else variants
     if args.pallas:
-      variants["[pallas]"] = {"group_norm": "pallas", "stem_pool": "masked"}
+      variants[f"[{args.pallas}]"] = {"group_norm": args.pallas, "stem_pool": "masked"}
   rows, errors = {}, {}
   for config_name in args.configs.split(","):
     extra = (SMOKE.get(config_name, []) if args.smoke else []) + overrides.get(config_name, [])

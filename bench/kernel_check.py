@@ -50,10 +50,11 @@ def check_kernels() -> dict:
     out[f"{kernel}_{a}_vs_{b}_rel_err"] = rel(grads[a][0], grads[b][0])
     out[f"{kernel}_{a}_vs_{b}_rel_err_bf16"] = rel(grads[a][1], grads[b][1])
   try:  # on a GPU Triton compiles the Pallas GroupNorm here first (the interpreter on CPU): a failure is reported
-    with forced(group_norm="pallas"):
-      f = jax.jit(jax.value_and_grad(lambda x: jnp.sum(jnp.sin(gn(x).astype(jnp.float32)))))
-      out |= {f"group_norm_pallas_vs_flax_rel_err{s}": rel(f(a), by_kernel["group_norm"]["flax"][i]) for i, (s, a) in
-              enumerate((("", x), ("_bf16", xb)))}
+    for choice in ("pallas", "pallas_wide"):
+      with forced(group_norm=choice):
+        f = jax.jit(jax.value_and_grad(lambda x: jnp.sum(jnp.sin(gn(x).astype(jnp.float32)))))
+        out |= {f"group_norm_{choice}_vs_flax_rel_err{s}": rel(f(a), by_kernel["group_norm"]["flax"][i])
+                for i, (s, a) in enumerate((("", x), ("_bf16", xb)))}
   except Exception as e:  # noqa: BLE001
     out["group_norm_pallas_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
   if jax.default_backend() == "gpu":

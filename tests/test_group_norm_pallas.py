@@ -12,15 +12,24 @@ from sora_jax.models import group_norm as gn, group_norm_pallas as gp, kernels
 TRITON = "__gpu$xla.gpu.triton"
 
 
-@pytest.mark.parametrize("shape,groups,relu,residual", [
-    ((2, 5, 6, 8), 4, True, True), ((2, 5, 6, 8), 4, True, False), ((2, 5, 6, 8), 4, False, True),
-    ((2, 5, 6, 8), 2, False, False), ((2, 7, 3, 12), 4, True, True),  # 3 channels a group, 21 rows: padded
-    ((3, 9), 3, True, True)])
-def test_pallas_values_and_gradients_equal_the_fused_form(shape, groups, relu, residual):
+@pytest.mark.parametrize("shape,groups,relu,residual,per_program", [
+    ((2, 5, 6, 8), 4, True, True, 1), ((2, 5, 6, 8), 4, True, False, 1), ((2, 5, 6, 8), 4, False, True, 1),
+    ((2, 5, 6, 8), 2, False, False, 1), ((2, 7, 3, 12), 4, True, True, 1),  # 3 channels a group, 21 rows: padded
+    ((3, 9), 3, True, True, 1), ((2, 5, 6, 16), 8, True, True, 2), ((2, 7, 3, 12), 4, True, True, "wide"),
+    ((2, 5, 6, 16), 8, False, True, "wide")])
+def test_pallas_values_and_gradients_equal_the_fused_form(shape, groups, relu, residual, per_program):
   args = _inputs(shape, jnp.float32, residual=residual)
   want = _value_and_grads(lambda *a: gn.fused(*a, groups, relu), *args)
-  got = _value_and_grads(lambda *a: gp.pallas(*a, groups, relu, True), *args)
+  got = _value_and_grads(lambda *a: gp.pallas(*a, groups, relu, True, per_program), *args)
   chex.assert_trees_all_close(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_wide_programs_take_the_fewest_groups_that_make_32_byte_rows():
+  assert gp.groups_per_program(32, 64, 2, "wide") == 8  # 2 bfloat16 channels a group: 8 groups, 16 channels
+  assert gp.groups_per_program(32, 512, 2, "wide") == 1  # 16 channels a group already
+  assert gp.groups_per_program(32, 128, 4, "wide") == 2  # float32
+  assert gp.groups_per_program(6, 18, 2, "wide") == 6  # 3 channels: no divisor of 6 below 6 reaches 32 bytes
+  assert gp.groups_per_program(32, 64, 2, 1) == 1
 
 
 def test_groups_read_in_row_blocks_give_the_same_values_and_gradients(monkeypatch):
@@ -30,6 +39,8 @@ def test_groups_read_in_row_blocks_give_the_same_values_and_gradients(monkeypatc
   assert gp._tiling(63, 2) == (16, 2, 4)
   got = _value_and_grads(lambda *a: gp.pallas(*a, 4, True, True), *args)
   chex.assert_trees_all_close(got, want, rtol=2e-5, atol=2e-5)
+  two = _value_and_grads(lambda *a: gp.pallas(*a, 4, True, True, 2), *args)  # 8-row blocks of 2 groups
+  chex.assert_trees_all_close(two, want, rtol=2e-5, atol=2e-5)
   chex.assert_trees_all_close(got, _value_and_grads(lambda *a: gn.fused(*a, 4, True), *args), rtol=2e-5, atol=2e-5)
 
 
@@ -58,6 +69,8 @@ def test_forced_pallas_lowers_two_triton_kernels_for_cuda_and_none_by_default_or
     f = lambda x, s, b: jnp.sum(kernels.group_norm(x, s, b, 4, residual=res, relu=True).astype(jnp.float32) * w)  # noqa: E731
     return jax.value_and_grad(f, (0, 1, 2))(x, scale, bias)
 
+  with kernels.forced(group_norm="pallas_wide"):
+    assert _lowered(step, x, scale, bias, platform="cuda").count(TRITON) == 2
   with kernels.forced(group_norm="pallas"):
     cuda = _lowered(step, x, scale, bias, platform="cuda")
     assert cuda.count(TRITON) == 2  # forward and backward, nothing else in between

@@ -17,8 +17,9 @@ implementation is the one measured fastest there:
   config's train step 446 -> 414 ms (`bench/accelerator.py --configs default --ab`). Flax's module
   elsewhere until an accelerator measures the fused one faster (`MODE=mfu bench/on_accelerator.sh`).
   A third form, Pallas (Triton) kernels that read the activations once each way
-  (`group_norm_pallas`), only where forced (`forced(group_norm="pallas")`: NVIDIA GPUs; Pallas's
-  interpreter on CPU, for tests; the fused form elsewhere) until `--layers` measures it on a GPU.
+  (`group_norm_pallas`), only where forced (`forced(group_norm="pallas")`, one group a program, or
+  "pallas_wide", 32-byte rows; on NVIDIA GPUs; Pallas's interpreter on CPU, for tests; the fused
+  form elsewhere) until `--layers` measures it on a GPU.
 - `max_pool3x3s2`: the ImageNet stem's 3x3 stride-2 SAME max-pool; on CPU its gradient is computed
   from the input and output (each window's first maximum takes its gradient, as XLA's
   select-and-scatter does), 3.2x (float32) and 1.6x (bfloat16) faster there than XLA's
@@ -57,7 +58,7 @@ _FORCED: dict = {}
 @contextlib.contextmanager
 def forced(**choices: str):
   """Within this block, models traced use the named implementations on every platform:
-  `forced(group_norm="fused" | "flax" | "pallas", stem_pool="masked" | "xla", depthwise="taps" | "xla")`. For side-by-side
+  `forced(group_norm="fused" | "flax" | "pallas" | "pallas_wide", stem_pool="masked" | "xla", depthwise="taps" | "xla")`. For side-by-side
   benchmarks
   (`bench/accelerator.py --ab`) and tests; without it each platform gets its measured best. JAX's
   trace caches are cleared on entry and exit: a function traced outside is traced again inside."""
@@ -189,13 +190,13 @@ def group_norm(x, scale, bias, groups: int, *, residual=None, relu: bool = False
   def flax(x, scale, bias, residual):
     return _gn.reference(x, scale, bias, residual, groups, relu)
 
-  def pallas(*args):
-    return lax.platform_dependent(
-        *args, cpu=lambda *a: _gn_pallas.pallas(*a, groups, relu, True),
-        cuda=lambda *a: _gn_pallas.pallas(*a, groups, relu), default=fused)
+  def pallas(per_program):
+    return lambda *args: lax.platform_dependent(
+        *args, cpu=lambda *a: _gn_pallas.pallas(*a, groups, relu, True, per_program),
+        cuda=lambda *a: _gn_pallas.pallas(*a, groups, relu, False, per_program), default=fused)
 
   return _by_platform("group_norm", (x, scale, bias, residual), fused, flax,
-                      {"fused": fused, "flax": flax, "pallas": pallas})
+                      {"fused": fused, "flax": flax, "pallas": pallas(1), "pallas_wide": pallas("wide")})
 
 
 def _pool3x3_padding(size: int) -> tuple[int, int]:
