@@ -26,6 +26,7 @@ import pathlib
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -123,8 +124,8 @@ def model_flops(config, tx, abstract, batch) -> float:
   # Counted on the CPU backend: XLA:GPU gives no cost analysis before compiling, and the FLOPs of the
   # unoptimised module do not depend on the platform (CPU's 9 per-tap matmuls = one convolution's MACs).
   from sora_jax.models import kernels  # the Pallas GroupNorm's FLOPs as the fused form's (its interpreter's differ)
-  pallas = {"group_norm": "fused"} if str(kernels._FORCED.get("group_norm")).startswith("pallas") else {}
-  with jax.default_device(jax.devices("cpu")[0]), kernels.forced(**pallas):
+  pallas = str(kernels._FORCED.get("group_norm")).startswith("pallas")
+  with jax.default_device(jax.devices("cpu")[0]), kernels.forced(group_norm="fused") if pallas else nullcontext():
     cost = jax.jit(step).lower(*spec).cost_analysis()
   return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
 

@@ -58,10 +58,10 @@ _FORCED: dict = {}
 @contextlib.contextmanager
 def forced(**choices: str):
   """Within this block, models traced use the named implementations on every platform:
-  `forced(group_norm="fused" | "flax" | "pallas" | "pallas_wide", stem_pool="masked" | "xla", depthwise="taps" | "xla")`. For side-by-side
-  benchmarks
-  (`bench/accelerator.py --ab`) and tests; without it each platform gets its measured best. JAX's
-  trace caches are cleared on entry and exit: a function traced outside is traced again inside."""
+  `forced(group_norm="fused" | "flax" | "pallas" | "pallas_wide", stem_pool="masked" | "xla",
+  depthwise="taps" | "xla")`. For side-by-side benchmarks (`bench/accelerator.py --ab`) and tests;
+  without it each platform gets its measured best. JAX's trace caches are cleared on entry and exit:
+  a function traced outside is traced again inside."""
   unknown = set(choices) - {"group_norm", "stem_pool", "depthwise"}
   if unknown:
     raise ValueError(f"forced(): unknown kernel(s) {sorted(unknown)}; known: group_norm, stem_pool, depthwise")
