@@ -30,6 +30,8 @@ def test_wide_programs_take_the_fewest_groups_that_make_32_byte_rows():
   assert gp.groups_per_program(32, 128, 4, "wide") == 2  # float32
   assert gp.groups_per_program(6, 18, 2, "wide") == 6  # 3 channels: no divisor of 6 below 6 reaches 32 bytes
   assert gp.groups_per_program(32, 64, 2, 1) == 1
+  with pytest.raises(ValueError, match="does not divide the 32 groups"):
+    gp.groups_per_program(32, 64, 2, 3)
 
 
 def test_groups_read_in_row_blocks_give_the_same_values_and_gradients(monkeypatch):

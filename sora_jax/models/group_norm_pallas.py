@@ -40,6 +40,8 @@ ROW_BYTES = 32  # one memory sector: the row width "wide" programs read at least
 def groups_per_program(groups: int, channels: int, itemsize: int, per_program) -> int:
   """1, or ("wide") the fewest groups that divide `groups` and span >= ROW_BYTES of a row."""
   if per_program != "wide":
+    if groups % int(per_program):
+      raise ValueError(f"per_program={per_program} does not divide the {groups} groups: use a divisor or 'wide'")
     return int(per_program)
   width = channels // groups
   return next(k for k in range(1, groups + 1) if groups % k == 0 and (k * width * itemsize >= ROW_BYTES
