@@ -13,11 +13,12 @@ GroupNorm (and BatchNorm) is counted at the fewest passes XLA can run it in, wha
 it (statistics cannot ride in a convolution's epilogue): forward one read of x for the statistics,
 then read x (+ residual) and write y; backward one read of dy and x (+ residual, for the ReLU's
 mask) for the per-channel sums, then read them again and write dx (+ the residual's gradient). With
-a residual that is 12 element-passes, without one 8. `--group-norm one-read` counts the Pallas kernels
-(models/group_norm_pallas.py, one group a program) instead: a group that fits one tile is read once each way (forward: x
-(+ residual) in, y out; backward: x, dy (+ residual) in, dx (+ its gradient) out: 8 or 5 passes); a
-larger one (the stem of a 224 px ResNet) at XLA's passes. Without a normaliser, the ReLU and residual add are taken to
-ride in the convolution (XLA:GPU's fused cuDNN call) and the ReLU's gradient costs 3 passes.
+a residual that is 12 element-passes, without one 8. `--group-norm one-read` counts the Pallas
+kernels (models/group_norm_pallas.py, one group a program) instead: a group that fits one tile is
+read once each way (forward: x (+ residual) in, y out; backward: x, dy (+ residual) in, dx (+ its
+gradient) out: 8 or 5 passes); a larger one (the stem of a 224 px ResNet) at XLA's passes. Without
+a normaliser, the ReLU and residual add are taken to ride in the convolution (XLA:GPU's fused cuDNN
+call) and the ReLU's gradient costs 3 passes.
 
   python bench/roofline.py                      # configs/large.py, 32 clips per device, H100
   python bench/roofline.py --conv-ms 46         # the convolutions as an H100 trace measured them (docs/benchmarks.md)

@@ -107,6 +107,9 @@ def test_forced_refuses_unknown_kernels_and_restores_the_choice_after_its_block(
   with pytest.raises(ValueError, match="unknown kernel"):
     with kernels.forced(layer_norm="fused"):
       pass
+  with pytest.raises(ValueError, match="choose one of fused, flax, pallas, pallas_wide"):
+    with kernels.forced(group_norm="palas"):
+      pass
   with kernels.forced(group_norm="flax"):
     with kernels.forced(stem_pool="xla"):
       assert kernels._FORCED == {"group_norm": "flax", "stem_pool": "xla"}

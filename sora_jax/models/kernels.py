@@ -53,6 +53,8 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 # Implementations forced by `forced(...)` (benchmarks and tests); empty = chosen per platform.
 _FORCED: dict = {}
+_CHOICES = {"group_norm": ("fused", "flax", "pallas", "pallas_wide"), "stem_pool": ("masked", "xla"),
+            "depthwise": ("taps", "xla")}
 
 
 @contextlib.contextmanager
@@ -62,9 +64,12 @@ def forced(**choices: str):
   depthwise="taps" | "xla")`. For side-by-side benchmarks (`bench/accelerator.py --ab`) and tests;
   without it each platform gets its measured best. JAX's trace caches are cleared on entry and exit:
   a function traced outside is traced again inside."""
-  unknown = set(choices) - {"group_norm", "stem_pool", "depthwise"}
+  unknown = set(choices) - set(_CHOICES)
   if unknown:
     raise ValueError(f"forced(): unknown kernel(s) {sorted(unknown)}; known: group_norm, stem_pool, depthwise")
+  for kernel, choice in choices.items():
+    if choice not in _CHOICES[kernel]:
+      raise ValueError(f"forced({kernel}={choice!r}): choose one of {', '.join(_CHOICES[kernel])}")
   before = dict(_FORCED)
   _FORCED.update(choices)
   jax.clear_caches()
