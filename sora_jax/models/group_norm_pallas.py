@@ -96,9 +96,7 @@ class _Program:
     return _Tile(self.rows, self.width, self.block, self.width_pad, i)
 
   def blocks(self, body, init):
-    """body(tile, carry) over the row blocks (a loop only when there are several)."""
-    if self.count == 1:
-      return body(self.tile(0), init)
+    """body(tile, carry) over the row blocks (for blocks read twice: a single one is read once instead)."""
     return lax.fori_loop(0, self.count, lambda i, carry: body(self.tile(i), carry), init)
 
   def column_sums(self, fn):
@@ -192,14 +190,15 @@ def _call(kernel, inputs, outputs, programs, interpret, **static):
 
 
 def _layout(x, groups, per_program):
-  """(n, rows, programs, width, group channels, act, chan, shape) of x [N, ..., C] cut into blocks."""
+  """(programs, act, chan, static, out) for x [N, ..., C] cut into per-sample blocks of groups: the
+  program count per sample, the arrays' block layouts, the kernels' static arguments, output shapes."""
   n, c = x.shape[0], x.shape[-1]
   k = groups_per_program(groups, c, jnp.dtype(x.dtype).itemsize, per_program)
   rows, programs, width = math.prod(x.shape[1:-1]), groups // k, k * (c // groups)
   act = lambda a: (a.reshape(n, rows, programs, width), "act")  # noqa: E731
   chan = lambda a: (a.astype(jnp.float32).reshape(programs, width), "chan")  # noqa: E731
   static = dict(rows=rows, width=width, group=c // groups)
-  return n, programs, act, chan, static, (lambda dtype, kind: (jax.ShapeDtypeStruct(
+  return programs, act, chan, static, (lambda dtype, kind: (jax.ShapeDtypeStruct(
       (n, rows, programs, width) if kind == "act" else (n, programs, width), dtype), kind))
 
 
@@ -211,7 +210,7 @@ def pallas(x, scale, bias, residual, groups: int, relu: bool, interpret: bool = 
 
 
 def _forward(x, scale, bias, residual, groups, relu, interpret, per_program):
-  n, programs, act, chan, static, out = _layout(x, groups, per_program)
+  programs, act, chan, static, out = _layout(x, groups, per_program)
   inputs = [act(x), chan(scale), chan(bias)] + ([act(residual)] if residual is not None else [])
   y, mean, rstd = _call(_forward_kernel, inputs, [out(x.dtype, "act"), out(jnp.float32, "nchan"),
                                                   out(jnp.float32, "nchan")],
@@ -222,7 +221,7 @@ def _forward(x, scale, bias, residual, groups, relu, interpret, per_program):
 
 def _backward(groups, relu, interpret, per_program, saved, dy):
   x, scale, bias, mean, rstd, residual = saved
-  n, programs, act, chan, static, out = _layout(x, groups, per_program)
+  programs, act, chan, static, out = _layout(x, groups, per_program)
   relu_residual = residual is not None and relu
   inputs = [act(x), act(dy), chan(scale), chan(bias), (mean, "nchan"), (rstd, "nchan")]
   inputs += [act(residual)] if relu_residual else []
