@@ -1,11 +1,13 @@
-"""Test set-up: 8 simulated CPU devices (before JAX's first computation), quiet TensorFlow, and one
-persistent XLA cache for the run."""
+"""Test set-up: 8 simulated CPU devices (before JAX's first computation), TensorFlow as the commands
+import it (quiet, without Keras), and one persistent XLA cache for the run."""
 
 import os
 import shutil
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from sora_jax.cli import set_environment
+
+set_environment()
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"

@@ -72,6 +72,20 @@ def test_command_line_takes_config_overrides_in_both_forms():
   assert overrides == ["train.num_steps=3", "data.num_frames=6"]
 
 
+def test_commands_import_tensorflow_without_keras_and_keep_a_value_the_user_set(monkeypatch):
+  """`cli.set_environment` (what every command runs first) keeps Keras and scikit-learn out of
+  `import tensorflow`, which tf.data does not need; a value already in the environment stays."""
+  code = ("import sys; from sora_jax.cli import set_environment; set_environment(); import tensorflow as tf; "
+          "total = tf.data.Dataset.range(4).reduce(tf.constant(0, tf.int64), lambda a, b: a + b); "
+          "print('LOADED', [m for m in ('keras', 'sklearn') if m in sys.modules], int(total))")
+  env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+  assert "LOADED [] 6" in proc.stdout, (proc.stdout + proc.stderr)[-2000:]
+  monkeypatch.setenv("TF_USE_LEGACY_KERAS", "0")
+  cli.set_environment()
+  assert os.environ["TF_USE_LEGACY_KERAS"] == "0"
+
+
 def test_config_command_shows_every_field_and_rejects_bad_values(capsys):
   assert cli.main(["config", "--list"]) == 0
   assert "large" in capsys.readouterr().out.split()

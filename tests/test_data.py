@@ -344,3 +344,30 @@ def test_brightness_contrast_saturation_map_is_simclrs_three_steps(per_frame):
   got = augment._brightness_contrast_saturation(tf.constant(x, tf.float32), params, per_frame).numpy()
   np.testing.assert_allclose(got, want, atol=3e-6)
   assert np.abs(want - x).max() > 0.3  # it did change the colours
+
+
+def test_the_pipelines_trace_their_map_functions_as_written(data_dir, monkeypatch):
+  """AutoGraph does not rewrite the map functions (`data/traced.py`): a Python `if` on a tensor in
+  what they call fails when the pipeline is built (AutoGraph would make it a tf.cond), in the train
+  pipeline's per-example and per-batch maps and in the eval pipeline's."""
+  import tensorflow as tf
+
+  from sora_jax.data import augment, clips, pipeline
+
+  def branching(fn):
+    def wrapped(*args, **kwargs):
+      if tf.reduce_sum(tf.zeros([1])) > 0:  # a tensor as a Python bool
+        return fn(*args, **kwargs)
+      return fn(*args, **kwargs)
+    return wrapped
+
+  config = small_config(data_dir)
+  builds = [(augment, "crop_views", lambda: pipeline.TrainInput(config).dataset()),
+            (augment, "apply_batch", lambda: pipeline.TrainInput(config).dataset()),
+            (clips, "eval_crops", lambda: pipeline.eval_batches(config, "test", batch_size=4))]
+  for module, name, build in builds:
+    build()  # as it is: builds
+    with monkeypatch.context() as m:
+      m.setattr(module, name, branching(getattr(module, name)))
+      with pytest.raises(tf.errors.OperatorNotAllowedInGraphError):
+        build()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -65,9 +66,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
   return parser
 
 
+def set_environment() -> None:
+  """Environment of a command's process, set before TensorFlow is imported (an existing value is kept).
+
+  TensorFlow's C++ log lines are noise here. And `import tensorflow` loads Keras 3 (and through it
+  scikit-learn), about 3 s of a 9.5 s import on a 2-core EPYC (`python bench/startup.py`), for
+  `tf.keras`, which no command uses; with TF_USE_LEGACY_KERAS it tries the `tf_keras` package
+  instead, and where that is not installed it loads nothing (`tf.keras` then fails on first use).
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if importlib.util.find_spec("tf_keras") is None:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log lines are noise here
+  set_environment()
   debug = "--debug" in argv
   args = None
   try:

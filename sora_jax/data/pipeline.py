@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from sora_jax.config import terms
 from sora_jax.data import augment as augment_lib, clips as clips_lib, sources, tracks
+from sora_jax.data.traced import as_written
 from sora_jax.errors import ConfigError, DataError
 
 _DATA_SALT = 0x5EED_DA7A
@@ -205,10 +206,10 @@ class TrainInput:
     steps = max(1, ORDER_CHUNK // self.batch)
     ds = tf.data.Dataset.zip(tuple(tf.data.Dataset.from_tensor_slices(a)
                                    for a in self._order(self._epoch, self._step, steps)))
-    ds = ds.map(self._element, num_parallel_calls=_parallel(self.config), deterministic=True)
+    ds = ds.map(as_written(self._element), num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.batch(self.batch, drop_remainder=True)
     if not self.on_device:
-      ds = ds.map(self._augment, num_parallel_calls=_parallel(self.config), deterministic=True)
+      ds = ds.map(as_written(self._augment), num_parallel_calls=_parallel(self.config), deterministic=True)
     ds = ds.prefetch(max(1, int(self.config.data.prefetch)))
     return ds.with_options(_options(self.config))
 
@@ -305,7 +306,7 @@ def eval_batches(config, split: str, *, batch_size: int, num_clips: int = 1, num
     return out
 
   ds = tf.data.Dataset.from_tensor_slices((index, mask))
-  ds = ds.map(element, num_parallel_calls=_parallel(config), deterministic=True)
+  ds = ds.map(as_written(element), num_parallel_calls=_parallel(config), deterministic=True)
   ds = ds.batch(batch_size).prefetch(max(1, int(c.prefetch))).with_options(_options(config))
   return _EvalIterator(ds, num_batches)
 

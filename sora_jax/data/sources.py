@@ -24,6 +24,7 @@ from sora_jax import storage
 from sora_jax.config.datasets import data_dir, parse_data_name
 from sora_jax.data import actors, captions as captions_lib, synthetic
 from sora_jax.data.records import RecordIndex
+from sora_jax.data.traced import as_written
 from sora_jax.errors import DataError
 
 INFO_FILE = "dataset_info.json"
@@ -108,8 +109,8 @@ class BuiltinSplit(Split):
     key = tuple(str(p) for p in self.records.paths)
     with _DECODED_LOCK, tf.init_scope():  # eager, even while tf.data traces a map function
       if key not in _DECODED:
-        ds = tf.data.Dataset.range(self.num_examples).map(self._parse, num_parallel_calls=tf.data.AUTOTUNE,
-                                                          deterministic=True).batch(256)
+        ds = tf.data.Dataset.range(self.num_examples).map(
+            as_written(self._parse), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
         parts = list(ds.as_numpy_iterator())
         # eager tensors: a map function gathers from them in TF (a Python call per example cost more)
         _DECODED[key] = (tf.constant(np.concatenate([v for v, _, _ in parts])),
