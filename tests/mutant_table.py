@@ -361,5 +361,11 @@ MUTANTS = {
     "profile-with-the-python-tracer": (
         "sora_jax/training/profile.py", "options.python_tracer_level = 0", "options.python_tracer_level = 1",
         ["tests/test_training.py::test_profile_steps_writes_a_trace_of_exactly_those_steps"]),
+    "commands-import-keras": (
+        "sora_jax/cli/__init__.py", 'os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")', "pass",
+        ["tests/test_config.py::test_commands_import_tensorflow_without_keras_and_keep_a_value_the_user_set"]),
+    "maps-rewritten-by-autograph": (
+        "sora_jax/data/traced.py", "return tf.autograph.experimental.do_not_convert(fn)", "return fn",
+        ["tests/test_data.py::test_the_pipelines_trace_their_map_functions_as_written"]),
 }
 MUTANTS.update(MOTION_MUTANTS | KERNEL_MUTANTS)  # how the encoder sees motion; kernels per platform, roofline

@@ -3,8 +3,8 @@
 tf.data runs every map function through AutoGraph, which parses its source, rewrites Python `if`,
 `for` and `while` on tensors into TF control flow and does the same for every function it calls.
 Ours are TF ops already, and their Python branches test Python values (the config, a feature being
-present): the rewrite changes nothing in the graph, and it cost 3.7 s of CPU on each pipeline a
-process builds on a 2-core EPYC (`python bench/startup.py`), about a third of building it. Without
+present): the rewrite changes nothing in the graph, and it cost 3.2 s of CPU on each pipeline a
+process builds on a 2-core EPYC (`python bench/startup.py`), over a quarter of building it. Without
 it, a Python `if` on a tensor fails when the pipeline is built ("using a tf.Tensor as a Python bool
 is not allowed"), in every test that builds that pipeline, instead of becoming a `tf.cond`.
 """
