@@ -161,8 +161,9 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
     if key not in ("learning_rate", "finite"):
       # grad_norm sums every squared gradient, in another order: moco's was 1.3e-5 apart on a 2-core EPYC
       # (2026-12-05; the gradients themselves are compared below); an accuracy may flip one near-tied argmax
-      # of its 64 (text's contrastive_accuracy 5/64 vs 6/64 on another 2-core EPYC, 2026-12-06, at the landed code)
-      atol = 1 / 64 + 1e-6 if key.endswith("accuracy") else 1e-6
+      # of its 64 (text's contrastive_accuracy 5/64 vs 6/64 on another 2-core EPYC, 2026-12-06, at the landed code;
+      # 5/64 vs 7/64 with the suite's XLA:CPU loop emitters, tests/conftest.py, 2026-12-07): two flips at most
+      atol = 2 / 64 + 1e-6 if key.endswith("accuracy") else 1e-6
       np.testing.assert_allclose(m4[key], m1[key], rtol=3e-5 if key == "grad_norm" else 1e-5, atol=atol, err_msg=key)
   for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(four)):
     # Steps of order 0.1-1: float summation order only (moco from the loop's init: one element in 432 off
