@@ -160,7 +160,7 @@ def test_gradient_accumulation_matches_one_big_batch(name, objective):
   for key in m1:
     if key not in ("learning_rate", "finite"):
       # grad_norm sums every squared gradient, in another order: moco's was 1.3e-5 apart on a 2-core EPYC
-      # (2026-12-05; the gradients themselves are compared below); an accuracy may flip one near-tied argmax
+      # (2026-12-05; the gradients themselves are compared below); an accuracy may flip near-tied argmaxes
       # of its 64 (text's contrastive_accuracy 5/64 vs 6/64 on another 2-core EPYC, 2026-12-06, at the landed code;
       # 5/64 vs 7/64 with the suite's XLA:CPU loop emitters, tests/conftest.py, 2026-12-07): two flips at most
       atol = 2 / 64 + 1e-6 if key.endswith("accuracy") else 1e-6
