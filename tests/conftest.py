@@ -1,5 +1,5 @@
 """Test set-up: 8 simulated CPU devices (before JAX's first computation), TensorFlow as the commands
-import it (quiet, without Keras), XLA:CPU's loop emitters, and one persistent XLA cache for the run."""
+import it (quiet, without Keras), faster XLA:CPU compiles, and one persistent XLA cache for the run."""
 
 import os
 import shutil
@@ -11,14 +11,17 @@ set_environment()
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
-# XLA:CPU's older loop emitters for fused code: the suite's time is mostly XLA compiling many small
-# programs once each, and these compile a tiny CNN train step in 26% less time and a ViT one in 9%
-# less than the default fusion emitters, with losses equal to float rounding (`bench/suite_compile.py`);
-# the suite took 10% less CPU (docs/tests.md). A CPU codegen choice only: GPUs and TPUs never read
-# xla_cpu_* flags, and the tests that set their own XLA_FLAGS for a subprocess (survival,
-# multi-process) compile with XLA's defaults, as the commands do for a user.
-if "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]:
-  os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
+# XLA:CPU's older loop emitters for fused code, and LLVM at -O1 instead of -O2: the suite's time is
+# mostly XLA compiling many small programs once each, and with both a tiny CNN train step compiles in
+# about half the time of XLA's defaults and a plainly jitted init (threefry random draws of conv
+# kernels' shapes, which LLVM -O2 is slowest on) in a quarter, with the same losses (`bench/
+# suite_compile.py`; docs/tests.md for the suite's time). A CPU codegen choice only: GPUs and TPUs never
+# read xla_cpu_* flags, jits with their own compiler_options keep them (inits at -O0), and the tests
+# that set their own XLA_FLAGS for a subprocess (survival, multi-process) compile with XLA's defaults,
+# as the commands do for a user.
+for _flag in ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1"):
+  if _flag.split("=")[0] not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " " + _flag
 
 # One persistent XLA cache for the whole run, its worker processes and the subprocesses the tests
 # start (they inherit the environment): the many tests that train the same tiny configuration, in
