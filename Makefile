@@ -48,7 +48,7 @@ BENCH_SMOKE := "accelerator.py --smoke" "accelerator.py --layers --layer-frames 
   "model_step.py --batch 1 --iters 1 --warmup 1 --no-torch" "train_step.py --smoke" "input_pipeline.py --smoke" \
   "search.py --sizes 4096 --dim 32 --queries 8 --ivf-train 2048 --repeats 1 --nprobe 8 --block-size 1024" \
   "roofline.py --per-device-batch 8 --conv-ms 12" "roofline.py --config large_vit --per-device-batch 8" "roofline.py --config large_tubelet --per-device-batch 8" "generate.py --smoke" "text_ceiling.py --smoke" \
-  "trace_summary.py --smoke --steps 2" "pod_input.py --smoke" "startup.py --smoke" "suite_compile.py --smoke"
+  "trace_summary.py --smoke --steps 2" "pod_input.py --smoke" "startup.py --smoke" "suite_compile.py --smoke" "suite_compile.py --memory --smoke"
 bench-smoke: venv
 	@for b in $(BENCH_SMOKE); do \
 	  echo "== bench/$$b"; \

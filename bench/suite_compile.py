@@ -7,9 +7,10 @@ as `BuiltStep.init` does), then compiles the encoder's init jitted plainly as mo
 keys: its multi-dimensional random draws are what XLA:CPU's LLVM -O2 is slowest on), runs 1 step, then
 `--steps` more, in a fresh process without the persistent cache, alternating the variants `--repeats`
 times. Reported (medians): XLA's backend compile seconds of the step (with the state's init) and of the
-plain init (jax.monitoring), the process's CPU seconds, the step time after compiling, and the loss after
-the last step, whose difference from the default's must stay at float rounding (the bench fails
-otherwise). Prints a table, then one JSON line. `--smoke`: the first case only.
+plain init (jax.monitoring), the process's CPU seconds, the step time after compiling, and how far the
+loss is from the default's after one update (float rounding, or the bench fails) and after the last
+(rounding amplified by training; reported). Prints a table, then one JSON line. `--smoke`: the first
+case only.
 
 `--memory`: instead, the seconds `training.memory.step_memory` takes (the `model-summary` memory line:
 a compile for XLA's memory analysis, never run) with LLVM optimisation as training compiles and without
@@ -82,11 +83,14 @@ video = np.random.RandomState(0).randint(0, 255, (c.train.batch_size, 2, c.data.
 batch = device_batch({"video": video, "label": np.zeros(c.train.batch_size, np.int32)}, c)
 state, m = built.step(state, batch); jax.block_until_ready(m)
 t = time.perf_counter()
+ms = []
 for _ in range(steps):
   state, m = built.step(state, batch)
-jax.block_until_ready(m)
-print("RESULT", json.dumps({"compile_s": seconds["backend_compile_duration"] - init_s, "init_s": init_s, "step_s": (time.perf_counter() - t) / steps,
-                            "cpu_s": time.process_time(), "loss": float(m["loss"])}))
+  ms.append(m)
+jax.block_until_ready(ms)
+step_s = (time.perf_counter() - t) / steps
+print("RESULT", json.dumps({"compile_s": seconds["backend_compile_duration"] - init_s, "init_s": init_s, "step_s": step_s,
+                            "cpu_s": time.process_time(), "loss_1": float(ms[0]["loss"]), "loss": float(ms[-1]["loss"])}))
 """
 
 
@@ -122,22 +126,25 @@ def main(argv=None) -> int:
         runs[case, v].append(_child(case_args, steps, flags))
 
   med = lambda rows, key: statistics.median(r[key] for r in rows)
-  print(f"{'':26s} {'variant':12s} {'step compile':>12s} {'jit(init)':>9s} {'CPU':>7s} {'step ms':>8s} {'|loss diff|':>11s}"
-        f"  (median of {repeats}; loss difference from `default`)")
+  print(f"{'':26s} {'variant':12s} {'step compile':>12s} {'jit(init)':>9s} {'CPU':>7s} {'step ms':>8s} {'diff, 1 update':>14s}"
+        f" {'diff, last':>10s}  (median of {repeats}; loss differences from `default`)")
   rows = {}
   for case in cases:
     rows[case] = {}
     for v in VARIANTS:
       rs, d = runs[case, v], runs[case, "default"]
+      first = max(abs(a["loss_1"] - b["loss_1"]) for a, b in zip(d, rs))
       diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(d, rs))
       r = rows[case][v] = {"step_compile_s": round(med(rs, "compile_s"), 2), "init_compile_s": round(med(rs, "init_s"), 2),
                            "cpu_s": round(med(rs, "cpu_s"), 2), "step_ms": round(1e3 * med(rs, "step_s"), 1),
-                           "loss_diff": diff}
+                           "loss_diff_1": first, "loss_diff": diff}
       print(f"{case:26s} {v:12s} {r['step_compile_s']:11.2f}s {r['init_compile_s']:8.2f}s {r['cpu_s']:6.2f}s "
-            f"{r['step_ms']:8.1f} {diff:11.2e}")
-      if not diff <= 1e-4 * abs(d[0]["loss"]):
-        sys.exit(f"bench/suite_compile.py: {case}: {v}'s loss differs from the default's by {diff:.3g}, "
-                 "more than float rounding")
+            f"{r['step_ms']:8.1f} {first:14.2e} {diff:10.2e}")
+      # After one update the variants must agree to float rounding; later steps amplify any rounding
+      # (a ResNet overfitting one batch: 1 ulp after one update, 5e-4 of the loss after six), reported only.
+      if not first <= 1e-6 * abs(d[0]["loss_1"]) + 1e-7:
+        sys.exit(f"bench/suite_compile.py: {case}: {v}'s loss after one update differs from the default's by "
+                 f"{first:.3g}, more than float rounding")
   print(json.dumps({"bench": "suite_compile", "repeats": repeats, "steps": steps, "machine": _cpu(),
                     "cpus": os.cpu_count(), "variants": VARIANTS, "cases": rows}))
   return 0

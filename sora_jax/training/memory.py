@@ -7,8 +7,9 @@ activations kept for the backward pass, gradients, workspace).
 
 On CPU the step is compiled without LLVM optimisation (`xla_backend_optimization_level=0`): the
 figures come from XLA's buffer assignment, before code generation, and are the same bytes (checked
-by the tests), at 0.46x the time (the pod example `large` with remat_frames=time: 64.0 s -> 29.5 s;
-a tiny ResNet: 18.0 s -> 8.3 s; 2-core AMD EPYC, 2026-12-07, `bench/suite_compile.py --memory`).
+by the tests and the bench) in less time: the pod example (`large`, remat_frames=time) 31.6 s ->
+25.5 s, a tiny ResNet 10.9 s -> 9.0 s (2-core AMD EPYC, 2026-12-07, medians of 3:
+`bench/suite_compile.py --memory --repeats 3`).
 """
 
 from __future__ import annotations
