@@ -67,7 +67,7 @@ def test_model_summary_prints_the_step_memory_last(capsys):
 
 
 def test_the_unoptimised_compile_on_cpu_plans_the_same_bytes_as_the_optimised_one(monkeypatch):
-  """step_memory compiles without LLVM optimisation on CPU (twice as fast): the same figures."""
+  """step_memory compiles without LLVM optimisation on CPU (in less time): the same figures."""
   config = load_config("infonce", TINY_RESNET + ["model.frame_encoder=seed_cnn"])
   assert memory._options(jax.devices()[0]) == {"xla_backend_optimization_level": 0}
   fast = step_memory(config, 2)
