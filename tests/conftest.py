@@ -16,10 +16,11 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 # 0.62x the time of XLA's defaults and a plainly jitted ResNet init (threefry draws in conv kernels'
 # shapes, which -O2 is slowest on) in 0.19x; losses agree after one update and differ by amplified
 # rounding after more (`bench/suite_compile.py`); the suite took 0.61x the wall time (docs/tests.md).
-# For the suite's CPU runs only: the commands keep XLA's defaults, jits with their own compiler_options
-# keep them (inits at -O0), and the tests that set their own XLA_FLAGS for a subprocess (survival,
-# multi-process) compile with XLA's defaults, as the commands do for a user.
-for _flag in ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1"):
+# For the suite's CPU runs only (the commands keep XLA's defaults; jits with their own compiler_options
+# keep them: inits at -O0). The tests that give a subprocess its own XLA_FLAGS (a device count: gs://,
+# survival, multi-process) add $SORA_TEST_XLA_CODEGEN, so every process of a test compiles alike.
+os.environ.setdefault("SORA_TEST_XLA_CODEGEN", "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=1")
+for _flag in os.environ["SORA_TEST_XLA_CODEGEN"].split():
   if _flag.split("=")[0] not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " " + _flag
 

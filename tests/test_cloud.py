@@ -55,7 +55,8 @@ def gcs(tmp_path_factory):
   proc, url = _start_emulator()
   env = {**os.environ, "STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2 " + os.environ["SORA_TEST_XLA_CODEGEN"],
+         "TF_CPP_MIN_LOG_LEVEL": "2"}
   yield env, url
   proc.terminate()
   proc.wait(timeout=30)

@@ -30,7 +30,8 @@ TINY = ["--config.data.name=moving_shapes/small", "--config.data.num_frames=4", 
 def _train(workdir, data_dir, steps, **popen):
   cmd = [sys.executable, str(ROOT / "train.py"), "--config", "infonce", "--workdir", str(workdir),
          f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={steps}", *TINY]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2 " + os.environ["SORA_TEST_XLA_CODEGEN"]}
   return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **popen)
 
 

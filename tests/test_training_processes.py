@@ -22,7 +22,7 @@ from sora_jax.training import checkpoint as ckpt
 # Every worker starts so: 4 CPU devices, joined as process argv[2] of 2 at argv[1]; its own arguments follow.
 _PREAMBLE = textwrap.dedent("""
     import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4 " + os.environ["SORA_TEST_XLA_CODEGEN"]
     os.environ["JAX_PLATFORMS"] = "cpu"
     from sora_jax.parallel import distributed
     assert distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
@@ -120,7 +120,8 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_pa
       state = train(ckpt.saved_config(json.load(open(sys.argv[1]))), sys.argv[2])
       print("returned at step", int(state.step))
   """))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2 " + os.environ["SORA_TEST_XLA_CODEGEN"]}
   proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "config.json"), str(tmp_path / "run")],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
   metrics = tmp_path / "run" / "metrics.jsonl"
