@@ -94,12 +94,12 @@ print("RESULT", json.dumps({"compile_s": seconds["backend_compile_duration"] - i
 """
 
 
-def _child(args: list[str], steps, flags: str, code: str = _CHILD) -> dict:
+def _child(args: list[str], flags: str, code: str = _CHILD) -> dict:
   base = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_cpu_use_fusion_emitters" not in f
                   and "xla_backend_optimization_level" not in f)
   env = dict(os.environ, XLA_FLAGS=f"{base} --xla_force_host_platform_device_count=8 {flags}", JAX_PLATFORMS="cpu")
   env.pop("JAX_COMPILATION_CACHE_DIR", None)  # every run compiles
-  proc = subprocess.run([sys.executable, "-c", code, *args, str(steps)], env=env, cwd=ROOT, capture_output=True,
+  proc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True,
                         text=True)
   result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
   if proc.returncode or not result:
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
   for _ in range(repeats):
     for case, case_args in cases.items():
       for v, flags in VARIANTS.items():
-        runs[case, v].append(_child(case_args, steps, flags))
+        runs[case, v].append(_child([*case_args, str(steps)], flags))
 
   med = lambda rows, key: statistics.median(r[key] for r in rows)
   print(f"{'':26s} {'variant':12s} {'step compile':>12s} {'jit(init)':>9s} {'CPU':>7s} {'step ms':>8s} {'diff, 1 update':>14s}"
@@ -155,8 +155,8 @@ def _memory(repeats: int, smoke: bool) -> int:
   runs = {(case, v): [] for case in cases for v in ("optimised", "unoptimised")}
   for _ in range(repeats):
     for case, case_args in cases.items():
-      for v in ("optimised", "unoptimised"):  # as the suite and the commands run: XLA's default emitters
-        runs[case, v].append(_child(case_args, v, "", code=_MEMORY_CHILD))
+      for v in ("optimised", "unoptimised"):  # XLA's default flags, as `model-summary` runs
+        runs[case, v].append(_child([*case_args, v], "", code=_MEMORY_CHILD))
   print(f"{'':42s} {'optimised':>10s} {'unoptimised':>12s} {'ratio':>6s} {'total bytes':>14s}  (median of {repeats})")
   rows = {}
   for case in cases:

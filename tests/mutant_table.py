@@ -364,6 +364,12 @@ MUTANTS = {
     "commands-import-keras": (
         "sora_jax/cli/__init__.py", 'os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")', "pass",
         ["tests/test_config.py::test_commands_import_tensorflow_without_keras_and_keep_a_value_the_user_set"]),
+    "memory-analysis-unoptimised-everywhere": (
+        "sora_jax/training/memory.py", 'if device.platform == "cpu" else None', "",
+        ["tests/test_memory.py::test_the_unoptimised_compile_on_cpu_plans_the_same_bytes_as_the_optimised_one"]),
+    "memory-analysis-optimised-on-cpu": (
+        "sora_jax/training/memory.py", 'return {"xla_backend_optimization_level": 0} if', 'return None if',
+        ["tests/test_memory.py::test_the_unoptimised_compile_on_cpu_plans_the_same_bytes_as_the_optimised_one"]),
     "maps-rewritten-by-autograph": (
         "sora_jax/data/traced.py", "return tf.autograph.experimental.do_not_convert(fn)", "return fn",
         ["tests/test_data.py::test_the_pipelines_trace_their_map_functions_as_written"]),
