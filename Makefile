@@ -32,7 +32,7 @@ eval: venv
 # where the avx2 EPYC of 2026-12-05 took 31 min for 512). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Behaviour mutations the tests must catch (tests/mutants.py; minutes per mutant, not in CI).
 mutants: venv

@@ -1,7 +1,6 @@
 """Test set-up: 8 simulated CPU devices (before JAX's first computation), TensorFlow as the commands
 import it (quiet, without Keras), faster XLA:CPU compiles, and one persistent XLA cache for the run."""
 
-import collections
 import os
 import shutil
 import tempfile
@@ -39,20 +38,6 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SORA_TEST_XLA_CACHE"]
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 import pytest  # noqa: E402
-
-
-def pytest_collection_modifyitems(config, items):
-  """Files with the most end-to-end (`slow`) tests first, then the files with the most tests; each file's
-  tests in their written order. `make test` hands whole files to its workers in this order
-  (`--no-loadscope-reorder`); by number of tests alone (xdist's own order), the few-test multi-process
-  and gs:// files came last and ran on while the other workers had nothing left."""
-  file_of = lambda item: item.nodeid.split("::")[0]
-  slow, count = collections.Counter(), collections.Counter()
-  for item in items:
-    count[file_of(item)] += 1
-    slow[file_of(item)] += item.get_closest_marker("slow") is not None
-  first_seen = {f: i for i, f in reversed(list(enumerate(map(file_of, items))))}
-  items.sort(key=lambda item: (-slow[file_of(item)], -count[file_of(item)], first_seen[file_of(item)]))
 
 
 def pytest_sessionfinish(session, exitstatus):
